@@ -1,0 +1,69 @@
+// Package dsn reads bounce messages: RFC 3464 delivery status notifications
+// (RFC 6522 multipart/report, RFC 6533 internationalized reports) and the
+// common non-standard formats that real mail servers send instead.
+//
+// It turns one message into a Report: whether it is a bounce at all, and for
+// each recipient the address, action, status, reason and whether the failure
+// is permanent, plus the headers of the returned message when they are there.
+//
+// It does no I/O beyond reading the io.Reader it is given, and decides
+// nothing: whether a bounce is authentic or should lead to any action is for
+// the caller.
+package dsn
+
+// Report is what one bounce message says.
+type Report struct {
+	// Bounce is true when the message reports at least one failed or
+	// delayed recipient. Success notifications, auto-replies (RFC 3834) and
+	// abuse reports (RFC 5965) are not bounces.
+	Bounce bool `json:"bounce"`
+	// Kind is "bounce", "delivered", "vacation", "feedback" or "" (not a
+	// report of any kind).
+	Kind string `json:"kind,omitempty"`
+	// Format names the recogniser that read the message ("rfc3464",
+	// "qmail", "exim", ...).
+	Format string `json:"format,omitempty"`
+	// ReportingMTA is the Reporting-MTA field (RFC 3464 section 2.2.2),
+	// without its type.
+	ReportingMTA string      `json:"reporting_mta,omitempty"`
+	Recipients   []Recipient `json:"recipients"`
+	// Original holds the headers of the returned message, when the bounce
+	// includes them (message/rfc822 or text/rfc822-headers part, or quoted
+	// text).
+	Original Original `json:"original"`
+}
+
+// Recipient is one per-recipient section of a report.
+type Recipient struct {
+	// Address is the failed address (Final-Recipient, RFC 3464 section
+	// 2.3.2), lowercased domain, without angle brackets or address type.
+	Address string `json:"address"`
+	// OriginalAddress is the Original-Recipient field (section 2.3.1), if any.
+	OriginalAddress string `json:"original_address,omitempty"`
+	// Action is "failed", "delayed", "delivered", "relayed" or "expanded"
+	// (section 2.3.3).
+	Action string `json:"action"`
+	// Status is the enhanced status code (RFC 3463), e.g. "5.1.1".
+	Status string `json:"status"`
+	// Reason is the cause in Sisimai's vocabulary: "userunknown",
+	// "hostunknown", "mailboxfull", "filtered", "rejected", "blocked",
+	// "expired", "suspend", "policyviolation", "spamdetected", ...
+	Reason string `json:"reason"`
+	// Permanent is true for a permanent failure (status class 5, or the
+	// equivalent when there is no status).
+	Permanent bool `json:"permanent"`
+	// Diagnostic is the Diagnostic-Code text (section 2.3.6) or the remote
+	// server's reply, without its type.
+	Diagnostic string `json:"diagnostic,omitempty"`
+	// RemoteMTA is the Remote-MTA field (section 2.3.5), without its type.
+	RemoteMTA string `json:"remote_mta,omitempty"`
+}
+
+// Original is the header of the message that bounced.
+type Original struct {
+	MessageID string `json:"message_id,omitempty"`
+	From      string `json:"from,omitempty"`
+	To        string `json:"to,omitempty"`
+	Subject   string `json:"subject,omitempty"`
+	Date      string `json:"date,omitempty"`
+}

@@ -1,0 +1,108 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// AllowKind says what an allow-list entry protects.
+type AllowKind string
+
+// The kinds of allow-list entry.
+const (
+	AllowUser  AllowKind = "user"  // a username
+	AllowEmail AllowKind = "email" // an address, as EmailKey has it
+	AllowIP    AllowKind = "ip"    // an IP address
+)
+
+// Allow protects value from every future action.
+func (r *DB) Allow(ctx context.Context, kind AllowKind, value, note string, now time.Time) error {
+	return r.Tx(ctx, func(tx *Tx) error { return tx.Allow(ctx, kind, value, note, now) })
+}
+
+// Allow is DB.Allow inside the transaction.
+func (t *Tx) Allow(ctx context.Context, kind AllowKind, value, note string, now time.Time) error {
+	if kind == AllowEmail {
+		value = EmailKey(value)
+	}
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO allowlist(kind, value, note, created) VALUES (?, ?, ?, ?)
+		ON CONFLICT(kind, value) DO UPDATE SET note = excluded.note`, string(kind), value, note, unix(now))
+	if err != nil {
+		return fmt.Errorf("allow %s %s: %w", kind, value, err)
+	}
+	return nil
+}
+
+// Allowed reports whether any of the registration's username, address or
+// IP is allow-listed.
+func (r *DB) Allowed(ctx context.Context, reg Registration) (bool, error) {
+	var ok bool
+	err := r.db.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM allowlist WHERE
+		(kind = 'user' AND value = ?) OR (kind = 'email' AND value = ?) OR (kind = 'ip' AND value = ? AND value != ''))`,
+		reg.Username, EmailKey(reg.Email), reg.IP).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("allow-list check for %s: %w", reg.Username, err)
+	}
+	return ok, nil
+}
+
+// Restore undoes what bouncemilter did to one account: pending bans are
+// cancelled and applied ones undone, each with an action queued that lifts it, and the username is
+// allow-listed so that a later bounce cannot disable it again. It returns
+// the unban actions it queued.
+func (r *DB) Restore(ctx context.Context, userID int64, note string, now time.Time) ([]Action, error) {
+	reg, err := r.Registration(ctx, userID)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	var queued []Action
+	err = r.Tx(ctx, func(tx *Tx) error {
+		rows, err := tx.tx.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions
+			WHERE user_id = ? AND kind IN ('ban-account', 'ban-ip') AND state IN ('pending', 'applied')`, userID)
+		if err != nil {
+			return err
+		}
+		bans, err := collectActions(rows)
+		if err != nil {
+			return err
+		}
+		for _, ban := range bans {
+			state := Undone
+			if ban.State == Pending {
+				state = Cancelled
+			}
+			if _, err := tx.tx.ExecContext(ctx, `UPDATE actions SET state = ?, done = ? WHERE id = ?`, string(state), unix(now), ban.ID); err != nil {
+				return err
+			}
+			// Lift even a ban that was still pending: a worker may be
+			// applying it right now, and lifting a ban that is not there
+			// is harmless.
+			undo := Action{UserID: userID, Target: ban.Target, Reason: "restored by admin: " + note}
+			switch ban.Kind {
+			case BanAccount:
+				undo.Kind = UnbanAccount
+			case BanIP:
+				undo.Kind = UnbanIP
+			}
+			id, err := tx.Queue(ctx, undo, now)
+			if err != nil {
+				return err
+			}
+			undo.ID, undo.State = id, Pending
+			queued = append(queued, undo)
+		}
+		if err := tx.Allow(ctx, AllowUser, reg.Username, note, now); err != nil {
+			return err
+		}
+		return tx.Allow(ctx, AllowEmail, reg.Email, note, now)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("restore user %d: %w", userID, err)
+	}
+	return queued, nil
+}
+
+// UserTarget is the Target of an account action.
+func UserTarget(userID int64) string { return strconv.FormatInt(userID, 10) }

@@ -1,0 +1,295 @@
+package registry
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Verdict is what the milter concluded from one bounce.
+type Verdict string
+
+// The verdicts a bounce can get.
+const (
+	// VerdictActed: at least one account is to be disabled; the bounce is
+	// discarded.
+	VerdictActed Verdict = "acted"
+	// VerdictNoMatch: no registration has the failed address.
+	VerdictNoMatch Verdict = "no-match"
+	// VerdictIneligible: a registration matched, but a rule protects it
+	// (verified, privileged, too old, allow-listed, not a permanent
+	// "no such address" failure).
+	VerdictIneligible Verdict = "ineligible"
+	// VerdictSuspect: the bounce could not be shown to answer mail this
+	// instance sent.
+	VerdictSuspect Verdict = "suspect"
+	// VerdictNotBounce: the message is not a failure report.
+	VerdictNotBounce Verdict = "not-bounce"
+)
+
+// ActionKind is what an action does.
+type ActionKind string
+
+// The kinds of action.
+const (
+	BanAccount   ActionKind = "ban-account"
+	BanIP        ActionKind = "ban-ip"
+	UnbanAccount ActionKind = "unban-account"
+	UnbanIP      ActionKind = "unban-ip"
+)
+
+// ActionState is where an action is in its life.
+type ActionState string
+
+// The states of an action. Pending actions are retried until applied; an
+// applied ban becomes undone when the admin restores the account.
+const (
+	Pending ActionState = "pending"
+	Applied ActionState = "applied"
+	Undone  ActionState = "undone"
+	// Cancelled: the action was no longer wanted before it was applied
+	// (the account was restored first).
+	Cancelled ActionState = "cancelled"
+)
+
+// Bounce is the evidence one bounce message brought, as journalled.
+type Bounce struct {
+	ID         int64
+	Received   time.Time
+	QueueID    string
+	EnvelopeTo string
+	Client     string
+	Verdict    Verdict
+	Detail     string
+	Report     string // the parsed report, JSON
+	Headers    string // the bounce's own header, raw
+}
+
+// Action is one thing to do to MediaGoblin or to the firewall.
+type Action struct {
+	ID          int64
+	BounceID    int64 // 0 for actions the admin asked for
+	UserID      int64
+	Kind        ActionKind
+	Target      string // user id or IP address
+	Reason      string
+	State       ActionState
+	Attempts    int
+	LastError   string
+	NextAttempt time.Time
+	Created     time.Time
+	Done        time.Time
+}
+
+// RecordBounce journals a bounce and the actions it calls for in one
+// durable transaction and returns the bounce's id. A ban already pending or
+// applied for the same target is not queued twice.
+func (r *DB) RecordBounce(ctx context.Context, b Bounce, actions []Action) (int64, error) {
+	var id int64
+	err := r.Tx(ctx, func(tx *Tx) error {
+		res, err := tx.tx.ExecContext(ctx, `INSERT INTO bounces
+			(received, queue_id, envelope_to, client, verdict, detail, report, headers)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			unix(b.Received), b.QueueID, b.EnvelopeTo, b.Client, string(b.Verdict), b.Detail, b.Report, b.Headers)
+		if err != nil {
+			return err
+		}
+		if id, err = res.LastInsertId(); err != nil {
+			return err
+		}
+		for _, a := range actions {
+			a.BounceID = id
+			if _, err := tx.queue(ctx, a, b.Received); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("journal bounce %s: %w", b.QueueID, err)
+	}
+	return id, nil
+}
+
+// Queue adds an action the admin asked for (a restore, say) to the queue.
+func (t *Tx) Queue(ctx context.Context, a Action, now time.Time) (int64, error) {
+	return t.queue(ctx, a, now)
+}
+
+func (t *Tx) queue(ctx context.Context, a Action, now time.Time) (int64, error) {
+	var exists bool
+	err := t.tx.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM actions
+		WHERE kind = ? AND target = ? AND state IN ('pending', 'applied'))`, string(a.Kind), a.Target).Scan(&exists)
+	if err != nil {
+		return 0, fmt.Errorf("queue %s %s: %w", a.Kind, a.Target, err)
+	}
+	if exists {
+		return 0, nil
+	}
+	var bounce any
+	if a.BounceID != 0 {
+		bounce = a.BounceID
+	}
+	res, err := t.tx.ExecContext(ctx, `INSERT INTO actions
+		(bounce_id, user_id, kind, target, reason, state, next_attempt, created)
+		VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)`,
+		bounce, a.UserID, string(a.Kind), a.Target, a.Reason, unix(now), unix(now))
+	if err != nil {
+		return 0, fmt.Errorf("queue %s %s: %w", a.Kind, a.Target, err)
+	}
+	return res.LastInsertId()
+}
+
+const actionColumns = `id, coalesce(bounce_id, 0), user_id, kind, target, reason, state, attempts, last_error, next_attempt, created, coalesce(done, 0)`
+
+func scanAction(s interface{ Scan(...any) error }) (Action, error) {
+	var (
+		a                   Action
+		kind, state         string
+		next, created, done int64
+	)
+	err := s.Scan(&a.ID, &a.BounceID, &a.UserID, &kind, &a.Target, &a.Reason, &state, &a.Attempts, &a.LastError, &next, &created, &done)
+	a.Kind, a.State = ActionKind(kind), ActionState(state)
+	a.NextAttempt, a.Created, a.Done = fromUnix(next), fromUnix(created), fromUnix(done)
+	return a, err
+}
+
+// DueActions returns up to limit pending actions whose next attempt is due
+// at now, oldest first.
+func (r *DB) DueActions(ctx context.Context, now time.Time, limit int) ([]Action, error) {
+	rows, err := r.db.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions
+		WHERE state = 'pending' AND next_attempt <= ? ORDER BY id LIMIT ?`, unix(now), limit)
+	if err != nil {
+		return nil, fmt.Errorf("due actions: %w", err)
+	}
+	return collectActions(rows)
+}
+
+// Actions returns the actions of one user, oldest first.
+func (r *DB) Actions(ctx context.Context, userID int64) ([]Action, error) {
+	rows, err := r.db.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions WHERE user_id = ? ORDER BY id`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("actions of user %d: %w", userID, err)
+	}
+	return collectActions(rows)
+}
+
+func collectActions(rows *sql.Rows) ([]Action, error) {
+	defer rows.Close()
+	var out []Action
+	for rows.Next() {
+		a, err := scanAction(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// MarkApplied records that an action took effect. It is a no-op for an
+// action that is no longer pending, so a retried worker cannot undo a
+// cancellation.
+func (r *DB) MarkApplied(ctx context.Context, id int64, now time.Time) error {
+	_, err := r.db.ExecContext(ctx, `UPDATE actions SET state = 'applied', done = ?, attempts = attempts + 1, last_error = ''
+		WHERE id = ? AND state = 'pending'`, unix(now), id)
+	if err != nil {
+		return fmt.Errorf("mark action %d applied: %w", id, err)
+	}
+	return nil
+}
+
+// MarkFailed records a failed attempt and when to try again.
+func (r *DB) MarkFailed(ctx context.Context, id int64, cause error, next time.Time) error {
+	_, err := r.db.ExecContext(ctx, `UPDATE actions SET attempts = attempts + 1, last_error = ?, next_attempt = ?
+		WHERE id = ? AND state = 'pending'`, cause.Error(), unix(next), id)
+	if err != nil {
+		return fmt.Errorf("mark action %d failed: %w", id, err)
+	}
+	return nil
+}
+
+// Disabled is an account that bouncemilter disabled, for review.
+type Disabled struct {
+	Registration
+	ActionID int64
+	State    ActionState // pending until MediaGoblin holds the ban
+	Reason   string
+	When     time.Time // when the bounce was journalled
+	Detail   string    // the bounce's verdict detail
+	QueueID  string
+}
+
+// DisabledAccounts lists the accounts with a ban that is pending or
+// applied, newest first.
+func (r *DB) DisabledAccounts(ctx context.Context) ([]Disabled, error) {
+	rows, err := r.db.QueryContext(ctx, `
+SELECT r.user_id, r.username, r.email, r.created, r.verified, r.privileged, coalesce(r.ip, ''), coalesce(r.ip_source, ''), r.synced,
+	a.id, a.state, a.reason, a.created, coalesce(b.detail, ''), coalesce(b.queue_id, '')
+FROM actions a
+JOIN registrations r ON r.user_id = a.user_id
+LEFT JOIN bounces b ON b.id = a.bounce_id
+WHERE a.kind = 'ban-account' AND a.state IN ('pending', 'applied')
+ORDER BY a.created DESC, a.id DESC`)
+	if err != nil {
+		return nil, fmt.Errorf("list disabled accounts: %w", err)
+	}
+	defer rows.Close()
+	var out []Disabled
+	for rows.Next() {
+		var (
+			d                     Disabled
+			created, synced, when int64
+			state                 string
+		)
+		if err := rows.Scan(&d.UserID, &d.Username, &d.Email, &created, &d.Verified, &d.Privileged, &d.IP, &d.IPSource, &synced,
+			&d.ActionID, &state, &d.Reason, &when, &d.Detail, &d.QueueID); err != nil {
+			return nil, fmt.Errorf("list disabled accounts: %w", err)
+		}
+		d.Created, d.Synced, d.When, d.State = fromUnix(created), fromUnix(synced), fromUnix(when), ActionState(state)
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// Bounce returns one journalled bounce.
+func (r *DB) Bounce(ctx context.Context, id int64) (Bounce, error) {
+	var (
+		b        Bounce
+		received int64
+		verdict  string
+	)
+	err := r.db.QueryRowContext(ctx, `SELECT id, received, queue_id, envelope_to, client, verdict, detail, report, headers
+		FROM bounces WHERE id = ?`, id).Scan(&b.ID, &received, &b.QueueID, &b.EnvelopeTo, &b.Client, &verdict, &b.Detail, &b.Report, &b.Headers)
+	if errors.Is(err, sql.ErrNoRows) {
+		return b, fmt.Errorf("bounce %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return b, fmt.Errorf("bounce %d: %w", id, err)
+	}
+	b.Received, b.Verdict = fromUnix(received), Verdict(verdict)
+	return b, nil
+}
+
+// CountBounces returns how many bounces got each verdict.
+func (r *DB) CountBounces(ctx context.Context) (map[Verdict]int64, error) {
+	rows, err := r.db.QueryContext(ctx, `SELECT verdict, count(*) FROM bounces GROUP BY verdict`)
+	if err != nil {
+		return nil, fmt.Errorf("count bounces: %w", err)
+	}
+	defer rows.Close()
+	out := map[Verdict]int64{}
+	for rows.Next() {
+		var (
+			v string
+			n int64
+		)
+		if err := rows.Scan(&v, &n); err != nil {
+			return nil, fmt.Errorf("count bounces: %w", err)
+		}
+		out[Verdict(v)] = n
+	}
+	return out, rows.Err()
+}

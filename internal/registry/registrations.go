@@ -1,0 +1,152 @@
+package registry
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Registration is a MediaGoblin sign-up as the registry knows it.
+type Registration struct {
+	UserID   int64
+	Username string
+	Email    string
+	Created  time.Time // UTC
+	// Verified is true once the account holds MediaGoblin's 'active'
+	// privilege: its address received mail, so it exists.
+	Verified bool
+	// Privileged is true for admins and moderators, who are never touched.
+	Privileged bool
+	// IP is the address the sign-up came from, "" while unknown.
+	IP string
+	// IPSource says how IP was linked (e.g. "combined", "location").
+	IPSource string
+	// Synced is when sync last saw the account in MediaGoblin.
+	Synced time.Time
+}
+
+// EmailKey is the form addresses are looked up by: the whole address
+// lowercased. MediaGoblin lowercases only the domain, but remote servers
+// report recipients in whatever case they like, and two sign-ups that differ
+// only in the case of the local part are the same mailbox in practice.
+func EmailKey(addr string) string {
+	return strings.ToLower(strings.TrimSpace(addr))
+}
+
+const registrationColumns = `user_id, username, email, created, verified, privileged, coalesce(ip, ''), coalesce(ip_source, ''), synced`
+
+func scanRegistration(s interface{ Scan(...any) error }) (Registration, error) {
+	var (
+		reg                  Registration
+		created, synced      int64
+		verified, privileged bool
+	)
+	err := s.Scan(&reg.UserID, &reg.Username, &reg.Email, &created, &verified, &privileged, &reg.IP, &reg.IPSource, &synced)
+	reg.Created, reg.Synced = fromUnix(created), fromUnix(synced)
+	reg.Verified, reg.Privileged = verified, privileged
+	return reg, err
+}
+
+// UpsertRegistration stores reg, replacing what the registry knew of the
+// same user except a linked IP, which only SetIP changes.
+func (t *Tx) UpsertRegistration(ctx context.Context, reg Registration) error {
+	_, err := t.tx.ExecContext(ctx, `
+INSERT INTO registrations (user_id, username, email, email_key, created, verified, privileged, synced)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(user_id) DO UPDATE SET
+	username = excluded.username, email = excluded.email, email_key = excluded.email_key,
+	created = excluded.created, verified = excluded.verified,
+	privileged = excluded.privileged, synced = excluded.synced`,
+		reg.UserID, reg.Username, reg.Email, EmailKey(reg.Email), unix(reg.Created),
+		reg.Verified, reg.Privileged, unix(reg.Synced))
+	if err != nil {
+		return fmt.Errorf("store registration %d: %w", reg.UserID, err)
+	}
+	return nil
+}
+
+// SetIP links the sign-up of username to ip, saying how the link was made.
+// It reports whether a registration of that name exists.
+func (t *Tx) SetIP(ctx context.Context, username, ip, source string) (bool, error) {
+	res, err := t.tx.ExecContext(ctx, `UPDATE registrations SET ip = ?, ip_source = ? WHERE username = ?`,
+		nullIfEmpty(ip), nullIfEmpty(source), username)
+	if err != nil {
+		return false, fmt.Errorf("link %s to %s: %w", username, ip, err)
+	}
+	n, _ := res.RowsAffected()
+	return n > 0, nil
+}
+
+// PruneBefore deletes registrations created before t and reports how many.
+// Accounts with a journalled action are kept, so that they can still be
+// reviewed and restored.
+func (t *Tx) PruneBefore(ctx context.Context, before time.Time) (int64, error) {
+	res, err := t.tx.ExecContext(ctx, `DELETE FROM registrations WHERE created < ?
+		AND user_id NOT IN (SELECT user_id FROM actions)`, unix(before))
+	if err != nil {
+		return 0, fmt.Errorf("prune registrations: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+// RegistrationsByEmail returns every registration whose address is addr,
+// compared as EmailKey does.
+func (r *DB) RegistrationsByEmail(ctx context.Context, addr string) ([]Registration, error) {
+	rows, err := r.db.QueryContext(ctx, `SELECT `+registrationColumns+` FROM registrations WHERE email_key = ? ORDER BY user_id`, EmailKey(addr))
+	if err != nil {
+		return nil, fmt.Errorf("look up %s: %w", addr, err)
+	}
+	defer rows.Close()
+	var out []Registration
+	for rows.Next() {
+		reg, err := scanRegistration(rows)
+		if err != nil {
+			return nil, fmt.Errorf("look up %s: %w", addr, err)
+		}
+		out = append(out, reg)
+	}
+	return out, rows.Err()
+}
+
+// Registration returns the registration of one user.
+func (r *DB) Registration(ctx context.Context, userID int64) (Registration, error) {
+	reg, err := scanRegistration(r.db.QueryRowContext(ctx, `SELECT `+registrationColumns+` FROM registrations WHERE user_id = ?`, userID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return reg, fmt.Errorf("registration %d: %w", userID, ErrNotFound)
+	}
+	if err != nil {
+		return reg, fmt.Errorf("registration %d: %w", userID, err)
+	}
+	return reg, nil
+}
+
+// RegistrationByName returns the registration of one username.
+func (r *DB) RegistrationByName(ctx context.Context, username string) (Registration, error) {
+	reg, err := scanRegistration(r.db.QueryRowContext(ctx, `SELECT `+registrationColumns+` FROM registrations WHERE username = ?`, username))
+	if errors.Is(err, sql.ErrNoRows) {
+		return reg, fmt.Errorf("registration %q: %w", username, ErrNotFound)
+	}
+	if err != nil {
+		return reg, fmt.Errorf("registration %q: %w", username, err)
+	}
+	return reg, nil
+}
+
+// CountRegistrations returns how many registrations the registry holds.
+func (r *DB) CountRegistrations(ctx context.Context) (int64, error) {
+	var n int64
+	if err := r.db.QueryRowContext(ctx, `SELECT count(*) FROM registrations`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count registrations: %w", err)
+	}
+	return n, nil
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}

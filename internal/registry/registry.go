@@ -1,0 +1,244 @@
+// Package registry is bouncemilter's own SQLite database: the copy of recent
+// MediaGoblin sign-ups that the milter looks bounces up in, the journal of
+// bounces seen and the decisions taken, and the queue of actions (ban an
+// account, ban an IP) that a worker applies.
+//
+// The database runs in WAL mode with a busy timeout so that `serve` and
+// `sync` can use it at the same time; every write is one short IMMEDIATE
+// transaction with synchronous=FULL, because the milter discards a bounce
+// only after what it proved is on disk.
+//
+// The package stores and queries; it decides nothing and talks to no other
+// system.
+package registry
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // the SQLite driver
+)
+
+// ErrNotFound is returned when a looked-up row does not exist.
+var ErrNotFound = errors.New("registry: not found")
+
+// DB is an open registry.
+type DB struct {
+	db *sql.DB
+}
+
+// Open opens the registry at path, creating it and its directory if needed,
+// and brings its schema up to date.
+func Open(ctx context.Context, path string) (*DB, error) {
+	if path == "" {
+		return nil, errors.New("open registry: empty path")
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("open registry: %w", err)
+		}
+	}
+	q := url.Values{}
+	q.Set("_busy_timeout", "10000")
+	q.Set("_journal_mode", "WAL")
+	// FULL: a committed decision survives power loss, not only a crash.
+	q.Set("_synchronous", "FULL")
+	q.Set("_foreign_keys", "on")
+	// IMMEDIATE: take the write lock at BEGIN, so two writers wait for each
+	// other under the busy timeout instead of failing with SQLITE_BUSY on
+	// upgrade from a read lock.
+	q.Set("_txlock", "immediate")
+	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+	sqldb, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open registry %s: %w", path, err)
+	}
+	sqldb.SetMaxOpenConns(8)
+	sqldb.SetConnMaxIdleTime(5 * time.Minute)
+	r := &DB{db: sqldb}
+	if err := r.migrate(ctx); err != nil {
+		sqldb.Close()
+		return nil, fmt.Errorf("open registry %s: %w", path, err)
+	}
+	return r, nil
+}
+
+// Close closes the database.
+func (r *DB) Close() error { return r.db.Close() }
+
+// SQL returns the underlying database, for tests and for packages that keep
+// their own tables in the registry.
+func (r *DB) SQL() *sql.DB { return r.db }
+
+// migrations are applied in order; the index+1 of the last one applied is
+// stored in PRAGMA user_version. Append only: never edit a released step.
+var migrations = []string{
+	`
+CREATE TABLE registrations (
+	user_id    INTEGER PRIMARY KEY,   -- core__users.id
+	username   TEXT NOT NULL,
+	email      TEXT NOT NULL,         -- as MediaGoblin stores it
+	email_key  TEXT NOT NULL,         -- lowercased, for lookups
+	created    INTEGER NOT NULL,      -- unix seconds, UTC
+	verified   INTEGER NOT NULL DEFAULT 0,
+	privileged INTEGER NOT NULL DEFAULT 0, -- admin or moderator
+	ip         TEXT,                  -- sign-up IP, NULL while unknown
+	ip_source  TEXT,                  -- how the IP was linked
+	synced     INTEGER NOT NULL       -- last time sync saw this row
+);
+CREATE INDEX registrations_email_key ON registrations(email_key);
+CREATE INDEX registrations_created ON registrations(created);
+
+CREATE TABLE state (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);
+
+CREATE TABLE allowlist (
+	kind    TEXT NOT NULL,  -- 'user', 'email' or 'ip'
+	value   TEXT NOT NULL,
+	note    TEXT NOT NULL DEFAULT '',
+	created INTEGER NOT NULL,
+	PRIMARY KEY (kind, value)
+);
+
+CREATE TABLE bounces (
+	id          INTEGER PRIMARY KEY,
+	received    INTEGER NOT NULL,   -- unix seconds
+	queue_id    TEXT NOT NULL DEFAULT '',
+	envelope_to TEXT NOT NULL DEFAULT '',
+	client      TEXT NOT NULL DEFAULT '',
+	verdict     TEXT NOT NULL,      -- see Verdict
+	detail      TEXT NOT NULL DEFAULT '',
+	report      TEXT NOT NULL,      -- the parsed report, JSON
+	headers     TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX bounces_received ON bounces(received);
+
+CREATE TABLE actions (
+	id           INTEGER PRIMARY KEY,
+	bounce_id    INTEGER REFERENCES bounces(id),
+	user_id      INTEGER NOT NULL,
+	kind         TEXT NOT NULL,     -- see ActionKind
+	target       TEXT NOT NULL,     -- the user id or the IP address
+	reason       TEXT NOT NULL,
+	state        TEXT NOT NULL,     -- see ActionState
+	attempts     INTEGER NOT NULL DEFAULT 0,
+	last_error   TEXT NOT NULL DEFAULT '',
+	next_attempt INTEGER NOT NULL,
+	created      INTEGER NOT NULL,
+	done         INTEGER            -- when applied or cancelled
+);
+CREATE INDEX actions_due ON actions(state, next_attempt);
+CREATE INDEX actions_user ON actions(user_id);
+`,
+}
+
+func (r *DB) migrate(ctx context.Context) error {
+	conn, err := r.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var version int
+	if err := conn.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this program (%d): refusing to touch it", version, len(migrations))
+	}
+	for i := version; i < len(migrations); i++ {
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("migrate to %d: %w", i+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate to %d: %w", i+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, i+1)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate to %d: %w", i+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migrate to %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// State reads a value that a job keeps between runs (a sync cursor, a log
+// offset). It returns "" and no error when the key was never set.
+func (r *DB) State(ctx context.Context, key string) (string, error) {
+	var v string
+	err := r.db.QueryRowContext(ctx, `SELECT value FROM state WHERE key = ?`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read state %q: %w", key, err)
+	}
+	return v, nil
+}
+
+// SetState stores a value that a job keeps between runs.
+func (r *DB) SetState(ctx context.Context, key, value string) error {
+	_, err := r.db.ExecContext(ctx, `INSERT INTO state(key, value) VALUES (?, ?)
+		ON CONFLICT(key) DO UPDATE SET value = excluded.value`, key, value)
+	if err != nil {
+		return fmt.Errorf("write state %q: %w", key, err)
+	}
+	return nil
+}
+
+// Tx runs fn inside one write transaction, so that a job can store a batch of
+// rows and its cursor together: the registry is never left half-written.
+func (r *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
+	sqltx, err := r.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(&Tx{tx: sqltx}); err != nil {
+		sqltx.Rollback()
+		return err
+	}
+	if err := sqltx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// Tx is a write transaction on the registry.
+type Tx struct {
+	tx *sql.Tx
+}
+
+// SetState is DB.SetState inside the transaction.
+func (t *Tx) SetState(ctx context.Context, key, value string) error {
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO state(key, value) VALUES (?, ?)
+		ON CONFLICT(key) DO UPDATE SET value = excluded.value`, key, value)
+	if err != nil {
+		return fmt.Errorf("write state %q: %w", key, err)
+	}
+	return nil
+}
+
+func unix(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}
+
+func fromUnix(s int64) time.Time {
+	if s == 0 {
+		return time.Time{}
+	}
+	return time.Unix(s, 0).UTC()
+}

@@ -52,6 +52,9 @@ const (
 	// Cancelled: the action was no longer wanted before it was applied
 	// (the account was restored first).
 	Cancelled ActionState = "cancelled"
+	// Refused: the target system said the action must not be done (the
+	// account became verified or privileged since the bounce). Never retried.
+	Refused ActionState = "refused"
 )
 
 // Bounce is the evidence one bounce message brought, as journalled.
@@ -154,6 +157,16 @@ func scanAction(s interface{ Scan(...any) error }) (Action, error) {
 	a.Kind, a.State = ActionKind(kind), ActionState(state)
 	a.NextAttempt, a.Created, a.Done = fromUnix(next), fromUnix(created), fromUnix(done)
 	return a, err
+}
+
+// MarkRefused records that an action must never be applied, and why.
+func (r *DB) MarkRefused(ctx context.Context, id int64, cause error, now time.Time) error {
+	_, err := r.db.ExecContext(ctx, `UPDATE actions SET state = 'refused', done = ?, attempts = attempts + 1, last_error = ?
+		WHERE id = ? AND state = 'pending'`, unix(now), cause.Error(), id)
+	if err != nil {
+		return fmt.Errorf("mark action %d refused: %w", id, err)
+	}
+	return nil
 }
 
 // DueActions returns up to limit pending actions whose next attempt is due

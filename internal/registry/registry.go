@@ -138,6 +138,17 @@ CREATE TABLE actions (
 CREATE INDEX actions_due ON actions(state, next_attempt);
 CREATE INDEX actions_user ON actions(user_id);
 `,
+	`
+CREATE TABLE sends (
+	id            INTEGER PRIMARY KEY,
+	recipient_key TEXT NOT NULL,    -- EmailKey of the recipient
+	sent          INTEGER NOT NULL, -- unix seconds
+	queue_id      TEXT NOT NULL DEFAULT '',
+	subject       TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX sends_recipient ON sends(recipient_key, sent);
+CREATE INDEX sends_sent ON sends(sent);
+`,
 }
 
 func (r *DB) migrate(ctx context.Context) error {

@@ -1,0 +1,310 @@
+// Package bounce decides what one bounce proves and journals it: it parses
+// the report, looks each failed address up among recent sign-ups, applies
+// the rules that protect real users, checks that the bounce answers mail
+// this instance really sent, and records the verdict with the actions it
+// calls for in the registry, durably, before it tells the caller whether
+// the bounce may be discarded.
+//
+// It applies no action itself (a worker does, from the journal) and knows
+// nothing of the milter protocol.
+package bounce
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/dsn"
+	"github.com/bouncemilter/bouncemilter/internal/registry"
+)
+
+// Envelope is what the MTA told about a message besides its content.
+type Envelope struct {
+	QueueID    string
+	Client     Client
+	Sender     string // "" for the null sender of a bounce
+	Recipients []string
+}
+
+// Client is the SMTP client a message came from.
+type Client struct {
+	Host string
+	Addr netip.Addr
+	Port uint16
+}
+
+// Local reports whether the message did not arrive over SMTP but was made
+// on this machine: Postfix shows mail from its own bounce daemon (and
+// pickup) to non_smtpd_milters as a connection from localhost, port 0.
+func (c Client) Local() bool {
+	return c.Port == 0 && (c.Host == "localhost" || (c.Addr.IsValid() && c.Addr.IsLoopback()))
+}
+
+func (c Client) String() string {
+	if !c.Addr.IsValid() {
+		return c.Host
+	}
+	return fmt.Sprintf("%s[%s]:%d", c.Host, c.Addr, c.Port)
+}
+
+// Journal is what the handler needs of the registry.
+type Journal interface {
+	RegistrationsByEmail(ctx context.Context, addr string) ([]registry.Registration, error)
+	Allowed(ctx context.Context, reg registry.Registration) (bool, error)
+	SentTo(ctx context.Context, recipient string, since time.Time) (bool, error)
+	RecordBounce(ctx context.Context, b registry.Bounce, actions []registry.Action) (int64, error)
+}
+
+// TagVerifier checks the signed return path a bounce was addressed to (see
+// package returnpath).
+type TagVerifier interface {
+	Verify(bounceAddr, failedRecipient string, now time.Time) error
+}
+
+// Handler turns bounces into journalled verdicts.
+type Handler struct {
+	Journal Journal
+	Policy  Policy
+	// Tags verifies signed return paths; nil when they are not in use.
+	Tags TagVerifier
+	// TrustReturnedHeaders accepts, as authentic, a bounce whose returned
+	// headers show a message from this instance to an address it recorded a
+	// send to. Only for setups where outgoing mail bypasses this Postfix,
+	// so that neither the signed return path nor the local path exists:
+	// returned headers are easy to forge.
+	TrustReturnedHeaders bool
+	// Sender is MediaGoblin's email_sender_address.
+	Sender string
+	// DiscardSuspect discards bounces that could not be shown authentic
+	// instead of delivering them.
+	DiscardSuspect bool
+	Log            *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Queued is called after a verdict queued actions (to wake the worker);
+	// may be nil.
+	Queued func()
+}
+
+// Outcome is the handler's answer for one bounce.
+type Outcome struct {
+	Verdict  registry.Verdict
+	Discard  bool // every failed recipient is accounted for and journalled
+	BounceID int64
+	Actions  int
+	Detail   string
+}
+
+// maxJournalledHeader caps how much of the bounce's own header is kept.
+const maxJournalledHeader = 16 << 10
+
+// Handle decides on one bounce. On error the caller must deliver the
+// message: nothing was journalled.
+func (h *Handler) Handle(ctx context.Context, env Envelope, msg []byte) (Outcome, error) {
+	now := h.now()
+	rep, parseErr := dsn.Parse(bytes.NewReader(msg))
+	b := registry.Bounce{
+		Received:   now,
+		QueueID:    env.QueueID,
+		EnvelopeTo: strings.Join(env.Recipients, ","),
+		Client:     env.Client.String(),
+		Headers:    headerOf(msg, maxJournalledHeader),
+	}
+	var (
+		out     Outcome
+		actions []registry.Action
+	)
+	if parseErr != nil || rep == nil || !rep.Bounce {
+		out.Verdict = registry.VerdictNotBounce
+		if parseErr != nil {
+			out.Detail = "unreadable: " + parseErr.Error()
+		}
+	} else {
+		var err error
+		if actions, out, err = h.decide(ctx, env, rep, now); err != nil {
+			return Outcome{}, err
+		}
+	}
+	if rep != nil {
+		js, err := json.Marshal(rep)
+		if err != nil {
+			return Outcome{}, fmt.Errorf("encode report: %w", err)
+		}
+		b.Report = string(js)
+	} else {
+		b.Report = "null"
+	}
+	b.Verdict, b.Detail = out.Verdict, out.Detail
+	id, err := h.Journal.RecordBounce(ctx, b, actions)
+	if err != nil {
+		return Outcome{}, err
+	}
+	out.BounceID, out.Actions = id, len(actions)
+	if len(actions) > 0 && h.Queued != nil {
+		h.Queued()
+	}
+	return out, nil
+}
+
+func (h *Handler) decide(ctx context.Context, env Envelope, rep *dsn.Report, now time.Time) ([]registry.Action, Outcome, error) {
+	var (
+		actions           []registry.Action
+		details           []string
+		reported, handled int
+		matched, suspect  bool
+	)
+	for _, rcpt := range rep.Recipients {
+		if a := strings.ToLower(rcpt.Action); a != "failed" && a != "delayed" {
+			continue
+		}
+		reported++
+		note := func(format string, args ...any) {
+			details = append(details, rcpt.Address+": "+fmt.Sprintf(format, args...))
+		}
+		if !SaysNoSuchAddress(rcpt) {
+			note("not a permanent no-such-address failure (%s %s %s)", rcpt.Action, rcpt.Status, rcpt.Reason)
+			continue
+		}
+		regs, err := h.Journal.RegistrationsByEmail(ctx, rcpt.Address)
+		if err != nil {
+			return nil, Outcome{}, err
+		}
+		if len(regs) == 0 {
+			note("no sign-up")
+			continue
+		}
+		matched = true
+		var eligible []registry.Registration
+		for _, reg := range regs {
+			allowed, err := h.Journal.Allowed(ctx, reg)
+			if err != nil {
+				return nil, Outcome{}, err
+			}
+			if why := h.Policy.Check(reg, regs, allowed, now); why != "" {
+				note("%s not eligible: %s", reg.Username, why)
+				continue
+			}
+			eligible = append(eligible, reg)
+		}
+		if len(eligible) == 0 {
+			continue
+		}
+		ok, why, err := h.authentic(ctx, env, rep, rcpt, now)
+		if err != nil {
+			return nil, Outcome{}, err
+		}
+		if !ok {
+			suspect = true
+			note("suspect: %s", why)
+			continue
+		}
+		for _, reg := range eligible {
+			reason := banReason(rcpt, env.QueueID, now)
+			actions = append(actions, registry.Action{UserID: reg.UserID, Kind: registry.BanAccount, Target: registry.UserTarget(reg.UserID), Reason: reason})
+			if reg.IP != "" {
+				actions = append(actions, registry.Action{UserID: reg.UserID, Kind: registry.BanIP, Target: reg.IP, Reason: reason})
+			}
+			note("%s disabled (%s)", reg.Username, why)
+		}
+		handled++
+	}
+	out := Outcome{Detail: strings.Join(details, "; ")}
+	switch {
+	case len(actions) > 0:
+		out.Verdict = registry.VerdictActed
+		// A bounce that also reports an address we did not act on still
+		// tells the admin something: deliver it.
+		out.Discard = handled == reported
+	case suspect:
+		out.Verdict = registry.VerdictSuspect
+		out.Discard = h.DiscardSuspect
+	case matched:
+		out.Verdict = registry.VerdictIneligible
+	default:
+		out.Verdict = registry.VerdictNoMatch
+	}
+	return actions, out, nil
+}
+
+// authentic reports whether a bounce for rcpt answers mail this instance
+// sent, and how that was shown.
+func (h *Handler) authentic(ctx context.Context, env Envelope, rep *dsn.Report, rcpt dsn.Recipient, now time.Time) (bool, string, error) {
+	if h.Tags != nil {
+		for _, to := range env.Recipients {
+			if err := h.Tags.Verify(to, rcpt.Address, now); err == nil {
+				return true, "signed return path", nil
+			}
+		}
+	}
+	sent, err := h.Journal.SentTo(ctx, rcpt.Address, now.Add(-h.Policy.Window))
+	if err != nil {
+		return false, "", err
+	}
+	switch {
+	case !sent:
+		return false, "no mail to this address was recorded", nil
+	case env.Client.Local():
+		return true, "generated by this Postfix", nil
+	case h.TrustReturnedHeaders && returnedMatches(rep.Original, rcpt.Address, h.Sender):
+		return true, "returned headers match a recorded send", nil
+	}
+	return false, "neither signed nor generated by this Postfix", nil
+}
+
+// returnedMatches reports whether the returned headers show a message from
+// sender to rcpt.
+func returnedMatches(o dsn.Original, rcpt, sender string) bool {
+	return sender != "" &&
+		strings.Contains(strings.ToLower(o.From), strings.ToLower(sender)) &&
+		strings.Contains(strings.ToLower(o.To), registry.EmailKey(rcpt))
+}
+
+func banReason(r dsn.Recipient, queueID string, now time.Time) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "bouncemilter: mail to %s bounced permanently", r.Address)
+	if r.Status != "" || r.Reason != "" {
+		fmt.Fprintf(&b, " (%s)", strings.TrimSpace(r.Status+" "+r.Reason))
+	}
+	fmt.Fprintf(&b, " on %s", now.UTC().Format("2006-01-02 15:04 MST"))
+	if queueID != "" {
+		fmt.Fprintf(&b, ", bounce queue id %s", queueID)
+	}
+	if d := oneLine(r.Diagnostic, 160); d != "" {
+		fmt.Fprintf(&b, ": %s", d)
+	}
+	return b.String()
+}
+
+func oneLine(s string, max int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return s
+}
+
+// headerOf returns the message's header section, at most max bytes.
+func headerOf(msg []byte, max int) string {
+	end := len(msg)
+	for _, sep := range [][]byte{[]byte("\r\n\r\n"), []byte("\n\n")} {
+		if i := bytes.Index(msg, sep); i >= 0 && i < end {
+			end = i
+		}
+	}
+	if end > max {
+		end = max
+	}
+	return string(msg[:end])
+}
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}

@@ -1,0 +1,247 @@
+// Package worker applies the actions journalled in the registry: it bans
+// and unbans accounts in MediaGoblin and IP addresses through a banner,
+// retrying with back-off while either is unavailable, so that an action
+// journalled before a crash or an outage is applied once it can be.
+//
+// Every action is idempotent at its target (banning a banned account
+// changes nothing), so applying one twice after a crash between the
+// action and its bookkeeping is harmless. The worker decides nothing: what
+// to do was decided when the bounce was journalled, and the target systems
+// may still refuse (an account verified meanwhile is never banned).
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/registry"
+)
+
+// Queue is the action journal.
+type Queue interface {
+	DueActions(ctx context.Context, now time.Time, limit int) ([]registry.Action, error)
+	Actions(ctx context.Context, userID int64) ([]registry.Action, error)
+	MarkApplied(ctx context.Context, id int64, now time.Time) error
+	MarkFailed(ctx context.Context, id int64, cause error, next time.Time) error
+	MarkRefused(ctx context.Context, id int64, cause error, now time.Time) error
+}
+
+// Accounts bans and unbans MediaGoblin accounts.
+type Accounts interface {
+	BanUser(ctx context.Context, userID int64, reason string) error
+	UnbanUser(ctx context.Context, userID int64) error
+}
+
+// Banner bans and unbans IP addresses.
+type Banner interface {
+	Ban(ctx context.Context, ip netip.Addr, reason string) error
+	Unban(ctx context.Context, ip netip.Addr) error
+}
+
+// Worker applies due actions. Make one with New.
+type Worker struct {
+	Queue    Queue
+	Accounts Accounts
+	Banner   Banner // nil: IP actions are refused
+	// Refusals are errors (compared with errors.Is) that mean an action
+	// must never be applied: it is marked refused instead of retried.
+	Refusals []error
+	Log      *slog.Logger
+	// Poll is how often the queue is read when nobody wakes the worker.
+	Poll time.Duration
+	// MaxBackoff caps the wait between attempts at one action.
+	MaxBackoff time.Duration
+	Now        func() time.Time
+
+	wake chan struct{}
+}
+
+// errWaiting defers an IP ban until the account ban it belongs to is done.
+var errWaiting = errors.New("waiting for the account ban")
+
+// ErrNoBanner refuses IP actions when no banner is configured.
+var ErrNoBanner = errors.New("no IP banner configured")
+
+// New returns a worker; set the optional fields before Run.
+func New(q Queue, accounts Accounts, banner Banner, log *slog.Logger) *Worker {
+	return &Worker{Queue: q, Accounts: accounts, Banner: banner, Log: log, wake: make(chan struct{}, 1)}
+}
+
+// Wake makes a running worker read the queue now. It never blocks.
+func (w *Worker) Wake() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run applies actions until ctx is cancelled.
+func (w *Worker) Run(ctx context.Context) error {
+	poll := w.Poll
+	if poll <= 0 {
+		poll = 5 * time.Second
+	}
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		if _, err := w.RunOnce(ctx); err != nil && ctx.Err() == nil {
+			w.log().Error("reading the action queue failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.wake:
+		case <-t.C:
+		}
+	}
+}
+
+// RunOnce applies every action that is due and reports how many it applied.
+func (w *Worker) RunOnce(ctx context.Context) (int, error) {
+	applied := 0
+	for {
+		due, err := w.Queue.DueActions(ctx, w.now(), 100)
+		if err != nil {
+			return applied, err
+		}
+		progress := false
+		for _, a := range due {
+			done, err := w.apply(ctx, a)
+			if err != nil {
+				return applied, err
+			}
+			if done {
+				applied++
+				progress = true
+			}
+		}
+		if len(due) < 100 || !progress {
+			return applied, nil
+		}
+	}
+}
+
+// apply tries one action and books the outcome. It reports whether the
+// action left the queue.
+func (w *Worker) apply(ctx context.Context, a registry.Action) (bool, error) {
+	log := w.log().With("action", a.ID, "kind", a.Kind, "target", a.Target, "user", a.UserID)
+	err := w.do(ctx, a)
+	now := w.now()
+	switch {
+	case errors.Is(err, errWaiting):
+		return false, nil
+	case err == nil:
+		log.Info("action applied")
+		return true, w.Queue.MarkApplied(ctx, a.ID, now)
+	case w.refused(err):
+		log.Warn("action refused", "err", err)
+		return true, w.Queue.MarkRefused(ctx, a.ID, err, now)
+	default:
+		next := now.Add(w.backoff(a.Attempts))
+		log.Warn("action failed; will retry", "err", err, "attempts", a.Attempts+1, "next", next)
+		return false, w.Queue.MarkFailed(ctx, a.ID, err, next)
+	}
+}
+
+func (w *Worker) do(ctx context.Context, a registry.Action) error {
+	switch a.Kind {
+	case registry.BanAccount, registry.UnbanAccount:
+		id, err := strconv.ParseInt(a.Target, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%w: bad user id %q", errBadAction, a.Target)
+		}
+		if a.Kind == registry.BanAccount {
+			return w.Accounts.BanUser(ctx, id, a.Reason)
+		}
+		return w.Accounts.UnbanUser(ctx, id)
+	case registry.BanIP, registry.UnbanIP:
+		ip, err := netip.ParseAddr(a.Target)
+		if err != nil {
+			return fmt.Errorf("%w: bad IP %q", errBadAction, a.Target)
+		}
+		if w.Banner == nil {
+			return ErrNoBanner
+		}
+		if a.Kind == registry.UnbanIP {
+			return w.Banner.Unban(ctx, ip)
+		}
+		if err := w.accountBanned(ctx, a.UserID); err != nil {
+			return err
+		}
+		return w.Banner.Ban(ctx, ip, a.Reason)
+	}
+	return fmt.Errorf("%w: unknown kind %q", errBadAction, a.Kind)
+}
+
+var errBadAction = errors.New("malformed action")
+
+// accountBanned lets an IP ban go ahead only once MediaGoblin holds the
+// account's ban: if MediaGoblin refused it (the user verified meanwhile),
+// the IP belongs to a real user too.
+func (w *Worker) accountBanned(ctx context.Context, userID int64) error {
+	acts, err := w.Queue.Actions(ctx, userID)
+	if err != nil {
+		return err
+	}
+	var last *registry.Action
+	for i := range acts {
+		if acts[i].Kind == registry.BanAccount {
+			last = &acts[i]
+		}
+	}
+	switch {
+	case last == nil:
+		return nil
+	case last.State == registry.Applied:
+		return nil
+	case last.State == registry.Pending:
+		return errWaiting
+	}
+	return fmt.Errorf("%w: the account ban was %s", errAccountNotBanned, last.State)
+}
+
+var errAccountNotBanned = errors.New("account not banned")
+
+func (w *Worker) refused(err error) bool {
+	if errors.Is(err, errBadAction) || errors.Is(err, errAccountNotBanned) || errors.Is(err, ErrNoBanner) {
+		return true
+	}
+	for _, r := range w.Refusals {
+		if errors.Is(err, r) {
+			return true
+		}
+	}
+	return false
+}
+
+// backoff doubles from 5 s with each failed attempt, up to MaxBackoff.
+func (w *Worker) backoff(attempts int) time.Duration {
+	limit := w.MaxBackoff
+	if limit <= 0 {
+		limit = 10 * time.Minute
+	}
+	d := 5 * time.Second
+	for i := 0; i < attempts && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
+
+func (w *Worker) now() time.Time {
+	if w.Now != nil {
+		return w.Now()
+	}
+	return time.Now()
+}
+
+func (w *Worker) log() *slog.Logger {
+	if w.Log != nil {
+		return w.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}

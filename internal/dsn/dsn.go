@@ -31,6 +31,9 @@ type Report struct {
 	// includes them (message/rfc822 or text/rfc822-headers part, or quoted
 	// text).
 	Original Original `json:"original"`
+	// Truncated is set when a limit of the Parser (size, recipients, MIME
+	// depth or parts) cut the reading short: the report may be incomplete.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // Recipient is one per-recipient section of a report.

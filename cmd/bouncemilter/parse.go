@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/bouncemilter/bouncemilter/internal/dsn"
+)
+
+// parseResult is one line of "parse --json": the reports of every message
+// in one file, merged.
+type parseResult struct {
+	File       string          `json:"file"`
+	Bounce     bool            `json:"bounce"`
+	Kind       string          `json:"kind,omitempty"`
+	Format     string          `json:"format,omitempty"`
+	Recipients []dsn.Recipient `json:"recipients"`
+	Original   *dsn.Original   `json:"original,omitempty"`
+	Messages   int             `json:"messages,omitempty"`
+	Truncated  bool            `json:"truncated,omitempty"`
+	Error      string          `json:"error,omitempty"`
+}
+
+// runParse implements "bouncemilter parse [--json] FILE...": it reads each
+// file as a bounce (one message, or several in mbox form) and prints what it
+// reports. It exits 1 when a file cannot be read, after printing the others,
+// and 2 on a usage error.
+func runParse(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("parse", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print one JSON object per file and line: file, bounce, kind, format, recipients (address, action, status, reason, permanent, diagnostic), original headers, error")
+	maxBytes := fs.Int64("max-bytes", dsn.DefaultMaxBytes, "read at most this many bytes of each message; the rest is skipped and the result marked truncated")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: bouncemilter parse [--json] FILE...\n\n"+
+			"Parse each FILE as a bounce (a delivery status notification, RFC 3464, or one of\n"+
+			"the common non-standard formats) and print its failed and delayed recipients.\n"+
+			"A file may hold one message or several in mbox form. \"-\" reads standard input.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	p := &dsn.Parser{MaxBytes: *maxBytes}
+	enc := json.NewEncoder(stdout)
+	enc.SetEscapeHTML(false)
+	status := 0
+	for _, name := range fs.Args() {
+		if ctx.Err() != nil {
+			return 1
+		}
+		res := parseFile(p, name)
+		if res.Error != "" {
+			status = 1
+			fmt.Fprintf(stderr, "bouncemilter parse: %s\n", res.Error)
+		}
+		if *asJSON {
+			if err := enc.Encode(res); err != nil {
+				fmt.Fprintf(stderr, "bouncemilter parse: %v\n", err)
+				return 1
+			}
+			continue
+		}
+		printSummary(stdout, res)
+	}
+	return status
+}
+
+// parseFile parses one file and merges the reports of its messages.
+func parseFile(p *dsn.Parser, name string) parseResult {
+	res := parseResult{File: name, Recipients: []dsn.Recipient{}}
+	var r io.Reader
+	if name == "-" {
+		r = os.Stdin
+	} else {
+		f, err := os.Open(name)
+		if err != nil {
+			res.Error = err.Error()
+			return res
+		}
+		defer f.Close()
+		r = f
+	}
+	reports, err := p.ParseAll(r)
+	if err != nil {
+		res.Error = fmt.Sprintf("%s: %v", name, err)
+	}
+	res.Messages = len(reports)
+	for _, rep := range reports {
+		if rep.Bounce {
+			res.Bounce = true
+		}
+		if res.Kind == "" || rep.Bounce && res.Kind != "bounce" {
+			res.Kind = rep.Kind
+		}
+		if res.Format == "" || rep.Bounce && len(rep.Recipients) > 0 && len(res.Recipients) == 0 {
+			res.Format = rep.Format
+		}
+		res.Truncated = res.Truncated || rep.Truncated
+		for _, rc := range rep.Recipients {
+			// Only failed and delayed recipients are what "parse"
+			// reports; a success notification lists none.
+			if rc.Action == "failed" || rc.Action == "delayed" {
+				res.Recipients = append(res.Recipients, rc)
+			}
+		}
+		if res.Original == nil && rep.Original != (dsn.Original{}) {
+			o := rep.Original
+			res.Original = &o
+		}
+	}
+	return res
+}
+
+// printSummary writes the human-readable form: one line per file, then one
+// indented line per recipient.
+func printSummary(w io.Writer, res parseResult) {
+	switch {
+	case res.Error != "" && res.Messages == 0:
+		fmt.Fprintf(w, "%s: error: %s\n", res.File, res.Error)
+		return
+	case res.Bounce:
+		fmt.Fprintf(w, "%s: bounce (%s), %d recipient(s)\n", res.File, res.Format, len(res.Recipients))
+	case res.Kind != "":
+		fmt.Fprintf(w, "%s: not a bounce (%s)\n", res.File, res.Kind)
+	default:
+		fmt.Fprintf(w, "%s: not a bounce\n", res.File)
+	}
+	for _, rc := range res.Recipients {
+		perm := "temporary"
+		if rc.Permanent {
+			perm = "permanent"
+		}
+		fmt.Fprintf(w, "  %s %s %s %s %s\n", rc.Address, rc.Action, rc.Status, rc.Reason, perm)
+		if rc.Diagnostic != "" {
+			fmt.Fprintf(w, "    %s\n", truncate(rc.Diagnostic, 200))
+		}
+	}
+	if o := res.Original; o != nil && (o.Subject != "" || o.MessageID != "") {
+		fmt.Fprintf(w, "  original: %s %q\n", o.MessageID, o.Subject)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}

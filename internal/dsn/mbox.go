@@ -1,0 +1,93 @@
+package dsn
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// This file splits mbox files (the "mboxo"/"mboxrd" family described in
+// RFC 4155): messages one after another, each starting with a line
+// "From sender date". A separator counts only at the start of the input or
+// after a blank line, as RFC 4155 section 2 and every mbox writer have it.
+
+// maxMessages bounds how many messages one ParseAll call returns.
+const maxMessages = 100000
+
+// ParseAll reads r as one message, or as several in mbox form when it
+// starts with a "From " line, and returns one report per message. Each
+// message is held to MaxBytes: the rest of an oversized message is skipped
+// (its report marked Truncated) and reading goes on with the next. The
+// error is non-nil only when r fails; the reports read before are returned
+// with it.
+func (p *Parser) ParseAll(r io.Reader) ([]*Report, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	head, _ := br.Peek(5)
+	if !bytes.Equal(head, []byte("From ")) {
+		rep, err := p.Parse(br)
+		if rep == nil {
+			return nil, err
+		}
+		if errors.Is(err, ErrTooLarge) {
+			err = nil // kept as rep.Truncated
+		}
+		return []*Report{rep}, err
+	}
+	limit := p.maxBytes()
+	var (
+		reports []*Report
+		buf     bytes.Buffer
+		over    bool
+		blank   = true
+	)
+	emit := func() {
+		if buf.Len() == 0 && !over {
+			return
+		}
+		rep := p.parseBytes(buf.Bytes())
+		rep.Truncated = rep.Truncated || over
+		reports = append(reports, rep)
+		buf.Reset()
+		over = false
+	}
+	for {
+		line, err := readLine(br)
+		if len(line) > 0 {
+			if blank && bytes.HasPrefix(line, []byte("From ")) {
+				emit()
+				if len(reports) >= maxMessages {
+					return reports, fmt.Errorf("more than %d messages: %w", maxMessages, ErrTooLarge)
+				}
+				blank = false
+			} else {
+				blank = len(bytes.TrimRight(line, "\r\n")) == 0
+				if int64(buf.Len()+len(line)) > limit {
+					over = true
+				} else if !over {
+					buf.Write(line)
+				}
+			}
+		}
+		if err == io.EOF {
+			emit()
+			return reports, nil
+		}
+		if err != nil {
+			emit()
+			return reports, fmt.Errorf("read mbox: %w", err)
+		}
+	}
+}
+
+// readLine returns the next line with its newline. A line longer than the
+// reader's buffer comes back in pieces, which is harmless here: only the
+// first piece can be a separator, and the pieces are written out in order.
+func readLine(br *bufio.Reader) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		return line, nil
+	}
+	return line, err
+}

@@ -1,0 +1,302 @@
+package dsn
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/emersion/go-message"
+	// Bounces arrive in every legacy charset there is (ISO-2022-JP,
+	// Windows-1252, KOI8-R, ...); this registers their decoders with
+	// go-message.
+	_ "github.com/emersion/go-message/charset"
+)
+
+// ErrTooLarge is returned, together with the report of what was read up to
+// that point, when a message is larger than Parser.MaxBytes.
+var ErrTooLarge = errors.New("dsn: message too large")
+
+// Default limits, chosen for a milter that reads one bounce at a time:
+// Postfix returns at most bounce_size_limit (50 000) bytes of the original
+// message, so real bounces are far below these.
+const (
+	DefaultMaxBytes      = 10 << 20
+	DefaultMaxRecipients = 1000
+	DefaultMaxDepth      = 10
+	DefaultMaxParts      = 100
+)
+
+// maxTextBytes bounds how much human-readable text the plain-text
+// recognisers look at: the explanation a mail server writes is at the top.
+const maxTextBytes = 256 << 10
+
+// Parser reads bounces within limits. The zero value uses the defaults.
+// A Parser has no mutable state and may be used by many goroutines.
+type Parser struct {
+	// MaxBytes is how many bytes of one message are read; the rest is
+	// skipped and ErrTooLarge returned with what was found.
+	MaxBytes int64
+	// MaxRecipients caps the recipients of one report; more are dropped
+	// and the report marked Truncated.
+	MaxRecipients int
+	// MaxDepth caps how deep MIME parts and attached messages are followed.
+	MaxDepth int
+	// MaxParts caps how many MIME parts of one message are looked at.
+	MaxParts int
+}
+
+func (p *Parser) maxBytes() int64 {
+	if p == nil || p.MaxBytes <= 0 {
+		return DefaultMaxBytes
+	}
+	return p.MaxBytes
+}
+
+func (p *Parser) maxRecipients() int {
+	if p == nil || p.MaxRecipients <= 0 {
+		return DefaultMaxRecipients
+	}
+	return p.MaxRecipients
+}
+
+func (p *Parser) maxDepth() int {
+	if p == nil || p.MaxDepth <= 0 {
+		return DefaultMaxDepth
+	}
+	return p.MaxDepth
+}
+
+func (p *Parser) maxParts() int {
+	if p == nil || p.MaxParts <= 0 {
+		return DefaultMaxParts
+	}
+	return p.MaxParts
+}
+
+// Parse reads one message with the default limits. See Parser.Parse.
+func Parse(r io.Reader) (*Report, error) {
+	var p Parser
+	return p.Parse(r)
+}
+
+// ParseAll reads one message, or several in mbox form, with the default
+// limits. See Parser.ParseAll.
+func ParseAll(r io.Reader) ([]*Report, error) {
+	var p Parser
+	return p.ParseAll(r)
+}
+
+// Parse reads one message from r and says what it reports. A leading mbox
+// "From " line is skipped. A message that is not a bounce is not an error:
+// its report has Bounce false. The error is non-nil only when r fails or the
+// message exceeds MaxBytes (ErrTooLarge); in the latter case the report of
+// what was read is returned too.
+func (p *Parser) Parse(r io.Reader) (*Report, error) {
+	limit := p.maxBytes()
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read message: %w", err)
+	}
+	var tooLarge error
+	if int64(len(b)) > limit {
+		b = b[:limit]
+		tooLarge = fmt.Errorf("message larger than %d bytes: %w", limit, ErrTooLarge)
+	}
+	rep := p.parseBytes(skipFromLine(b))
+	if tooLarge != nil {
+		rep.Truncated = true
+	}
+	return rep, tooLarge
+}
+
+// parseBytes turns one whole message into a report. It never fails: what
+// cannot be read as MIME is read as text.
+func (p *Parser) parseBytes(b []byte) *Report {
+	m := p.read(b)
+	rep := p.recognise(m, 0)
+	rep.Original = m.original()
+	p.finish(rep)
+	return rep
+}
+
+// msg is what the recognisers look at: the top-level header, the parts that
+// matter, and the text a person would read.
+type msg struct {
+	raw    []byte
+	header message.Header
+	// headerOK is false when the top-level header could not be read; then
+	// text holds the whole message.
+	headerOK bool
+	// text is the human-readable part: the first text/plain (or text/html
+	// with tags removed) part, or the body of a single-part message.
+	text string
+	// status holds the bodies of message/delivery-status and
+	// message/global-delivery-status parts (RFC 3464, RFC 6533).
+	status [][]byte
+	// feedback is set when a message/feedback-report part (RFC 5965) is
+	// present.
+	feedback bool
+	// returned is the header of the returned message, from a
+	// message/rfc822, message/global, text/rfc822-headers or
+	// message/global-headers part.
+	returned    *message.Header
+	returnedRaw []byte // body of the attached message, for forwarded bounces
+	reportType  string // report-type parameter of multipart/report
+	parts       int
+	truncated   bool
+}
+
+func (p *Parser) read(b []byte) *msg {
+	m := &msg{raw: b}
+	e, err := message.Read(bytes.NewReader(b))
+	if e == nil {
+		// Not even a header: the text recognisers may still find a bounce
+		// in it (some tools hand over the body alone).
+		_ = err
+		m.text = capText(string(b))
+		return m
+	}
+	m.header = e.Header
+	m.headerOK = true
+	p.walk(m, e, 0)
+	return m
+}
+
+// walk visits the MIME tree within the parser's limits and records the parts
+// the recognisers need (RFC 6522 section 3: the report's parts).
+func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
+	if depth > p.maxDepth() {
+		m.truncated = true
+		return
+	}
+	m.parts++
+	if m.parts > p.maxParts() {
+		m.truncated = true
+		return
+	}
+	mediaType, params, err := e.Header.ContentType()
+	if err != nil || mediaType == "" {
+		mediaType = "text/plain"
+	}
+	if mr := e.MultipartReader(); mr != nil {
+		if mediaType == "multipart/report" && m.reportType == "" {
+			m.reportType = strings.ToLower(params["report-type"])
+		}
+		for {
+			part, err := mr.NextPart()
+			if part == nil || (err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err)) {
+				if err != nil && err != io.EOF {
+					m.truncated = true
+				}
+				return
+			}
+			p.walk(m, part, depth+1)
+			if m.truncated && m.parts > p.maxParts() {
+				return
+			}
+		}
+	}
+	body := func() []byte {
+		b, _ := io.ReadAll(io.LimitReader(e.Body, p.maxBytes()))
+		return b
+	}
+	switch mediaType {
+	case "message/delivery-status", "message/global-delivery-status":
+		m.status = append(m.status, body())
+	case "message/feedback-report":
+		m.feedback = true
+	case "message/rfc822", "message/global", "message/partial":
+		b := body()
+		if m.returned == nil {
+			m.returnedRaw = b
+			if h, ok := readHeader(b); ok {
+				m.returned = &h
+			}
+		}
+	case "text/rfc822-headers", "message/global-headers":
+		if m.returned == nil {
+			if h, ok := readHeader(body()); ok {
+				m.returned = &h
+			}
+		}
+	case "text/plain", "text/html", "text/enriched":
+		if m.text != "" && depth > 0 {
+			// Only the first text part explains the bounce; later ones
+			// are usually attachments. An HTML part is used only when
+			// no plain text came before it.
+			return
+		}
+		t := string(body())
+		if mediaType == "text/html" {
+			t = stripTags(t)
+		}
+		m.text = capText(t)
+	default:
+		if depth == 0 {
+			// A single-part message of an odd type: look at it as text.
+			m.text = capText(string(body()))
+		}
+	}
+}
+
+// readHeader parses a header block; what a broken header yields up to the
+// error is kept, since returned headers are often cut short.
+func readHeader(b []byte) (message.Header, bool) {
+	e, err := message.Read(bytes.NewReader(b))
+	if e != nil {
+		return e.Header, true
+	}
+	_ = err
+	return message.Header{}, false
+}
+
+func capText(s string) string {
+	if len(s) > maxTextBytes {
+		s = s[:maxTextBytes]
+	}
+	if strings.IndexByte(s, '\r') >= 0 {
+		s = strings.ReplaceAll(s, "\r\n", "\n")
+	}
+	return s
+}
+
+// skipFromLine drops an mbox "From " separator line at the start.
+func skipFromLine(b []byte) []byte {
+	if !bytes.HasPrefix(b, []byte("From ")) {
+		return b
+	}
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		return b[i+1:]
+	}
+	return nil
+}
+
+// stripTags turns HTML into text good enough for pattern matching.
+func stripTags(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	in := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '<':
+			in = true
+			// Block elements end lines, so that line-oriented
+			// recognisers keep working.
+			rest := strings.ToLower(s[i+1 : min(len(s), i+4)])
+			if strings.HasPrefix(rest, "br") || strings.HasPrefix(rest, "p") || strings.HasPrefix(rest, "/p") ||
+				strings.HasPrefix(rest, "div") || strings.HasPrefix(rest, "/di") || strings.HasPrefix(rest, "tr") ||
+				strings.HasPrefix(rest, "li") {
+				b.WriteByte('\n')
+			}
+		case c == '>' && in:
+			in = false
+		case !in:
+			b.WriteByte(c)
+		}
+	}
+	r := strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&", "&nbsp;", " ", "&quot;", `"`, "&#64;", "@")
+	return r.Replace(b.String())
+}

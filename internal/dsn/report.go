@@ -1,0 +1,199 @@
+package dsn
+
+import (
+	"strings"
+
+	"github.com/emersion/go-message"
+)
+
+// A recogniser reads one non-standard bounce format. It returns the
+// recipients it found, or none when the message is not in its format.
+type recogniser struct {
+	name  string
+	parse func(m *msg) []Recipient
+}
+
+// recognisers are tried in order after the standard report parts; the first
+// that finds recipients wins. Specific formats come before generic ones.
+var recognisers = []recogniser{}
+
+// recognise decides what kind of message m is and reads its recipients.
+func (p *Parser) recognise(m *msg, depth int) *Report {
+	rep := &Report{Recipients: []Recipient{}, Truncated: m.truncated}
+	max := p.maxRecipients()
+
+	// RFC 3464 / RFC 6533 report: the standard, and the most common.
+	for _, b := range m.status {
+		parseDeliveryStatus(rep, b, max)
+	}
+	if len(rep.Recipients) > 0 {
+		rep.Format = "rfc3464"
+		// The text part of some reports says more than their fields
+		// (Postfix's "(expanded from ...)", a remote reply that the
+		// Diagnostic-Code lacks).
+		return rep
+	}
+
+	// RFC 5965 abuse report: about a message, not a delivery.
+	if m.feedback || m.reportType == "feedback-report" {
+		rep.Format, rep.Kind = "arf", "feedback"
+		return rep
+	}
+
+	for _, r := range recognisers {
+		rs := r.parse(m)
+		if len(rs) == 0 {
+			continue
+		}
+		if len(rs) > max {
+			rs, rep.Truncated = rs[:max], true
+		}
+		rep.Format, rep.Recipients = r.name, rs
+		return rep
+	}
+
+	// RFC 3834 auto-reply (vacation, out of office).
+	if isAutoReply(m) {
+		rep.Format, rep.Kind = "rfc3834", "vacation"
+		return rep
+	}
+
+	// A bounce forwarded as an attachment, or returned inside another
+	// bounce.
+	if len(m.returnedRaw) > 0 && depth < p.maxDepth() {
+		inner := p.read(skipFromLine(m.returnedRaw))
+		if sub := p.recognise(inner, depth+1); len(sub.Recipients) > 0 {
+			sub.Format = "forwarded/" + sub.Format
+			return sub
+		}
+	}
+	return rep
+}
+
+// finish fills in what the recognisers left out: status inferred from the
+// diagnostic, reason, permanence, action, and the report's kind.
+func (p *Parser) finish(rep *Report) {
+	seen := make(map[string]bool, len(rep.Recipients))
+	out := rep.Recipients[:0]
+	for _, r := range rep.Recipients {
+		r.Address = normalizeAddress(r.Address)
+		if r.Address == "" {
+			continue
+		}
+		r.Diagnostic = collapseSpace(r.Diagnostic)
+		key := strings.ToLower(r.Address)
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		completeRecipient(&r)
+		out = append(out, r)
+	}
+	rep.Recipients = out
+	if rep.Kind != "" {
+		rep.Bounce = false
+		return
+	}
+	delivered := false
+	for _, r := range rep.Recipients {
+		switch r.Action {
+		case "failed", "delayed":
+			rep.Bounce = true
+		case "delivered", "relayed", "expanded":
+			delivered = true
+		}
+	}
+	switch {
+	case rep.Bounce:
+		rep.Kind = "bounce"
+	case delivered:
+		rep.Kind = "delivered"
+	}
+}
+
+// completeRecipient infers status, reason, action and permanence.
+func completeRecipient(r *Recipient) {
+	if genericStatus(r.Status) || r.Status[0] == '2' && r.Action == "failed" {
+		if s := findStatus(r.Diagnostic); s != "" && (r.Status == "" || s[0] == r.Status[0] || r.Status[0] == '2') && !genericStatus(s) {
+			r.Status = s
+		} else if r.Status == "" && s != "" {
+			r.Status = s
+		}
+	}
+	if r.Action == "" {
+		switch {
+		case strings.HasPrefix(r.Status, "2"):
+			r.Action = "delivered"
+		case strings.HasPrefix(r.Status, "4"):
+			r.Action = "delayed"
+		default:
+			r.Action = "failed"
+		}
+	}
+	switch r.Action {
+	case "delivered", "relayed", "expanded":
+		if r.Reason == "" {
+			r.Reason = "delivered"
+		}
+		return
+	}
+	if r.Reason == "" {
+		r.Reason = classify(r.Status, r.Diagnostic)
+	}
+	if r.Status == "" {
+		class := "5"
+		if code := findReplyCode(r.Diagnostic); code != "" && code[0] == '4' || r.Action == "delayed" {
+			class = "4"
+		}
+		if s, ok := statusForReason[r.Reason]; ok {
+			r.Status = class + s[1:]
+		} else if class == "4" {
+			r.Status = "4.0.0"
+		} else {
+			r.Status = "5.0.0"
+		}
+	}
+	r.Permanent = r.Status[0] == '5' && r.Action != "delayed"
+}
+
+func collapseSpace(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// original returns the returned message's header fields.
+func (m *msg) original() Original {
+	h := m.returned
+	if h == nil {
+		h = m.quotedHeader()
+	}
+	if h == nil {
+		return Original{}
+	}
+	return headerOriginal(h)
+}
+
+func headerOriginal(h *message.Header) Original {
+	text := func(k string) string {
+		v, err := h.Text(k)
+		if err != nil || v == "" {
+			v = h.Get(k)
+		}
+		return strings.TrimSpace(v)
+	}
+	return Original{
+		MessageID: text("Message-Id"),
+		From:      text("From"),
+		To:        text("To"),
+		Subject:   text("Subject"),
+		Date:      text("Date"),
+	}
+}
+
+// quotedHeader finds the header of the returned message when it is quoted
+// in the text rather than attached (qmail, Exim, Sendmail without MIME).
+func (m *msg) quotedHeader() *message.Header {
+	return nil
+}

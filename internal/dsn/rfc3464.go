@@ -1,0 +1,224 @@
+package dsn
+
+import (
+	"bytes"
+	"strings"
+)
+
+// This file reads the message/delivery-status body of RFC 3464 section 2
+// (and its RFC 6533 section 3 twin, message/global-delivery-status):
+//
+//	per-message-fields   (Reporting-MTA, Arrival-Date, X-Postfix-Queue-ID, ...)
+//	<blank line>
+//	per-recipient-fields (Final-Recipient, Action, Status, Diagnostic-Code, ...)
+//	[<blank line> per-recipient-fields ...]
+//
+// The fields use header syntax (RFC 3464 section 2.1: "name: value" lines,
+// continued by lines that start with white space). The reading is lenient on
+// purpose: real reports miss the blank lines, add junk lines, leave out the
+// address type or wrap addresses in angle brackets. go-message's header
+// reader stops at the first malformed line, which would lose the rest of the
+// report, so the fields are split here.
+
+// field is one "name: value" line, name lowercased.
+type field struct {
+	name, value string
+}
+
+// statusFields splits a delivery-status body into fields, with an empty
+// field marking each blank line (a group boundary).
+func statusFields(b []byte) []field {
+	var fs []field
+	for len(b) > 0 {
+		var line []byte
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			line, b = b, nil
+		}
+		line = bytes.TrimRight(line, "\r")
+		if len(bytes.TrimSpace(line)) == 0 {
+			if len(fs) > 0 && fs[len(fs)-1].name != "" {
+				fs = append(fs, field{})
+			}
+			continue
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			// Continuation (RFC 5322 section 2.2.3 folding).
+			if len(fs) > 0 && fs[len(fs)-1].name != "" {
+				f := &fs[len(fs)-1]
+				f.value += " " + string(bytes.TrimSpace(line))
+			}
+			continue
+		}
+		i := bytes.IndexByte(line, ':')
+		if i <= 0 {
+			continue
+		}
+		name := strings.ToLower(string(bytes.TrimSpace(line[:i])))
+		if strings.ContainsAny(name, " \t") {
+			continue
+		}
+		fs = append(fs, field{name: name, value: string(bytes.TrimSpace(line[i+1:]))})
+	}
+	return fs
+}
+
+// parseDeliveryStatus reads one delivery-status body into rep.
+func parseDeliveryStatus(rep *Report, b []byte, max int) {
+	var cur *Recipient
+	// hasFinal, hasOrig and hasFields say what the current recipient
+	// already holds, to split recipients when blank lines are missing.
+	var hasFinal, hasOrig, hasFields bool
+	flush := func() {
+		if cur != nil && (cur.Address != "" || cur.OriginalAddress != "") {
+			if cur.Address == "" {
+				// RFC 3464 section 2.3.2 makes Final-Recipient
+				// required; some MTAs give only Original-Recipient.
+				cur.Address = cur.OriginalAddress
+			}
+			if len(rep.Recipients) < max {
+				rep.Recipients = append(rep.Recipients, *cur)
+			} else {
+				rep.Truncated = true
+			}
+		}
+		cur, hasFinal, hasOrig, hasFields = nil, false, false, false
+	}
+	for _, f := range statusFields(b) {
+		switch f.name {
+		case "":
+			flush()
+			continue
+		case "reporting-mta":
+			// Section 2.2.2: mta-name-type ";" mta-name.
+			if rep.ReportingMTA == "" {
+				rep.ReportingMTA = stripType(f.value)
+			}
+			continue
+		case "original-recipient", "x-actual-recipient":
+			// Section 2.3.1. It comes before or just after
+			// Final-Recipient; after other fields it starts the next
+			// recipient.
+			if hasOrig || hasFinal && hasFields {
+				flush()
+			}
+			if cur == nil {
+				cur = &Recipient{}
+			}
+			hasOrig = true
+			if f.name == "original-recipient" || cur.OriginalAddress == "" {
+				cur.OriginalAddress = recipientAddress(f.value)
+			}
+			continue
+		case "final-recipient":
+			// Section 2.3.2.
+			if hasFinal {
+				flush()
+			}
+			if cur == nil {
+				cur = &Recipient{}
+			}
+			hasFinal = true
+			cur.Address = recipientAddress(f.value)
+			continue
+		}
+		if cur == nil {
+			continue // a per-message field we do not need
+		}
+		hasFields = true
+		switch f.name {
+		case "action":
+			// Section 2.3.3; some MTAs add a comment ("failed (bad
+			// address)"), so keep the first word.
+			a := strings.ToLower(f.value)
+			if i := strings.IndexAny(a, " \t(;"); i >= 0 {
+				a = a[:i]
+			}
+			cur.Action = a
+		case "status":
+			// Section 2.3.4, an RFC 3463 code.
+			cur.Status = findStatus(f.value)
+		case "remote-mta":
+			// Section 2.3.5.
+			cur.RemoteMTA = stripType(f.value)
+		case "diagnostic-code":
+			// Section 2.3.6: diagnostic-type ";" *text. The type is
+			// often "smtp", sometimes "X-Postfix", "X-Unix" or absent.
+			if cur.Diagnostic == "" {
+				cur.Diagnostic = stripType(f.value)
+			}
+		}
+	}
+	flush()
+}
+
+// stripType removes the "type;" prefix of an RFC 3464 typed field
+// (address-type, mta-name-type, diagnostic-type), when there is one.
+func stripType(v string) string {
+	i := strings.IndexByte(v, ';')
+	if i < 0 {
+		return strings.TrimSpace(v)
+	}
+	typ := strings.TrimSpace(v[:i])
+	if typ == "" || strings.ContainsAny(typ, " \t<>@\"") {
+		return strings.TrimSpace(v)
+	}
+	return strings.TrimSpace(v[i+1:])
+}
+
+// recipientAddress reads the value of Final-Recipient or Original-Recipient
+// (RFC 3464 sections 2.3.1 and 2.3.2): address-type ";" generic-address.
+// The address type is "rfc822" (RFC 3464), "utf-8" (RFC 6533 section 3.2)
+// or missing in broken reports.
+func recipientAddress(v string) string {
+	typ := ""
+	if i := strings.IndexByte(v, ';'); i >= 0 {
+		t := strings.TrimSpace(v[:i])
+		if t != "" && !strings.ContainsAny(t, " \t<>@\"") {
+			typ = strings.ToLower(t)
+			v = v[i+1:]
+		}
+	}
+	v = cleanAddress(v)
+	switch typ {
+	case "utf-8":
+		v = decodeUTF8Addr(v)
+	default:
+		v = decodeXtext(v)
+	}
+	return normalizeAddress(v)
+}
+
+// cleanAddress picks the address out of "<a@b>", "a@b (comment)",
+// "\"Name\" <a@b>" and similar.
+func cleanAddress(v string) string {
+	v = strings.TrimSpace(v)
+	if i := strings.IndexByte(v, '<'); i >= 0 {
+		if j := strings.IndexByte(v[i:], '>'); j > 0 {
+			inner := strings.TrimSpace(v[i+1 : i+j])
+			if inner != "" {
+				return inner
+			}
+		}
+	}
+	// Drop a trailing comment, keeping quoted local parts that contain
+	// spaces.
+	if !strings.HasPrefix(v, `"`) {
+		if i := strings.IndexAny(v, " \t("); i > 0 {
+			v = v[:i]
+		}
+	}
+	return strings.Trim(v, "<>'`,;:.[] \t")
+}
+
+// normalizeAddress lowercases the domain (domains are case-insensitive,
+// RFC 5321 section 2.4; local parts are not, so they are left alone).
+func normalizeAddress(a string) string {
+	a = strings.TrimSpace(a)
+	i := strings.LastIndexByte(a, '@')
+	if i < 0 {
+		return a
+	}
+	return a[:i] + "@" + strings.ToLower(strings.TrimRight(a[i+1:], "."))
+}

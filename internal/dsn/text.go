@@ -1,0 +1,118 @@
+package dsn
+
+import (
+	"strings"
+)
+
+// This file holds what the plain-text recognisers share: telling whether a
+// message comes from a mail system at all, and picking addresses out of
+// lines of prose.
+
+// daemonLocalParts are the senders mail systems use for bounces.
+var daemonLocalParts = []string{"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "maildaemon",
+	"mail.daemon", "mailer_daemon", "double-bounce", "nobody", "root", "mail", "daemon", "no-reply", "noreply",
+	"bounce", "bounces", "mdaemon", "smtp", "mailadmin", "mailsystem", "mail-system", "mta", "postoffice",
+	"system", "administrator", "admin", "notify", "notification", "mailerdaemon"}
+
+// fromDaemon reports whether the message comes from a mail system: a null
+// Return-Path, or a From whose local part is one of daemonLocalParts or
+// names a mailer daemon.
+func fromDaemon(m *msg) bool {
+	if !m.headerOK {
+		return false
+	}
+	if rp := strings.TrimSpace(m.header.Get("Return-Path")); rp == "<>" || rp == "<MAILER-DAEMON>" {
+		return true
+	}
+	from := strings.ToLower(m.header.Get("From"))
+	if strings.Contains(from, "mailer-daemon") || strings.Contains(from, "postmaster") ||
+		strings.Contains(from, "mail delivery") || strings.Contains(from, "mail administrator") {
+		return true
+	}
+	addr := cleanAddress(from)
+	local := addr
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		local = addr[:i]
+	}
+	for _, d := range daemonLocalParts {
+		if local == d {
+			return true
+		}
+	}
+	return false
+}
+
+// bounceSubjects are words of the Subject of bounces, in the languages the
+// corpus of real bounces showed.
+var bounceSubjects = []string{"undeliver", "undelivered", "returned mail", "delivery status notification",
+	"delivery failure", "failure notice", "mail delivery failed", "delivery failed", "non remis", "non-remis",
+	"unzustellbar", "nicht zustellbar", "delivery notification", "mail system error", "returned to sender",
+	"delivery report", "could not be delivered", "bounce", "warning: could not send", "mail failure",
+	"nondeliverable", "non-deliverable", "not delivered", "delivery problem", "rejected", "message delivery",
+	"unable to deliver", "error sending", "delivery has failed", "message not delivered", "failed delivery",
+	"delivery error", "mail could not", "permanent error", "delivery status", "warning: message", "delayed mail",
+	"message status", "no se puede entregar", "impossible de remettre", "onbestelbaar", "mail error",
+	"not be delivered", "notification", "undeliverable", "error", "failure", "returned", "delayed"}
+
+// bounceSubject reports whether the Subject reads like a bounce.
+func bounceSubject(m *msg) bool {
+	if !m.headerOK {
+		return false
+	}
+	s, _ := m.header.Text("Subject")
+	s = strings.ToLower(s)
+	for _, w := range bounceSubjects {
+		if strings.Contains(s, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// looksLikeBounce is the gate for the generic text recognisers: mail from a
+// mail system, or with a bounce's subject and headers.
+func looksLikeBounce(m *msg) bool {
+	return fromDaemon(m) || bounceSubject(m) && (m.header.Get("X-Failed-Recipients") != "" || m.header.Get("Auto-Submitted") != "")
+}
+
+// textLines splits the text into lines; "\r\n" was turned into "\n" when
+// the text was read.
+func textLines(s string) []string {
+	return strings.Split(s, "\n")
+}
+
+// addressIn returns the first e-mail address in s: a token with an "@"
+// between a local part and a dotted domain, without brackets or quotes.
+func addressIn(s string) string {
+	for {
+		at := strings.IndexByte(s, '@')
+		if at < 0 {
+			return ""
+		}
+		start := at
+		for start > 0 && isAddrChar(s[start-1]) {
+			start--
+		}
+		end := at + 1
+		for end < len(s) && isDomainChar(s[end]) {
+			end++
+		}
+		local := s[start:at]
+		domain := strings.TrimRight(s[at+1:end], ".-")
+		if local != "" && strings.IndexByte(domain, '.') > 0 {
+			local = strings.TrimLeft(local, ".")
+			if local != "" {
+				return local + "@" + strings.ToLower(domain)
+			}
+		}
+		s = s[at+1:]
+	}
+}
+
+func isAddrChar(c byte) bool {
+	return isAlnum(c) || strings.IndexByte("!#$%&'*+-/=?^_`{|}~.", c) >= 0 || c >= 0x80
+}
+
+func isDomainChar(c byte) bool {
+	return isAlnum(c) || c == '.' || c == '-' || c >= 0x80
+}

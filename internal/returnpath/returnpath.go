@@ -46,14 +46,14 @@
 //
 // It does not decide whether a bounce should lead to any action, and does
 // not parse bounces: a valid tag only proves that the bounce answers mail we
-// sent to that recipient recently. It cannot sign mail that leaves by
-// another server than the one running the milter, nor bounces that Postfix
-// generates itself for mail it never let out (those are told apart by the
-// caller). It does not sign mail with a quoted local part, and it signs for
-// one recipient: the caller must not sign a message with several recipients,
-// since one envelope sender serves them all. It does not normalise
-// internationalised domain names: the A-label and U-label forms of a domain
-// are different recipients.
+// sent to that recipient recently. It cannot vouch for mail that reached the
+// Internet without passing through the milter (another relay, a sender left
+// unrewritten): the bounces of such mail carry no tag, and the caller tells
+// them apart by other means. It does not sign mail with a quoted local part,
+// and it signs for one recipient: the caller must not sign a message with
+// several recipients, since one envelope sender serves them all. It does not
+// normalise internationalised domain names: the A-label and U-label forms of
+// a domain are different recipients.
 package returnpath
 
 import (
@@ -97,23 +97,26 @@ const (
 	// DefaultGrace is how long a key stays accepted after Keyring.Rotate
 	// replaced it, when the signer uses DefaultMaxAge: as long as the last
 	// tag made with it may live.
-	DefaultGrace = DefaultMaxAge + day
+	DefaultGrace = DefaultMaxAge + 24*time.Hour
 
 	// DefaultDelimiter is Postfix's usual recipient_delimiter.
 	DefaultDelimiter = "+"
 
+	// TagLen is the length of a tag: 18 characters.
+	TagLen = (rawLen*8 + 4) / 5
+)
+
+const (
 	day = 24 * time.Hour
 
 	// maxSkew is how far in the future a tag's day may begin, for clocks of
 	// machines that share a key file and disagree a little.
 	maxSkew = time.Hour
 
-	// A tag is keyID (1 byte), the low 16 bits of the day (2 bytes) and the
-	// MAC (8 bytes, 64 bits): 11 bytes, 18 base32 characters.
+	// A tag is the key id (1 byte), the low 16 bits of the day (2 bytes)
+	// and the MAC (8 bytes, 64 bits): 11 bytes, 18 base32 characters.
 	macLen = 8
 	rawLen = 1 + 2 + macLen
-	// TagLen is the length of a tag in characters.
-	TagLen = (rawLen*8 + 4) / 5
 
 	// maxLocalPart is the limit of RFC 5321 section 4.5.3.1.1.
 	maxLocalPart = 64

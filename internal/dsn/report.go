@@ -15,7 +15,9 @@ type recogniser struct {
 
 // recognisers are tried in order after the standard report parts; the first
 // that finds recipients wins. Specific formats come before generic ones.
-var recognisers = []recogniser{}
+var recognisers = []recogniser{
+	{"text", parseGeneric},
+}
 
 // recognise decides what kind of message m is and reads its recipients.
 func (p *Parser) recognise(m *msg, depth int) *Report {

@@ -1,0 +1,295 @@
+package dsn
+
+import (
+	"strings"
+)
+
+// This file reads plain-text bounces that name each failed recipient on a
+// line of its own, followed by the reason. Most mail systems that do not
+// send RFC 3464 reports write some variant of it:
+//
+//	qmail:     <user@example.com>:
+//	           192.0.2.1 does not like recipient.
+//	           Remote host said: 550 5.1.1 User unknown
+//	Exim:        user@example.com
+//	               SMTP error from remote mail server after RCPT TO:<user@example.com>:
+//	               host mx.example.com [192.0.2.1]: 550 5.1.1 User unknown
+//	Postfix:   <user@example.com>: host mx.example.com[192.0.2.1] said: 550 ...
+//	Sendmail:  <user@example.com>... User unknown
+//	Gmail:     Delivery to the following recipient failed permanently:
+//	                user@example.com
+//
+// The text is read up to the copy of the returned message. A line counts as
+// a recipient line when it starts with an address, bare or in angle
+// brackets, followed by nothing, a colon, "..." or a comment; the lines after
+// it, up to a blank line or the next recipient, are its diagnostic.
+
+// returnedMarkers start the copy of the returned message in plain-text
+// bounces; nothing after them describes the failure.
+var returnedMarkers = []string{
+	"--- below this line is a copy of the message",
+	"------ this is a copy of the message",
+	"----- original message -----",
+	"------ original message",
+	"-----original message-----",
+	"--- original message follows",
+	"original message follows",
+	"----- the following is a copy of the message",
+	"--- the header of the original message",
+	"----- the header of the original message",
+	"------ the message header",
+	"----- unsent message below -----",
+	"----- original message header -----",
+	"content-type: message/rfc822",
+	"--- below this line is the original message",
+	"--- below are the original headers",
+	"---------- forwarded message",
+	"----- message text follows -----",
+	"------ this is a copy of your message",
+	"---- start of returned message",
+	"----- returned message follows",
+	"--- original message headers",
+	"the original message was received at",
+	"return-path:",
+	"received:",
+	"x-original-to:",
+	"dkim-signature:",
+}
+
+// bodyBeforeReturned cuts s at the first returned-message marker at the
+// start of a line.
+func bodyBeforeReturned(s string) string {
+	low := strings.ToLower(s)
+	cut := len(s)
+	for _, mk := range returnedMarkers {
+		for off := 0; off < cut; {
+			i := strings.Index(low[off:], mk)
+			if i < 0 {
+				break
+			}
+			i += off
+			// Only at the start of a line (after optional blanks).
+			j := i
+			for j > 0 && (low[j-1] == ' ' || low[j-1] == '\t') {
+				j--
+			}
+			if j == 0 || low[j-1] == '\n' {
+				if i < cut {
+					cut = i
+				}
+				break
+			}
+			off = i + len(mk)
+		}
+	}
+	return s[:cut]
+}
+
+// recipientLine returns the address a line names as a failed recipient,
+// and the rest of the line after it.
+func recipientLine(line string) (addr, rest string, ok bool) {
+	t := strings.TrimSpace(line)
+	if len(t) < 3 || strings.IndexByte(t, '@') < 0 {
+		return "", "", false
+	}
+	if t[0] == '<' {
+		j := strings.IndexByte(t, '>')
+		if j < 0 {
+			return "", "", false
+		}
+		addr, rest = t[1:j], t[j+1:]
+	} else {
+		j := strings.IndexAny(t, " \t")
+		if j < 0 {
+			j = len(t)
+		}
+		addr, rest = t[:j], t[j:]
+		if strings.HasSuffix(addr, ":") || strings.HasSuffix(addr, ",") {
+			addr, rest = addr[:len(addr)-1], ":"+rest
+		}
+		if strings.HasSuffix(addr, "...") {
+			addr, rest = addr[:len(addr)-3], "..."+rest
+		}
+	}
+	addr = strings.Trim(addr, `"'`)
+	if strings.HasPrefix(strings.ToLower(addr), "mailto:") {
+		addr = addr[7:]
+	}
+	if !plausibleAddress(addr) {
+		return "", "", false
+	}
+	r := strings.TrimSpace(rest)
+	switch {
+	case r == "", strings.HasPrefix(r, ":"), strings.HasPrefix(r, "..."), strings.HasPrefix(r, "("),
+		strings.HasPrefix(r, ","), strings.HasPrefix(r, "-"), strings.HasPrefix(r, ";"):
+		return normalizeAddress(addr), strings.TrimLeft(r, ":.,;- "), true
+	}
+	return "", "", false
+}
+
+// plausibleAddress reports whether s looks like local@domain.tld.
+func plausibleAddress(s string) bool {
+	at := strings.LastIndexByte(s, '@')
+	if at <= 0 || at == len(s)-1 {
+		return false
+	}
+	local, domain := s[:at], s[at+1:]
+	if strings.IndexByte(domain, '.') <= 0 || strings.HasSuffix(domain, ".") {
+		return false
+	}
+	for i := 0; i < len(domain); i++ {
+		if !isDomainChar(domain[i]) && domain[i] != '[' && domain[i] != ']' && domain[i] != ':' {
+			return false
+		}
+	}
+	for i := 0; i < len(local); i++ {
+		c := local[i]
+		if c <= ' ' || c == '<' || c == '>' || c == '(' || c == ')' || c == ',' || c == ';' {
+			return false
+		}
+	}
+	return true
+}
+
+// excluded returns the addresses of the bounce's own header (its sender and
+// the original sender it is addressed to), which the text mentions but which
+// never failed.
+func excluded(m *msg) map[string]bool {
+	ex := map[string]bool{}
+	if !m.headerOK {
+		return ex
+	}
+	for _, k := range []string{"To", "From", "Reply-To", "Sender", "Delivered-To", "X-Original-To", "Return-Path", "Errors-To"} {
+		for _, v := range m.header.Values(k) {
+			for _, part := range strings.Split(v, ",") {
+				if a := addressIn(part); a != "" {
+					ex[strings.ToLower(a)] = true
+				}
+			}
+		}
+	}
+	return ex
+}
+
+// isDaemonAddress reports addresses of mail systems (postmaster@,
+// mailer-daemon@), which a bounce names as contacts, not as failures.
+func isDaemonAddress(a string) bool {
+	l := strings.ToLower(a)
+	return strings.HasPrefix(l, "postmaster@") || strings.HasPrefix(l, "mailer-daemon@") ||
+		strings.HasPrefix(l, "abuse@") || strings.HasPrefix(l, "hostmaster@")
+}
+
+// parseGeneric is the recogniser for the line-per-recipient layout.
+func parseGeneric(m *msg) []Recipient {
+	failed := failedRecipientsHeader(m)
+	if len(failed) == 0 && !looksLikeBounce(m) {
+		return nil
+	}
+	text := bodyBeforeReturned(m.text)
+	ex := excluded(m)
+	lines := textLines(text)
+	var rs []Recipient
+	for i := 0; i < len(lines); i++ {
+		addr, rest, ok := recipientLine(lines[i])
+		if !ok || isDaemonAddress(addr) {
+			continue
+		}
+		if ex[strings.ToLower(addr)] && !failed[strings.ToLower(addr)] {
+			continue
+		}
+		diag := []string{rest}
+		j := i + 1
+		for ; j < len(lines) && j < i+12; j++ {
+			l := strings.TrimSpace(lines[j])
+			if l == "" {
+				if len(diag) > 1 || diag[0] != "" {
+					break
+				}
+				continue
+			}
+			if _, _, ok := recipientLine(lines[j]); ok {
+				break
+			}
+			diag = append(diag, l)
+		}
+		rs = append(rs, Recipient{Address: addr, Diagnostic: strings.Join(diag, " ")})
+		i = j - 1
+	}
+	if len(failed) > 0 {
+		// Exim's X-Failed-Recipients is authoritative: keep the text's
+		// entries for those addresses, add the ones the text missed.
+		var keep []Recipient
+		for _, r := range rs {
+			if failed[strings.ToLower(r.Address)] {
+				keep = append(keep, r)
+				delete(failed, strings.ToLower(r.Address))
+			}
+		}
+		for _, a := range failedOrder(m) {
+			if failed[strings.ToLower(a)] {
+				keep = append(keep, Recipient{Address: a, Diagnostic: firstDiagnostic(text)})
+				delete(failed, strings.ToLower(a))
+			}
+		}
+		rs = keep
+	}
+	markDelayed(rs, text)
+	return rs
+}
+
+// failedRecipientsHeader reads Exim's X-Failed-Recipients header.
+func failedRecipientsHeader(m *msg) map[string]bool {
+	if !m.headerOK {
+		return nil
+	}
+	var set map[string]bool
+	for _, a := range failedOrder(m) {
+		if set == nil {
+			set = map[string]bool{}
+		}
+		set[strings.ToLower(a)] = true
+	}
+	return set
+}
+
+func failedOrder(m *msg) []string {
+	var out []string
+	for _, v := range m.header.Values("X-Failed-Recipients") {
+		for _, part := range strings.Split(v, ",") {
+			if a := addressIn(part); a != "" {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+// firstDiagnostic returns the first line of the text that carries an SMTP
+// reply or status code, for recipients the text names nowhere else.
+func firstDiagnostic(text string) string {
+	for _, l := range textLines(text) {
+		if findStatus(l) != "" || findReplyCode(l) != "" {
+			return strings.TrimSpace(l)
+		}
+	}
+	return ""
+}
+
+// markDelayed sets the action of text-only recipients: a warning that
+// delivery is still being tried is "delayed", anything else "failed".
+func markDelayed(rs []Recipient, text string) {
+	low := strings.ToLower(text)
+	delayed := strings.Contains(low, "will be retried") || strings.Contains(low, "still trying") ||
+		strings.Contains(low, "this is a warning") || strings.Contains(low, "will keep trying") ||
+		strings.Contains(low, "is a temporary error") && !strings.Contains(low, "permanent")
+	for i := range rs {
+		if rs[i].Action != "" {
+			continue
+		}
+		if delayed {
+			rs[i].Action = "delayed"
+		} else {
+			rs[i].Action = "failed"
+		}
+	}
+}

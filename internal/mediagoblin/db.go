@@ -1,0 +1,373 @@
+// Package mediagoblin reads and changes GNU MediaGoblin's own database, on
+// SQLite or PostgreSQL, as found through mediagoblin.ini.
+//
+// It reads local users with their verification and admin state, and bans or
+// unbans one account the way MediaGoblin's moderation pages do: a row in
+// core__user_bans. It changes nothing else, creates no tables, and holds
+// locks only for one short statement or transaction, because MediaGoblin
+// serves requests from the same database. It decides nothing: whether an
+// account deserves a ban is the caller's business, except that it refuses,
+// inside the banning transaction, to ban a verified, admin or moderator
+// account.
+//
+// The schema is MediaGoblin's from 0.9 to 0.15 (unchanged across them).
+package mediagoblin
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+	sqlite3 "github.com/mattn/go-sqlite3"
+)
+
+// Errors callers branch on.
+var (
+	// ErrNoSuchUser: no local user has that id.
+	ErrNoSuchUser = errors.New("mediagoblin: no such user")
+	// ErrPrivileged: the user is an admin or a moderator; never banned.
+	ErrPrivileged = errors.New("mediagoblin: user is an admin or moderator")
+	// ErrVerified: the user holds 'active': their address received mail.
+	ErrVerified = errors.New("mediagoblin: user has verified their address")
+	// ErrUnavailable wraps failures to reach the database (down, refused,
+	// locked for too long): the operation may succeed if retried later.
+	ErrUnavailable = errors.New("mediagoblin: database unavailable")
+)
+
+// User is a local MediaGoblin account.
+type User struct {
+	ID       int64
+	Username string
+	Email    string
+	Created  time.Time // UTC
+	// Verified: holds the 'active' privilege.
+	Verified bool
+	// Privileged: holds 'admin' or 'moderator'.
+	Privileged bool
+}
+
+// DB is an open MediaGoblin database.
+type DB struct {
+	db      *sql.DB
+	backend Backend
+	where   string // for error messages, without password
+}
+
+// Open connects to the database cfg names. It checks that the database can
+// be reached and has MediaGoblin's tables; a database that is down gives an
+// error wrapping ErrUnavailable.
+func Open(ctx context.Context, cfg Config) (*DB, error) {
+	d := &DB{backend: cfg.Backend, where: cfg.SourceRedacted()}
+	var err error
+	switch cfg.Backend {
+	case SQLite:
+		// mode=rw: never create an empty database where MediaGoblin's
+		// should be. A busy timeout rather than failing at once while
+		// MediaGoblin writes; immediate transactions so that a ban takes the
+		// write lock before it reads what it re-checks.
+		if _, err := os.Stat(cfg.Source); err != nil {
+			return nil, fmt.Errorf("open mediagoblin database %s: %w: %v", d.where, ErrUnavailable, err)
+		}
+		q := url.Values{}
+		q.Set("mode", "rw")
+		q.Set("_busy_timeout", "5000")
+		q.Set("_txlock", "immediate")
+		q.Set("_foreign_keys", "on")
+		d.db, err = sql.Open("sqlite3", "file:"+(&url.URL{Path: cfg.Source}).EscapedPath()+"?"+q.Encode())
+		if err == nil {
+			d.db.SetMaxOpenConns(4)
+		}
+	case Postgres:
+		d.db, err = sql.Open("pgx", cfg.Source)
+		if err == nil {
+			d.db.SetMaxOpenConns(4)
+			d.db.SetConnMaxIdleTime(time.Minute)
+		}
+	default:
+		return nil, fmt.Errorf("open mediagoblin database: unknown backend %q", cfg.Backend)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open mediagoblin database %s: %w", d.where, err)
+	}
+	if err := d.Ping(ctx); err != nil {
+		d.db.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Backend says which kind of database d is.
+func (d *DB) Backend() Backend { return d.backend }
+
+// Close closes the connections.
+func (d *DB) Close() error { return d.db.Close() }
+
+// Ping checks that the database answers and holds MediaGoblin's tables.
+func (d *DB) Ping(ctx context.Context) error {
+	var n int64
+	err := d.db.QueryRowContext(ctx, `SELECT count(*) FROM core__privileges`).Scan(&n)
+	if err != nil {
+		return d.wrap("reach mediagoblin database", err)
+	}
+	return nil
+}
+
+// usersQuery reads local users with their state. The EXISTS subqueries use
+// core__privileges_users' primary key (user, privilege); privileges are
+// looked up by name because their ids differ between instances.
+const usersQuery = `
+SELECT u.id, lu.username, lu.email, u.created,
+	EXISTS (SELECT 1 FROM core__privileges_users pu JOIN core__privileges p ON p.id = pu.privilege
+		WHERE pu."user" = u.id AND p.privilege_name = 'active'),
+	EXISTS (SELECT 1 FROM core__privileges_users pu JOIN core__privileges p ON p.id = pu.privilege
+		WHERE pu."user" = u.id AND p.privilege_name IN ('admin', 'moderator'))
+FROM core__users u JOIN core__local_users lu ON lu.id = u.id`
+
+// UsersAfter returns up to limit local users whose id is greater than
+// afterID, in id order. Each call is one statement, so MediaGoblin is never
+// locked for longer than one batch takes to read.
+func (d *DB) UsersAfter(ctx context.Context, afterID int64, limit int) ([]User, error) {
+	q := d.rebind(usersQuery + ` WHERE u.id > ? ORDER BY u.id LIMIT ?`)
+	return d.queryUsers(ctx, "read users", q, afterID, limit)
+}
+
+// UsersByID returns the local users among ids, in id order; ids that name no
+// local user are left out. Callers pass modest batches (hundreds).
+func (d *DB) UsersByID(ctx context.Context, ids []int64) ([]User, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	var b strings.Builder
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('?')
+		args[i] = id
+	}
+	q := d.rebind(usersQuery + ` WHERE u.id IN (` + b.String() + `) ORDER BY u.id`)
+	return d.queryUsers(ctx, "read users by id", q, args...)
+}
+
+// User returns one local user.
+func (d *DB) User(ctx context.Context, id int64) (User, error) {
+	us, err := d.UsersByID(ctx, []int64{id})
+	if err != nil {
+		return User{}, err
+	}
+	if len(us) == 0 {
+		return User{}, fmt.Errorf("user %d: %w", id, ErrNoSuchUser)
+	}
+	return us[0], nil
+}
+
+// MaxUserID returns the highest user id, 0 when there are no users.
+func (d *DB) MaxUserID(ctx context.Context) (int64, error) {
+	var id sql.NullInt64
+	if err := d.db.QueryRowContext(ctx, `SELECT max(id) FROM core__users`).Scan(&id); err != nil {
+		return 0, d.wrap("read highest user id", err)
+	}
+	return id.Int64, nil
+}
+
+func (d *DB) queryUsers(ctx context.Context, what, q string, args ...any) ([]User, error) {
+	rows, err := d.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, d.wrap(what, err)
+	}
+	defer rows.Close()
+	var out []User
+	for rows.Next() {
+		var (
+			u       User
+			created any
+		)
+		if err := rows.Scan(&u.ID, &u.Username, &u.Email, &created, &u.Verified, &u.Privileged); err != nil {
+			return nil, d.wrap(what, err)
+		}
+		if u.Created, err = parseTimestamp(created); err != nil {
+			return nil, fmt.Errorf("%s: user %d: %w", what, u.ID, err)
+		}
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, d.wrap(what, err)
+	}
+	return out, nil
+}
+
+// parseTimestamp reads core__users.created, a naive UTC timestamp. pgx gives
+// a time.Time; SQLite holds the text SQLAlchemy wrote
+// ("2026-11-20 10:00:00.123456"), which go-sqlite3 may or may not have
+// converted depending on how the column was declared.
+func parseTimestamp(v any) (time.Time, error) {
+	switch v := v.(type) {
+	case time.Time:
+		// Naive: the wall clock is UTC whatever location the driver set.
+		return time.Date(v.Year(), v.Month(), v.Day(), v.Hour(), v.Minute(), v.Second(), v.Nanosecond(), time.UTC), nil
+	case []byte:
+		return parseTimestamp(string(v))
+	case string:
+		for _, layout := range []string{"2006-01-02 15:04:05.999999999", "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999Z07:00", time.RFC3339Nano, "2006-01-02"} {
+			if t, err := time.Parse(layout, v); err == nil {
+				return t.UTC(), nil
+			}
+		}
+		return time.Time{}, fmt.Errorf("unreadable timestamp %q", v)
+	case int64:
+		return time.Unix(v, 0).UTC(), nil
+	case nil:
+		return time.Time{}, errors.New("created is NULL")
+	default:
+		return time.Time{}, fmt.Errorf("unreadable timestamp of type %T", v)
+	}
+}
+
+// BanUser bans a local user the way MediaGoblin's moderation does: a
+// permanent core__user_bans row with reason, which MediaGoblin shows to the
+// user and on its moderation pages. Banning a banned user changes nothing
+// (the first reason stays).
+//
+// In the same transaction it re-reads the user's privileges and refuses, with
+// ErrNoSuchUser, ErrPrivileged or ErrVerified, when the account vanished,
+// is an admin or moderator, or has verified its address since the caller
+// last looked.
+func (d *DB) BanUser(ctx context.Context, userID int64, reason string) error {
+	return d.tx(ctx, fmt.Sprintf("ban user %d", userID), func(tx *sql.Tx) error {
+		var u User
+		var created any
+		err := tx.QueryRowContext(ctx, d.rebind(usersQuery+` WHERE u.id = ?`), userID).
+			Scan(&u.ID, &u.Username, &u.Email, &created, &u.Verified, &u.Privileged)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return ErrNoSuchUser
+		case err != nil:
+			return err
+		case u.Privileged:
+			return ErrPrivileged
+		case u.Verified:
+			return ErrVerified
+		}
+		_, err = tx.ExecContext(ctx, d.rebind(`INSERT INTO core__user_bans (user_id, expiration_date, reason)
+			VALUES (?, NULL, ?) ON CONFLICT (user_id) DO NOTHING`), userID, reason)
+		return err
+	})
+}
+
+// UnbanUser deletes the user's ban, if any.
+func (d *DB) UnbanUser(ctx context.Context, userID int64) error {
+	return d.tx(ctx, fmt.Sprintf("unban user %d", userID), func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, d.rebind(`DELETE FROM core__user_bans WHERE user_id = ?`), userID)
+		return err
+	})
+}
+
+// IsBanned reports whether the user has a ban row, and its reason. Expired
+// bans count as bans: MediaGoblin deletes them lazily when the user next
+// logs in.
+func (d *DB) IsBanned(ctx context.Context, userID int64) (bool, string, error) {
+	var reason string
+	err := d.db.QueryRowContext(ctx, d.rebind(`SELECT reason FROM core__user_bans WHERE user_id = ?`), userID).Scan(&reason)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, "", nil
+	}
+	if err != nil {
+		return false, "", d.wrap(fmt.Sprintf("read ban of user %d", userID), err)
+	}
+	return true, reason, nil
+}
+
+func (d *DB) tx(ctx context.Context, what string, fn func(*sql.Tx) error) error {
+	tx, err := d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return d.wrap(what, err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		if errors.Is(err, ErrNoSuchUser) || errors.Is(err, ErrPrivileged) || errors.Is(err, ErrVerified) {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		return d.wrap(what, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return d.wrap(what, err)
+	}
+	return nil
+}
+
+// rebind turns ? placeholders into PostgreSQL's $n. The queries here hold no
+// literal question marks.
+func (d *DB) rebind(q string) string {
+	if d.backend != Postgres {
+		return q
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range q {
+		if r == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// wrap adds context to err and marks it ErrUnavailable when it means the
+// database could not be reached or was too busy, so that callers retry.
+func (d *DB) wrap(what string, err error) error {
+	if transient(err) {
+		return fmt.Errorf("%s (%s): %w: %w", what, d.where, ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s (%s): %w", what, d.where, err)
+}
+
+func transient(err error) bool {
+	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) {
+		return true
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return true
+	}
+	var connErr *pgconn.ConnectError
+	if errors.As(err, &connErr) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
+			strings.HasPrefix(pgErr.Code, "53"), // insufficient resources
+			strings.HasPrefix(pgErr.Code, "57P"), // shutdown, cannot connect now
+			pgErr.Code == "40001", pgErr.Code == "40P01": // serialization, deadlock
+			return true
+		}
+		return false
+	}
+	if pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
+		return true
+	}
+	var sqErr sqlite3.Error
+	if errors.As(err, &sqErr) {
+		switch sqErr.Code {
+		case sqlite3.ErrBusy, sqlite3.ErrLocked, sqlite3.ErrCantOpen, sqlite3.ErrIoErr, sqlite3.ErrProtocol:
+			return true
+		}
+	}
+	// pgx reports a closed connection in plain text in some paths.
+	msg := err.Error()
+	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "connection refused") || strings.Contains(msg, "unexpected EOF")
+}

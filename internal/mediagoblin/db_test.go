@@ -1,0 +1,211 @@
+package mediagoblin_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
+	"github.com/bouncemilter/bouncemilter/internal/mediagoblin/mgtest"
+	"github.com/bouncemilter/bouncemilter/internal/testenv"
+)
+
+const sender = "mediagoblin@example.org"
+
+// backends runs fn against a fresh instance on each database MediaGoblin
+// supports.
+func backends(t *testing.T, fn func(t *testing.T, inst *mgtest.Instance)) {
+	t.Run("sqlite", func(t *testing.T) { fn(t, mgtest.NewSQLite(t, sender)) })
+	t.Run("postgres", func(t *testing.T) { fn(t, mgtest.NewPostgres(t, testenv.Postgres(t), sender)) })
+}
+
+func open(t *testing.T, inst *mgtest.Instance) *mediagoblin.DB {
+	t.Helper()
+	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.EmailSender != sender {
+		t.Errorf("EmailSender = %q", cfg.EmailSender)
+	}
+	db, err := mediagoblin.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestUsers(t *testing.T) {
+	backends(t, func(t *testing.T, inst *mgtest.Instance) {
+		ctx := context.Background()
+		created := time.Date(2026, 11, 20, 10, 11, 12, 345678000, time.UTC)
+		bot := inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example", Created: created})
+		real := inst.AddUser(t, mgtest.User{Username: "real", Email: "real@example.net", Created: created, Verified: true})
+		admin := inst.AddUser(t, mgtest.User{Username: "admin", Email: "admin@example.net", Created: created, Verified: true, Admin: true})
+		mod := inst.AddUser(t, mgtest.User{Username: "mod", Email: "mod@example.net", Created: created, Moderator: true})
+		db := open(t, inst)
+
+		all, err := db.UsersAfter(ctx, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []mediagoblin.User{
+			{ID: bot, Username: "bot", Email: "bot@nowhere.example", Created: created},
+			{ID: real, Username: "real", Email: "real@example.net", Created: created, Verified: true},
+			{ID: admin, Username: "admin", Email: "admin@example.net", Created: created, Verified: true, Privileged: true},
+			{ID: mod, Username: "mod", Email: "mod@example.net", Created: created, Privileged: true},
+		}
+		if len(all) != len(want) {
+			t.Fatalf("got %d users, want %d: %+v", len(all), len(want), all)
+		}
+		for i := range want {
+			if !all[i].Created.Equal(want[i].Created) || all[i].Created.Location() != time.UTC {
+				t.Errorf("user %d created %v, want %v", i, all[i].Created, want[i].Created)
+			}
+			all[i].Created = want[i].Created
+			if all[i] != want[i] {
+				t.Errorf("user %d = %+v, want %+v", i, all[i], want[i])
+			}
+		}
+
+		page, err := db.UsersAfter(ctx, bot, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) != 2 || page[0].ID != real || page[1].ID != admin {
+			t.Errorf("UsersAfter(%d, 2) = %+v", bot, page)
+		}
+		some, err := db.UsersByID(ctx, []int64{mod, bot, 9999})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(some) != 2 || some[0].ID != bot || some[1].ID != mod {
+			t.Errorf("UsersByID = %+v", some)
+		}
+		if _, err := db.User(ctx, 9999); !errors.Is(err, mediagoblin.ErrNoSuchUser) {
+			t.Errorf("User(9999) err = %v", err)
+		}
+		if max, err := db.MaxUserID(ctx); err != nil || max != mod {
+			t.Errorf("MaxUserID = %d, %v; want %d", max, err, mod)
+		}
+	})
+}
+
+func TestBanUser(t *testing.T) {
+	backends(t, func(t *testing.T, inst *mgtest.Instance) {
+		ctx := context.Background()
+		bot := inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example"})
+		real := inst.AddUser(t, mgtest.User{Username: "real", Email: "real@example.net", Verified: true})
+		admin := inst.AddUser(t, mgtest.User{Username: "admin", Email: "admin@example.net", Admin: true})
+		mod := inst.AddUser(t, mgtest.User{Username: "mod", Email: "mod@example.net", Moderator: true})
+		late := inst.AddUser(t, mgtest.User{Username: "late", Email: "late@example.net"})
+		db := open(t, inst)
+
+		const reason = "bouncemilter: bot@nowhere.example bounced 5.1.1"
+		for i := 0; i < 2; i++ { // idempotent
+			if err := db.BanUser(ctx, bot, reason); err != nil {
+				t.Fatalf("ban %d: %v", i, err)
+			}
+		}
+		if err := db.BanUser(ctx, bot, "another reason"); err != nil {
+			t.Fatal(err)
+		}
+		if ok, r := inst.Banned(t, bot); !ok || r != reason {
+			t.Errorf("bot banned=%v reason=%q", ok, r)
+		}
+		if ok, r, err := db.IsBanned(ctx, bot); err != nil || !ok || r != reason {
+			t.Errorf("IsBanned = %v %q %v", ok, r, err)
+		}
+
+		// The user verified after the caller decided: the re-check wins.
+		inst.Grant(t, late, "active")
+		for _, tc := range []struct {
+			id   int64
+			want error
+		}{
+			{real, mediagoblin.ErrVerified},
+			{admin, mediagoblin.ErrPrivileged},
+			{mod, mediagoblin.ErrPrivileged},
+			{late, mediagoblin.ErrVerified},
+			{4242, mediagoblin.ErrNoSuchUser},
+		} {
+			err := db.BanUser(ctx, tc.id, reason)
+			if !errors.Is(err, tc.want) {
+				t.Errorf("BanUser(%d) = %v, want %v", tc.id, err, tc.want)
+			}
+			if errors.Is(err, mediagoblin.ErrUnavailable) {
+				t.Errorf("BanUser(%d) = %v: refusal must not look transient", tc.id, err)
+			}
+			if ok, _ := inst.Banned(t, tc.id); ok {
+				t.Errorf("user %d banned", tc.id)
+			}
+		}
+
+		for i := 0; i < 2; i++ {
+			if err := db.UnbanUser(ctx, bot); err != nil {
+				t.Fatalf("unban %d: %v", i, err)
+			}
+		}
+		if ok, _, err := db.IsBanned(ctx, bot); err != nil || ok {
+			t.Errorf("after unban IsBanned = %v, %v", ok, err)
+		}
+	})
+}
+
+func TestOpenUnavailable(t *testing.T) {
+	ctx := context.Background()
+	t.Run("sqlite file missing", func(t *testing.T) {
+		inst := mgtest.NewSQLite(t, sender)
+		cfg, err := mediagoblin.LoadConfig(inst.IniPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Source += ".gone"
+		_, err = mediagoblin.Open(ctx, cfg)
+		if !errors.Is(err, mediagoblin.ErrUnavailable) {
+			t.Errorf("Open = %v, want ErrUnavailable", err)
+		}
+	})
+	t.Run("postgres refused", func(t *testing.T) {
+		// Port 1 on loopback: nothing listens there.
+		cfg := mediagoblin.Config{Backend: mediagoblin.Postgres, Source: "postgresql://mg:pw@127.0.0.1:1/mg?connect_timeout=2"}
+		_, err := mediagoblin.Open(ctx, cfg)
+		if !errors.Is(err, mediagoblin.ErrUnavailable) {
+			t.Errorf("Open = %v, want ErrUnavailable", err)
+		}
+	})
+	t.Run("not mediagoblin", func(t *testing.T) {
+		inst := mgtest.NewSQLite(t, sender)
+		if _, err := inst.SQL().Exec(`DROP TABLE core__privileges_users; DROP TABLE core__privileges`); err != nil {
+			t.Fatal(err)
+		}
+		cfg, _ := mediagoblin.LoadConfig(inst.IniPath)
+		_, err := mediagoblin.Open(ctx, cfg)
+		if err == nil || errors.Is(err, mediagoblin.ErrUnavailable) {
+			t.Errorf("Open = %v, want a permanent error", err)
+		}
+	})
+}
+
+func TestSQLiteBusyIsUnavailable(t *testing.T) {
+	inst := mgtest.NewSQLite(t, sender)
+	bot := inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example"})
+	db := open(t, inst)
+	// MediaGoblin holds the write lock longer than our busy timeout.
+	tx, err := inst.SQL().Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(`UPDATE core__users SET bio = 'x' WHERE id = ?`, bot); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = db.BanUser(ctx, bot, "r")
+	if !errors.Is(err, mediagoblin.ErrUnavailable) {
+		t.Errorf("BanUser while locked = %v, want ErrUnavailable", err)
+	}
+}

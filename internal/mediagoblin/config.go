@@ -205,8 +205,8 @@ func interpolate(v, here string, section, defaults map[string]string) (string, e
 // ([[name]]) are skipped: nothing bouncemilter reads lives in one.
 func parseINI(data []byte) (map[string]map[string]string, error) {
 	out := map[string]map[string]string{}
-	cur := ""       // the top-level section we are in
-	depth := 0      // 1 in a top-level section, more in a subsection
+	cur := ""  // the top-level section we are in
+	depth := 0 // 1 in a top-level section, more in a subsection
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for n := 1; sc.Scan(); n++ {

@@ -350,8 +350,8 @@ func transient(err error) bool {
 	if errors.As(err, &pgErr) {
 		switch {
 		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
-			strings.HasPrefix(pgErr.Code, "53"), // insufficient resources
-			strings.HasPrefix(pgErr.Code, "57P"), // shutdown, cannot connect now
+			strings.HasPrefix(pgErr.Code, "53"),          // insufficient resources
+			strings.HasPrefix(pgErr.Code, "57P"),         // shutdown, cannot connect now
 			pgErr.Code == "40001", pgErr.Code == "40P01": // serialization, deadlock
 			return true
 		}

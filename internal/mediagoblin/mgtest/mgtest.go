@@ -21,7 +21,7 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
-	_ "github.com/mattn/go-sqlite3"     // the "sqlite3" database/sql driver
+	_ "github.com/mattn/go-sqlite3"    // the "sqlite3" database/sql driver
 )
 
 var (

@@ -335,3 +335,24 @@ func BenchmarkVerifyForged(b *testing.B) {
 		}
 	}
 }
+
+func TestRewrite(t *testing.T) {
+	keys, err := LoadOrCreate(filepath.Join(t.TempDir(), "keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Signer{Keys: keys}
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	got := s.Rewrite("notice@media.example.org", []string{"bot@nowhere.example"}, now)
+	if err := s.Verify(got, "bot@nowhere.example", now); err != nil {
+		t.Fatalf("Rewrite gave %q, which does not verify: %v", got, err)
+	}
+	for _, rcpts := range [][]string{nil, {"a@x", "b@x"}} {
+		if got := s.Rewrite("notice@media.example.org", rcpts, now); got != "" {
+			t.Errorf("Rewrite to %q = %q; want unchanged", rcpts, got)
+		}
+	}
+	if got := s.Rewrite(`"odd local"@media.example.org`, []string{"a@x"}, now); got != "" {
+		t.Errorf("Rewrite of an unsignable sender = %q", got)
+	}
+}

@@ -49,7 +49,6 @@ var returnedMarkers = []string{
 	"---- start of returned message",
 	"----- returned message follows",
 	"--- original message headers",
-	"the original message was received at",
 	"return-path:",
 	"received:",
 	"x-original-to:",
@@ -86,10 +85,27 @@ func bodyBeforeReturned(s string) string {
 }
 
 // recipientLine returns the address a line names as a failed recipient,
-// and the rest of the line after it.
+// and the rest of the line after it. The line starts with the address,
+// bare or in angle brackets, maybe after a bullet ("*", "-", ">>>") or a
+// short label ("Recipient:", "Unknown user:", "Could not be delivered
+// to:").
 func recipientLine(line string) (addr, rest string, ok bool) {
 	t := strings.TrimSpace(line)
 	if len(t) < 3 || strings.IndexByte(t, '@') < 0 {
+		return "", "", false
+	}
+	t = strings.TrimLeft(t, "*->•+#| \t")
+	if i := strings.IndexByte(t, ':'); i > 0 && t[0] != '<' && !strings.Contains(t[:i], "@") {
+		label := strings.ToLower(strings.TrimSpace(t[:i]))
+		if !addressLabel(label) {
+			return "", "", false
+		}
+		t = strings.TrimSpace(t[i+1:])
+		if j := strings.IndexByte(t, ';'); j > 0 && j < 10 && !strings.Contains(t[:j], "@") {
+			t = strings.TrimSpace(t[j+1:]) // "rfc822; addr"
+		}
+	}
+	if t == "" {
 		return "", "", false
 	}
 	if t[0] == '<' {
@@ -99,17 +115,16 @@ func recipientLine(line string) (addr, rest string, ok bool) {
 		}
 		addr, rest = t[1:j], t[j+1:]
 	} else {
-		j := strings.IndexAny(t, " \t")
+		j := strings.IndexAny(t, " \t<[(")
 		if j < 0 {
 			j = len(t)
 		}
 		addr, rest = t[:j], t[j:]
-		if strings.HasSuffix(addr, ":") || strings.HasSuffix(addr, ",") {
-			addr, rest = addr[:len(addr)-1], ":"+rest
-		}
+		addr = strings.TrimRight(addr, ":,;")
 		if strings.HasSuffix(addr, "...") {
-			addr, rest = addr[:len(addr)-3], "..."+rest
+			addr = addr[:len(addr)-3]
 		}
+		addr = strings.TrimRight(addr, ".")
 	}
 	addr = strings.Trim(addr, `"'`)
 	if strings.HasPrefix(strings.ToLower(addr), "mailto:") {
@@ -118,13 +133,31 @@ func recipientLine(line string) (addr, rest string, ok bool) {
 	if !plausibleAddress(addr) {
 		return "", "", false
 	}
-	r := strings.TrimSpace(rest)
-	switch {
-	case r == "", strings.HasPrefix(r, ":"), strings.HasPrefix(r, "..."), strings.HasPrefix(r, "("),
-		strings.HasPrefix(r, ","), strings.HasPrefix(r, "-"), strings.HasPrefix(r, ";"):
-		return normalizeAddress(addr), strings.TrimLeft(r, ":.,;- "), true
+	return normalizeAddress(addr), strings.TrimLeft(strings.TrimSpace(rest), ":.,;- "), true
+}
+
+// addressLabel reports whether a label before a colon introduces a failed
+// recipient. Header names of a quoted message (To:, From:) do not: they
+// name the original sender and recipients, not the failures.
+func addressLabel(label string) bool {
+	if len(label) > 40 || strings.Count(label, " ") > 5 {
+		return false
 	}
-	return "", "", false
+	switch label {
+	case "to", "from", "cc", "bcc", "reply-to", "sender", "return-path", "subject", "date", "sent", "message-id",
+		"received", "envelope-from", "delivered-to", "x-original-to", "in-reply-to", "references", "errors-to":
+		return false
+	}
+	if strings.HasPrefix(label, "x-") {
+		return strings.Contains(label, "recipient")
+	}
+	for _, w := range []string{"recipient", "user", "mailbox", "rcpt", "deliver", "account", "failed", "error",
+		"unknown", "invalid", "destinat", "empfänger", "destinataire"} {
+		if strings.Contains(label, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // plausibleAddress reports whether s looks like local@domain.tld.

@@ -42,6 +42,12 @@ func (p *Parser) recognise(m *msg, depth int) *Report {
 		return rep
 	}
 
+	// RFC 3834 auto-reply (vacation, out of office).
+	if isAutoReply(m) {
+		rep.Format, rep.Kind = "rfc3834", "vacation"
+		return rep
+	}
+
 	for _, r := range recognisers {
 		rs := r.parse(m)
 		if len(rs) == 0 {
@@ -51,12 +57,6 @@ func (p *Parser) recognise(m *msg, depth int) *Report {
 			rs, rep.Truncated = rs[:max], true
 		}
 		rep.Format, rep.Recipients = r.name, rs
-		return rep
-	}
-
-	// RFC 3834 auto-reply (vacation, out of office).
-	if isAutoReply(m) {
-		rep.Format, rep.Kind = "rfc3834", "vacation"
 		return rep
 	}
 

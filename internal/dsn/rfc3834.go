@@ -24,11 +24,12 @@ func isAutoReply(m *msg) bool {
 	}
 	subject, _ := h.Text("Subject")
 	s := strings.ToLower(subject)
-	for _, p := range []string{"auto:", "automatic reply", "autoreply", "auto-reply", "out of office", "out of the office", "vacation", "abwesenheit", "absence"} {
-		if strings.Contains(s, p) {
+	for _, p := range []string{"auto:", "automatic reply", "autoreply", "auto-reply", "auto reply", "out of office",
+		"out of the office", "vacation", "abwesenheit", "absence"} {
+		if strings.Contains(s, p) && !strings.Contains(s, "undeliver") {
 			return true
 		}
 	}
 	auto := strings.ToLower(h.Get("Auto-Submitted"))
-	return strings.HasPrefix(auto, "auto-replied") && !fromDaemon(m)
+	return strings.HasPrefix(auto, "auto-replied") && !daemonFrom(m) && !bounceSubject(m)
 }

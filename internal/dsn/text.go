@@ -24,6 +24,11 @@ func fromDaemon(m *msg) bool {
 	if rp := strings.TrimSpace(m.header.Get("Return-Path")); rp == "<>" || rp == "<MAILER-DAEMON>" {
 		return true
 	}
+	return daemonFrom(m)
+}
+
+// daemonFrom reports whether the From field names a mail system.
+func daemonFrom(m *msg) bool {
 	from := strings.ToLower(m.header.Get("From"))
 	if strings.Contains(from, "mailer-daemon") || strings.Contains(from, "postmaster") ||
 		strings.Contains(from, "mail delivery") || strings.Contains(from, "mail administrator") {

@@ -95,6 +95,13 @@ func recipientLine(line string) (addr, rest string, ok bool) {
 		return "", "", false
 	}
 	t = strings.TrimLeft(t, "*->•+#| \t")
+	// Sendmail's transcript: "554 <user@example.com>... Service unavailable".
+	if len(t) > 4 && findReplyCode(t[:4]) != "" && t[3] == ' ' {
+		t = strings.TrimSpace(t[4:])
+		if s := findStatus(t); s != "" && strings.HasPrefix(t, s) {
+			t = strings.TrimSpace(t[len(s):])
+		}
+	}
 	if i := strings.IndexByte(t, ':'); i > 0 && t[0] != '<' && !strings.Contains(t[:i], "@") {
 		label := strings.ToLower(strings.TrimSpace(t[:i]))
 		if !addressLabel(label) {

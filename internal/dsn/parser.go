@@ -161,7 +161,23 @@ func (p *Parser) read(b []byte) *msg {
 	m.header = e.Header
 	m.headerOK = true
 	p.walk(m, e, 0)
+	if m.text == "" && len(m.status) == 0 {
+		// A multipart message whose boundary never occurs, or one
+		// whose only text is in its preamble: read the body as text.
+		m.text = capText(string(rawBody(b)))
+	}
 	return m
+}
+
+// rawBody returns what follows the header block of a message.
+func rawBody(b []byte) []byte {
+	if i := bytes.Index(b, []byte("\n\n")); i >= 0 {
+		return b[i+2:]
+	}
+	if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
+		return b[i+4:]
+	}
+	return nil
 }
 
 // walk visits the MIME tree within the parser's limits and records the parts

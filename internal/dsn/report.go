@@ -16,6 +16,7 @@ type recogniser struct {
 // recognisers are tried in order after the standard report parts; the first
 // that finds recipients wins. Specific formats come before generic ones.
 var recognisers = []recogniser{
+	{"rfc3464-inline", parseInlineStatus},
 	{"text", parseGeneric},
 }
 

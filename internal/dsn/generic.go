@@ -222,11 +222,41 @@ func isDaemonAddress(a string) bool {
 // parseGeneric is the recogniser for the line-per-recipient layout.
 func parseGeneric(m *msg) []Recipient {
 	failed := failedRecipientsHeader(m)
-	if len(failed) == 0 && !looksLikeBounce(m) {
+	strong := len(failed) > 0 || looksLikeBounce(m)
+	if !strong && !bounceSubject(m) {
 		return nil
 	}
 	text := bodyBeforeReturned(m.text)
 	ex := excluded(m)
+	rs := recipientLines(text, ex)
+	if len(rs) == 0 {
+		rs = recipientSentences(text, ex)
+	}
+	if len(rs) == 0 && len(failed) > 0 {
+		// Exim's X-Failed-Recipients names them when the text
+		// does not.
+		for _, a := range failedOrder(m) {
+			rs = append(rs, Recipient{Address: a, Diagnostic: firstDiagnostic(text)})
+		}
+	}
+	if !strong {
+		// Only the Subject says "bounce" (a forwarded bounce, an odd
+		// sender): believe it only when a mail server's reply is there.
+		keep := rs[:0]
+		for _, r := range rs {
+			if findStatus(r.Diagnostic) != "" || findReplyCode(r.Diagnostic) != "" {
+				keep = append(keep, r)
+			}
+		}
+		rs = keep
+	}
+	markDelayed(rs, text)
+	return rs
+}
+
+// recipientLines finds the lines that start with a recipient and reads the
+// diagnostic that follows each.
+func recipientLines(text string, ex map[string]bool) []Recipient {
 	lines := textLines(text)
 	var rs []Recipient
 	for i := 0; i < len(lines); i++ {
@@ -234,13 +264,10 @@ func parseGeneric(m *msg) []Recipient {
 		if !ok || isDaemonAddress(addr) {
 			continue
 		}
-		if ex[strings.ToLower(addr)] && !failed[strings.ToLower(addr)] {
-			continue
-		}
 		diag := []string{rest}
 		j := i + 1
 		for ; j < len(lines) && j < i+12; j++ {
-			l := strings.TrimSpace(lines[j])
+			l := strings.TrimLeft(strings.TrimSpace(lines[j]), "> ")
 			if l == "" {
 				if len(diag) > 1 || diag[0] != "" {
 					break
@@ -255,26 +282,107 @@ func parseGeneric(m *msg) []Recipient {
 		rs = append(rs, Recipient{Address: addr, Diagnostic: strings.Join(diag, " ")})
 		i = j - 1
 	}
-	if len(failed) > 0 {
-		// Exim's X-Failed-Recipients is authoritative: keep the text's
-		// entries for those addresses, add the ones the text missed.
-		var keep []Recipient
-		for _, r := range rs {
-			if failed[strings.ToLower(r.Address)] {
-				keep = append(keep, r)
-				delete(failed, strings.ToLower(r.Address))
-			}
+	// A recipient line that names the bounce's own addressee is the
+	// original sender quoted, unless nothing else was found.
+	keep := rs[:0]
+	for _, r := range rs {
+		if !ex[strings.ToLower(r.Address)] {
+			keep = append(keep, r)
 		}
-		for _, a := range failedOrder(m) {
-			if failed[strings.ToLower(a)] {
-				keep = append(keep, Recipient{Address: a, Diagnostic: firstDiagnostic(text)})
-				delete(failed, strings.ToLower(a))
-			}
-		}
-		rs = keep
 	}
-	markDelayed(rs, text)
+	if len(keep) > 0 {
+		return keep
+	}
 	return rs
+}
+
+// sentenceWords mark a line of prose that names a failed recipient inside
+// a sentence: "There was an error delivering your mail to <a@b>.",
+// "undeliverable to a@b", "RCPT TO:<a@b>".
+var sentenceWords = []string{"deliver", "rcpt to", "recipient", "failed", "error", "rejected", "not a member",
+	"mailing list", "could not", "unable", "unknown", "invalid", "address:", "not reachable"}
+
+// recipientSentences finds recipients named inside sentences.
+func recipientSentences(text string, ex map[string]bool) []Recipient {
+	lines := textLines(text)
+	var rs []Recipient
+	seen := map[string]bool{}
+	for i, l := range lines {
+		if strings.IndexByte(l, '@') < 0 {
+			continue
+		}
+		low := strings.ToLower(l)
+		if i > 0 {
+			low = strings.ToLower(lines[i-1]) + " " + low
+		}
+		hit := false
+		for _, w := range sentenceWords {
+			if strings.Contains(low, w) {
+				hit = true
+				break
+			}
+		}
+		if !hit {
+			continue
+		}
+		for rest := l; ; {
+			a, next := nextAddress(rest)
+			if a == "" {
+				break
+			}
+			rest = next
+			k := strings.ToLower(a)
+			if ex[k] || seen[k] || isDaemonAddress(a) {
+				continue
+			}
+			seen[k] = true
+			rs = append(rs, Recipient{Address: a, Diagnostic: sentenceDiagnostic(lines, i)})
+		}
+	}
+	return rs
+}
+
+// sentenceDiagnostic returns the line at i with the following lines up to
+// a blank one, or the first line with a reply code when there is one.
+func sentenceDiagnostic(lines []string, i int) string {
+	var b []string
+	for j := i; j < len(lines) && j < i+8; j++ {
+		l := strings.TrimSpace(lines[j])
+		if l == "" && j > i {
+			break
+		}
+		b = append(b, l)
+	}
+	d := strings.Join(b, " ")
+	if findReplyCode(d) == "" && findStatus(d) == "" {
+		if f := firstDiagnostic(strings.Join(lines[i:], "\n")); f != "" {
+			d += " " + f
+		}
+	}
+	return d
+}
+
+// nextAddress returns the first plausible address in s and what follows.
+func nextAddress(s string) (string, string) {
+	for {
+		at := strings.IndexByte(s, '@')
+		if at < 0 {
+			return "", ""
+		}
+		start := at
+		for start > 0 && isAddrChar(s[start-1]) {
+			start--
+		}
+		end := at + 1
+		for end < len(s) && isDomainChar(s[end]) {
+			end++
+		}
+		a := strings.Trim(s[start:end], ".-")
+		if plausibleAddress(a) && !strings.HasPrefix(a, "@") {
+			return normalizeAddress(a), s[end:]
+		}
+		s = s[at+1:]
+	}
 }
 
 // failedRecipientsHeader reads Exim's X-Failed-Recipients header.

@@ -16,6 +16,8 @@ type recogniser struct {
 // recognisers are tried in order after the standard report parts; the first
 // that finds recipients wins. Specific formats come before generic ones.
 var recognisers = []recogniser{
+	{"amazonses", parseSES},
+	{"googlegroups", parseGoogleGroups},
 	{"rfc3464-inline", parseInlineStatus},
 	{"text", parseGeneric},
 }
@@ -40,6 +42,11 @@ func (p *Parser) recognise(m *msg, depth int) *Report {
 	// RFC 5965 abuse report: about a message, not a delivery.
 	if m.feedback || m.reportType == "feedback-report" {
 		rep.Format, rep.Kind = "arf", "feedback"
+		return rep
+	}
+
+	if kind := sesOther(m); kind != "" {
+		rep.Format, rep.Kind = "amazonses", kind
 		return rep
 	}
 

@@ -12,7 +12,8 @@ import (
 var daemonLocalParts = []string{"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "maildaemon",
 	"mail.daemon", "mailer_daemon", "double-bounce", "nobody", "root", "mail", "daemon", "no-reply", "noreply",
 	"bounce", "bounces", "mdaemon", "smtp", "mailadmin", "mailsystem", "mail-system", "mta", "postoffice",
-	"system", "administrator", "admin", "notify", "notification", "mailerdaemon"}
+	"system", "administrator", "admin", "notify", "notification", "post_master", "mail-delivery-system",
+	"mail.delivery.system", "sysadmin"}
 
 // fromDaemon reports whether the message comes from a mail system: a null
 // Return-Path, or a From whose local part is one of daemonLocalParts or

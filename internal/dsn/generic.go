@@ -199,7 +199,9 @@ func excluded(m *msg) map[string]bool {
 	if !m.headerOK {
 		return ex
 	}
-	for _, k := range []string{"To", "From", "Reply-To", "Sender", "Delivered-To", "X-Original-To", "Return-Path", "Errors-To"} {
+	// X-Original-To is left out: some agents (DragonFly's dma) put the
+	// failed recipient there.
+	for _, k := range []string{"To", "From", "Reply-To", "Sender", "Delivered-To", "Return-Path", "Errors-To"} {
 		for _, v := range m.header.Values(k) {
 			for _, part := range strings.Split(v, ",") {
 				if a := addressIn(part); a != "" {
@@ -261,15 +263,19 @@ func recipientLines(text string, ex map[string]bool) []Recipient {
 	var rs []Recipient
 	for i := 0; i < len(lines); i++ {
 		addr, rest, ok := recipientLine(lines[i])
-		if !ok || isDaemonAddress(addr) {
+		if !ok || isDaemonAddress(addr) && rest != "" || sentBy(lines, i) {
 			continue
 		}
+		// The diagnostic runs to the next recipient; past a blank line
+		// only while no reply or status code has been seen (Gmail and
+		// Exchange put a paragraph between the two).
 		diag := []string{rest}
+		coded := hasCode(rest)
 		j := i + 1
-		for ; j < len(lines) && j < i+12; j++ {
+		for n := 0; j < len(lines) && n < 16; j++ {
 			l := strings.TrimLeft(strings.TrimSpace(lines[j]), "> ")
 			if l == "" {
-				if len(diag) > 1 || diag[0] != "" {
+				if coded {
 					break
 				}
 				continue
@@ -278,6 +284,8 @@ func recipientLines(text string, ex map[string]bool) []Recipient {
 				break
 			}
 			diag = append(diag, l)
+			coded = coded || hasCode(l)
+			n++
 		}
 		rs = append(rs, Recipient{Address: addr, Diagnostic: strings.Join(diag, " ")})
 		i = j - 1
@@ -296,11 +304,30 @@ func recipientLines(text string, ex map[string]bool) []Recipient {
 	return rs
 }
 
+// hasCode reports whether s holds an SMTP reply code or a status code.
+func hasCode(s string) bool {
+	return findStatus(s) != "" || findReplyCode(s) != ""
+}
+
+// sentBy reports whether the line before line i (skipping blank lines)
+// introduces the sender, as in Exim's "A message sent by\n\n  <a@b>\n\n
+// could not be delivered".
+func sentBy(lines []string, i int) bool {
+	for j := i - 1; j >= 0 && j >= i-3; j-- {
+		l := strings.ToLower(strings.TrimSpace(lines[j]))
+		if l == "" {
+			continue
+		}
+		return strings.HasSuffix(l, "sent by") || strings.HasSuffix(l, "from") || strings.HasSuffix(l, "from:")
+	}
+	return false
+}
+
 // sentenceWords mark a line of prose that names a failed recipient inside
 // a sentence: "There was an error delivering your mail to <a@b>.",
 // "undeliverable to a@b", "RCPT TO:<a@b>".
 var sentenceWords = []string{"deliver", "rcpt to", "recipient", "failed", "error", "rejected", "not a member",
-	"mailing list", "could not", "unable", "unknown", "invalid", "address:", "not reachable"}
+	"mailing list", "could not", "unable", "unknown", "invalid", "not reachable"}
 
 // recipientSentences finds recipients named inside sentences.
 func recipientSentences(text string, ex map[string]bool) []Recipient {

@@ -123,12 +123,16 @@ func (p *Parser) finish(rep *Report) {
 
 // completeRecipient infers status, reason, action and permanence.
 func completeRecipient(r *Recipient) {
-	if genericStatus(r.Status) || r.Status[0] == '2' && r.Action == "failed" {
-		if s := findStatus(r.Diagnostic); s != "" && (r.Status == "" || s[0] == r.Status[0] || r.Status[0] == '2') && !genericStatus(s) {
-			r.Status = s
-		} else if r.Status == "" && s != "" {
+	// The diagnostic is the remote server's own words; its status code is
+	// more specific than the one the reporting MTA derived (Sendmail
+	// reports 4.4.7 for a "450 4.7.1" reply), so it wins unless it is a
+	// generic x.0.0 or of another class.
+	if s := lastStatus(r.Diagnostic); s != "" && !genericStatus(s) {
+		if r.Status == "" || s[0] == r.Status[0] || r.Status[0] == '2' && r.Action == "failed" {
 			r.Status = s
 		}
+	} else if r.Status == "" && s != "" {
+		r.Status = s
 	}
 	if r.Action == "" {
 		switch {

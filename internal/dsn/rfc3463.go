@@ -40,6 +40,21 @@ func findStatus(s string) string {
 	return ""
 }
 
+// lastStatus returns the last RFC 3463 status code in s, or "". When a
+// diagnostic quotes several replies, the last is the remote server's own.
+func lastStatus(s string) string {
+	last := ""
+	for {
+		c := findStatus(s)
+		if c == "" {
+			return last
+		}
+		last = c
+		i := strings.Index(s, c)
+		s = s[i+len(c):]
+	}
+}
+
 // findReplyCode returns the first SMTP reply code (RFC 5321 section 4.2:
 // three digits, the first 2 to 5, then space, "-" or end) in s, or "".
 func findReplyCode(s string) string {

@@ -72,10 +72,17 @@ func parseDeliveryStatus(rep *Report, b []byte, max int) {
 	var hasFinal, hasOrig, hasFields bool
 	flush := func() {
 		if cur != nil && (cur.Address != "" || cur.OriginalAddress != "") {
-			if cur.Address == "" {
+			if !plausibleAddress(cur.Address) {
 				// RFC 3464 section 2.3.2 makes Final-Recipient
-				// required; some MTAs give only Original-Recipient.
-				cur.Address = cur.OriginalAddress
+				// required and an address; some MTAs give only
+				// Original-Recipient, a source route
+				// ("@relay:user@host"), a pipe or a file.
+				switch {
+				case plausibleAddress(cur.OriginalAddress):
+					cur.Address = cur.OriginalAddress
+				case addressIn(cur.Address) != "" && !strings.HasPrefix(cur.Address, "@"):
+					cur.Address = addressIn(cur.Address)
+				}
 			}
 			if len(rep.Recipients) < max {
 				rep.Recipients = append(rep.Recipients, *cur)

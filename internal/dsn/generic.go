@@ -280,7 +280,7 @@ func recipientLines(text string, ex map[string]bool) []Recipient {
 				}
 				continue
 			}
-			if _, _, ok := recipientLine(lines[j]); ok {
+			if a, _, ok := recipientLine(lines[j]); ok && !strings.EqualFold(a, addr) {
 				break
 			}
 			diag = append(diag, l)

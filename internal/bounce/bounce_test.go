@@ -160,9 +160,9 @@ func TestHandle(t *testing.T) {
 			verdict: registry.VerdictActed, discard: true, actions: []string{"ban-account 42 pending"},
 		},
 		{
-			name:    "local bounce with no recorded send",
-			setup:   func(t *testing.T, db *registry.DB) { signUp(t, db, bot()) },
-			env:     localEnv(), msg: "local-userunknown.eml",
+			name:  "local bounce with no recorded send",
+			setup: func(t *testing.T, db *registry.DB) { signUp(t, db, bot()) },
+			env:   localEnv(), msg: "local-userunknown.eml",
 			verdict: registry.VerdictSuspect, detail: "no mail to this address was recorded",
 		},
 		{
@@ -300,9 +300,9 @@ func TestHandle(t *testing.T) {
 			verdict: registry.VerdictIneligible, detail: "verified by realperson",
 		},
 		{
-			name:    "no such sign-up",
-			setup:   func(t *testing.T, db *registry.DB) { sent(t, db, botAddr, testNow.Add(-3*time.Second)) },
-			env:     localEnv(), msg: "local-userunknown.eml",
+			name:  "no such sign-up",
+			setup: func(t *testing.T, db *registry.DB) { sent(t, db, botAddr, testNow.Add(-3*time.Second)) },
+			env:   localEnv(), msg: "local-userunknown.eml",
 			verdict: registry.VerdictNoMatch, detail: "no sign-up",
 		},
 		{

@@ -33,6 +33,7 @@ func (p *Parser) recognise(m *msg, depth int) *Report {
 	}
 	if len(rep.Recipients) > 0 {
 		rep.Format = "rfc3464"
+		mergeText(rep, m)
 		// The text part of some reports says more than their fields
 		// (Postfix's "(expanded from ...)", a remote reply that the
 		// Diagnostic-Code lacks).
@@ -78,6 +79,35 @@ func (p *Parser) recognise(m *msg, depth int) *Report {
 		}
 	}
 	return rep
+}
+
+// mergeText completes report fields from the human-readable part: the
+// remote server's reply when Diagnostic-Code is missing, and the address
+// when Final-Recipient holds none (a source route, a bare domain).
+func mergeText(rep *Report, m *msg) {
+	var text []Recipient
+	done := false
+	lines := func() []Recipient {
+		if !done {
+			text, done = recipientLines(bodyBeforeReturned(m.text), nil), true
+		}
+		return text
+	}
+	for i := range rep.Recipients {
+		r := &rep.Recipients[i]
+		if !plausibleAddress(r.Address) && len(lines()) == len(rep.Recipients) {
+			r.Address = lines()[i].Address
+		}
+		if r.Diagnostic != "" {
+			continue
+		}
+		for _, t := range lines() {
+			if strings.EqualFold(t.Address, r.Address) {
+				r.Diagnostic = t.Diagnostic
+				break
+			}
+		}
+	}
 }
 
 // finish fills in what the recognisers left out: status inferred from the

@@ -70,6 +70,16 @@ func parseDeliveryStatus(rep *Report, b []byte, max int) {
 	// hasFinal, hasOrig and hasFields say what the current recipient
 	// already holds, to split recipients when blank lines are missing.
 	var hasFinal, hasOrig, hasFields bool
+	var pending []field
+	start := func() {
+		if cur == nil {
+			cur = &Recipient{}
+			for _, f := range pending {
+				applyRecipientField(cur, f)
+			}
+			pending = pending[:0]
+		}
+	}
 	flush := func() {
 		if cur != nil && (cur.Address != "" || cur.OriginalAddress != "") {
 			if !plausibleAddress(cur.Address) {
@@ -96,6 +106,7 @@ func parseDeliveryStatus(rep *Report, b []byte, max int) {
 		switch f.name {
 		case "":
 			flush()
+			pending = pending[:0]
 			continue
 		case "reporting-mta":
 			// Section 2.2.2: mta-name-type ";" mta-name.
@@ -110,9 +121,7 @@ func parseDeliveryStatus(rep *Report, b []byte, max int) {
 			if hasOrig || hasFinal && hasFields {
 				flush()
 			}
-			if cur == nil {
-				cur = &Recipient{}
-			}
+			start()
 			hasOrig = true
 			if f.name == "original-recipient" || cur.OriginalAddress == "" {
 				cur.OriginalAddress = recipientAddress(f.value)
@@ -123,17 +132,29 @@ func parseDeliveryStatus(rep *Report, b []byte, max int) {
 			if hasFinal {
 				flush()
 			}
-			if cur == nil {
-				cur = &Recipient{}
-			}
+			start()
 			hasFinal = true
 			cur.Address = recipientAddress(f.value)
 			continue
 		}
 		if cur == nil {
-			continue // a per-message field we do not need
+			// A recipient's field before its Final-Recipient
+			// (Facebook puts Diagnostic-Code first), or a
+			// per-message field we do not need.
+			pending = append(pending, f)
+			continue
 		}
 		hasFields = true
+		applyRecipientField(cur, f)
+	}
+	flush()
+}
+
+// applyRecipientField sets the per-recipient field f (RFC 3464 section
+// 2.3) on r.
+func applyRecipientField(r *Recipient, f field) {
+	cur := r
+	{
 		switch f.name {
 		case "action":
 			// Section 2.3.3; some MTAs add a comment ("failed (bad
@@ -157,7 +178,6 @@ func parseDeliveryStatus(rep *Report, b []byte, max int) {
 			}
 		}
 	}
-	flush()
 }
 
 // stripType removes the "type;" prefix of an RFC 3464 typed field

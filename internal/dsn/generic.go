@@ -174,6 +174,9 @@ func plausibleAddress(s string) bool {
 		return false
 	}
 	local, domain := s[:at], s[at+1:]
+	if local[0] == '/' || local[0] == '|' || local[0] == '@' {
+		return false // a file, a pipe, a source route
+	}
 	if strings.IndexByte(domain, '.') <= 0 || strings.HasSuffix(domain, ".") {
 		return false
 	}
@@ -359,7 +362,7 @@ func recipientSentences(text string, ex map[string]bool) []Recipient {
 			}
 			rest = next
 			k := strings.ToLower(a)
-			if ex[k] || seen[k] || isDaemonAddress(a) {
+			if ex[k] || seen[k] || isDaemonAddress(a) && !strings.Contains(l, "<"+a+">") {
 				continue
 			}
 			seen[k] = true

@@ -157,13 +157,7 @@ func applyRecipientField(r *Recipient, f field) {
 	{
 		switch f.name {
 		case "action":
-			// Section 2.3.3; some MTAs add a comment ("failed (bad
-			// address)"), so keep the first word.
-			a := strings.ToLower(f.value)
-			if i := strings.IndexAny(a, " \t(;"); i >= 0 {
-				a = a[:i]
-			}
-			cur.Action = a
+			cur.Action = normalizeAction(f.value)
 		case "status":
 			// Section 2.3.4, an RFC 3463 code.
 			cur.Status = findStatus(f.value)
@@ -178,6 +172,29 @@ func applyRecipientField(r *Recipient, f field) {
 			}
 		}
 	}
+}
+
+// normalizeAction reads an Action field (RFC 3464 section 2.3.3). Some MTAs
+// add a comment ("failed (bad address)") or use words of their own
+// ("expired", "failure"), which all mean the message was not delivered.
+func normalizeAction(v string) string {
+	a := strings.ToLower(strings.TrimSpace(v))
+	if i := strings.IndexAny(a, " \t(;"); i >= 0 {
+		a = a[:i]
+	}
+	switch {
+	case a == "":
+		return ""
+	case strings.HasPrefix(a, "delay"):
+		return "delayed"
+	case strings.HasPrefix(a, "deliver"):
+		return "delivered"
+	case strings.HasPrefix(a, "relay"):
+		return "relayed"
+	case strings.HasPrefix(a, "expand"):
+		return "expanded"
+	}
+	return "failed"
 }
 
 // stripType removes the "type;" prefix of an RFC 3464 typed field
@@ -207,7 +224,16 @@ func recipientAddress(v string) string {
 			v = v[i+1:]
 		}
 	}
+	raw := v
 	v = cleanAddress(v)
+	if !plausibleAddress(v) {
+		// A pipe or file recipient of Exim or Sendmail ("|/usr/bin/prog
+		// user@example.com", "/home/user/.forward/user@example.com"):
+		// the address inside is the one that failed.
+		if a := addressIn(raw[strings.LastIndexByte(raw, '/')+1:]); a != "" {
+			v = a
+		}
+	}
 	switch typ {
 	case "utf-8":
 		v = decodeUTF8Addr(v)

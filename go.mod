@@ -1,6 +1,6 @@
 module github.com/bouncemilter/bouncemilter
 
-go 1.26.8
+go 1.25.0
 
 require (
 	github.com/emersion/go-message v0.18.2 // indirect

@@ -232,6 +232,8 @@ func recipientAddress(v string) string {
 		// the address inside is the one that failed.
 		if a := addressIn(raw[strings.LastIndexByte(raw, '/')+1:]); a != "" {
 			v = a
+		} else if a := addressIn(raw); a != "" && !strings.ContainsAny(a, "/|") {
+			v = a
 		}
 	}
 	switch typ {

@@ -55,7 +55,7 @@ func (p *Parser) ParseAll(r io.Reader) ([]*Report, error) {
 	for {
 		line, err := readLine(br)
 		if len(line) > 0 {
-			if blank && bytes.HasPrefix(line, []byte("From ")) {
+			if bytes.HasPrefix(line, []byte("From ")) && (blank || headerFollows(br)) {
 				emit()
 				if len(reports) >= maxMessages {
 					return reports, fmt.Errorf("more than %d messages: %w", maxMessages, ErrTooLarge)
@@ -79,6 +79,26 @@ func (p *Parser) ParseAll(r io.Reader) ([]*Report, error) {
 			return reports, fmt.Errorf("read mbox: %w", err)
 		}
 	}
+}
+
+// headerFollows reports whether the next line is a header field, which
+// makes a "From " line that does not follow a blank line a separator all
+// the same (some tools concatenate messages without one).
+func headerFollows(br *bufio.Reader) bool {
+	next, _ := br.Peek(80)
+	if i := bytes.IndexByte(next, '\n'); i >= 0 {
+		next = next[:i]
+	}
+	i := bytes.IndexByte(next, ':')
+	if i <= 0 {
+		return false
+	}
+	for _, c := range next[:i] {
+		if !isAlnum(c) && c != '-' {
+			return false
+		}
+	}
+	return true
 }
 
 // readLine returns the next line with its newline. A line longer than the

@@ -239,5 +239,50 @@ func headerOriginal(h *message.Header) Original {
 // quotedHeader finds the header of the returned message when it is quoted
 // in the text rather than attached (qmail, Exim, Sendmail without MIME).
 func (m *msg) quotedHeader() *message.Header {
-	return nil
+	cut := len(bodyBeforeReturned(m.text))
+	if cut >= len(m.text) {
+		return nil
+	}
+	rest := m.text[cut:]
+	// Skip the marker line itself unless it is already a header field
+	// ("Return-Path:", "Received:").
+	if i := strings.IndexByte(rest, '\n'); i >= 0 && !isHeaderLine(rest[:i]) {
+		rest = rest[i+1:]
+	}
+	rest = strings.TrimLeft(rest, "\n \t")
+	// Quoted headers end at the first blank line; lines that are not
+	// fields (quoting marks, junk) are dropped on the way.
+	var b strings.Builder
+	for _, f := range statusFields([]byte(headerBlock(rest))) {
+		if f.name == "" {
+			break
+		}
+		b.WriteString(f.name)
+		b.WriteString(": ")
+		b.WriteString(f.value)
+		b.WriteString("\r\n")
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	b.WriteString("\r\n")
+	h, ok := readHeader([]byte(b.String()))
+	if !ok {
+		return nil
+	}
+	return &h
+}
+
+// headerBlock returns s up to its first blank line.
+func headerBlock(s string) string {
+	if i := strings.Index(s, "\n\n"); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// isHeaderLine reports whether l looks like "Name: value".
+func isHeaderLine(l string) bool {
+	i := strings.IndexByte(l, ':')
+	return i > 0 && !strings.ContainsAny(l[:i], " \t")
 }

@@ -259,6 +259,32 @@ func parseGeneric(m *msg) []Recipient {
 	return rs
 }
 
+// textAfter returns m's text from the first of the signatures on (matched
+// case-insensitively), and whether one occurs.
+func textAfter(m *msg, signatures []string) (string, bool) {
+	low := strings.ToLower(m.text)
+	for _, sig := range signatures {
+		if i := strings.Index(low, sig); i >= 0 {
+			return m.text[i:], true
+		}
+	}
+	return "", false
+}
+
+// signedRecipients is what the recognisers of one MTA's plain-text format
+// share: find its signature, then read the recipient lines that follow, up
+// to the returned message.
+func signedRecipients(m *msg, signatures []string) []Recipient {
+	t, ok := textAfter(m, signatures)
+	if !ok {
+		return nil
+	}
+	t = bodyBeforeReturned(t)
+	rs := recipientLines(t, excluded(m))
+	markDelayed(rs, t)
+	return rs
+}
+
 // recipientLines finds the lines that start with a recipient and reads the
 // diagnostic that follows each.
 func recipientLines(text string, ex map[string]bool) []Recipient {
@@ -459,6 +485,7 @@ func markDelayed(rs []Recipient, text string) {
 	low := strings.ToLower(text)
 	delayed := strings.Contains(low, "will be retried") || strings.Contains(low, "still trying") ||
 		strings.Contains(low, "this is a warning") || strings.Contains(low, "will keep trying") ||
+		strings.Contains(low, "has not yet been delivered") || strings.Contains(low, "has been delayed") ||
 		strings.Contains(low, "is a temporary error") && !strings.Contains(low, "permanent")
 	for i := range rs {
 		if rs[i].Action != "" {

@@ -19,6 +19,12 @@ var recognisers = []recogniser{
 	{"amazonses", parseSES},
 	{"googlegroups", parseGoogleGroups},
 	{"rfc3464-inline", parseInlineStatus},
+	{"yahoo", parseYahoo},
+	{"qmail", parseQmail},
+	{"exim", parseExim},
+	{"sendmail", parseSendmail},
+	{"exchange", parseExchange},
+	{"gmail", parseGmail},
 	{"text", parseGeneric},
 }
 

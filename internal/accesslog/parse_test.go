@@ -1,0 +1,180 @@
+package accesslog
+
+import (
+	"bufio"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseLine(t *testing.T) {
+	tests := []struct {
+		line string
+		want Entry
+	}{
+		{
+			`203.0.113.7 - - [20/Nov/2026:10:00:05 +0000] "POST /auth/register/ HTTP/1.1" 302 209 "https://media.example.org/auth/register/" "Mozilla/5.0 (X11; Linux x86_64)"`,
+			Entry{Format: Combined, Remote: "203.0.113.7", Time: time.Date(2026, 11, 20, 10, 0, 5, 0, time.UTC), Method: "POST", Path: "/auth/register/", Status: 302},
+		},
+		{
+			`203.0.113.8 - frank [20/Nov/2026:11:00:01 +0100] "GET /mediagoblin/u/carol/ HTTP/1.1" 200 2326 "-" "Mozilla/5.0 \"quoted\""`,
+			Entry{Format: Combined, Remote: "203.0.113.8", Time: time.Date(2026, 11, 20, 10, 0, 1, 0, time.UTC), Method: "GET", Path: "/mediagoblin/u/carol/", Status: 200},
+		},
+		{
+			`10.0.0.2 - - [20/Nov/2026:10:00:05 +0000] "GET /u/%C3%A9lodie/?x=1 HTTP/1.1" 200 209 "-" "Mozilla/5.0" "203.0.113.9, 10.0.0.1"`,
+			Entry{Format: Combined, Remote: "10.0.0.2", Time: time.Date(2026, 11, 20, 10, 0, 5, 0, time.UTC), Method: "GET", Path: "/u/élodie/", Status: 200, Forwarded: "203.0.113.9, 10.0.0.1"},
+		},
+		{
+			`192.0.2.1 - - [20/Nov/2026:10:02:00 +0000] "\x16\x03\x01" 400 157 "-" "-"`,
+			Entry{Format: Combined, Remote: "192.0.2.1", Time: time.Date(2026, 11, 20, 10, 2, 0, 0, time.UTC), Method: "\x16\x03\x01", Status: 400},
+		},
+		{
+			`bouncemilter-signup/1 203.0.113.7 [2026-11-20T10:00:05+00:00] "POST /auth/register/ HTTP/1.1" 302 "https://media.example.org/u/bot4711/" "-"`,
+			Entry{Format: Signup, Remote: "203.0.113.7", Time: time.Date(2026, 11, 20, 10, 0, 5, 0, time.UTC), Method: "POST", Path: "/auth/register/", Status: 302, Location: "https://media.example.org/u/bot4711/"},
+		},
+		{
+			`bouncemilter-signup/1 2001:db8::1 [2026-11-20T11:00:05+0100] "POST /auth/register/ HTTP/2.0" 302 "/u/x/" "198.51.100.1"`,
+			Entry{Format: Signup, Remote: "2001:db8::1", Time: time.Date(2026, 11, 20, 10, 0, 5, 0, time.UTC), Method: "POST", Path: "/auth/register/", Status: 302, Location: "/u/x/", Forwarded: "198.51.100.1"},
+		},
+		{
+			`bouncemilter-signup/1 203.0.113.7 [20/Nov/2026:10:00:05 +0000] "POST /auth/register/ HTTP/1.1" 200 "-"`,
+			Entry{Format: Signup, Remote: "203.0.113.7", Time: time.Date(2026, 11, 20, 10, 0, 5, 0, time.UTC), Method: "POST", Path: "/auth/register/", Status: 200},
+		},
+	}
+	for _, tt := range tests {
+		got, err := ParseLine(tt.line)
+		if err != nil {
+			t.Errorf("ParseLine(%q): %v", tt.line, err)
+			continue
+		}
+		if got != tt.want {
+			t.Errorf("ParseLine(%q)\n got %+v\nwant %+v", tt.line, got, tt.want)
+		}
+	}
+}
+
+func TestParseLineMalformed(t *testing.T) {
+	for _, line := range []string{
+		``,
+		`hello world`,
+		`203.0.113.7 - - [yesterday] "GET / HTTP/1.1" 200 1 "-" "-"`,
+		`203.0.113.7 - - [20/Nov/2026:10:00:05 +0000] "GET / HTTP/1.1" abc 1 "-" "-"`,
+		`203.0.113.7 - - [20/Nov/2026:10:00:05 +0000] "GET / HTTP/1.1 200 1 "-" "-"`,
+		`203.0.113.7 - - [20/Nov/2026:10:00:05 +0000] "GET / HTTP/1.1" 200`,
+		`{"remote_addr":"203.0.113.7","status":302}`,
+		`bouncemilter-signup/1 203.0.113.7 [2026-11-20T10:00:05+00:00] "POST /auth/register/ HTTP/1.1" 302 "/u/x/" "-" trailing`,
+		`bouncemilter-signup/1 203.0.113.7 [2026-11-20T10:00:05+00:00] "POST /auth/register/ HTTP/1.1" 302`,
+	} {
+		if e, err := ParseLine(line); err == nil {
+			t.Errorf("ParseLine(%q) = %+v, want error", line, e)
+		}
+	}
+}
+
+func TestClient(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("10.0.0.0/8")}
+	tests := []struct {
+		remote, fwd string
+		trusted     []netip.Prefix
+		want        string // "" = no client
+	}{
+		{"203.0.113.7", "", nil, "203.0.113.7"},
+		{"203.0.113.7", "198.51.100.1", nil, "203.0.113.7"}, // untrusted: header ignored
+		{"127.0.0.1", "198.51.100.1", nil, "127.0.0.1"},     // no proxy configured
+		{"127.0.0.1", "198.51.100.1", trusted, "198.51.100.1"},
+		{"127.0.0.1", "6.6.6.6, 198.51.100.1, 10.0.0.5", trusted, "198.51.100.1"}, // client-set first hop ignored
+		{"127.0.0.1", "", trusted, "127.0.0.1"},
+		{"127.0.0.1", "garbage, 198.51.100.1", trusted, "198.51.100.1"},
+		{"127.0.0.1", "198.51.100.1, garbage", trusted, ""},
+		{"::ffff:203.0.113.7", "", nil, "203.0.113.7"},
+		{"unix:", "198.51.100.78", nil, "198.51.100.78"},
+		{"unix:", "", nil, ""},
+		{"not-an-ip", "198.51.100.1", trusted, ""},
+	}
+	for _, tt := range tests {
+		got, ok := Entry{Remote: tt.remote, Forwarded: tt.fwd}.Client(tt.trusted)
+		if (tt.want == "") != !ok || (ok && got.String() != tt.want) {
+			t.Errorf("Client(%q, %q) = %v %v, want %q", tt.remote, tt.fwd, got, ok, tt.want)
+		}
+	}
+}
+
+func TestUsernames(t *testing.T) {
+	for _, tt := range []struct {
+		e    Entry
+		want string
+	}{
+		{Entry{Method: "GET", Status: 200, Path: "/u/alice/"}, "alice"},
+		{Entry{Method: "GET", Status: 200, Path: "/prefix/u/bob-2_x/"}, "bob-2_x"},
+		{Entry{Method: "GET", Status: 200, Path: "/u/élodie/"}, "élodie"},
+		{Entry{Method: "GET", Status: 200, Path: "/u/alice/gallery/"}, ""},
+		{Entry{Method: "GET", Status: 200, Path: "/u/alice"}, ""},
+		{Entry{Method: "GET", Status: 404, Path: "/u/alice/"}, ""},
+		{Entry{Method: "HEAD", Status: 200, Path: "/u/alice/"}, ""},
+		{Entry{Method: "GET", Status: 200, Path: "/u/al ice/"}, ""},
+	} {
+		got, _ := tt.e.ProfileUser()
+		if got != tt.want {
+			t.Errorf("ProfileUser(%+v) = %q, want %q", tt.e, got, tt.want)
+		}
+	}
+	for loc, want := range map[string]string{
+		"https://media.example.org/u/bot4711/": "bot4711",
+		"/u/x/":                                "x",
+		"/auth/register/":                      "",
+		"":                                     "",
+		"https://media.example.org/u/%C3%A9/": "é",
+	} {
+		got, _ := Entry{Location: loc}.LocationUser()
+		if got != want {
+			t.Errorf("LocationUser(%q) = %q, want %q", loc, got, want)
+		}
+	}
+}
+
+// The sample logs in testdata parse whole.
+func TestSamples(t *testing.T) {
+	files, _ := filepath.Glob("testdata/*.log")
+	if len(files) == 0 {
+		t.Fatal("no samples")
+	}
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(f)
+		for n := 1; sc.Scan(); n++ {
+			if _, err := ParseLine(sc.Text()); err != nil {
+				t.Errorf("%s:%d: %v", name, n, err)
+			}
+		}
+		f.Close()
+	}
+}
+
+func FuzzParseLine(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.log")
+	for _, name := range files {
+		data, _ := os.ReadFile(name)
+		for _, l := range strings.Split(string(data), "\n") {
+			f.Add(l)
+		}
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		e, err := ParseLine(line)
+		if err != nil {
+			return
+		}
+		e.IsRegisterPost()
+		e.ProfileUser()
+		e.LocationUser()
+		e.Client([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+		if e.Status < 100 || e.Status > 999 {
+			t.Errorf("status %d accepted", e.Status)
+		}
+	})
+}

@@ -1,0 +1,253 @@
+package accesslog
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// ErrGarbled: too many lines of a log could not be parsed; it is probably
+// not an access log in a format this package reads.
+var ErrGarbled = errors.New("accesslog: not a log in combined or sign-up format")
+
+// maxLine bounds one log line; longer ones are counted as malformed and
+// skipped. Web servers cap request lines at 8 KiB by default.
+const maxLine = 64 << 10
+
+// headLen bounds the fingerprint of a file's first line.
+const headLen = 1024
+
+// Position is how far a log has been read, and which file that was: its
+// device and inode, and a hash of its first line, so that a rotated,
+// truncated or replaced file is told from the one read before.
+type Position struct {
+	Dev     uint64 `json:"dev"`
+	Ino     uint64 `json:"ino"`
+	Offset  int64  `json:"offset"`
+	Head    string `json:"head,omitempty"` // hex SHA-256 of the first HeadLen bytes
+	HeadLen int    `json:"head_len,omitempty"`
+}
+
+// Stats counts what one Read saw.
+type Stats struct {
+	Lines     int      // lines read
+	Malformed int      // lines that did not parse
+	Bytes     int64    // bytes read
+	Files     []string // files read, predecessors first
+	// Lost is set when the log was rotated and the rotated file holding the
+	// unread remainder was not found: entries may have been missed.
+	Lost bool
+
+	lastConsumed int64 // bytes consumed of the file read last
+}
+
+// Read reads what was added to the log at path since pos and calls fn for
+// each entry, in order, and returns the position to resume from.
+//
+// Rotation is followed: when path is a new file (renamed away by
+// logrotate's default) or was truncated (copytruncate), the remainder of the
+// previous file is read first from path.1, or from path.1.gz when it was
+// compressed at once. At the first read (zero pos) path.1 or path.1.gz is
+// read whole before path, so that sign-ups shortly before a rotation are
+// found. Only complete lines are consumed: a line still being written is
+// read at the next call.
+//
+// When more than a tenth of the lines do not parse, Read returns an error
+// wrapping ErrGarbled; the caller should then not store the position.
+func Read(ctx context.Context, path string, pos Position, fn func(Entry)) (Position, Stats, error) {
+	var st Stats
+	fi, err := os.Stat(path)
+	if err != nil {
+		return pos, st, fmt.Errorf("read log: %w", err)
+	}
+	dev, ino := fileID(fi)
+	start := int64(0)
+	switch {
+	case pos == (Position{}):
+		if pred := predecessor(path, func(string, os.FileInfo) bool { return true }); pred != "" {
+			if err := readFile(ctx, pred, 0, true, fn, &st); err != nil {
+				return pos, st, err
+			}
+		}
+	case dev == pos.Dev && ino == pos.Ino && fi.Size() >= pos.Offset && headMatches(path, pos):
+		start = pos.Offset
+	default:
+		// Replaced or truncated: finish the file we were reading.
+		pred := predecessor(path, func(p string, pfi os.FileInfo) bool {
+			if d, i := fileID(pfi); d == pos.Dev && i == pos.Ino && pfi.Size() >= pos.Offset && headMatches(p, pos) {
+				return true
+			}
+			return pos.HeadLen > 0 && headMatches(p, pos)
+		})
+		if pred == "" {
+			st.Lost = pos.Offset > 0
+		} else if err := readFile(ctx, pred, pos.Offset, true, fn, &st); err != nil {
+			return pos, st, err
+		}
+	}
+	next := Position{Dev: dev, Ino: ino}
+	if err := readFile(ctx, path, start, false, fn, &st); err != nil {
+		return pos, st, err
+	}
+	next.Offset = start + st.lastConsumed
+	if head, n, err := fileHead(path, next.Offset); err == nil {
+		next.Head, next.HeadLen = head, n
+	} else {
+		return pos, st, fmt.Errorf("read log %s: %w", path, err)
+	}
+	if st.Malformed > 0 && st.Malformed*10 > st.Lines {
+		return pos, st, fmt.Errorf("read log %s: %d of %d lines malformed: %w", path, st.Malformed, st.Lines, ErrGarbled)
+	}
+	return next, st, nil
+}
+
+// predecessor returns the rotated file path.1, or path.1.gz, for which ok
+// holds, or "".
+func predecessor(path string, ok func(string, os.FileInfo) bool) string {
+	for _, p := range []string{path + ".1", path + ".1.gz"} {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && ok(p, fi) {
+			return p
+		}
+	}
+	return ""
+}
+
+// openLog opens a log, decompressing a .gz one.
+func openLog(path string) (io.ReadCloser, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if !isGzip(path) {
+		return f, nil
+	}
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{zr, f}, nil
+}
+
+func isGzip(path string) bool {
+	return len(path) > 3 && path[len(path)-3:] == ".gz"
+}
+
+// fileHead fingerprints the first line of path (up to headLen bytes), once
+// that line is complete within the first limit bytes.
+func fileHead(path string, limit int64) (string, int, error) {
+	r, err := openLog(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer r.Close()
+	buf := make([]byte, min(int64(headLen), limit))
+	n, err := io.ReadFull(r, buf)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return "", 0, err
+	}
+	buf = buf[:n]
+	if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+		buf = buf[:i+1]
+	} else if n < headLen {
+		return "", 0, nil // first line still incomplete
+	}
+	sum := sha256.Sum256(buf)
+	return hex.EncodeToString(sum[:]), len(buf), nil
+}
+
+func headMatches(path string, pos Position) bool {
+	if pos.HeadLen == 0 {
+		return pos.Offset == 0
+	}
+	r, err := openLog(path)
+	if err != nil {
+		return false
+	}
+	defer r.Close()
+	buf := make([]byte, pos.HeadLen)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return false
+	}
+	sum := sha256.Sum256(buf)
+	return hex.EncodeToString(sum[:]) == pos.Head
+}
+
+// readFile parses path from offset on. whole: the file is finished (a
+// rotated predecessor), so a last line without newline is read too.
+// st.lastConsumed is set to the bytes consumed from offset.
+func readFile(ctx context.Context, path string, offset int64, whole bool, fn func(Entry), st *Stats) error {
+	r, err := openLog(path)
+	if err != nil {
+		return fmt.Errorf("read log: %w", err)
+	}
+	defer r.Close()
+	if offset > 0 {
+		if s, ok := r.(io.Seeker); ok {
+			_, err = s.Seek(offset, io.SeekStart)
+		} else {
+			_, err = io.CopyN(io.Discard, r, offset)
+		}
+		if err != nil {
+			return fmt.Errorf("read log %s: skip to %d: %w", path, offset, err)
+		}
+	}
+	st.Files = append(st.Files, path)
+	st.lastConsumed = 0
+	br := bufio.NewReaderSize(r, 64<<10)
+	var long bool // inside a line longer than maxLine
+	for n := 0; ; n++ {
+		if n%8192 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		chunk, err := br.ReadSlice('\n')
+		complete := err == nil
+		if errors.Is(err, bufio.ErrBufferFull) {
+			st.lastConsumed += int64(len(chunk))
+			st.Bytes += int64(len(chunk))
+			long = true
+			continue
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read log %s: %w", path, err)
+		}
+		if !complete && !whole {
+			return nil // leave a partial last line for next time
+		}
+		st.lastConsumed += int64(len(chunk))
+		st.Bytes += int64(len(chunk))
+		if len(chunk) > 0 || long {
+			st.Lines++
+			line := lineBytes(chunk)
+			switch {
+			case long:
+				st.Malformed++
+				long = false
+			case len(bytes.TrimSpace(line)) == 0:
+				st.Lines--
+			default:
+				e, perr := ParseLine(string(line))
+				if perr != nil {
+					st.Malformed++
+				} else {
+					fn(e)
+				}
+			}
+		}
+		if !complete {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,210 @@
+package accesslog
+
+import (
+	"compress/gzip"
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+// logFile is an access log under test, written like a web server does.
+type logFile struct {
+	t    *testing.T
+	path string
+	pos  Position
+}
+
+func newLog(t *testing.T) *logFile {
+	return &logFile{t: t, path: filepath.Join(t.TempDir(), "access.log")}
+}
+
+func (l *logFile) append(lines ...string) {
+	l.t.Helper()
+	f, err := os.OpenFile(l.path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer f.Close()
+	for _, s := range lines {
+		if _, err := f.WriteString(s); err != nil {
+			l.t.Fatal(err)
+		}
+	}
+}
+
+// read reads what is new and returns the paths requested, in order.
+func (l *logFile) read() []string {
+	l.t.Helper()
+	var got []string
+	pos, _, err := Read(context.Background(), l.path, l.pos, func(e Entry) { got = append(got, e.Path) })
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.pos = pos
+	return got
+}
+
+func line(path string) string {
+	return comb("203.0.113.1", "10:00:00", "GET", path, 200) + "\n"
+}
+
+func expect(t *testing.T, got []string, want ...string) {
+	t.Helper()
+	if len(got) == 0 && len(want) == 0 {
+		return
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("read %q, want %q", got, want)
+	}
+}
+
+func TestReadIncremental(t *testing.T) {
+	l := newLog(t)
+	l.append(line("/1"), line("/2"))
+	expect(t, l.read(), "/1", "/2")
+	expect(t, l.read())
+	// A line still being written is left for next time.
+	full := line("/3")
+	l.append(full[:20])
+	expect(t, l.read())
+	l.append(full[20:], line("/4"))
+	expect(t, l.read(), "/3", "/4")
+}
+
+func TestReadRenamed(t *testing.T) {
+	l := newLog(t)
+	l.append(line("/1"))
+	expect(t, l.read(), "/1")
+	l.append(line("/2")) // written before rotation, not yet read
+	if err := os.Rename(l.path, l.path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	l.append(line("/3"))
+	expect(t, l.read(), "/2", "/3")
+	expect(t, l.read())
+	// The next rotation: .1 becomes .2, the current file .1.
+	os.Rename(l.path+".1", l.path+".2")
+	l.append(line("/4"))
+	os.Rename(l.path, l.path+".1")
+	l.append(line("/5"))
+	expect(t, l.read(), "/4", "/5")
+}
+
+func TestReadRenamedAndCompressed(t *testing.T) {
+	l := newLog(t)
+	l.append(line("/1"))
+	expect(t, l.read(), "/1")
+	l.append(line("/2"))
+	data, _ := os.ReadFile(l.path)
+	os.Remove(l.path)
+	gzipTo(t, l.path+".1.gz", data)
+	l.append(line("/3"))
+	expect(t, l.read(), "/2", "/3")
+}
+
+func TestReadCopyTruncate(t *testing.T) {
+	l := newLog(t)
+	l.append(line("/1"))
+	expect(t, l.read(), "/1")
+	l.append(line("/2"))
+	data, _ := os.ReadFile(l.path)
+	if err := os.WriteFile(l.path+".1", data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(l.path, 0); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, l.read(), "/2")
+	l.append(line("/3"), line("/4"), line("/5"))
+	expect(t, l.read(), "/3", "/4", "/5")
+}
+
+// Truncated and refilled past the old offset before we looked: the first
+// line's hash tells.
+func TestReadCopyTruncateRefilled(t *testing.T) {
+	l := newLog(t)
+	l.append(line("/1"))
+	expect(t, l.read(), "/1")
+	os.Truncate(l.path, 0)
+	l.append(line("/new-first"), line("/new-second"))
+	expect(t, l.read(), "/new-first", "/new-second")
+}
+
+func TestReadFirstTimeReadsPredecessor(t *testing.T) {
+	l := newLog(t)
+	gzipTo(t, l.path+".1.gz", []byte(line("/old")))
+	l.append(line("/new"))
+	expect(t, l.read(), "/old", "/new")
+	expect(t, l.read())
+}
+
+func TestReadMissing(t *testing.T) {
+	l := newLog(t)
+	_, _, err := Read(context.Background(), l.path, Position{}, func(Entry) {})
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("err = %v, want not-exist", err)
+	}
+}
+
+func TestReadGarbled(t *testing.T) {
+	l := newLog(t)
+	l.append(line("/1"))
+	expect(t, l.read(), "/1")
+	l.append("{\"json\": \"log\"}\n", "{\"json\": \"log\"}\n", line("/2"))
+	pos, st, err := Read(context.Background(), l.path, l.pos, func(Entry) {})
+	if !errors.Is(err, ErrGarbled) {
+		t.Fatalf("err = %v, want ErrGarbled", err)
+	}
+	if pos != l.pos || st.Malformed != 2 {
+		t.Errorf("pos moved to %+v (malformed %d)", pos, st.Malformed)
+	}
+}
+
+// One odd line among many does not stop the reading.
+func TestReadToleratesOddLine(t *testing.T) {
+	l := newLog(t)
+	var lines []string
+	for i := 0; i < 20; i++ {
+		lines = append(lines, line("/x"))
+	}
+	lines = append(lines, "\x00\x01garbage\n")
+	l.append(lines...)
+	if got := l.read(); len(got) != 20 {
+		t.Errorf("read %d entries, want 20", len(got))
+	}
+}
+
+func TestReadLongLine(t *testing.T) {
+	l := newLog(t)
+	long := make([]byte, 200<<10)
+	for i := range long {
+		long[i] = 'a'
+	}
+	var lines []string
+	for i := 0; i < 20; i++ {
+		lines = append(lines, line("/x"))
+	}
+	l.append(append(lines, string(long)+"\n", line("/after"))...)
+	got := l.read()
+	if len(got) != 21 || got[20] != "/after" {
+		t.Errorf("read %d entries, last %q", len(got), got[len(got)-1])
+	}
+}
+
+func gzipTo(t *testing.T, path string, data []byte) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw := gzip.NewWriter(f)
+	zw.Write(data)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+}

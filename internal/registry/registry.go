@@ -149,6 +149,8 @@ CREATE TABLE sends (
 CREATE INDEX sends_recipient ON sends(recipient_key, sent);
 CREATE INDEX sends_sent ON sends(sent);
 `,
+	// sync links IPs to sign-ups by username.
+	`CREATE INDEX registrations_username ON registrations(username);`,
 }
 
 func (r *DB) migrate(ctx context.Context) error {

@@ -51,6 +51,80 @@ var samples = map[string]want{
 		recipients: []Recipient{{Address: "slow@example.net", Action: "delayed", Status: "4.4.1", Reason: "networkerror", Permanent: false}},
 		original:   Original{To: "slow@example.net", Subject: "GNU MediaGoblin - Verify your email!"},
 	},
+	"qmail-userunknown.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "ghost@qmail.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
+		original:   Original{MessageID: "<20261126010959.AAAA1C0F2@mail.example.org>", To: "ghost@qmail.example", Subject: "GNU MediaGoblin - Verify your email!"},
+	},
+	"exim-userunknown.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "nobody-here@exim.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
+		original:   Original{MessageID: "<20261126011059.BBBB1C0F2@mail.example.org>", Subject: "GNU MediaGoblin - Verify your email!"},
+	},
+	"exim-delayed.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "slowpoke@exim.example", Action: "delayed", Status: "4.7.1", Reason: "networkerror", Permanent: false}},
+	},
+	"sendmail-userunknown.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "Who.Is.This@sendmail.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
+		original:   Original{MessageID: "<20261126011159.CCCC1C0F2@mail.example.org>"},
+	},
+	"sendmail-v5-transcript.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "olduser@old.sendmail.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
+		original:   Original{To: "olduser@old.sendmail.example", Subject: "GNU MediaGoblin - Verify your email!"},
+	},
+	"exchange-office365.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "missing.person@o365.example", Action: "failed", Status: "5.1.10", Reason: "userunknown", Permanent: true}},
+		original:   Original{MessageID: "<20261126011359.DDDD1C0F2@mail.example.org>"},
+	},
+	"exchange2003-text.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "gone@ex2003.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
+	},
+	"gmail-userunknown.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "not.a.real.user@gmail-example.test", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
+		original:   Original{MessageID: "<20261126011559.EEEE1C0F2@mail.example.org>"},
+	},
+	"yahoo-userunknown.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "vanished@yahoo-example.test", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
+		original:   Original{To: "vanished@yahoo-example.test"},
+	},
+	"amazonses-bounce.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "bounce@simulator.ses-example.test", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
+	},
+	"amazonses-complaint.eml": {kind: "feedback", recipients: []Recipient{}},
+	"arf-abuse.eml":           {kind: "feedback", recipients: []Recipient{}},
+	"autoreply.eml":           {kind: "vacation", recipients: []Recipient{}},
+	"not-bounce-newsletter.eml": {
+		recipients: []Recipient{},
+	},
+	"delivered.eml": {
+		kind:       "delivered",
+		recipients: []Recipient{{Address: "real.user@example.net", Action: "delivered", Status: "2.0.0", Reason: "delivered"}},
+	},
+	"messy-base64-status.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{
+			{Address: "First@messy.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true},
+			{Address: `"john doe"@messy.example`, Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true},
+			{Address: "tag+me=you@messy.example", Action: "delayed", Status: "4.2.2", Reason: "mailboxfull"},
+		},
+	},
+	"rfc6533-global.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "jörg@intl.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
+		original:   Original{To: "jörg@intl.example", Subject: "GNU MediaGoblin - Verify your email!"},
+	},
+	"forwarded-bounce.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "bot123@example.net", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
+	},
 }
 
 func TestSamples(t *testing.T) {
@@ -113,4 +187,35 @@ func TestCRLF(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkReport(t, rep, samples["postfix-multi-rcpt.eml"])
+}
+
+// TestSampleMbox checks that each message of an mbox file gets its report.
+func TestSampleMbox(t *testing.T) {
+	f, err := os.Open(filepath.Join("..", "..", "testdata", "dsn", "mbox-two.mbox"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	reports, err := ParseAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reports) != 2 {
+		t.Fatalf("got %d reports, want 2", len(reports))
+	}
+	checkReport(t, reports[0], samples["postfix-userunknown.eml"])
+	checkReport(t, reports[1], samples["qmail-userunknown.eml"])
+}
+
+// TestAllSamplesListed makes sure every sample has its expected result.
+func TestAllSamplesListed(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "dsn", "*.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if _, ok := samples[filepath.Base(f)]; !ok {
+			t.Errorf("%s has no entry in samples", filepath.Base(f))
+		}
+	}
 }

@@ -39,6 +39,8 @@ var returnedMarkers = []string{
 	"----- the header of the original message",
 	"------ the message header",
 	"----- unsent message below -----",
+	"----- unsent message follows -----",
+	"--- unsent message follows",
 	"----- original message header -----",
 	"content-type: message/rfc822",
 	"--- below this line is the original message",
@@ -184,6 +186,9 @@ func plausibleAddress(s string) bool {
 		if !isDomainChar(domain[i]) && domain[i] != '[' && domain[i] != ']' && domain[i] != ':' {
 			return false
 		}
+	}
+	if len(local) > 2 && local[0] == '"' && local[len(local)-1] == '"' {
+		return true // a quoted local part (RFC 5321 section 4.1.2) may hold anything
 	}
 	for i := 0; i < len(local); i++ {
 		c := local[i]

@@ -144,6 +144,9 @@ type msg struct {
 	returned    *message.Header
 	returnedRaw []byte // body of the attached message, for forwarded bounces
 	reportType  string // report-type parameter of multipart/report
+	// forwarded is the attached bounce, when m only forwards one; the
+	// original is then the one that bounce returned.
+	forwarded *msg
 	parts       int
 	truncated   bool
 }

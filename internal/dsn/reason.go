@@ -88,7 +88,7 @@ var reasonPhrases = []struct {
 		"ip address rejected", "your ip"}},
 	{"expired", []string{"delivery time expired", "message expired", "retry timeout", "retry time", "too long",
 		"giving up", "could not be delivered within", "have not been able to deliver", "has not been delivered",
-		"undeliverable for", "expired", "delay"}},
+		"undeliverable for", "expired"}},
 	{"securityerror", []string{"authentication required", "tls required", "must issue a starttls", "starttls",
 		"authentication failed", "encryption required", "spf", "dkim", "dmarc"}},
 	{"policyviolation", []string{"policy", "not allowed", "prohibited", "violat"}},
@@ -111,7 +111,14 @@ func classify(status, diag string) string {
 	if status != "" {
 		sub = status[strings.IndexByte(status, '.')+1:]
 		switch sub {
-		case "1.1", "1.2", "1.10", "2.2", "1.6":
+		case "1.10":
+			// RFC 7505 section 4.2 gives 5.1.10 to a null MX;
+			// Microsoft uses it for "recipient not found".
+			if strings.Contains(strings.ToLower(diag), "null mx") {
+				return "hostunknown"
+			}
+			return "userunknown"
+		case "1.1", "1.2", "2.2", "1.6":
 			// These codes are unambiguous and the diagnostic often
 			// carries words ("rejected", "policy") that would mislead.
 			return reasonByStatus[sub]

@@ -64,6 +64,9 @@ func (p *Parser) recognise(m *msg, depth int) *Report {
 	}
 
 	for _, r := range recognisers {
+		if r.name != "amazonses" && !mayBeBounce(m) {
+			break
+		}
 		rs := r.parse(m)
 		if len(rs) == 0 {
 			continue
@@ -76,10 +79,11 @@ func (p *Parser) recognise(m *msg, depth int) *Report {
 	}
 
 	// A bounce forwarded as an attachment, or returned inside another
-	// bounce.
+	// bounce. What it returned is the original, not the bounce itself.
 	if len(m.returnedRaw) > 0 && depth < p.maxDepth() {
 		inner := p.read(skipFromLine(m.returnedRaw))
 		if sub := p.recognise(inner, depth+1); len(sub.Recipients) > 0 {
+			m.forwarded = inner
 			sub.Format = "forwarded/" + sub.Format
 			return sub
 		}
@@ -215,6 +219,9 @@ func collapseSpace(s string) string {
 
 // original returns the returned message's header fields.
 func (m *msg) original() Original {
+	if m.forwarded != nil {
+		return m.forwarded.original()
+	}
 	h := m.returned
 	if h == nil {
 		h = m.quotedHeader()

@@ -81,6 +81,38 @@ func looksLikeBounce(m *msg) bool {
 	return fromDaemon(m) || bounceSubject(m) && (m.header.Get("X-Failed-Recipients") != "" || m.header.Get("Auto-Submitted") != "")
 }
 
+// isListMail reports mail sent to a list or in bulk (RFC 2369 List-*
+// fields, Precedence: bulk or list): newsletters that talk about bounces
+// are not bounces.
+func isListMail(m *msg) bool {
+	if !m.headerOK {
+		return false
+	}
+	if m.header.Get("List-Unsubscribe") != "" || m.header.Get("List-Id") != "" {
+		return true
+	}
+	switch strings.ToLower(strings.TrimSpace(m.header.Get("Precedence"))) {
+	case "bulk", "list":
+		return true
+	}
+	return false
+}
+
+// mayBeBounce is the gate for all plain-text recognisers: a message that
+// neither comes from a mail system nor has a bounce's subject or Exim's
+// X-Failed-Recipients is not read as one, nor is list or bulk mail from a
+// person.
+func mayBeBounce(m *msg) bool {
+	if !m.headerOK {
+		return true // no header to judge by: the text must speak for itself
+	}
+	daemon := fromDaemon(m)
+	if isListMail(m) && !daemon {
+		return false
+	}
+	return daemon || bounceSubject(m) || m.header.Get("X-Failed-Recipients") != ""
+}
+
 // textLines splits the text into lines; "\r\n" was turned into "\n" when
 // the text was read.
 func textLines(s string) []string {

@@ -100,7 +100,10 @@ func (f *Filter) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	go func() {
 		select {
 		case <-ctx.Done():
-			srv.Close()
+			// Close ln, not srv: go-milter's Server.Close reads the
+			// listener list that Serve appends to, without a lock, and
+			// closes nothing when it runs first, leaving Serve blocked.
+			ln.Close()
 		case <-done:
 		}
 	}()
@@ -116,7 +119,7 @@ func (f *Filter) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	if n := f.inflight.Load(); n > 0 {
 		f.log.Warn("stopped with messages in flight; Postfix applies milter_default_action to them", "messages", n)
 	}
-	if errors.Is(err, milter.ErrServerClosed) {
+	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
 	return err

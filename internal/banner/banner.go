@@ -1,0 +1,204 @@
+// Package banner bans and unbans IP addresses: those MediaGoblin sign-ups came
+// from, once a bounce proved that the sign-up used an address that does not
+// exist.
+//
+// One small interface, Banner, has three implementations:
+//
+//   - LogFile appends one line per ban to a file that a fail2ban jail watches
+//     (contrib/fail2ban). It is the default: the milter needs no privileges,
+//     and fail2ban applies the ban with the system's own ban action.
+//   - Fail2banClient asks a running fail2ban through fail2ban-client.
+//   - NFTables adds the address to a set of an nftables table whose chain
+//     drops the set's members.
+//
+// Whatever the implementation, Ban refuses addresses that must never be
+// banned, with ErrProtected: loopback, unspecified, multicast and link-local
+// addresses. Guarded adds an allow-list (the reverse proxy, the admin's own
+// network). New builds a guarded Banner from configuration.
+//
+// The package decides nothing about whom to ban, and keeps no record of what
+// it banned: both are the caller's (the action journal's).
+package banner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Banner bans and unbans IP addresses.
+//
+// Ban and Unban are idempotent: banning a banned address or unbanning one
+// that is not banned succeeds. An implementation may lose the reason (only
+// LogFile records it).
+type Banner interface {
+	Ban(ctx context.Context, ip netip.Addr, reason string) error
+	Unban(ctx context.Context, ip netip.Addr) error
+}
+
+var (
+	// ErrProtected is returned by Ban for an address that must never be
+	// banned: not a valid unicast address, loopback, unspecified,
+	// multicast, link-local, or inside an allow-listed prefix. Retrying
+	// cannot help.
+	ErrProtected = errors.New("address is protected from bans")
+
+	// ErrUnbanUnsupported is returned by LogFile's Unban when no
+	// fail2ban-client is configured: a line in a log can add a ban to
+	// fail2ban but cannot lift one.
+	ErrUnbanUnsupported = errors.New("a ban log cannot lift bans: configure the fail2ban jail (fail2ban-client, as root) or lift it by hand with `fail2ban-client set JAIL unbanip IP`")
+)
+
+// Kinds of Banner that New builds.
+const (
+	KindLog      = "log"
+	KindFail2ban = "fail2ban"
+	KindNFTables = "nftables"
+	KindNone     = "none"
+)
+
+// DefaultJail is the fail2ban jail of contrib/fail2ban.
+const DefaultJail = "bouncemilter"
+
+// Options configures the Banner that New builds. Fields that do not apply to
+// the kind are ignored.
+type Options struct {
+	// LogPath is the file LogFile appends to (kind "log"); required.
+	LogPath string
+	// Jail is the fail2ban jail. Kind "fail2ban" bans into it (default
+	// DefaultJail). With kind "log", a Jail makes Unban go through
+	// fail2ban-client for that jail; without one, Unban returns
+	// ErrUnbanUnsupported.
+	Jail string
+	// Fail2banSocket is fail2ban's socket (fail2ban-client -s), when it is
+	// not the one of the system's configuration.
+	Fail2banSocket string
+	// Fail2banConfig is fail2ban's configuration directory
+	// (fail2ban-client -c), when it is not /etc/fail2ban.
+	Fail2banConfig string
+	// Table is the nftables table (kind "nftables"; default
+	// DefaultTable).
+	Table string
+	// Timeout is how long an nftables ban lasts (default DefaultTimeout).
+	// fail2ban's bans last the jail's bantime.
+	Timeout time.Duration
+	// Allow lists prefixes never to ban, on top of the protected ones.
+	Allow []netip.Prefix
+}
+
+// New builds the Banner of the given kind ("log", "fail2ban", "nftables" or
+// "none"), guarded by Guarded with opts.Allow. For kind "log" it creates the
+// log file if missing, so that fail2ban finds it and a path that cannot be
+// written is reported now, not at the first ban.
+func New(kind string, opts Options) (Banner, error) {
+	var b Banner
+	switch kind {
+	case KindLog:
+		if opts.LogPath == "" {
+			return nil, errors.New("banner log: no log path")
+		}
+		l, err := NewLogFile(opts.LogPath)
+		if err != nil {
+			return nil, err
+		}
+		if opts.Jail != "" {
+			l.Unbanner = opts.fail2ban(opts.Jail)
+		}
+		b = l
+	case KindFail2ban:
+		jail := opts.Jail
+		if jail == "" {
+			jail = DefaultJail
+		}
+		b = opts.fail2ban(jail)
+	case KindNFTables:
+		b = &NFTables{Table: opts.Table, Timeout: opts.Timeout}
+	case KindNone:
+		b = Nop{}
+	default:
+		return nil, fmt.Errorf("unknown banner %q (want %s, %s, %s or %s)", kind, KindLog, KindFail2ban, KindNFTables, KindNone)
+	}
+	return Guarded(b, opts.Allow), nil
+}
+
+func (opts Options) fail2ban(jail string) *Fail2banClient {
+	return &Fail2banClient{Jail: jail, Socket: opts.Fail2banSocket, Config: opts.Fail2banConfig}
+}
+
+// Nop bans nothing and succeeds: kind "none", for instances that only want
+// accounts disabled.
+type Nop struct{}
+
+func (Nop) Ban(ctx context.Context, ip netip.Addr, reason string) error { return nil }
+func (Nop) Unban(ctx context.Context, ip netip.Addr) error               { return nil }
+
+// Guarded returns a Banner that refuses, with ErrProtected, to ban the
+// protected addresses and any address inside allow, and passes everything
+// else to b. IPv4-mapped IPv6 addresses are unmapped first, so ::ffff:10.0.0.1
+// is judged (and banned) as 10.0.0.1. Unban always passes: lifting a ban is
+// never harmful.
+func Guarded(b Banner, allow []netip.Prefix) Banner {
+	return &guard{next: b, allow: allow}
+}
+
+type guard struct {
+	next  Banner
+	allow []netip.Prefix
+}
+
+func (g *guard) Ban(ctx context.Context, ip netip.Addr, reason string) error {
+	ip = normalize(ip)
+	if err := check(ip, g.allow); err != nil {
+		return err
+	}
+	return g.next.Ban(ctx, ip, reason)
+}
+
+func (g *guard) Unban(ctx context.Context, ip netip.Addr) error {
+	return g.next.Unban(ctx, normalize(ip))
+}
+
+// Protected reports why ip must not be banned, or "" when it may be. The
+// reasons are those of Guarded: not a valid address, unspecified, loopback,
+// multicast, link-local, the IPv4 broadcast address, or inside allow.
+func Protected(ip netip.Addr, allow []netip.Prefix) string {
+	ip = normalize(ip)
+	switch {
+	case !ip.IsValid():
+		return "not a valid address"
+	case ip.IsUnspecified():
+		return "unspecified address"
+	case ip.IsLoopback():
+		return "loopback address"
+	case ip.IsMulticast():
+		return "multicast address"
+	case ip.IsLinkLocalUnicast():
+		return "link-local address"
+	case ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "broadcast address"
+	}
+	for _, p := range allow {
+		if p.Contains(ip) {
+			return "allow-listed (" + p.String() + ")"
+		}
+	}
+	return ""
+}
+
+// check returns an ErrProtected error when ip must not be banned. Every
+// implementation calls it, so that even an unguarded Banner never bans
+// loopback or link-local addresses.
+func check(ip netip.Addr, allow []netip.Prefix) error {
+	if why := Protected(ip, allow); why != "" {
+		return fmt.Errorf("ban %s: %w: %s", ip, ErrProtected, why)
+	}
+	return nil
+}
+
+// normalize strips what is not part of the address a packet filter sees: the
+// IPv4-in-IPv6 mapping and the zone.
+func normalize(ip netip.Addr) netip.Addr {
+	return ip.Unmap().WithZone("")
+}

@@ -1,0 +1,106 @@
+package banner
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"strings"
+)
+
+// Fail2banClient bans and unbans through a running fail2ban server, with
+//
+//	fail2ban-client [-c CONFIG] [-s SOCKET] set JAIL banip IP
+//	fail2ban-client [-c CONFIG] [-s SOCKET] set JAIL unbanip IP
+//
+// run directly, without a shell. fail2ban's socket is root's: this needs
+// root (or whatever the socket's owner allows). fail2ban keeps no reason for
+// a ban, so the reason is dropped.
+type Fail2banClient struct {
+	// Jail is the jail to ban in; required.
+	Jail string
+	// Socket is the server's socket (-s); empty means the one of the
+	// configuration.
+	Socket string
+	// Config is the configuration directory (-c); empty means
+	// fail2ban-client's default, /etc/fail2ban.
+	Config string
+	// Command is the fail2ban-client program; empty means
+	// "fail2ban-client", looked up in PATH.
+	Command string
+}
+
+// Ban adds ip to the jail's bans, for the jail's bantime.
+func (c *Fail2banClient) Ban(ctx context.Context, ip netip.Addr, reason string) error {
+	ip = normalize(ip)
+	if err := check(ip, nil); err != nil {
+		return err
+	}
+	if _, err := c.run(ctx, "set", c.Jail, "banip", ip.String()); err != nil {
+		return fmt.Errorf("ban %s: %w", ip, err)
+	}
+	return nil
+}
+
+// Unban lifts the jail's ban of ip. An address that is not banned is not an
+// error.
+func (c *Fail2banClient) Unban(ctx context.Context, ip netip.Addr) error {
+	ip = normalize(ip)
+	if !ip.IsValid() {
+		return fmt.Errorf("unban: %w: not a valid address", ErrProtected)
+	}
+	// fail2ban answers 0 (addresses unbanned) for an address it did not
+	// ban, without failing: already idempotent.
+	if _, err := c.run(ctx, "set", c.Jail, "unbanip", ip.String()); err != nil {
+		return fmt.Errorf("unban %s: %w", ip, err)
+	}
+	return nil
+}
+
+// Banned returns the addresses the jail bans now.
+func (c *Fail2banClient) Banned(ctx context.Context) ([]netip.Addr, error) {
+	out, err := c.run(ctx, "get", c.Jail, "banip")
+	if err != nil {
+		return nil, err
+	}
+	var ips []netip.Addr
+	for _, f := range strings.Fields(string(out)) {
+		ip, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, fmt.Errorf("fail2ban-client get %s banip: unexpected answer %q", c.Jail, out)
+		}
+		ips = append(ips, ip)
+	}
+	return ips, nil
+}
+
+// run runs fail2ban-client with the connection options and args, and
+// returns its standard output; a failure carries the command and all it
+// printed, which says why (no such jail, permission denied on the socket,
+// server down). Warnings on standard error are not part of the answer.
+func (c *Fail2banClient) run(ctx context.Context, args ...string) ([]byte, error) {
+	if c.Jail == "" {
+		return nil, fmt.Errorf("fail2ban-client: no jail configured")
+	}
+	prog := c.Command
+	if prog == "" {
+		prog = "fail2ban-client"
+	}
+	var full []string
+	if c.Config != "" {
+		full = append(full, "-c", c.Config)
+	}
+	if c.Socket != "" {
+		full = append(full, "-s", c.Socket)
+	}
+	full = append(full, args...)
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, prog, full...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := bytes.TrimSpace(append(stderr.Bytes(), stdout.Bytes()...))
+		return nil, fmt.Errorf("%s %s: %w: %s", prog, strings.Join(full, " "), err, msg)
+	}
+	return stdout.Bytes(), nil
+}

@@ -563,3 +563,48 @@ func TestRunSurvivesQueueErrors(t *testing.T) {
 		t.Errorf("Run = %v", err)
 	}
 }
+
+// MediaGoblin's database is down when the milter starts: the bans wait in
+// the queue, and the store is opened once it can be, then kept.
+func TestLazyAccounts(t *testing.T) {
+	db := openRegistry(t)
+	c := &clock{t: t0}
+	tg := &target{}
+	opens, up := 0, false
+	lazy := &LazyAccounts{Open: func(ctx context.Context) (Accounts, error) {
+		opens++
+		if !up {
+			return nil, errors.New("connect to postgresql:///mediagoblin: connection refused")
+		}
+		return tg, nil
+	}}
+	journal(t, db, 42, "203.0.113.9", t0)
+	w := New(db, lazy, tg, nil)
+	w.Now = c.Now
+
+	if n, err := w.RunOnce(t.Context()); err != nil || n != 0 {
+		t.Fatalf("RunOnce with the database down = %d, %v", n, err)
+	}
+	acts, err := db.Actions(t.Context(), 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acts[0].State != registry.Pending || !strings.Contains(acts[0].LastError, "connection refused") {
+		t.Errorf("account ban = %+v", acts[0])
+	}
+
+	up = true
+	c.Advance(5 * time.Second)
+	if n, err := w.RunOnce(t.Context()); err != nil || n != 2 {
+		t.Fatalf("RunOnce with the database up = %d, %v; want 2", n, err)
+	}
+	if err := lazy.UnbanUser(t.Context(), 42); err != nil {
+		t.Fatal(err)
+	}
+	if opens != 2 {
+		t.Errorf("opened %d times, want 2 (one failure, then kept)", opens)
+	}
+	if got, want := tg.Calls(), []string{"ban-user 42", "ban-ip 203.0.113.9", "unban-user 42"}; !slices.Equal(got, want) {
+		t.Errorf("calls = %q, want %q", got, want)
+	}
+}

@@ -126,7 +126,7 @@ func TestUsernames(t *testing.T) {
 		"/u/x/":                                "x",
 		"/auth/register/":                      "",
 		"":                                     "",
-		"https://media.example.org/u/%C3%A9/": "é",
+		"https://media.example.org/u/%C3%A9/":  "é",
 	} {
 		got, _ := Entry{Location: loc}.LocationUser()
 		if got != want {

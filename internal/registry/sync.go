@@ -1,0 +1,67 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// UnverifiedSince returns up to limit registrations created at or after
+// since that are not verified, with user id greater than afterID, in id
+// order: the accounts whose state sync must refresh, since only they can be
+// acted on.
+func (r *DB) UnverifiedSince(ctx context.Context, since time.Time, afterID int64, limit int) ([]Registration, error) {
+	rows, err := r.db.QueryContext(ctx, `SELECT `+registrationColumns+` FROM registrations
+		WHERE created >= ? AND verified = 0 AND user_id > ? ORDER BY user_id LIMIT ?`, unix(since), afterID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list unverified registrations: %w", err)
+	}
+	defer rows.Close()
+	var out []Registration
+	for rows.Next() {
+		reg, err := scanRegistration(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list unverified registrations: %w", err)
+		}
+		out = append(out, reg)
+	}
+	return out, rows.Err()
+}
+
+// DeleteRegistration forgets a registration whose account no longer exists
+// in MediaGoblin, unless an action was journalled for it (it stays
+// reviewable). It reports whether a row was deleted.
+func (t *Tx) DeleteRegistration(ctx context.Context, userID int64) (bool, error) {
+	res, err := t.tx.ExecContext(ctx, `DELETE FROM registrations WHERE user_id = ?
+		AND user_id NOT IN (SELECT user_id FROM actions)`, userID)
+	if err != nil {
+		return false, fmt.Errorf("delete registration %d: %w", userID, err)
+	}
+	n, _ := res.RowsAffected()
+	return n > 0, nil
+}
+
+// LinkedIP returns the IP linked to username and how, "" when none or when
+// there is no such registration.
+func (t *Tx) LinkedIP(ctx context.Context, username string) (ip, source string, err error) {
+	rows, err := t.tx.QueryContext(ctx, `SELECT coalesce(ip, ''), coalesce(ip_source, '') FROM registrations WHERE username = ?`, username)
+	if err != nil {
+		return "", "", fmt.Errorf("read link of %s: %w", username, err)
+	}
+	defer rows.Close()
+	if rows.Next() {
+		if err := rows.Scan(&ip, &source); err != nil {
+			return "", "", fmt.Errorf("read link of %s: %w", username, err)
+		}
+	}
+	return ip, source, rows.Err()
+}
+
+// HasRegistration reports whether username is registered.
+func (t *Tx) HasRegistration(ctx context.Context, username string) (bool, error) {
+	var n int
+	if err := t.tx.QueryRowContext(ctx, `SELECT count(*) FROM registrations WHERE username = ?`, username).Scan(&n); err != nil {
+		return false, fmt.Errorf("look up %s: %w", username, err)
+	}
+	return n > 0, nil
+}

@@ -1,0 +1,453 @@
+// Package syncer keeps the registry true to MediaGoblin: it copies new local
+// users, refreshes the state of recent unverified ones, prunes sign-ups
+// older than the retention window, and links sign-ups to the IP addresses
+// the web server's logs show.
+//
+// It only reads MediaGoblin's database, in batches of single statements, so
+// that MediaGoblin is never locked for long. Every batch is written to the
+// registry together with its cursor in one transaction, and the IP links
+// together with the log positions they were read up to, so that a run
+// stopped anywhere (the database went down, a log is garbled, the process
+// was killed) leaves the registry consistent and the next run resumes.
+package syncer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/accesslog"
+	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
+	"github.com/bouncemilter/bouncemilter/internal/registry"
+)
+
+// Source is what a sync reads from MediaGoblin. *mediagoblin.DB is one.
+type Source interface {
+	UsersAfter(ctx context.Context, afterID int64, limit int) ([]mediagoblin.User, error)
+	UsersByID(ctx context.Context, ids []int64) ([]mediagoblin.User, error)
+	MaxUserID(ctx context.Context) (int64, error)
+}
+
+// Defaults for Options.
+const (
+	DefaultRetention = 30 * 24 * time.Hour
+	DefaultBatch     = 5000
+	refreshBatch     = 500
+)
+
+// Registry state keys. Log positions are keyed by the log's absolute path.
+const (
+	stateCursor    = "sync.cursor"
+	stateLinker    = "sync.linker"
+	stateLogPrefix = "sync.log:"
+)
+
+// Options configure a sync.
+type Options struct {
+	// Retention: sign-ups older than this are neither copied nor kept.
+	// Zero means DefaultRetention.
+	Retention time.Duration
+	// Batch is how many users one statement reads and one registry
+	// transaction writes. Zero means DefaultBatch.
+	Batch int
+	// AccessLogs are web server logs in combined (or sign-up) format.
+	AccessLogs []string
+	// SignupLogs are logs in the sign-up format of contrib/nginx and
+	// contrib/apache. They are read exactly like AccessLogs (the format is
+	// told per line); the two lists only document intent.
+	SignupLogs []string
+	// TrustedProxies and Window: see accesslog.Options.
+	TrustedProxies []netip.Prefix
+	Window         time.Duration
+	// Log receives periodic progress lines and notable events.
+	Log *slog.Logger
+	// Terminal, when set, receives a progress line redrawn in place
+	// instead of periodic log lines; pass os.Stderr when it is a terminal.
+	Terminal io.Writer
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Summary tells what one run did.
+type Summary struct {
+	Added     int // new sign-ups copied
+	Checked   int // recent unverified sign-ups re-read
+	Refreshed int // of those, how many changed (verified, promoted, renamed)
+	Vanished  int // of those, how many no longer exist in MediaGoblin
+	Pruned    int64
+	Linked    int // IPs linked
+	Ambiguous int // usernames whose evidence named several addresses
+	Unmatched int // links to usernames the registry does not hold
+	Lines     int // log lines read
+	Malformed int // of those, how many did not parse
+	Lost      int // rotated logs whose unread rest was not found
+	Cursor    int64
+	Elapsed   time.Duration
+}
+
+func (s Summary) String() string {
+	return fmt.Sprintf("added %d, refreshed %d (of %d checked, %d vanished), pruned %d, linked %d, ambiguous %d, log lines %d (%d malformed), in %s",
+		s.Added, s.Refreshed, s.Checked, s.Vanished, s.Pruned, s.Linked, s.Ambiguous, s.Lines, s.Malformed, s.Elapsed.Round(time.Millisecond))
+}
+
+// LogValue makes a Summary print as attributes in slog.
+func (s Summary) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.Int("added", s.Added), slog.Int("refreshed", s.Refreshed), slog.Int("checked", s.Checked),
+		slog.Int("vanished", s.Vanished), slog.Int64("pruned", s.Pruned), slog.Int("linked", s.Linked),
+		slog.Int("ambiguous", s.Ambiguous), slog.Int("unmatched", s.Unmatched), slog.Int("lines", s.Lines),
+		slog.Int("malformed", s.Malformed), slog.Int64("cursor", s.Cursor), slog.Duration("elapsed", s.Elapsed))
+}
+
+// Run performs one sync. On error the registry holds every batch committed
+// before it, and the summary counts them.
+func Run(ctx context.Context, src Source, reg *registry.DB, opts Options) (Summary, error) {
+	if opts.Retention <= 0 {
+		opts.Retention = DefaultRetention
+	}
+	if opts.Batch <= 0 {
+		opts.Batch = DefaultBatch
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &run{src: src, reg: reg, opts: opts, start: opts.Now()}
+	s.cutoff = s.start.Add(-opts.Retention)
+	err := s.do(ctx)
+	s.sum.Elapsed = opts.Now().Sub(s.start)
+	return s.sum, err
+}
+
+type run struct {
+	src    Source
+	reg    *registry.DB
+	opts   Options
+	start  time.Time
+	cutoff time.Time
+	sum    Summary
+}
+
+func (s *run) do(ctx context.Context) error {
+	// The logs first: a sign-up logged before this point is committed in
+	// MediaGoblin before it, so the user copy below will hold it.
+	links, err := s.readLogs(ctx)
+	if err != nil {
+		return err
+	}
+	cursorAtStart, err := s.copyNew(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.refresh(ctx, cursorAtStart); err != nil {
+		return err
+	}
+	if err := s.reg.Tx(ctx, func(tx *registry.Tx) error {
+		n, err := tx.PruneBefore(ctx, s.cutoff)
+		s.sum.Pruned = n
+		return err
+	}); err != nil {
+		return fmt.Errorf("prune: %w", err)
+	}
+	return s.applyLinks(ctx, links)
+}
+
+// copyNew copies users past the cursor, batch by batch, each batch and the
+// cursor in one registry transaction. Users created before the retention
+// window are skipped: they are too old to act on.
+func (s *run) copyNew(ctx context.Context) (int64, error) {
+	v, err := s.reg.State(ctx, stateCursor)
+	if err != nil {
+		return 0, err
+	}
+	var cursor int64
+	if v != "" {
+		if cursor, err = strconv.ParseInt(v, 10, 64); err != nil {
+			return 0, fmt.Errorf("registry state %s = %q: %w", stateCursor, v, err)
+		}
+	}
+	start := cursor
+	s.sum.Cursor = cursor
+	max, err := s.src.MaxUserID(ctx)
+	if err != nil {
+		return start, err
+	}
+	if max < cursor {
+		// The newest users were deleted. SQLite (MediaGoblin's tables
+		// have no AUTOINCREMENT) hands their ids out again, so the cursor
+		// must come back down or the next sign-ups would be skipped.
+		s.opts.Log.Info("newest users deleted in MediaGoblin; lowering the sync cursor", "max_id", max, "cursor", cursor)
+		cursor = max
+	}
+	// Ids up to the old cursor that are copied now were reused: what the
+	// registry knew under them (an IP link above all) is another account's.
+	reusedUpTo := start
+	prog := newProgress(s.opts, "users", max-cursor)
+	defer prog.done()
+	for {
+		users, err := s.src.UsersAfter(ctx, cursor, s.opts.Batch)
+		if err != nil {
+			return start, err
+		}
+		if len(users) == 0 {
+			return start, nil
+		}
+		last := users[len(users)-1].ID
+		added := 0
+		err = s.reg.Tx(ctx, func(tx *registry.Tx) error {
+			for _, u := range users {
+				if u.ID <= reusedUpTo {
+					if _, err := tx.DeleteRegistration(ctx, u.ID); err != nil {
+						return err
+					}
+				}
+				if u.Created.Before(s.cutoff) {
+					continue
+				}
+				if err := tx.UpsertRegistration(ctx, s.registration(u)); err != nil {
+					return err
+				}
+				added++
+			}
+			return tx.SetState(ctx, stateCursor, strconv.FormatInt(last, 10))
+		})
+		if err != nil {
+			return start, fmt.Errorf("store users %d–%d: %w", users[0].ID, last, err)
+		}
+		s.sum.Added += added
+		s.sum.Cursor = last
+		prog.add(last - cursor)
+		cursor = last
+	}
+}
+
+func (s *run) registration(u mediagoblin.User) registry.Registration {
+	return registry.Registration{
+		UserID: u.ID, Username: u.Username, Email: u.Email, Created: u.Created,
+		Verified: u.Verified, Privileged: u.Privileged, Synced: s.start,
+	}
+}
+
+// refresh re-reads the recent unverified sign-ups the registry held before
+// this run: one that verified its address or was made a moderator since
+// must no longer be acted on. Verified ones are not re-read: they are never
+// acted on whatever happens later, so this stays cheap on a big instance.
+func (s *run) refresh(ctx context.Context, upTo int64) error {
+	var after int64
+	for {
+		regs, err := s.reg.UnverifiedSince(ctx, s.cutoff, after, refreshBatch)
+		if err != nil {
+			return err
+		}
+		var ids []int64
+		known := map[int64]registry.Registration{}
+		for _, r := range regs {
+			if r.UserID > upTo {
+				break // copied by this very run
+			}
+			ids = append(ids, r.UserID)
+			known[r.UserID] = r
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		users, err := s.src.UsersByID(ctx, ids)
+		if err != nil {
+			return err
+		}
+		current := map[int64]mediagoblin.User{}
+		for _, u := range users {
+			current[u.ID] = u
+		}
+		var refreshed, vanished int
+		err = s.reg.Tx(ctx, func(tx *registry.Tx) error {
+			for _, id := range ids {
+				old := known[id]
+				u, ok := current[id]
+				renamed := ok && (u.Username != old.Username || !u.Created.Equal(old.Created))
+				if !ok || renamed {
+					// Gone, or the id now names another account
+					// (SQLite reuses the highest id after a deletion):
+					// what the registry knew, IP included, is not this
+					// user's.
+					if _, err := tx.DeleteRegistration(ctx, id); err != nil {
+						return err
+					}
+					if !ok {
+						vanished++
+						continue
+					}
+				}
+				if !renamed && u.Verified == old.Verified && u.Privileged == old.Privileged && u.Email == old.Email {
+					continue
+				}
+				if err := tx.UpsertRegistration(ctx, s.registration(u)); err != nil {
+					return err
+				}
+				refreshed++
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("refresh users %d–%d: %w", ids[0], ids[len(ids)-1], err)
+		}
+		s.sum.Checked += len(ids)
+		s.sum.Refreshed += refreshed
+		s.sum.Vanished += vanished
+		if len(regs) < refreshBatch || len(ids) < len(regs) {
+			return nil
+		}
+		after = ids[len(ids)-1]
+	}
+}
+
+// logRead is what reading the logs produced, to be committed at the end.
+type logRead struct {
+	links     []accesslog.Link
+	ambiguous []string
+	positions map[string]accesslog.Position
+	linker    []byte
+}
+
+func (s *run) readLogs(ctx context.Context) (*logRead, error) {
+	paths := append(append([]string(nil), s.opts.AccessLogs...), s.opts.SignupLogs...)
+	out := &logRead{positions: map[string]accesslog.Position{}}
+	if len(paths) == 0 {
+		return out, nil
+	}
+	linker := accesslog.NewLinker(accesslog.Options{Window: s.opts.Window, TrustedProxies: s.opts.TrustedProxies})
+	saved, err := s.reg.State(ctx, stateLinker)
+	if err != nil {
+		return nil, err
+	}
+	if err := linker.Restore([]byte(saved)); err != nil {
+		s.opts.Log.Warn("dropping unreadable linker state", "err", err)
+	}
+	for _, p := range paths {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return nil, fmt.Errorf("access log %s: %w", p, err)
+		}
+		if _, seen := out.positions[abs]; seen {
+			continue
+		}
+		var pos accesslog.Position
+		if v, err := s.reg.State(ctx, stateLogPrefix+abs); err != nil {
+			return nil, err
+		} else if v != "" {
+			if err := json.Unmarshal([]byte(v), &pos); err != nil {
+				s.opts.Log.Warn("unreadable log position; reading the log from its start", "log", abs, "err", err)
+				pos = accesslog.Position{}
+			}
+		}
+		next, st, err := accesslog.Read(ctx, abs, pos, linker.Add)
+		s.sum.Lines += st.Lines
+		s.sum.Malformed += st.Malformed
+		if err != nil {
+			return nil, fmt.Errorf("access log %s: %w", abs, err)
+		}
+		if st.Lost {
+			s.sum.Lost++
+			s.opts.Log.Warn("log was rotated and its unread rest not found (rotated twice between runs, or compressed under another name): sign-ups may be missed", "log", abs)
+		}
+		if st.Malformed > 0 {
+			s.opts.Log.Info("malformed log lines skipped", "log", abs, "lines", st.Malformed)
+		}
+		out.positions[abs] = next
+	}
+	out.links, out.ambiguous = linker.Result()
+	if out.linker, err = linker.State(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// applyLinks stores the links, the log positions and the linker's pending
+// evidence in one transaction.
+func (s *run) applyLinks(ctx context.Context, lr *logRead) error {
+	if len(lr.positions) == 0 {
+		return nil
+	}
+	var linked, ambiguous, unmatched int
+	err := s.reg.Tx(ctx, func(tx *registry.Tx) error {
+		for _, k := range lr.links {
+			ip, source, err := tx.LinkedIP(ctx, k.Username)
+			if err != nil {
+				return err
+			}
+			switch {
+			case ip == k.IP.String():
+				if source != k.Source && k.Source == accesslog.SourceLocation {
+					break // upgrade an inferred link to an exact one
+				}
+				continue
+			case ip == "":
+			case source == accesslog.SourceLocation && k.Source == accesslog.SourceCombined:
+				continue // exact evidence stands
+			case source == accesslog.SourceCombined && k.Source == accesslog.SourceLocation:
+				// exact evidence replaces inferred
+			default:
+				// Two runs saw different addresses for one sign-up:
+				// believe neither.
+				if _, err := tx.SetIP(ctx, k.Username, "", ""); err != nil {
+					return err
+				}
+				ambiguous++
+				continue
+			}
+			ok, err := tx.SetIP(ctx, k.Username, k.IP.String(), k.Source)
+			if err != nil {
+				return err
+			}
+			if ok {
+				linked++
+			} else {
+				unmatched++
+			}
+		}
+		for _, name := range lr.ambiguous {
+			ambiguous++
+			// An earlier inferred link is now contradicted.
+			if _, source, err := tx.LinkedIP(ctx, name); err != nil {
+				return err
+			} else if source == accesslog.SourceCombined {
+				if _, err := tx.SetIP(ctx, name, "", ""); err != nil {
+					return err
+				}
+			}
+		}
+		for path, pos := range lr.positions {
+			b, err := json.Marshal(pos)
+			if err != nil {
+				return err
+			}
+			if err := tx.SetState(ctx, stateLogPrefix+path, string(b)); err != nil {
+				return err
+			}
+		}
+		return tx.SetState(ctx, stateLinker, string(lr.linker))
+	})
+	if err != nil {
+		return fmt.Errorf("store IP links: %w", err)
+	}
+	s.sum.Linked, s.sum.Ambiguous, s.sum.Unmatched = linked, ambiguous, unmatched
+	if len(lr.ambiguous) > 0 {
+		s.opts.Log.Info("sign-ups left unlinked: the logs name several addresses", "usernames", lr.ambiguous)
+	}
+	return nil
+}
+
+// Retryable reports whether a failed run may succeed when tried again:
+// MediaGoblin's database was unreachable or busy.
+func Retryable(err error) bool {
+	return errors.Is(err, mediagoblin.ErrUnavailable)
+}

@@ -1,0 +1,413 @@
+package syncer_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/accesslog"
+	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
+	"github.com/bouncemilter/bouncemilter/internal/mediagoblin/mgtest"
+	"github.com/bouncemilter/bouncemilter/internal/registry"
+	"github.com/bouncemilter/bouncemilter/internal/syncer"
+	"github.com/bouncemilter/bouncemilter/internal/testenv"
+)
+
+const sender = "mediagoblin@example.org"
+
+type env struct {
+	t    *testing.T
+	inst *mgtest.Instance
+	mg   *mediagoblin.DB
+	reg  *registry.DB
+	opts syncer.Options
+	dir  string
+}
+
+func backends(t *testing.T, fn func(t *testing.T, e *env)) {
+	t.Run("sqlite", func(t *testing.T) { fn(t, newEnv(t, mgtest.NewSQLite(t, sender))) })
+	t.Run("postgres", func(t *testing.T) { fn(t, newEnv(t, mgtest.NewPostgres(t, testenv.Postgres(t), sender))) })
+}
+
+func newEnv(t *testing.T, inst *mgtest.Instance) *env {
+	t.Helper()
+	ctx := context.Background()
+	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mg, err := mediagoblin.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mg.Close() })
+	dir := t.TempDir()
+	reg, err := registry.Open(ctx, filepath.Join(dir, "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() })
+	return &env{t: t, inst: inst, mg: mg, reg: reg, dir: dir, opts: syncer.Options{Batch: 2}}
+}
+
+func (e *env) sync() syncer.Summary {
+	e.t.Helper()
+	sum, err := syncer.Run(context.Background(), e.mg, e.reg, e.opts)
+	if err != nil {
+		e.t.Fatalf("sync: %v", err)
+	}
+	return sum
+}
+
+func (e *env) reg1(name string) registry.Registration {
+	e.t.Helper()
+	r, err := e.reg.RegistrationByName(context.Background(), name)
+	if err != nil {
+		e.t.Fatalf("registration %s: %v", name, err)
+	}
+	return r
+}
+
+func (e *env) absent(name string) {
+	e.t.Helper()
+	if _, err := e.reg.RegistrationByName(context.Background(), name); !errors.Is(err, registry.ErrNotFound) {
+		e.t.Errorf("%s in registry (err %v)", name, err)
+	}
+}
+
+func (e *env) count() int64 {
+	n, err := e.reg.CountRegistrations(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+func (e *env) writeLog(name string, lines ...string) string {
+	e.t.Helper()
+	p := filepath.Join(e.dir, name)
+	f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, l := range lines {
+		fmt.Fprintln(f, l)
+	}
+	f.Close()
+	return p
+}
+
+func clf(t time.Time) string { return t.UTC().Format("02/Jan/2006:15:04:05 -0700") }
+
+func combined(ip string, t time.Time, method, path string, status int) string {
+	return fmt.Sprintf(`%s - - [%s] "%s %s HTTP/1.1" %d 100 "-" "Mozilla/5.0"`, ip, clf(t), method, path, status)
+}
+
+func signupLine(ip string, t time.Time, user string) string {
+	return fmt.Sprintf(`bouncemilter-signup/1 %s [%s] "POST /auth/register/ HTTP/1.1" 302 "https://media.example.org/u/%s/" "-"`, ip, t.UTC().Format(time.RFC3339), user)
+}
+
+func TestSync(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		now := time.Now().UTC().Truncate(time.Second)
+		e.inst.AddUser(t, mgtest.User{Username: "old", Email: "old@example.net", Created: now.Add(-40 * 24 * time.Hour), Verified: true})
+		bot := e.inst.AddUser(t, mgtest.User{Username: "bot", Email: "Bot@Nowhere.example", Created: now.Add(-time.Hour)})
+		e.inst.AddUser(t, mgtest.User{Username: "real", Email: "real@example.net", Created: now.Add(-2 * time.Hour), Verified: true})
+		e.inst.AddUser(t, mgtest.User{Username: "admin", Email: "admin@example.net", Created: now.Add(-3 * time.Hour), Admin: true})
+		late := e.inst.AddUser(t, mgtest.User{Username: "late", Email: "late@example.net", Created: now.Add(-time.Hour)})
+
+		// First sync.
+		sum := e.sync()
+		if sum.Added != 4 || e.count() != 4 {
+			t.Errorf("first sync: %v; registry holds %d", sum, e.count())
+		}
+		e.absent("old")
+		if r := e.reg1("bot"); r.UserID != bot || r.Verified || r.Privileged || r.Email != "Bot@Nowhere.example" || !r.Created.Equal(now.Add(-time.Hour)) {
+			t.Errorf("bot = %+v", r)
+		}
+		if r := e.reg1("real"); !r.Verified || r.Privileged {
+			t.Errorf("real = %+v", r)
+		}
+		if r := e.reg1("admin"); r.Verified || !r.Privileged {
+			t.Errorf("admin = %+v", r)
+		}
+		regs, _ := e.reg.RegistrationsByEmail(context.Background(), "bot@nowhere.example")
+		if len(regs) != 1 {
+			t.Errorf("lookup by email: %v", regs)
+		}
+
+		// Nothing copied twice.
+		if sum := e.sync(); sum.Added != 0 || e.count() != 4 {
+			t.Errorf("second sync: %v", sum)
+		}
+
+		// Incremental, and verification after sync.
+		e.inst.AddUser(t, mgtest.User{Username: "newbie", Email: "newbie@example.net", Created: now})
+		e.inst.Grant(t, late, "active")
+		sum = e.sync()
+		if sum.Added != 1 || sum.Refreshed != 1 || e.count() != 5 {
+			t.Errorf("incremental sync: %v", sum)
+		}
+		if !e.reg1("late").Verified {
+			t.Error("late still unverified after verifying")
+		}
+		if e.reg1("newbie").Verified {
+			t.Error("newbie verified")
+		}
+
+		// Promoted to moderator while unverified.
+		e.inst.Grant(t, bot, "moderator")
+		if sum := e.sync(); sum.Refreshed != 1 || !e.reg1("bot").Privileged {
+			t.Errorf("after promotion: %v, bot %+v", sum, e.reg1("bot"))
+		}
+
+		// Deleted in MediaGoblin.
+		nb := e.reg1("newbie").UserID
+		e.inst.DeleteUser(t, nb)
+		if sum := e.sync(); sum.Vanished != 1 {
+			t.Errorf("after deletion: %v", sum)
+		}
+		e.absent("newbie")
+
+		// Pruning: a month and a half later, everything has aged out.
+		e.opts.Now = func() time.Time { return now.Add(45 * 24 * time.Hour) }
+		sum = e.sync()
+		if sum.Pruned != 4 || e.count() != 0 {
+			t.Errorf("prune: %v; %d left", sum, e.count())
+		}
+	})
+}
+
+func TestSyncLinksIPs(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		now := time.Now().UTC().Truncate(time.Second)
+		for _, n := range []string{"bot1", "bot2", "exact", "twice"} {
+			e.inst.AddUser(t, mgtest.User{Username: n, Email: n + "@nowhere.example", Created: now.Add(-time.Minute)})
+		}
+		t0 := now.Add(-time.Minute)
+		access := e.writeLog("access.log",
+			combined("203.0.113.1", t0, "POST", "/auth/register/", 302),
+			combined("203.0.113.1", t0.Add(time.Second), "GET", "/u/bot1/", 200),
+			combined("203.0.113.2", t0, "POST", "/auth/register/", 302),
+			combined("203.0.113.3", t0, "POST", "/auth/register/", 302),
+			combined("203.0.113.2", t0.Add(time.Second), "GET", "/u/twice/", 200),
+			combined("203.0.113.3", t0.Add(2*time.Second), "GET", "/u/twice/", 200),
+			combined("203.0.113.4", t0.Add(3*time.Second), "POST", "/auth/register/", 302), // its GET comes later
+		)
+		signup := e.writeLog("signup.log", signupLine("198.51.100.5", t0, "exact"))
+		e.opts.AccessLogs, e.opts.SignupLogs = []string{access}, []string{signup}
+		sum := e.sync()
+		if sum.Linked != 2 || sum.Ambiguous != 1 {
+			t.Errorf("links: %v", sum)
+		}
+		for name, want := range map[string]string{"bot1": "203.0.113.1 combined-log", "exact": "198.51.100.5 signup-log", "twice": " ", "bot2": " "} {
+			if r := e.reg1(name); r.IP+" "+r.IPSource != want {
+				t.Errorf("%s linked to %q, want %q", name, r.IP+" "+r.IPSource, want)
+			}
+		}
+		// The GET after the POST that ended the last read.
+		e.writeLog("access.log", combined("203.0.113.4", t0.Add(4*time.Second), "GET", "/u/bot2/", 200))
+		if sum := e.sync(); sum.Linked != 1 || sum.Lines != 1 {
+			t.Errorf("second read: %v", sum)
+		}
+		if r := e.reg1("bot2"); r.IP != "203.0.113.4" {
+			t.Errorf("bot2 = %q", r.IP)
+		}
+
+		// Rotation: rename, new file.
+		e.inst.AddUser(t, mgtest.User{Username: "bot3", Email: "bot3@nowhere.example", Created: now})
+		e.writeLog("access.log", combined("203.0.113.9", now, "POST", "/auth/register/", 302))
+		if err := os.Rename(access, access+".1"); err != nil {
+			t.Fatal(err)
+		}
+		e.writeLog("access.log", combined("203.0.113.9", now.Add(time.Second), "GET", "/u/bot3/", 200))
+		if sum := e.sync(); sum.Linked != 1 || e.reg1("bot3").IP != "203.0.113.9" {
+			t.Errorf("after rotation: %v, bot3 %q", sum, e.reg1("bot3").IP)
+		}
+		// Nothing read twice.
+		if sum := e.sync(); sum.Lines != 0 || sum.Linked != 0 {
+			t.Errorf("idle run: %v", sum)
+		}
+	})
+}
+
+func TestSyncGarbledLog(t *testing.T) {
+	e := newEnv(t, mgtest.NewSQLite(t, sender))
+	e.inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example"})
+	e.opts.AccessLogs = []string{e.writeLog("access.log", `{"json":"is not combined"}`, `{"json":"is not combined"}`)}
+	sum, err := syncer.Run(context.Background(), e.mg, e.reg, e.opts)
+	if !errors.Is(err, accesslog.ErrGarbled) {
+		t.Fatalf("err = %v, want ErrGarbled", err)
+	}
+	if syncer.Retryable(err) {
+		t.Error("a garbled log is not retryable")
+	}
+	if sum.Added != 0 || e.count() != 0 {
+		t.Errorf("registry written despite the error: %v", sum)
+	}
+	e.opts.AccessLogs = []string{filepath.Join(e.dir, "missing.log")}
+	if _, err := syncer.Run(context.Background(), e.mg, e.reg, e.opts); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing log: err = %v", err)
+	}
+}
+
+// proxy forwards loopback TCP connections to target until stopped: a
+// database that goes down and comes back.
+type proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func startProxy(t *testing.T, addr, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { io.Copy(u, c); u.Close() }()
+			go func() { io.Copy(c, u); c.Close() }()
+		}
+	}()
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *proxy) stop() {
+	p.ln.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// flaky fails over once, after its first batch: the database goes down in
+// the middle of a sync.
+type flaky struct {
+	syncer.Source
+	calls int
+	down  func()
+}
+
+func (f *flaky) UsersAfter(ctx context.Context, after int64, limit int) ([]mediagoblin.User, error) {
+	f.calls++
+	if f.calls == 2 {
+		f.down()
+	}
+	return f.Source.UsersAfter(ctx, after, limit)
+}
+
+func TestSyncDatabaseDown(t *testing.T) {
+	pgURL := testenv.Postgres(t)
+	inst := mgtest.NewPostgres(t, pgURL, sender)
+	for i := 0; i < 5; i++ {
+		inst.AddUser(t, mgtest.User{Username: fmt.Sprintf("u%d", i), Email: fmt.Sprintf("u%d@example.net", i)})
+	}
+	u, _ := url.Parse(pgURL)
+	target := u.Host
+	if u.Port() == "" {
+		t.Skip("BOUNCEMILTER_TEST_PG must name a TCP host:port for this test")
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	p := startProxy(t, addr, target)
+	u.Host = addr
+	ctx := context.Background()
+	mg, err := mediagoblin.Open(ctx, mediagoblin.Config{Backend: mediagoblin.Postgres, Source: u.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mg.Close()
+	reg, err := registry.Open(ctx, filepath.Join(t.TempDir(), "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+
+	src := &flaky{Source: mg, down: p.stop}
+	sum, err := syncer.Run(ctx, src, reg, syncer.Options{Batch: 2})
+	if !errors.Is(err, mediagoblin.ErrUnavailable) || !syncer.Retryable(err) {
+		t.Fatalf("err = %v, want ErrUnavailable", err)
+	}
+	// The first batch is stored with its cursor; nothing else.
+	if n, _ := reg.CountRegistrations(ctx); n != 2 || sum.Added != 2 {
+		t.Errorf("after failure: %d stored, summary %v", n, sum)
+	}
+	// The database is back.
+	startProxy(t, addr, target)
+	sum, err = syncer.Run(ctx, mg, reg, syncer.Options{Batch: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := reg.CountRegistrations(ctx); n != 5 || sum.Added != 3 {
+		t.Errorf("after recovery: %d stored, summary %v", n, sum)
+	}
+}
+
+func TestEvery(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	calls := 0
+	err := syncer.Every(ctx, time.Millisecond, nil, func(context.Context) error {
+		calls++
+		if calls == 3 {
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) || calls != 3 {
+		t.Errorf("Every = %v after %d calls", err, calls)
+	}
+}
+
+// SQLite hands the id of a deleted newest user to the next sign-up: the
+// new account is copied, without what the registry knew of the old one.
+func TestSyncReusedID(t *testing.T) {
+	e := newEnv(t, mgtest.NewSQLite(t, sender))
+	now := time.Now().UTC().Truncate(time.Second)
+	e.inst.AddUser(t, mgtest.User{Username: "first", Email: "first@example.net", Created: now})
+	gone := e.inst.AddUser(t, mgtest.User{Username: "gone", Email: "gone@example.net", Created: now})
+	e.opts.AccessLogs = []string{e.writeLog("access.log",
+		combined("203.0.113.1", now, "POST", "/auth/register/", 302),
+		combined("203.0.113.1", now.Add(time.Second), "GET", "/u/gone/", 200))}
+	e.sync()
+	if e.reg1("gone").IP != "203.0.113.1" {
+		t.Fatal("gone not linked")
+	}
+	e.inst.DeleteUser(t, gone)
+	again := e.inst.AddUser(t, mgtest.User{Username: "again", Email: "again@example.net", Created: now})
+	if again != gone {
+		t.Skipf("SQLite did not reuse id %d (got %d)", gone, again)
+	}
+	sum := e.sync()
+	if r := e.reg1("again"); r.UserID != again || r.IP != "" {
+		t.Errorf("again = %+v (summary %v)", r, sum)
+	}
+	e.absent("gone")
+}

@@ -23,10 +23,16 @@ const maxMessages = 100000
 // error is non-nil only when r fails; the reports read before are returned
 // with it.
 func (p *Parser) ParseAll(r io.Reader) ([]*Report, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
-	head, _ := br.Peek(5)
-	if !bytes.Equal(head, []byte("From ")) {
-		rep, err := p.Parse(br)
+	// Look at the first five bytes without a buffered reader: a single
+	// message (the common case) is then read once, into one buffer.
+	var head [5]byte
+	n, err := io.ReadFull(r, head[:])
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return nil, fmt.Errorf("read message: %w", err)
+	}
+	r = io.MultiReader(bytes.NewReader(head[:n]), r)
+	if string(head[:n]) != "From " {
+		rep, err := p.Parse(r)
 		if rep == nil {
 			return nil, err
 		}
@@ -35,6 +41,7 @@ func (p *Parser) ParseAll(r io.Reader) ([]*Report, error) {
 		}
 		return []*Report{rep}, err
 	}
+	br := bufio.NewReader(r)
 	limit := p.maxBytes()
 	var (
 		reports []*Report

@@ -147,8 +147,8 @@ type msg struct {
 	// forwarded is the attached bounce, when m only forwards one; the
 	// original is then the one that bounce returned.
 	forwarded *msg
-	parts       int
-	truncated   bool
+	parts     int
+	truncated bool
 }
 
 func (p *Parser) read(b []byte) *msg {

@@ -1,0 +1,197 @@
+package dsn
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// These tests prove that hostile input stays bounded: each returns an error
+// or a partial report, never panics, and reads no more than the limits
+// allow. Their speed is measured in the benchmarks, not here.
+
+// endless is a reader of n bytes of a repeated pattern, without holding them.
+type endless struct {
+	pattern []byte
+	n, off  int64
+}
+
+func (e *endless) Read(p []byte) (int, error) {
+	if e.off >= e.n {
+		return 0, io.EOF
+	}
+	k := 0
+	for k < len(p) && e.off < e.n {
+		p[k] = e.pattern[e.off%int64(len(e.pattern))]
+		k++
+		e.off++
+	}
+	return k, nil
+}
+
+func sample(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "dsn", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestLargeMessage(t *testing.T) {
+	// A 50 MB bounce: a real report followed by an endless attachment.
+	head := sample(t, "postfix-userunknown.eml")
+	head = head[:bytes.LastIndex(head, []byte("--4F1A21C0F2"))]
+	body := &endless{pattern: []byte("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=\n"), n: 50 << 20}
+	r := io.MultiReader(bytes.NewReader(head), body)
+	p := &Parser{MaxBytes: 1 << 20}
+	rep, err := p.Parse(r)
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("err = %v, want ErrTooLarge", err)
+	}
+	if rep == nil || !rep.Bounce || len(rep.Recipients) != 1 || !rep.Truncated {
+		t.Fatalf("partial report = %+v, want the one recipient, truncated", rep)
+	}
+	if body.off > 2<<20 {
+		t.Errorf("read %d bytes of the body, want at most about MaxBytes", body.off)
+	}
+}
+
+func TestManyRecipients(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("From: MAILER-DAEMON@example.org\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n")
+	b.WriteString("--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; example.org\r\n\r\n")
+	for i := 0; i < 10000; i++ {
+		fmt.Fprintf(&b, "Final-Recipient: rfc822; user%d@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n", i)
+	}
+	b.WriteString("--b--\r\n")
+	p := &Parser{MaxRecipients: 500}
+	rep, err := p.Parse(strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Recipients) != 500 || !rep.Truncated {
+		t.Errorf("got %d recipients, truncated %v; want 500, true", len(rep.Recipients), rep.Truncated)
+	}
+	// The default limit.
+	rep, err = Parse(strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Recipients) != DefaultMaxRecipients {
+		t.Errorf("got %d recipients with the defaults, want %d", len(rep.Recipients), DefaultMaxRecipients)
+	}
+}
+
+func TestDeepNesting(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("From: MAILER-DAEMON@example.org\r\n")
+	for i := 0; i < 100; i++ {
+		fmt.Fprintf(&b, "Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n", i, i)
+	}
+	b.WriteString("Content-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822; deep@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n")
+	for i := 99; i >= 0; i-- {
+		fmt.Fprintf(&b, "\r\n--b%d--\r\n", i)
+	}
+	rep, err := Parse(strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Beyond MaxDepth the MIME walk stops; the fields may still be found
+	// by reading the body as text, so only the mark is certain.
+	if !rep.Truncated {
+		t.Errorf("100-deep report not marked truncated")
+	}
+	// Within MaxDepth the same structure is read.
+	p := &Parser{MaxDepth: 200, MaxParts: 200}
+	rep, err = p.Parse(strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Recipients) != 1 {
+		t.Errorf("with MaxDepth 200: %d recipients, want 1", len(rep.Recipients))
+	}
+}
+
+func TestManyParts(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("From: MAILER-DAEMON@example.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n")
+	for i := 0; i < 10000; i++ {
+		b.WriteString("--b\r\nContent-Type: text/plain\r\n\r\nx\r\n")
+	}
+	b.WriteString("--b--\r\n")
+	rep, err := Parse(strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Truncated {
+		t.Error("10,000 parts: report not marked truncated")
+	}
+}
+
+func TestJunk(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	junk := make([]byte, 1<<20)
+	rng.Read(junk)
+	inputs := map[string][]byte{
+		"binary":      junk,
+		"empty":       nil,
+		"from only":   []byte("From "),
+		"header only": []byte("Content-Type: multipart/report; boundary=x\r\n"),
+		"nul header":  []byte("Sub\x00ject: x\r\n\r\nbody"),
+		"long line":   bytes.Repeat([]byte("a"), 2<<20),
+		"many ats":    bytes.Repeat([]byte("@a.b "), 200000),
+		"open brackets": append([]byte("From: MAILER-DAEMON@x.example\r\n\r\n"),
+			bytes.Repeat([]byte("<a@b.c"), 100000)...),
+	}
+	// Every sample cut at many points: truncated messages.
+	for _, name := range []string{"postfix-userunknown.eml", "qmail-userunknown.eml", "messy-base64-status.eml", "mbox-two.mbox"} {
+		b := sample(t, name)
+		for cut := 0; cut < len(b); cut += 97 {
+			inputs[fmt.Sprintf("%s[:%d]", name, cut)] = b[:cut]
+		}
+	}
+	for name, in := range inputs {
+		rep, err := Parse(bytes.NewReader(in))
+		if err != nil || rep == nil {
+			t.Errorf("%s: Parse = %v, %v; want a report, no error", name, rep, err)
+		}
+		if _, err := ParseAll(bytes.NewReader(in)); err != nil {
+			t.Errorf("%s: ParseAll: %v", name, err)
+		}
+	}
+}
+
+func TestMboxOversizedMessage(t *testing.T) {
+	small := sample(t, "qmail-userunknown.eml")
+	var b bytes.Buffer
+	b.WriteString("From MAILER-DAEMON Thu Nov 26 01:00:00 2026\n")
+	b.Write(small)
+	b.WriteString("\nFrom MAILER-DAEMON Thu Nov 26 01:00:01 2026\n")
+	b.Write(small)
+	b.Write(bytes.Repeat([]byte("padding padding padding\n"), 100000))
+	b.WriteString("\nFrom MAILER-DAEMON Thu Nov 26 01:00:02 2026\n")
+	b.Write(small)
+	p := &Parser{MaxBytes: 64 << 10}
+	reports, err := p.ParseAll(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reports) != 3 {
+		t.Fatalf("got %d reports, want 3", len(reports))
+	}
+	for i, rep := range reports {
+		if !rep.Bounce {
+			t.Errorf("message %d: not a bounce", i)
+		}
+		if rep.Truncated != (i == 1) {
+			t.Errorf("message %d: truncated = %v", i, rep.Truncated)
+		}
+	}
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/bouncemilter/bouncemilter/internal/accesslog"
+	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
+	"github.com/bouncemilter/bouncemilter/internal/registry"
+	"github.com/bouncemilter/bouncemilter/internal/syncer"
+)
+
+const syncUsage = `Usage: bouncemilter sync [flags]
+
+Copies MediaGoblin's new sign-ups (username, email, created, verified,
+admin/moderator) into the registry, refreshes recent unverified ones, prunes
+those older than --retention, and links sign-ups to their IP address from the
+web server's logs. Reads MediaGoblin's database only. Runs once and exits
+non-zero on any error, or with --every keeps running and retries with
+back-off.
+
+Flags:
+`
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// prefixFlag is a repeatable address or CIDR flag.
+type prefixFlag []netip.Prefix
+
+func (p *prefixFlag) String() string {
+	var s []string
+	for _, x := range *p {
+		s = append(s, x.String())
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *prefixFlag) Set(v string) error {
+	if a, err := netip.ParseAddr(v); err == nil {
+		*p = append(*p, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		return nil
+	}
+	pr, err := netip.ParsePrefix(v)
+	if err != nil {
+		return fmt.Errorf("not an address or CIDR prefix: %q", v)
+	}
+	*p = append(*p, pr.Masked())
+	return nil
+}
+
+func runSync(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) int {
+	fs := flag.NewFlagSet("sync", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), syncUsage)
+		fs.PrintDefaults()
+	}
+	var (
+		accessLogs, signupLogs listFlag
+		trusted                prefixFlag
+		mgConfig               = fs.String("mediagoblin-config", defaultMediaGoblinConfig, "MediaGoblin's `mediagoblin.ini` (mediagoblin_local.ini beside it is preferred); its sql_engine names the database")
+		regPath                = fs.String("registry", defaultRegistry, "the registry SQLite `database` (created if missing)")
+		retention              = fs.Duration("retention", syncer.DefaultRetention, "keep sign-ups this long; older ones are neither copied nor kept")
+		every                  = fs.Duration("every", 0, "keep running and sync at this `interval` (e.g. 1m); 0 syncs once and exits")
+		window                 = fs.Duration("link-window", accesslog.DefaultWindow, "combined logs: how long after a sign-up POST the GET of /u/USERNAME/ from the same address counts as its redirect")
+		batch                  = fs.Int("batch", syncer.DefaultBatch, "users read per statement and written per registry transaction")
+	)
+	fs.Var(&accessLogs, "access-log", "web server access `log` in combined format (nginx or Apache), read incrementally across rotation; repeatable")
+	fs.Var(&signupLogs, "signup-log", "sign-up `log` written by contrib/nginx or contrib/apache (records the Location header: exact links); repeatable")
+	fs.Var(&trusted, "trusted-proxy", "reverse proxy `address or CIDR` whose logged X-Forwarded-For is believed; repeatable (prefer the web server's realip/remoteip module)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bouncemilter sync: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if *every < 0 || *retention <= 0 || *batch <= 0 {
+		fmt.Fprintln(stderr, "bouncemilter sync: --every, --retention and --batch must be positive")
+		return 2
+	}
+
+	cfg, err := mediagoblin.LoadConfig(*mgConfig)
+	if err != nil {
+		fmt.Fprintf(stderr, "bouncemilter sync: %v\n", err)
+		return 1
+	}
+	reg, err := registry.Open(ctx, *regPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "bouncemilter sync: %v\n", err)
+		return 1
+	}
+	defer reg.Close()
+
+	opts := syncer.Options{
+		Retention:      *retention,
+		Batch:          *batch,
+		AccessLogs:     accessLogs,
+		SignupLogs:     signupLogs,
+		TrustedProxies: trusted,
+		Window:         *window,
+		Log:            log,
+	}
+	if isTerminal(stderr) && *every == 0 {
+		opts.Terminal = stderr
+	}
+	once := func(ctx context.Context) error {
+		// A fresh connection each run: after MediaGoblin's database was
+		// restarted or its file replaced, nothing stale is kept.
+		mg, err := mediagoblin.Open(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer mg.Close()
+		sum, err := syncer.Run(ctx, mg, reg, opts)
+		if err != nil {
+			return err
+		}
+		log.Info("sync done", "summary", sum)
+		if *every == 0 {
+			fmt.Fprintf(stdout, "sync: %s\n", sum)
+		}
+		return nil
+	}
+
+	log.Info("sync", "database", cfg.SourceRedacted(), "registry", *regPath,
+		"access_logs", len(accessLogs), "signup_logs", len(signupLogs), "every", *every)
+	if *every == 0 {
+		if err := once(ctx); err != nil {
+			fmt.Fprintf(stderr, "bouncemilter sync: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	err = syncer.Every(ctx, *every, log, once)
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		log.Info("sync stopped")
+		return 0
+	}
+	fmt.Fprintf(stderr, "bouncemilter sync: %v\n", err)
+	return 1
+}
+
+// isTerminal reports whether w is a terminal, where a progress line can be
+// redrawn in place.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

@@ -132,7 +132,7 @@ func (opts Options) fail2ban(jail string) *Fail2banClient {
 type Nop struct{}
 
 func (Nop) Ban(ctx context.Context, ip netip.Addr, reason string) error { return nil }
-func (Nop) Unban(ctx context.Context, ip netip.Addr) error               { return nil }
+func (Nop) Unban(ctx context.Context, ip netip.Addr) error              { return nil }
 
 // Guarded returns a Banner that refuses, with ErrProtected, to ban the
 // protected addresses and any address inside allow, and passes everything

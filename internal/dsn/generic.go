@@ -366,6 +366,16 @@ var sentenceWords = []string{"deliver", "rcpt to", "recipient", "failed", "error
 // recipientSentences finds recipients named inside sentences.
 func recipientSentences(text string, ex map[string]bool) []Recipient {
 	lines := textLines(text)
+	// nextCode[i] is the first line at or after i with a reply or status
+	// code, computed once so that many candidate lines stay linear.
+	nextCode := make([]int, len(lines)+1)
+	nextCode[len(lines)] = -1
+	for i := len(lines) - 1; i >= 0; i-- {
+		nextCode[i] = nextCode[i+1]
+		if hasCode(lines[i]) {
+			nextCode[i] = i
+		}
+	}
 	var rs []Recipient
 	seen := map[string]bool{}
 	for i, l := range lines {
@@ -397,15 +407,19 @@ func recipientSentences(text string, ex map[string]bool) []Recipient {
 				continue
 			}
 			seen[k] = true
-			rs = append(rs, Recipient{Address: a, Diagnostic: sentenceDiagnostic(lines, i)})
+			rs = append(rs, Recipient{Address: a, Diagnostic: sentenceDiagnostic(lines, i, nextCode)})
+			if len(rs) >= DefaultMaxRecipients {
+				return rs
+			}
 		}
 	}
 	return rs
 }
 
 // sentenceDiagnostic returns the line at i with the following lines up to
-// a blank one, or the first line with a reply code when there is one.
-func sentenceDiagnostic(lines []string, i int) string {
+// a blank one, and the first line with a reply code after it when those
+// have none.
+func sentenceDiagnostic(lines []string, i int, nextCode []int) string {
 	var b []string
 	for j := i; j < len(lines) && j < i+8; j++ {
 		l := strings.TrimSpace(lines[j])
@@ -415,10 +429,8 @@ func sentenceDiagnostic(lines []string, i int) string {
 		b = append(b, l)
 	}
 	d := strings.Join(b, " ")
-	if findReplyCode(d) == "" && findStatus(d) == "" {
-		if f := firstDiagnostic(strings.Join(lines[i:], "\n")); f != "" {
-			d += " " + f
-		}
+	if !hasCode(d) && nextCode[i] >= 0 {
+		d += " " + strings.TrimSpace(lines[nextCode[i]])
 	}
 	return d
 }

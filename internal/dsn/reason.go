@@ -19,7 +19,6 @@ var reasonByStatus = map[string]string{
 	"2.3":  "mesgtoolarge",
 	"3.1":  "systemfull",
 	"3.4":  "mesgtoolarge",
-	"4.4":  "hostunknown", // unable to route
 	"4.7":  "expired",     // delivery time expired
 	"7.26": "authfailure",
 	"7.23": "authfailure",
@@ -44,6 +43,11 @@ var reasonPhrases = []struct {
 	reason  string
 	phrases []string
 }{
+	// The sender, not the recipient, was refused: these must never read
+	// as "userunknown" below.
+	{"rejected", []string{"sender address rejected", "domain of sender address", "after mail from",
+		"in reply to mail from command", "sender rejected", "sender verify failed", "sender domain",
+		"mailfrom domain", "sender address is not allowed"}},
 	{"mailboxfull", []string{"mailbox full", "mailbox is full", "mailbox quota", "over quota", "overquota",
 		"quota exceeded", "exceeded storage", "exceeds quota", "quota exceed", "storage quota", "insufficient disk space",
 		"full mailbox", "mailbox size limit", "disk quota", "is over its quota", "user is over", "mailbox has exceeded",
@@ -55,7 +59,7 @@ var reasonPhrases = []struct {
 		"domain does not exist", "domain doesn't exist", "unrouteable mail domain", "unroutable mail domain",
 		"host or domain name not found", "name service error", "unknown domain", "domain unknown", "nxdomain",
 		"no mx record", "invalid domain", "domain name not found", "domain is not valid", "dns error: domain", "null mx",
-		"host does not exist", "recipient domain", "unrouteable domain", "no route to host for domain",
+		"host does not exist", "unrouteable domain", "no route to host for domain",
 		"domain isn't in my list of allowed rcpthosts", "the domain name does not exist"}},
 	{"userunknown", []string{"user unknown", "unknown user", "no such user", "no such mailbox", "user not found",
 		"mailbox not found", "recipient not found", "does not exist", "doesn't exist", "unknown recipient",
@@ -104,9 +108,29 @@ var reasonPhrases = []struct {
 	{"rejected", []string{"rejected", "refused", "denied", "not accepted", "sender address"}},
 }
 
+// dataStage are the words of a reply to DATA or to the end of the message
+// text (RFC 5321 section 4.1.1.4). A "user unknown" there comes from a
+// content filter (Japanese mobile carriers do this), not from the address,
+// so Sisimai calls it "filtered".
+var dataStage = []string{"after end of data", "in reply to end of data command", "in reply to data command",
+	"after data", ">>> data", "did not like our final data", "did not like our data"}
+
 // classify names the reason for a failure with the given status (maybe
 // "") and diagnostic text.
 func classify(status, diag string) string {
+	r := classifyText(status, diag)
+	if r == "userunknown" {
+		d := strings.ToLower(diag)
+		for _, p := range dataStage {
+			if strings.Contains(d, p) {
+				return "filtered"
+			}
+		}
+	}
+	return r
+}
+
+func classifyText(status, diag string) string {
 	sub := ""
 	if status != "" {
 		sub = status[strings.IndexByte(status, '.')+1:]
@@ -118,6 +142,10 @@ func classify(status, diag string) string {
 				return "hostunknown"
 			}
 			return "userunknown"
+		case "1.7", "1.8":
+			// Bad sender mailbox or system address: the
+			// recipient may well exist.
+			return "rejected"
 		case "1.1", "1.2", "2.2", "1.6":
 			// These codes are unambiguous and the diagnostic often
 			// carries words ("rejected", "policy") that would mislead.

@@ -20,6 +20,9 @@ import (
 // reader stops at the first malformed line, which would lose the rest of the
 // report, so the fields are split here.
 
+// maxFieldBytes bounds the value of one field.
+const maxFieldBytes = 4096
+
 // field is one "name: value" line, name lowercased.
 type field struct {
 	name, value string
@@ -44,10 +47,14 @@ func statusFields(b []byte) []field {
 			continue
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			// Continuation (RFC 5322 section 2.2.3 folding).
+			// Continuation (RFC 5322 section 2.2.3 folding). A
+			// field longer than maxFieldBytes is cut: no real one
+			// is, and appending without end would be quadratic.
 			if len(fs) > 0 && fs[len(fs)-1].name != "" {
 				f := &fs[len(fs)-1]
-				f.value += " " + string(bytes.TrimSpace(line))
+				if len(f.value) < maxFieldBytes {
+					f.value += " " + string(bytes.TrimSpace(line))
+				}
 			}
 			continue
 		}

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/banner"
+	"github.com/bouncemilter/bouncemilter/internal/bounce"
+	"github.com/bouncemilter/bouncemilter/internal/filter"
+	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
+	"github.com/bouncemilter/bouncemilter/internal/registry"
+	"github.com/bouncemilter/bouncemilter/internal/returnpath"
+	"github.com/bouncemilter/bouncemilter/internal/worker"
+)
+
+// Defaults shared by the commands.
+const (
+	defaultMediaGoblinConfig = "/srv/mediagoblin.example.org/mediagoblin/mediagoblin.ini"
+	defaultRegistry          = "/var/lib/bouncemilter/registry.db"
+	defaultBanLog            = "/var/log/bouncemilter/bans.log"
+	defaultListen            = "inet:127.0.0.1:8891"
+)
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		listen      = fs.String("listen", defaultListen, "milter socket: inet:HOST:PORT or unix:PATH (as in Postfix's smtpd_milters)")
+		mgConfig    = fs.String("mediagoblin-config", defaultMediaGoblinConfig, "MediaGoblin's `mediagoblin.ini` (mediagoblin_local.ini beside it is preferred); gives the database and email_sender_address")
+		sender      = fs.String("sender", "", "the address bounces come back to; default: email_sender_address from the MediaGoblin config")
+		regPath     = fs.String("registry", defaultRegistry, "the registry SQLite database (created if missing); the signing key lives beside it")
+		banKind     = fs.String("banner", "log", "how to ban IPs: log (a line in --ban-log for fail2ban), fail2ban (fail2ban-client), nftables, or none")
+		banLog      = fs.String("ban-log", defaultBanLog, "with --banner log: the file fail2ban's bouncemilter jail watches")
+		jail        = fs.String("fail2ban-jail", "bouncemilter", "the fail2ban jail to ban in and unban from")
+		window      = fs.Duration("window", bounce.DefaultPolicy().Window, "act only on sign-ups younger than this")
+		maxSize     = fs.Int("max-size", filter.DefaultMaxSize, "read at most this many bytes of a bounce; a longer one is never discarded")
+		sign        = fs.Bool("sign-return-path", true, "rewrite the envelope sender of MediaGoblin's mail to a signed local+TAG@domain address, so that forged bounces are recognised (needs recipient_delimiter = + in Postfix)")
+		delimiter   = fs.String("recipient-delimiter", "+", "Postfix's recipient_delimiter")
+		trustHdrs   = fs.Bool("trust-returned-headers", false, "also accept bounces whose returned headers match mail recorded as sent (only for setups where MediaGoblin's mail bypasses this Postfix)")
+		discardSusp = fs.Bool("discard-suspect", false, "discard bounces that cannot be shown to answer this instance's mail, instead of delivering them")
+		grace       = fs.Duration("shutdown-grace", 10*time.Second, "on SIGTERM, wait this long for messages in flight")
+	)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+
+	cfg, err := loadMediaGoblin(*mgConfig, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
+		return 1
+	}
+	if *sender == "" {
+		*sender = cfg.EmailSender
+	}
+
+	reg, err := registry.Open(ctx, *regPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
+		return 1
+	}
+	defer reg.Close()
+
+	ipBanner, err := banner.New(*banKind, banner.Options{LogPath: *banLog, Jail: *jail})
+	if err != nil {
+		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
+		return 1
+	}
+
+	accounts := &worker.LazyAccounts{Open: func(ctx context.Context) (worker.Accounts, error) {
+		return mediagoblin.Open(ctx, cfg)
+	}}
+	w := worker.New(reg, accounts, ipBanner, log.With("component", "worker"))
+	w.Refusals = []error{mediagoblin.ErrPrivileged, mediagoblin.ErrVerified, mediagoblin.ErrNoSuchUser, banner.ErrProtected}
+
+	handler := &bounce.Handler{
+		Journal:              reg,
+		Policy:               bounce.Policy{Window: *window, Skew: bounce.DefaultPolicy().Skew},
+		Sender:               *sender,
+		TrustReturnedHeaders: *trustHdrs,
+		DiscardSuspect:       *discardSusp,
+		Log:                  log,
+		Queued:               w.Wake,
+	}
+	var rewriter filter.Rewriter
+	if *sign {
+		keys, err := returnpath.LoadOrCreate(filepath.Join(filepath.Dir(*regPath), "returnpath.keys"))
+		if err != nil {
+			fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
+			return 1
+		}
+		signer := &returnpath.Signer{Keys: keys, MaxAge: *window, Delimiter: *delimiter}
+		handler.Tags = signer
+		rewriter = signer
+		go reloadOnHangup(ctx, keys, log)
+	}
+
+	f, err := filter.New(filter.Config{Sender: *sender, Delimiter: *delimiter, MaxSize: *maxSize}, handler, reg, rewriter, log.With("component", "milter"))
+	if err != nil {
+		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
+		return 1
+	}
+	ln, err := filter.Listen(*listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
+		return 1
+	}
+	log.Info("serving", "listen", *listen, "sender", *sender, "registry", *regPath, "banner", *banKind,
+		"mediagoblin", cfg.SourceRedacted(), "signed_return_path", *sign)
+
+	var wg sync.WaitGroup
+	wctx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		w.Run(wctx)
+	}()
+	err = f.Serve(ctx, ln, *grace)
+	// Let the worker finish what the last sessions queued, briefly.
+	w.Wake()
+	time.Sleep(100 * time.Millisecond)
+	stopWorker()
+	wg.Wait()
+	if err != nil {
+		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+// loadMediaGoblin reads MediaGoblin's config. A missing file is not fatal:
+// MediaGoblin's own defaults apply (the instance may not be installed yet),
+// and account bans wait in the queue until its database can be reached.
+func loadMediaGoblin(path string, log *slog.Logger) (mediagoblin.Config, error) {
+	cfg, err := mediagoblin.LoadConfig(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		cfg, err = mediagoblin.Config{
+			Backend:     mediagoblin.SQLite,
+			Source:      filepath.Join(filepath.Dir(path), "mediagoblin.db"),
+			EmailSender: mediagoblin.DefaultEmailSender,
+		}, nil
+		log.Warn("MediaGoblin config not found; using MediaGoblin's defaults", "path", path,
+			"sender", cfg.EmailSender, "database", cfg.SourceRedacted())
+	}
+	return cfg, err
+}
+
+// reloadOnHangup re-reads the signing keys on SIGHUP, so that a key rotated
+// from the command line is used without a restart.
+func reloadOnHangup(ctx context.Context, keys *returnpath.Keyring, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := keys.Reload(); err != nil {
+				log.Error("reloading signing keys failed; keeping the old ones", "err", err)
+				continue
+			}
+			log.Info("signing keys reloaded")
+		}
+	}
+}

@@ -99,8 +99,23 @@ func (c *Fail2banClient) run(ctx context.Context, args ...string) ([]byte, error
 	cmd := exec.CommandContext(ctx, prog, full...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		msg := bytes.TrimSpace(append(stderr.Bytes(), stdout.Bytes()...))
-		return nil, fmt.Errorf("%s %s: %w: %s", prog, strings.Join(full, " "), err, msg)
+		return nil, commandError(prog+" "+strings.Join(full, " "), err, append(stderr.Bytes(), stdout.Bytes()...))
 	}
 	return stdout.Bytes(), nil
+}
+
+// commandError describes a command that failed, with what it printed on one
+// line: the error ends up in one log line, and a second line would read as a
+// record of its own.
+func commandError(command string, err error, output []byte) error {
+	var lines []string
+	for line := range strings.Lines(string(output)) {
+		if line = strings.TrimSpace(line); line != "" {
+			lines = append(lines, line)
+		}
+	}
+	if len(lines) == 0 {
+		return fmt.Errorf("%s: %w", command, err)
+	}
+	return fmt.Errorf("%s: %w: %s", command, err, strings.Join(lines, " / "))
 }

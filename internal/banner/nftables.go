@@ -152,14 +152,10 @@ func (n *NFTables) script(ctx context.Context, commands string) error {
 	cmd.Stdin = strings.NewReader(commands)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		// nft's message quotes the failing command and points at it
-		// on the next line: keep it on one line for the log.
-		msg := strings.Join(strings.Fields(out.String()), " ")
-		name := strings.Join(argv, " ")
-		if strings.Contains(msg, "No such file or directory") {
-			return fmt.Errorf("%s: %w: %w: %s", name, err, errNoSuchElement, msg)
+		if bytes.Contains(out.Bytes(), []byte("No such file or directory")) {
+			err = fmt.Errorf("%w (%w)", err, errNoSuchElement)
 		}
-		return fmt.Errorf("%s: %w: %s", name, err, msg)
+		return commandError(strings.Join(argv, " "), err, out.Bytes())
 	}
 	return nil
 }

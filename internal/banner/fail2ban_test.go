@@ -1,0 +1,116 @@
+package banner
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/testenv"
+)
+
+// TestLogFileJail bans through the log, as the milter does, and shows that
+// fail2ban running contrib's filter and jail bans the addresses.
+func TestLogFileJail(t *testing.T) {
+	ctx := context.Background()
+	f2b := testenv.StartFail2ban(t, "")
+	b, err := New(KindLog, Options{LogPath: f2b.BanLog, Jail: DefaultJail, Fail2banConfig: f2b.Dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range []string{"203.0.113.7", "2001:db8::7", "::ffff:198.51.100.7"} {
+		if err := b.Ban(ctx, netip.MustParseAddr(ip), "5.1.1 "+ip+": user unknown"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Ban(ctx, netip.MustParseAddr("127.0.0.1"), "never"); !errors.Is(err, ErrProtected) {
+		t.Errorf("Ban(127.0.0.1) = %v, want ErrProtected", err)
+	}
+	for _, ip := range []string{"203.0.113.7", "2001:db8::7", "198.51.100.7"} {
+		f2b.WaitBanned(t, DefaultJail, ip, 30*time.Second)
+	}
+
+	// Unban goes through fail2ban-client, as Options.Jail asked.
+	if err := b.Unban(ctx, netip.MustParseAddr("203.0.113.7")); err != nil {
+		t.Fatal(err)
+	}
+	if got := f2b.Banned(t, DefaultJail); slices.Contains(got, "203.0.113.7") || len(got) != 2 {
+		t.Errorf("after Unban fail2ban bans %q", got)
+	}
+}
+
+func TestFail2banClient(t *testing.T) {
+	ctx := context.Background()
+	f2b := testenv.StartFail2ban(t, "")
+	c := &Fail2banClient{Jail: DefaultJail, Config: f2b.Dir}
+
+	banned := func() []string {
+		t.Helper()
+		ips, err := c.Banned(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s []string
+		for _, ip := range ips {
+			s = append(s, ip.String())
+		}
+		slices.Sort(s)
+		if fromStatus := f2b.Banned(t, DefaultJail); !slices.Equal(s, slices.Sorted(slices.Values(fromStatus))) {
+			t.Errorf("Banned = %q, fail2ban-client status says %q", s, fromStatus)
+		}
+		return s
+	}
+
+	if got := banned(); len(got) != 0 {
+		t.Fatalf("a new jail bans %q", got)
+	}
+	for _, ip := range []string{"203.0.113.7", "2001:db8::7", "203.0.113.7"} { // twice: idempotent
+		if err := c.Ban(ctx, netip.MustParseAddr(ip), "reason"); err != nil {
+			t.Fatalf("Ban(%s): %v", ip, err)
+		}
+	}
+	if got, want := banned(), []string{"2001:db8::7", "203.0.113.7"}; !slices.Equal(got, want) {
+		t.Errorf("banned %q, want %q", got, want)
+	}
+	for _, ip := range []string{"203.0.113.7", "203.0.113.7", "192.0.2.1"} { // again, and never banned
+		if err := c.Unban(ctx, netip.MustParseAddr(ip)); err != nil {
+			t.Fatalf("Unban(%s): %v", ip, err)
+		}
+	}
+	if got, want := banned(), []string{"2001:db8::7"}; !slices.Equal(got, want) {
+		t.Errorf("banned %q, want %q", got, want)
+	}
+
+	// Errors carry what fail2ban-client said.
+	for _, tc := range []struct {
+		name string
+		c    *Fail2banClient
+		want string
+	}{
+		{"no such jail", &Fail2banClient{Jail: "nosuchjail", Config: f2b.Dir}, "does not exist"},
+		{"server down", &Fail2banClient{Jail: DefaultJail, Config: f2b.Dir, Socket: f2b.Dir + "/nosuch.sock"}, "nosuch.sock"},
+		{"no jail configured", &Fail2banClient{Config: f2b.Dir}, "no jail"},
+		{"no program", &Fail2banClient{Jail: DefaultJail, Command: "/nonexistent/fail2ban-client"}, "no such file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.c.Ban(ctx, netip.MustParseAddr("192.0.2.1"), "")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Ban = %v, want an error saying %q", err, tc.want)
+			} else {
+				t.Log(err)
+			}
+			if err != nil && !strings.HasPrefix(err.Error(), "ban 192.0.2.1: ") {
+				t.Errorf("error %q does not say what it was doing", err)
+			}
+		})
+	}
+
+	// A protected address never reaches fail2ban-client.
+	bogus := &Fail2banClient{Jail: DefaultJail, Command: "/nonexistent/fail2ban-client"}
+	if err := bogus.Ban(ctx, netip.MustParseAddr("fe80::1%eth0"), ""); !errors.Is(err, ErrProtected) {
+		t.Errorf("Ban(fe80::1) = %v, want ErrProtected", err)
+	}
+}

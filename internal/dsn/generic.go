@@ -60,7 +60,7 @@ var returnedMarkers = []string{
 // bodyBeforeReturned cuts s at the first returned-message marker at the
 // start of a line.
 func bodyBeforeReturned(s string) string {
-	low := strings.ToLower(s)
+	low := asciiLower(s)
 	cut := len(s)
 	for _, mk := range returnedMarkers {
 		for off := 0; off < cut; {
@@ -136,7 +136,7 @@ func recipientLine(line string) (addr, rest string, ok bool) {
 		addr = strings.TrimRight(addr, ".")
 	}
 	addr = strings.Trim(addr, `"'`)
-	if strings.HasPrefix(strings.ToLower(addr), "mailto:") {
+	if len(addr) > 7 && strings.EqualFold(addr[:7], "mailto:") {
 		addr = addr[7:]
 	}
 	if !plausibleAddress(addr) {
@@ -267,7 +267,7 @@ func parseGeneric(m *msg) []Recipient {
 // textAfter returns m's text from the first of the signatures on (matched
 // case-insensitively), and whether one occurs.
 func textAfter(m *msg, signatures []string) (string, bool) {
-	low := strings.ToLower(m.text)
+	low := asciiLower(m.text)
 	for _, sig := range signatures {
 		if i := strings.Index(low, sig); i >= 0 {
 			return m.text[i:], true

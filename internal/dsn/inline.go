@@ -13,7 +13,7 @@ import "strings"
 
 // parseInlineStatus is the recogniser for such reports.
 func parseInlineStatus(m *msg) []Recipient {
-	low := strings.ToLower(m.text)
+	low := asciiLower(m.text)
 	i := lineIndex(low, "final-recipient:")
 	if i < 0 {
 		return nil

@@ -153,11 +153,12 @@ type msg struct {
 
 func (p *Parser) read(b []byte) *msg {
 	m := &msg{raw: b}
-	e, err := message.Read(bytes.NewReader(b))
+	// An unknown charset or transfer encoding is no reason to stop: the
+	// entity is still readable (as raw bytes) and go-message says so.
+	e, _ := message.Read(bytes.NewReader(b))
 	if e == nil {
-		// Not even a header: the text recognisers may still find a bounce
-		// in it (some tools hand over the body alone).
-		_ = err
+		// No header that can be read: the text recognisers may still
+		// find a bounce in it (some tools hand over the body alone).
 		m.text = capText(string(b))
 		return m
 	}
@@ -172,13 +173,16 @@ func (p *Parser) read(b []byte) *msg {
 	return m
 }
 
-// rawBody returns what follows the header block of a message.
+// rawBody returns what follows the header block of a message, whose lines
+// end in LF or CRLF.
 func rawBody(b []byte) []byte {
-	if i := bytes.Index(b, []byte("\n\n")); i >= 0 {
-		return b[i+2:]
-	}
-	if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
-		return b[i+4:]
+	lf := bytes.Index(b, []byte("\n\n"))
+	crlf := bytes.Index(b, []byte("\r\n\r\n"))
+	switch {
+	case crlf >= 0 && (lf < 0 || crlf < lf):
+		return b[crlf+4:]
+	case lf >= 0:
+		return b[lf+2:]
 	}
 	return nil
 }
@@ -263,11 +267,9 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 // readHeader parses a header block; what a broken header yields up to the
 // error is kept, since returned headers are often cut short.
 func readHeader(b []byte) (message.Header, bool) {
-	e, err := message.Read(bytes.NewReader(b))
-	if e != nil {
+	if e, _ := message.Read(bytes.NewReader(b)); e != nil {
 		return e.Header, true
 	}
-	_ = err
 	return message.Header{}, false
 }
 

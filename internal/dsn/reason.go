@@ -19,7 +19,7 @@ var reasonByStatus = map[string]string{
 	"2.3":  "mesgtoolarge",
 	"3.1":  "systemfull",
 	"3.4":  "mesgtoolarge",
-	"4.7":  "expired",     // delivery time expired
+	"4.7":  "expired", // delivery time expired
 	"7.26": "authfailure",
 	"7.23": "authfailure",
 	"7.25": "requireptr",

@@ -11,21 +11,25 @@ import (
 type recogniser struct {
 	name  string
 	parse func(m *msg) []Recipient
+	// anySender is set for formats that identify themselves beyond
+	// doubt (a JSON notification), which are read whoever sent them;
+	// the others only read mail that may be a bounce (mayBeBounce).
+	anySender bool
 }
 
 // recognisers are tried in order after the standard report parts; the first
 // that finds recipients wins. Specific formats come before generic ones.
 var recognisers = []recogniser{
-	{"amazonses", parseSES},
-	{"googlegroups", parseGoogleGroups},
-	{"rfc3464-inline", parseInlineStatus},
-	{"yahoo", parseYahoo},
-	{"qmail", parseQmail},
-	{"exim", parseExim},
-	{"sendmail", parseSendmail},
-	{"exchange", parseExchange},
-	{"gmail", parseGmail},
-	{"text", parseGeneric},
+	{name: "amazonses", parse: parseSES, anySender: true},
+	{name: "googlegroups", parse: parseGoogleGroups},
+	{name: "rfc3464-inline", parse: parseInlineStatus},
+	{name: "yahoo", parse: parseYahoo},
+	{name: "qmail", parse: parseQmail},
+	{name: "exim", parse: parseExim},
+	{name: "sendmail", parse: parseSendmail},
+	{name: "exchange", parse: parseExchange},
+	{name: "gmail", parse: parseGmail},
+	{name: "text", parse: parseGeneric},
 }
 
 // recognise decides what kind of message m is and reads its recipients.
@@ -39,15 +43,14 @@ func (p *Parser) recognise(m *msg, depth int) *Report {
 	}
 	if len(rep.Recipients) > 0 {
 		rep.Format = "rfc3464"
-		mergeText(rep, m)
 		// The text part of some reports says more than their fields
-		// (Postfix's "(expanded from ...)", a remote reply that the
-		// Diagnostic-Code lacks).
+		// (a remote reply that Diagnostic-Code lacks, the address
+		// behind a source route).
+		mergeText(rep, m)
 		return rep
 	}
 
-	// RFC 5965 abuse report: about a message, not a delivery.
-	if m.feedback || m.reportType == "feedback-report" {
+	if isFeedback(m) {
 		rep.Format, rep.Kind = "arf", "feedback"
 		return rep
 	}
@@ -63,9 +66,10 @@ func (p *Parser) recognise(m *msg, depth int) *Report {
 		return rep
 	}
 
+	gate := mayBeBounce(m)
 	for _, r := range recognisers {
-		if r.name != "amazonses" && !mayBeBounce(m) {
-			break
+		if !gate && !r.anySender {
+			continue
 		}
 		rs := r.parse(m)
 		if len(rs) == 0 {
@@ -120,6 +124,11 @@ func mergeText(rep *Report, m *msg) {
 	}
 }
 
+// maxDiagnostic bounds a recipient's diagnostic: a remote reply is one to
+// a few lines (RFC 5321 section 4.5.3.1.5 allows 512 bytes a line), and the
+// reason is looked for in it phrase by phrase.
+const maxDiagnostic = 2048
+
 // finish fills in what the recognisers left out: status inferred from the
 // diagnostic, reason, permanence, action, and the report's kind.
 func (p *Parser) finish(rep *Report) {
@@ -131,6 +140,9 @@ func (p *Parser) finish(rep *Report) {
 			continue
 		}
 		r.Diagnostic = collapseSpace(r.Diagnostic)
+		if len(r.Diagnostic) > maxDiagnostic {
+			r.Diagnostic = strings.ToValidUTF8(r.Diagnostic[:maxDiagnostic], "")
+		}
 		key := strings.ToLower(r.Address)
 		if seen[key] {
 			continue

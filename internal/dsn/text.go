@@ -113,6 +113,24 @@ func mayBeBounce(m *msg) bool {
 	return daemon || bounceSubject(m) || m.header.Get("X-Failed-Recipients") != ""
 }
 
+// asciiLower lowercases A to Z only, so that indexes into the result are
+// indexes into s (strings.ToLower may change the length of non-ASCII and
+// invalid UTF-8 text).
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
 // textLines splits the text into lines; "\r\n" was turned into "\n" when
 // the text was read.
 func textLines(s string) []string {

@@ -72,7 +72,7 @@ func sent(t *testing.T, db *registry.DB, to string, when time.Time) {
 	}
 }
 
-func fixture(t *testing.T, name string) []byte {
+func fixture(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {

@@ -34,7 +34,7 @@ type server struct {
 }
 
 // serve starts a Filter and stops it when the test ends.
-func serve(t *testing.T, cfg Config, h Handler, sends SendRecorder, rw Rewriter, grace time.Duration) *server {
+func serve(t testing.TB, cfg Config, h Handler, sends SendRecorder, rw Rewriter, grace time.Duration) *server {
 	t.Helper()
 	if cfg.Sender == "" {
 		cfg.Sender = sender
@@ -63,14 +63,14 @@ func serve(t *testing.T, cfg Config, h Handler, sends SendRecorder, rw Rewriter,
 
 // conn is one connection of Postfix to the milter.
 type conn struct {
-	t *testing.T
+	t testing.TB
 	s *milter.ClientSession
 }
 
 // dial connects as Postfix does and sends the connect and HELO stages.
 // Postfix shows mail it makes itself (bounces, pickup) to non_smtpd_milters
 // as a connection from localhost, 127.0.0.1, port 0.
-func dial(t *testing.T, addr, host, ip string, port uint16) *conn {
+func dial(t testing.TB, addr, host, ip string, port uint16) *conn {
 	t.Helper()
 	c := milter.NewClientWithOptions("tcp", addr, milter.ClientOptions{
 		ActionMask:   v2Actions,
@@ -92,11 +92,11 @@ func dial(t *testing.T, addr, host, ip string, port uint16) *conn {
 	return &conn{t: t, s: s}
 }
 
-func dialLocal(t *testing.T, addr string) *conn {
+func dialLocal(t testing.TB, addr string) *conn {
 	return dial(t, addr, "localhost", "127.0.0.1", 0)
 }
 
-func dialSMTP(t *testing.T, addr string) *conn {
+func dialSMTP(t testing.TB, addr string) *conn {
 	return dial(t, addr, "mx1.example.net", "192.0.2.25", 41234)
 }
 
@@ -114,7 +114,7 @@ type message struct {
 // parseMessage splits a message file into the fields and body Postfix
 // would send: folded values keep their bare LF line breaks, the space
 // after the colon is dropped, the body gets CRLF.
-func parseMessage(t *testing.T, raw []byte) ([]field, []byte) {
+func parseMessage(t testing.TB, raw []byte) ([]field, []byte) {
 	t.Helper()
 	raw = bytes.ReplaceAll(raw, []byte("\r\n"), []byte("\n"))
 	head, body, ok := bytes.Cut(raw, []byte("\n\n"))
@@ -136,7 +136,7 @@ func parseMessage(t *testing.T, raw []byte) ([]field, []byte) {
 	return fields, bytes.ReplaceAll(body, []byte("\n"), []byte("\r\n"))
 }
 
-func readFixture(t *testing.T, name string) []byte {
+func readFixture(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
@@ -147,7 +147,7 @@ func readFixture(t *testing.T, name string) []byte {
 
 // bounceOf is the fixture bounce, as Postfix's bounce daemon sends it to
 // the given recipients.
-func bounceOf(t *testing.T, rcpts ...string) message {
+func bounceOf(t testing.TB, rcpts ...string) message {
 	h, b := parseMessage(t, readFixture(t, "local-userunknown.eml"))
 	return message{from: "", rcpts: rcpts, queueID: "8D3F11A0B5", header: h, body: b}
 }

@@ -343,7 +343,7 @@ func TestSeveralMessagesOnOneConnection(t *testing.T) {
 	}
 }
 
-func openRegistry(t *testing.T) *registry.DB {
+func openRegistry(t testing.TB) *registry.DB {
 	t.Helper()
 	db, err := registry.Open(t.Context(), filepath.Join(t.TempDir(), "r.db"))
 	if err != nil {

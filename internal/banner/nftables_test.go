@@ -1,0 +1,240 @@
+package banner
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/testenv"
+)
+
+// netns makes a network namespace of the test's own, deleted when the test
+// ends, and returns its name. nftables changes made inside it touch nothing
+// of the machine's.
+func netns(t *testing.T) string {
+	t.Helper()
+	testenv.Require(t, os.Geteuid() == 0, "network namespaces and nftables need root")
+	for _, prog := range []string{"ip", "nft"} {
+		_, err := exec.LookPath(prog)
+		testenv.Require(t, err == nil, prog+" is not installed (apt-get install iproute2 nftables)")
+	}
+	var b [4]byte
+	rand.Read(b[:])
+	name := "bm" + hex.EncodeToString(b[:])
+	out, err := exec.Command("ip", "netns", "add", name).CombinedOutput()
+	testenv.Require(t, err == nil, fmt.Sprintf("the kernel refuses a network namespace (ip netns add: %v: %s)", err, out))
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	// The namespace may exist while nftables does not work in it.
+	out, err = exec.Command("ip", "netns", "exec", name, "nft", "list", "ruleset").CombinedOutput()
+	testenv.Require(t, err == nil, fmt.Sprintf("nftables does not work in a network namespace here (nft list ruleset: %v: %s)", err, out))
+	return name
+}
+
+// inNetns runs a command inside the namespace ns.
+func inNetns(ns string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+}
+
+// elements returns the addresses in a set of the table and the seconds left
+// before each expires, from nft's JSON listing.
+func elements(t *testing.T, ns, table, set string) map[string]int {
+	t.Helper()
+	out, err := inNetns(ns, "nft", "-j", "list", "set", "inet", table, set).Output()
+	if err != nil {
+		t.Fatalf("nft list set %s: %v", set, err)
+	}
+	var listing struct {
+		Nftables []struct {
+			Set *struct {
+				Elem []struct {
+					Elem struct {
+						Val     string `json:"val"`
+						Expires int    `json:"expires"`
+					} `json:"elem"`
+				} `json:"elem"`
+			} `json:"set"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal(out, &listing); err != nil {
+		t.Fatalf("nft -j list set: %v\n%s", err, out)
+	}
+	got := map[string]int{}
+	for _, item := range listing.Nftables {
+		if item.Set != nil {
+			for _, e := range item.Set.Elem {
+				got[e.Elem.Val] = e.Elem.Expires
+			}
+		}
+	}
+	return got
+}
+
+func TestNFTables(t *testing.T) {
+	ctx := context.Background()
+	ns := netns(t)
+	n := &NFTables{Timeout: time.Hour, Command: []string{"ip", "netns", "exec", ns, "nft"}}
+
+	// The first Ban loads the table itself.
+	if err := n.Ban(ctx, netip.MustParseAddr("203.0.113.7"), "r"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Ban(ctx, netip.MustParseAddr("2001:db8::7"), "r"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Ban(ctx, netip.MustParseAddr("::ffff:198.51.100.7"), "r"); err != nil {
+		t.Fatal(err)
+	}
+	v4, v6 := elements(t, ns, DefaultTable, "vandals"), elements(t, ns, DefaultTable, "vandals6")
+	if got := slices.Sorted(maps.Keys(v4)); !slices.Equal(got, []string{"198.51.100.7", "203.0.113.7"}) {
+		t.Errorf("vandals holds %q", got)
+	}
+	if got := slices.Sorted(maps.Keys(v6)); !slices.Equal(got, []string{"2001:db8::7"}) {
+		t.Errorf("vandals6 holds %q", got)
+	}
+	for ip, left := range v4 {
+		if left < 3500 || left > 3600 {
+			t.Errorf("%s expires in %ds, want about an hour", ip, left)
+		}
+	}
+
+	// EnsureSet again, with members in the sets: they stay, and the
+	// chain still has its two rules, not four.
+	for range 2 {
+		if err := n.EnsureSet(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := elements(t, ns, DefaultTable, "vandals"); len(got) != 2 {
+		t.Errorf("after EnsureSet vandals holds %v", got)
+	}
+	out, err := inNetns(ns, "nft", "list", "chain", "inet", DefaultTable, "input").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list chain: %v: %s", err, out)
+	}
+	if c := strings.Count(string(out), " drop"); c != 2 {
+		t.Errorf("the chain has %d drop rules, want 2:\n%s", c, out)
+	}
+
+	// A second ban of a banned address starts its timeout again.
+	long := &NFTables{Timeout: 7 * 24 * time.Hour, Command: n.Command}
+	if err := long.Ban(ctx, netip.MustParseAddr("203.0.113.7"), "again"); err != nil {
+		t.Fatal(err)
+	}
+	if left := elements(t, ns, DefaultTable, "vandals")["203.0.113.7"]; left < 7*24*3600-100 {
+		t.Errorf("banned again, 203.0.113.7 expires in %ds, want 7 days", left)
+	}
+
+	// Unban: present, absent, and twice.
+	for _, ip := range []string{"203.0.113.7", "203.0.113.7", "192.0.2.1", "2001:db8::7"} {
+		if err := n.Unban(ctx, netip.MustParseAddr(ip)); err != nil {
+			t.Errorf("Unban(%s): %v", ip, err)
+		}
+	}
+	if got := slices.Sorted(maps.Keys(elements(t, ns, DefaultTable, "vandals"))); !slices.Equal(got, []string{"198.51.100.7"}) {
+		t.Errorf("after Unban vandals holds %q", got)
+	}
+	if got := elements(t, ns, DefaultTable, "vandals6"); len(got) != 0 {
+		t.Errorf("after Unban vandals6 holds %v", got)
+	}
+
+	// No table at all: nothing is banned, Unban succeeds.
+	other := &NFTables{Table: "nosuchtable", Command: n.Command}
+	if err := other.Unban(ctx, netip.MustParseAddr("203.0.113.7")); err != nil {
+		t.Errorf("Unban without a table: %v", err)
+	}
+
+	if err := n.Ban(ctx, netip.MustParseAddr("169.254.0.1"), ""); !errors.Is(err, ErrProtected) {
+		t.Errorf("Ban(169.254.0.1) = %v, want ErrProtected", err)
+	}
+	broken := &NFTables{Command: []string{"ip", "netns", "exec", ns, "false"}}
+	if err := broken.Ban(ctx, netip.MustParseAddr("203.0.113.9"), ""); err == nil || !strings.HasPrefix(err.Error(), "ban 203.0.113.9: ") {
+		t.Errorf("Ban through a failing nft = %v", err)
+	}
+}
+
+// TestNFTablesDrops connects two namespaces, a server and a client, and
+// shows that a ban in the server's table drops the client's packets, and an
+// unban lets them through again.
+func TestNFTablesDrops(t *testing.T) {
+	ctx := context.Background()
+	server, client := netns(t), netns(t)
+	veth := "v" + server[2:]
+	for _, args := range [][]string{
+		{"ip", "link", "add", veth, "netns", server, "type", "veth", "peer", "name", "eth0", "netns", client},
+		{"ip", "-n", server, "link", "set", "lo", "up"},
+		{"ip", "-n", server, "link", "set", veth, "up"},
+		{"ip", "-n", server, "addr", "add", "203.0.113.1/24", "dev", veth},
+		{"ip", "-n", server, "addr", "add", "2001:db8::1/64", "dev", veth, "nodad"},
+		{"ip", "-n", client, "link", "set", "eth0", "up"},
+		{"ip", "-n", client, "addr", "add", "203.0.113.7/24", "dev", "eth0"},
+		{"ip", "-n", client, "addr", "add", "2001:db8::7/64", "dev", "eth0", "nodad"},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			testenv.Require(t, false, fmt.Sprintf("cannot connect two namespaces (%s: %v: %s)", strings.Join(args, " "), err, out))
+		}
+	}
+	n := &NFTables{Command: []string{"ip", "netns", "exec", server, "nft"}}
+	if err := n.EnsureSet(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct{ client, server string }{
+		{"203.0.113.7", "203.0.113.1"},
+		{"2001:db8::7", "2001:db8::1"},
+	} {
+		t.Run(tc.client, func(t *testing.T) {
+			ip := netip.MustParseAddr(tc.client)
+			if !reachable(t, client, tc.server) {
+				t.Fatalf("%s does not reach %s before any ban", tc.client, tc.server)
+			}
+			if err := n.Ban(ctx, ip, "test"); err != nil {
+				t.Fatal(err)
+			}
+			if reachable(t, client, tc.server) {
+				t.Errorf("%s still reaches %s after the ban", tc.client, tc.server)
+			}
+			if err := n.Unban(ctx, ip); err != nil {
+				t.Fatal(err)
+			}
+			if !reachable(t, client, tc.server) {
+				t.Errorf("%s does not reach %s after the unban", tc.client, tc.server)
+			}
+		})
+	}
+}
+
+// reachable reports whether a TCP connection from namespace ns to port 9 of
+// addr gets an answer. Nothing listens there: a reachable server answers with
+// a reset at once ("Connection refused"); a dropped SYN gets no answer, and
+// the attempt is given up after two seconds.
+func reachable(t *testing.T, ns, addr string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/%s/9", addr))
+	out, err := cmd.CombinedOutput()
+	switch {
+	case ctx.Err() != nil:
+		return false
+	case strings.Contains(string(out), "Connection refused"):
+		return true
+	default:
+		t.Fatalf("probe of %s from %s: %v: %s", addr, ns, err, out)
+		return false
+	}
+}

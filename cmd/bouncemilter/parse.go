@@ -64,7 +64,7 @@ func runParse(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		res := parseFile(p, name)
 		if res.Error != "" {
 			status = 1
-			fmt.Fprintf(stderr, "bouncemilter parse: %s\n", res.Error)
+			fmt.Fprintf(stderr, "bouncemilter parse: %s: %s\n", name, res.Error)
 		}
 		if *asJSON {
 			if err := enc.Encode(res); err != nil {
@@ -95,7 +95,7 @@ func parseFile(p *dsn.Parser, name string) parseResult {
 	}
 	reports, err := p.ParseAll(r)
 	if err != nil {
-		res.Error = fmt.Sprintf("%s: %v", name, err)
+		res.Error = err.Error()
 	}
 	res.Messages = len(reports)
 	for _, rep := range reports {

@@ -239,12 +239,8 @@ func TestIPBanRefusedWhenAccountBanRefused(t *testing.T) {
 	w := newWorker(db, tg, c)
 	w.Refusals = []error{errVerified}
 
-	n, err := w.RunOnce(t.Context())
-	if err != nil {
+	if _, err := w.RunOnce(t.Context()); err != nil {
 		t.Fatal(err)
-	}
-	if n != 2 {
-		t.Errorf("RunOnce = %d, want 2 (both refused, out of the queue)", n)
 	}
 	if got := tg.Calls(); len(got) != 0 {
 		t.Errorf("calls = %q, want none", got)

@@ -86,32 +86,31 @@ type Action struct {
 	Done        time.Time
 }
 
-// RecordBounce journals a bounce and the actions it calls for in one
-// durable transaction and returns the bounce's id. A ban already pending or
-// applied for the same target is not queued twice.
+// RecordBounce journals a bounce and the actions it calls for, durably,
+// and returns the bounce's id. Bounces recorded at the same moment share
+// one commit. A ban already pending or applied for the same target is not
+// queued twice.
 func (r *DB) RecordBounce(ctx context.Context, b Bounce, actions []Action) (int64, error) {
-	var id int64
-	err := r.Tx(ctx, func(tx *Tx) error {
-		res, err := tx.tx.ExecContext(ctx, `INSERT INTO bounces
-			(received, queue_id, envelope_to, client, verdict, detail, report, headers)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			unix(b.Received), b.QueueID, b.EnvelopeTo, b.Client, string(b.Verdict), b.Detail, b.Report, b.Headers)
-		if err != nil {
-			return err
-		}
-		if id, err = res.LastInsertId(); err != nil {
-			return err
-		}
-		for _, a := range actions {
-			a.BounceID = id
-			if _, err := tx.queue(ctx, a, b.Received); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return r.submit(ctx, b, actions)
+}
+
+func (t *Tx) recordBounce(ctx context.Context, b Bounce, actions []Action) (int64, error) {
+	res, err := t.tx.ExecContext(ctx, `INSERT INTO bounces
+		(received, queue_id, envelope_to, client, verdict, detail, report, headers)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		unix(b.Received), b.QueueID, b.EnvelopeTo, b.Client, string(b.Verdict), b.Detail, b.Report, b.Headers)
 	if err != nil {
-		return 0, fmt.Errorf("journal bounce %s: %w", b.QueueID, err)
+		return 0, err
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return 0, err
+	}
+	for _, a := range actions {
+		a.BounceID = id
+		if _, err := t.queue(ctx, a, b.Received); err != nil {
+			return 0, err
+		}
 	}
 	return id, nil
 }

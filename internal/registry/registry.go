@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the SQLite driver
@@ -31,6 +32,11 @@ var ErrNotFound = errors.New("registry: not found")
 // DB is an open registry.
 type DB struct {
 	db *sql.DB
+
+	records     chan bounceRecord
+	stop        chan struct{}
+	batcherDone chan struct{}
+	closeOnce   sync.Once
 }
 
 // Open opens the registry at path, creating it and its directory if needed,
@@ -66,11 +72,21 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		sqldb.Close()
 		return nil, fmt.Errorf("open registry %s: %w", path, err)
 	}
+	r.records = make(chan bounceRecord)
+	r.stop = make(chan struct{})
+	r.batcherDone = make(chan struct{})
+	go r.runBatcher()
 	return r, nil
 }
 
-// Close closes the database.
-func (r *DB) Close() error { return r.db.Close() }
+// Close finishes the group commit under way and closes the database.
+func (r *DB) Close() error {
+	r.closeOnce.Do(func() {
+		close(r.stop)
+		<-r.batcherDone
+	})
+	return r.db.Close()
+}
 
 // SQL returns the underlying database, for tests and for packages that keep
 // their own tables in the registry.

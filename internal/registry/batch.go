@@ -1,0 +1,105 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Group commit. Every journalled bounce must be on disk before the milter
+// answers DISCARD, and with synchronous=FULL each commit costs an fsync. In
+// a flood, sessions would queue behind each other's fsyncs; instead one
+// goroutine takes every bounce waiting at that moment and commits them in
+// one transaction, so the cost of a commit is shared by all of them.
+
+// maxBatch bounds one group commit, so that a transaction stays short.
+const maxBatch = 128
+
+type bounceRecord struct {
+	b       Bounce
+	actions []Action
+	done    chan recordResult
+}
+
+type recordResult struct {
+	id  int64
+	err error
+}
+
+// errClosed is returned for bounces submitted after Close.
+var errClosed = errors.New("registry closed")
+
+// runBatcher commits queued bounces until r.stop is closed.
+func (r *DB) runBatcher() {
+	defer close(r.batcherDone)
+	for {
+		var first bounceRecord
+		select {
+		case first = <-r.records:
+		case <-r.stop:
+			return
+		}
+		batch := []bounceRecord{first}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case rec := <-r.records:
+				batch = append(batch, rec)
+			default:
+				break drain
+			}
+		}
+		r.commitBatch(batch)
+	}
+}
+
+// commitBatch writes batch in one transaction; if that fails, each record
+// is written on its own, so that one bad record fails alone.
+func (r *DB) commitBatch(batch []bounceRecord) {
+	ctx := context.Background()
+	ids := make([]int64, len(batch))
+	err := r.Tx(ctx, func(tx *Tx) error {
+		for i, rec := range batch {
+			id, err := tx.recordBounce(ctx, rec.b, rec.actions)
+			if err != nil {
+				return err
+			}
+			ids[i] = id
+		}
+		return nil
+	})
+	if err == nil {
+		for i, rec := range batch {
+			rec.done <- recordResult{id: ids[i]}
+		}
+		return
+	}
+	for _, rec := range batch {
+		var id int64
+		err := r.Tx(ctx, func(tx *Tx) (err error) {
+			id, err = tx.recordBounce(ctx, rec.b, rec.actions)
+			return err
+		})
+		rec.done <- recordResult{id: id, err: err}
+	}
+}
+
+// submit queues a bounce for the next group commit and waits for it.
+func (r *DB) submit(ctx context.Context, b Bounce, actions []Action) (int64, error) {
+	rec := bounceRecord{b: b, actions: actions, done: make(chan recordResult, 1)}
+	select {
+	case r.records <- rec:
+	case <-r.stop:
+		return 0, errClosed
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	// Once queued, the record is committed or failed whatever ctx does:
+	// wait for the outcome so that the caller never discards a bounce
+	// whose fate it does not know.
+	res := <-rec.done
+	if res.err != nil {
+		return 0, fmt.Errorf("journal bounce %s: %w", b.QueueID, res.err)
+	}
+	return res.id, nil
+}

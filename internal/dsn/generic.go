@@ -4,25 +4,28 @@ import (
 	"strings"
 )
 
-// This file reads plain-text bounces that name each failed recipient on a
-// line of its own, followed by the reason. Most mail systems that do not
-// send RFC 3464 reports write some variant of it:
+// This file reads plain-text bounces of any mail system that names each
+// failed recipient on a line of its own, followed by the reason; the
+// format-specific recognisers (qmail.go, exim.go, ...) use it after finding
+// their signature, and it is also the last resort for formats no recogniser
+// knows (Courier, OpenSMTPD, MailMarshal, Notes, carriers' gateways):
 //
 //	qmail:     <user@example.com>:
-//	           192.0.2.1 does not like recipient.
 //	           Remote host said: 550 5.1.1 User unknown
 //	Exim:        user@example.com
 //	               SMTP error from remote mail server after RCPT TO:<user@example.com>:
 //	               host mx.example.com [192.0.2.1]: 550 5.1.1 User unknown
-//	Postfix:   <user@example.com>: host mx.example.com[192.0.2.1] said: 550 ...
-//	Sendmail:  <user@example.com>... User unknown
-//	Gmail:     Delivery to the following recipient failed permanently:
-//	                user@example.com
+//	Sendmail:  554 <user@example.com>... Service unavailable
+//	Labelled:  Recipient: <user@example.com>
+//	Bulleted:    * user@example.com
 //
-// The text is read up to the copy of the returned message. A line counts as
-// a recipient line when it starts with an address, bare or in angle
-// brackets, followed by nothing, a colon, "..." or a comment; the lines after
-// it, up to a blank line or the next recipient, are its diagnostic.
+// The text is read up to the copy of the returned message. A recipient line
+// starts with an address, bare or in angle brackets, maybe after a bullet,
+// an SMTP reply code or a short label that speaks of recipients. The lines
+// after it, up to the next recipient, are its diagnostic. When no line
+// starts with an address, addresses inside sentences that speak of failed
+// delivery count ("There was an error delivering your mail to <a@b>.").
+// The bounce's own addressee (the original sender) is never a recipient.
 
 // returnedMarkers start the copy of the returned message in plain-text
 // bounces; nothing after them describes the failure.

@@ -17,6 +17,7 @@ import (
 	"github.com/bouncemilter/bouncemilter/internal/bounce"
 	"github.com/bouncemilter/bouncemilter/internal/dsn"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
+	"github.com/bouncemilter/bouncemilter/internal/returnpath"
 )
 
 // ordinary is a message that is neither a bounce nor MediaGoblin's.
@@ -453,5 +454,92 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("journal holds %v, want %v", counts, want)
 			break
 		}
+	}
+}
+
+// With signed return paths (issue 5): the verification mail leaves with a
+// signed envelope sender, and the remote server's bounce to that address,
+// arriving over SMTP, is journalled and discarded. The same bounce sent to
+// the plain address, or to a tag for someone else, is delivered.
+func TestEndToEndSigned(t *testing.T) {
+	ctx := t.Context()
+	db := openRegistry(t)
+	now := time.Now()
+	err := db.Tx(ctx, func(tx *registry.Tx) error {
+		return tx.UpsertRegistration(ctx, registry.Registration{
+			UserID: 42, Username: "xk7bot", Email: "Xk7bot@example.net", Created: now.Add(-3 * time.Minute), Synced: now,
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := returnpath.LoadOrCreate(filepath.Join(t.TempDir(), "returnpath.keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := &returnpath.Signer{Keys: keys, Delimiter: "+"}
+	h := &bounce.Handler{Journal: db, Policy: bounce.DefaultPolicy(), Sender: sender, Tags: signer}
+	srv := serve(t, Config{Delimiter: "+"}, h, db, signer, time.Second)
+
+	_, act, mods := dialLocal(t, srv.addr).send(verification("Xk7bot@example.net"))
+	if act.Code != milter.ActAccept || len(mods) != 1 || mods[0].Code != milter.ActChangeFrom {
+		t.Fatalf("verification mail: %q with %+v, want accept with a new sender", act.Code, mods)
+	}
+	signed := mods[0].From
+	if base, tag := returnpath.Split(signed, "+"); base != sender || tag == "" {
+		t.Fatalf("signed sender %q", signed)
+	}
+
+	other, err := signer.Sign(sender, "someone@example.net", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, to := range []string{sender, other} {
+		if _, act, _ := dialSMTP(t, srv.addr).send(bounceOf(t, to)); act.Code != milter.ActAccept {
+			t.Errorf("forged bounce to %s: %q, want accept", to, act.Code)
+		}
+	}
+	if acts, _ := db.Actions(ctx, 42); len(acts) != 0 {
+		t.Fatalf("a forged bounce queued %+v", acts)
+	}
+
+	if _, act, _ := dialSMTP(t, srv.addr).send(bounceOf(t, signed)); act.Code != milter.ActDiscard {
+		t.Fatalf("bounce to the signed sender: %q, want discard", act.Code)
+	}
+	acts, err := db.Actions(ctx, 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(acts) != 1 || acts[0].Kind != registry.BanAccount {
+		t.Errorf("actions = %+v, want the account ban", acts)
+	}
+}
+
+// A handler that takes longer than Config.Timeout has its context
+// cancelled, and the bounce is delivered.
+func TestHandlerTimeout(t *testing.T) {
+	h := handlerFunc(func(ctx context.Context, env bounce.Envelope, msg []byte) (bounce.Outcome, error) {
+		<-ctx.Done()
+		return bounce.Outcome{Discard: true}, ctx.Err()
+	})
+	srv := serve(t, Config{Timeout: 50 * time.Millisecond}, h, nil, nil, time.Second)
+	if _, act, _ := dialLocal(t, srv.addr).send(bounceOf(t, sender)); act.Code != milter.ActAccept {
+		t.Errorf("answer %q, want accept", act.Code)
+	}
+}
+
+type failingSends struct{}
+
+func (failingSends) RecordSends(ctx context.Context, sends []registry.Send) error {
+	return errors.New("database is locked")
+}
+
+// MediaGoblin's mail leaves even when it cannot be recorded, signed all
+// the same.
+func TestOutgoingRecordFails(t *testing.T) {
+	srv := serve(t, Config{}, discarding(), failingSends{}, rewriter{"notice+d5ab12cd34ef@media.example.org"}, time.Second)
+	_, act, mods := dialLocal(t, srv.addr).send(verification("Xk7bot@example.net"))
+	if act.Code != milter.ActAccept || len(mods) != 1 {
+		t.Errorf("answer %q with %+v, want accept with the sender signed", act.Code, mods)
 	}
 }

@@ -39,12 +39,16 @@ type Source interface {
 const (
 	DefaultRetention = 30 * 24 * time.Hour
 	DefaultBatch     = 5000
-	refreshBatch     = 500
+	// DefaultRefreshLimit bounds how many unverified sign-ups one run
+	// re-reads.
+	DefaultRefreshLimit = 5000
+	refreshBatch        = 500
 )
 
 // Registry state keys. Log positions are keyed by the log's absolute path.
 const (
 	stateCursor    = "sync.cursor"
+	stateRefresh   = "sync.refresh"
 	stateLinker    = "sync.linker"
 	stateLogPrefix = "sync.log:"
 )
@@ -57,6 +61,9 @@ type Options struct {
 	// Batch is how many users one statement reads and one registry
 	// transaction writes. Zero means DefaultBatch.
 	Batch int
+	// RefreshLimit bounds how many recent unverified sign-ups one run
+	// re-reads (see DefaultRefreshLimit, used when zero).
+	RefreshLimit int
 	// AccessLogs are web server logs in combined (or sign-up) format.
 	AccessLogs []string
 	// SignupLogs are logs in the sign-up format of contrib/nginx and
@@ -114,6 +121,9 @@ func Run(ctx context.Context, src Source, reg *registry.DB, opts Options) (Summa
 	}
 	if opts.Batch <= 0 {
 		opts.Batch = DefaultBatch
+	}
+	if opts.RefreshLimit <= 0 {
+		opts.RefreshLimit = DefaultRefreshLimit
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
@@ -202,7 +212,7 @@ func (s *run) copyNew(ctx context.Context) (int64, error) {
 			return start, nil
 		}
 		last := users[len(users)-1].ID
-		added := 0
+		regs := make([]registry.Registration, 0, len(users))
 		err = s.reg.Tx(ctx, func(tx *registry.Tx) error {
 			for _, u := range users {
 				if u.ID <= reusedUpTo {
@@ -210,20 +220,19 @@ func (s *run) copyNew(ctx context.Context) (int64, error) {
 						return err
 					}
 				}
-				if u.Created.Before(s.cutoff) {
-					continue
+				if !u.Created.Before(s.cutoff) {
+					regs = append(regs, s.registration(u))
 				}
-				if err := tx.UpsertRegistration(ctx, s.registration(u)); err != nil {
-					return err
-				}
-				added++
+			}
+			if err := tx.UpsertRegistrations(ctx, regs); err != nil {
+				return err
 			}
 			return tx.SetState(ctx, stateCursor, strconv.FormatInt(last, 10))
 		})
 		if err != nil {
 			return start, fmt.Errorf("store users %d–%d: %w", users[0].ID, last, err)
 		}
-		s.sum.Added += added
+		s.sum.Added += len(regs)
 		s.sum.Cursor = last
 		prog.add(last - cursor)
 		cursor = last
@@ -237,28 +246,49 @@ func (s *run) registration(u mediagoblin.User) registry.Registration {
 	}
 }
 
-// refresh re-reads the recent unverified sign-ups the registry held before
+// refresh re-reads recent unverified sign-ups that the registry held before
 // this run: one that verified its address or was made a moderator since
 // must no longer be acted on. Verified ones are not re-read: they are never
-// acted on whatever happens later, so this stays cheap on a big instance.
+// acted on whatever happens later.
+//
+// A run re-reads at most Options.RefreshLimit of them, going on where the
+// previous run stopped and wrapping around, so that a run stays cheap
+// however many unverified sign-ups a bot flood left inside the window; on a
+// normal instance every one of them is re-read at each run. A stale state
+// is never dangerous on its own: mediagoblin.DB.BanUser re-checks it in the
+// banning transaction.
 func (s *run) refresh(ctx context.Context, upTo int64) error {
-	var after int64
-	for {
-		regs, err := s.reg.UnverifiedSince(ctx, s.cutoff, after, refreshBatch)
+	v, err := s.reg.State(ctx, stateRefresh)
+	if err != nil {
+		return err
+	}
+	after, _ := strconv.ParseInt(v, 10, 64)
+	if after >= upTo {
+		after = 0
+	}
+	from, wrapped := after, after == 0
+	budget := s.opts.RefreshLimit
+	for budget > 0 {
+		regs, err := s.reg.UnverifiedSince(ctx, s.cutoff, after, min(refreshBatch, budget))
 		if err != nil {
 			return err
 		}
 		var ids []int64
 		known := map[int64]registry.Registration{}
 		for _, r := range regs {
-			if r.UserID > upTo {
-				break // copied by this very run
+			if r.UserID > upTo || (wrapped && from > 0 && r.UserID > from) {
+				break // copied by this very run, or already re-read by it
 			}
 			ids = append(ids, r.UserID)
 			known[r.UserID] = r
 		}
 		if len(ids) == 0 {
-			return nil
+			if wrapped {
+				after = 0
+				break
+			}
+			after, wrapped = 0, true
+			continue
 		}
 		users, err := s.src.UsersByID(ctx, ids)
 		if err != nil {
@@ -268,6 +298,7 @@ func (s *run) refresh(ctx context.Context, upTo int64) error {
 		for _, u := range users {
 			current[u.ID] = u
 		}
+		after = ids[len(ids)-1]
 		var refreshed, vanished int
 		err = s.reg.Tx(ctx, func(tx *registry.Tx) error {
 			for _, id := range ids {
@@ -295,7 +326,7 @@ func (s *run) refresh(ctx context.Context, upTo int64) error {
 				}
 				refreshed++
 			}
-			return nil
+			return tx.SetState(ctx, stateRefresh, strconv.FormatInt(after, 10))
 		})
 		if err != nil {
 			return fmt.Errorf("refresh users %d–%d: %w", ids[0], ids[len(ids)-1], err)
@@ -303,11 +334,12 @@ func (s *run) refresh(ctx context.Context, upTo int64) error {
 		s.sum.Checked += len(ids)
 		s.sum.Refreshed += refreshed
 		s.sum.Vanished += vanished
-		if len(regs) < refreshBatch || len(ids) < len(regs) {
-			return nil
-		}
-		after = ids[len(ids)-1]
+		budget -= len(ids)
 	}
+	if after == 0 {
+		return s.reg.SetState(ctx, stateRefresh, "0")
+	}
+	return nil
 }
 
 // logRead is what reading the logs produced, to be committed at the end.

@@ -411,3 +411,34 @@ func TestSyncReusedID(t *testing.T) {
 	}
 	e.absent("gone")
 }
+
+// A run re-reads at most RefreshLimit unverified sign-ups and the next goes
+// on from there, so every one is seen within a few runs.
+func TestSyncRefreshLimit(t *testing.T) {
+	e := newEnv(t, mgtest.NewSQLite(t, sender))
+	var ids []int64
+	for i := 0; i < 5; i++ {
+		ids = append(ids, e.inst.AddUser(t, mgtest.User{Username: fmt.Sprintf("u%d", i), Email: fmt.Sprintf("u%d@example.net", i)}))
+	}
+	e.sync()
+	for _, id := range ids {
+		e.inst.Grant(t, id, "active")
+	}
+	e.opts.RefreshLimit = 2
+	var checked []int
+	for i := 0; i < 3; i++ {
+		checked = append(checked, e.sync().Checked)
+	}
+	if fmt.Sprint(checked) != "[2 2 1]" {
+		t.Errorf("checked per run %v, want [2 2 1]", checked)
+	}
+	for i := range ids {
+		if r := e.reg1(fmt.Sprintf("u%d", i)); !r.Verified {
+			t.Errorf("u%d still unverified", i)
+		}
+	}
+	// Nothing left to re-read.
+	if sum := e.sync(); sum.Checked != 0 {
+		t.Errorf("after all verified: %v", sum)
+	}
+}

@@ -543,3 +543,28 @@ func TestOutgoingRecordFails(t *testing.T) {
 		t.Errorf("answer %q with %+v, want accept with the sender signed", act.Code, mods)
 	}
 }
+
+// Nothing is discarded that is not on disk: with the registry gone, the
+// real handler fails and Postfix's bounce is delivered.
+func TestRegistryUnavailable(t *testing.T) {
+	db := openRegistry(t)
+	now := time.Now()
+	err := db.Tx(t.Context(), func(tx *registry.Tx) error {
+		return tx.UpsertRegistration(t.Context(), registry.Registration{UserID: 42, Username: "xk7bot", Email: "Xk7bot@example.net", Created: now, Synced: now})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RecordSends(t.Context(), []registry.Send{{Recipient: "Xk7bot@example.net", Sent: now}}); err != nil {
+		t.Fatal(err)
+	}
+	h := &bounce.Handler{Journal: db, Policy: bounce.DefaultPolicy(), Sender: sender}
+	srv := serve(t, Config{}, h, db, nil, time.Second)
+	db.Close()
+	if _, act, _ := dialLocal(t, srv.addr).send(bounceOf(t, sender)); act.Code != milter.ActAccept {
+		t.Errorf("bounce with the registry closed: %q, want accept", act.Code)
+	}
+	if _, act, _ := dialLocal(t, srv.addr).send(verification("Xk7bot@example.net")); act.Code != milter.ActAccept {
+		t.Errorf("outgoing mail with the registry closed: %q, want accept", act.Code)
+	}
+}

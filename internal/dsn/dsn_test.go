@@ -51,6 +51,13 @@ var samples = map[string]want{
 		recipients: []Recipient{{Address: "slow@example.net", Action: "delayed", Status: "4.4.1", Reason: "networkerror", Permanent: false}},
 		original:   Original{To: "slow@example.net", Subject: "GNU MediaGoblin - Verify your email!"},
 	},
+	"postfix-report-unavailable.eml": {
+		// No per-recipient fields at all: the returned message's To is
+		// the recipient, and nothing says why.
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "NoSuchUser@example.net", Action: "failed", Status: "5.0.0", Reason: "onhold", Permanent: true}},
+		original:   Original{MessageID: "<20261126010201.4F1A21C0F2@mail.example.org>"},
+	},
 	"qmail-userunknown.eml": {
 		bounce: true, kind: "bounce",
 		recipients: []Recipient{{Address: "ghost@qmail.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},

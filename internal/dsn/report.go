@@ -82,6 +82,15 @@ func (p *Parser) recognise(m *msg, depth int) *Report {
 		return rep
 	}
 
+	// A report or mail system's bounce that names no recipient anywhere
+	// (Postfix's "Delivery report unavailable", V5 Sendmail's bare
+	// transcript): the returned message's single To address is the one
+	// that failed.
+	if r, ok := returnedRecipient(m); ok {
+		rep.Format, rep.Recipients = "returned-to", []Recipient{r}
+		return rep
+	}
+
 	// A bounce forwarded as an attachment, or returned inside another
 	// bounce. What it returned is the original, not the bounce itself.
 	if len(m.returnedRaw) > 0 && depth < p.maxDepth() {
@@ -128,6 +137,41 @@ func mergeText(rep *Report, m *msg) {
 // a few lines (RFC 5321 section 4.5.3.1.5 allows 512 bytes a line), and the
 // reason is looked for in it phrase by phrase.
 const maxDiagnostic = 2048
+
+// returnedRecipient is the last resort for bounces whose text names no
+// recipient: it believes the returned message's To field, but only for a
+// delivery-status report or for mail from a mail system with a bounce's
+// subject, and only when To holds a single address.
+func returnedRecipient(m *msg) (Recipient, bool) {
+	if !m.headerOK || !(m.reportType == "delivery-status" || daemonFrom(m) && bounceSubject(m)) {
+		return Recipient{}, false
+	}
+	h := m.returned
+	if h == nil {
+		h = m.quotedHeader()
+	}
+	if h == nil {
+		return Recipient{}, false
+	}
+	to := h.Get("To")
+	if strings.Count(to, "@") != 1 {
+		return Recipient{}, false
+	}
+	addr := addressIn(to)
+	text := bodyBeforeReturned(m.text)
+	diag := firstDiagnostic(text)
+	// A delivery-status report is evidence enough; other mail must say
+	// why in words this package knows.
+	if addr == "" || diag == "" && m.reportType != "delivery-status" && classify("", text) == "onhold" {
+		return Recipient{}, false
+	}
+	if diag == "" {
+		diag = strings.TrimSpace(firstParagraph(text))
+	}
+	rs := []Recipient{{Address: addr, Diagnostic: diag}}
+	markDelayed(rs, text)
+	return rs[0], true
+}
 
 // finish fills in what the recognisers left out: status inferred from the
 // diagnostic, reason, permanence, action, and the report's kind.

@@ -67,8 +67,10 @@ if ((${#missing[@]})); then
 		own_policy=true
 		trap '[[ $own_policy == true ]] && rm -f "$policy"' EXIT
 	fi
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}"
+	# Wait for another apt-get or dpkg rather than fail.
+	apt=(apt-get -o DPkg::Lock::Timeout=300)
+	"${apt[@]}" update -qq
+	"${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}"
 	if [[ $own_policy == true ]]; then
 		rm -f "$policy"
 		own_policy=false

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -112,5 +115,58 @@ func TestFail2banClient(t *testing.T) {
 	bogus := &Fail2banClient{Jail: DefaultJail, Command: "/nonexistent/fail2ban-client"}
 	if err := bogus.Ban(ctx, netip.MustParseAddr("fe80::1%eth0"), ""); !errors.Is(err, ErrProtected) {
 		t.Errorf("Ban(fe80::1) = %v, want ErrProtected", err)
+	}
+}
+
+// TestContribJailSystemConfig installs contrib's filter and jail into a copy
+// of the system's /etc/fail2ban, as an admin would, and checks what fail2ban
+// would run (fail2ban-client -d starts nothing): the jail reads the log with
+// the filter, bans at the first line, and uses the system's ban action.
+func TestContribJailSystemConfig(t *testing.T) {
+	_, err := os.Stat("/etc/fail2ban/jail.conf")
+	testenv.Require(t, err == nil, "fail2ban is not installed (apt-get install fail2ban)")
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("/etc/fail2ban")); err != nil {
+		t.Fatal(err)
+	}
+	contrib := filepath.Join(testenv.RepoRoot(t), "contrib", "fail2ban")
+	for _, f := range []string{"filter.d/bouncemilter.conf", "jail.d/bouncemilter.conf"} {
+		b, err := os.ReadFile(filepath.Join(contrib, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The shipped logpath, /var/log/bouncemilter/bans.log, need not exist
+	// here: point the jail at a file that does, as a .local would.
+	banLog := filepath.Join(dir, "bans.log")
+	if err := os.WriteFile(banLog, nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "jail.d", "bouncemilter.local"), []byte("[bouncemilter]\nlogpath = "+banLog+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("fail2ban-client", "-c", dir, "-d").CombinedOutput()
+	if err != nil {
+		t.Fatalf("fail2ban-client -d: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"['add', 'bouncemilter', 'auto']",
+		"['set', 'bouncemilter', 'addfailregex', '^\\\\s*bouncemilter: ban <HOST>",
+		"['set', 'bouncemilter', 'maxretry', 1]",
+		"['set', 'bouncemilter', 'bantime', '7d']",
+		"['set', 'bouncemilter', 'usedns', 'no']",
+		"['set', 'bouncemilter', 'addlogpath', '" + banLog + "'",
+		"['set', 'bouncemilter', 'addaction', ",
+		"['start', 'bouncemilter']",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("fail2ban would not run %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("fail2ban-client -d:\n%s", out)
 	}
 }

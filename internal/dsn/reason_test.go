@@ -1,0 +1,57 @@
+package dsn
+
+import "testing"
+
+func TestFindStatus(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"550 5.1.1 <a@b>: User unknown", "5.1.1"},
+		{"Status: 4.4.7 (delivery expired)", "4.4.7"},
+		{"(#5.1.1)", "5.1.1"},
+		{"5.4.316 Message expired", "5.4.316"},
+		{"version 8.13.1/8.13.1", ""}, // not a status
+		{"host 192.0.2.1 said", ""},   // an IP address
+		{"15.1.1 is not a code", ""},
+		{"", ""},
+	} {
+		if got := findStatus(c.in); got != c.want {
+			t.Errorf("findStatus(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+func TestFindReplyCode(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"550 5.1.1 User unknown", "550"},
+		{"said: 550-5.1.1 The email account", "550"},
+		{"port 2525 refused", ""},
+		{"1550 x", ""},
+	} {
+		if got := findReplyCode(c.in); got != c.want {
+			t.Errorf("findReplyCode(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+func TestClassify(t *testing.T) {
+	for _, c := range []struct{ status, diag, want string }{
+		{"5.1.1", "550 5.1.1 <a@b>: Recipient address rejected: User unknown", "userunknown"},
+		{"5.0.0", "550 Unknown user a@example.com", "userunknown"},
+		{"5.1.2", "Host or domain name not found", "hostunknown"},
+		{"5.4.4", "Host or domain name not found. Name service error for name=x type=MX: Host not found", "hostunknown"},
+		{"5.4.4", "Name service error: Malformed or unexpected name server reply", "networkerror"},
+		{"5.2.2", "552 5.2.2 Mailbox full", "mailboxfull"},
+		{"5.1.8", "501 5.1.8 Sender address rejected: Domain not found", "rejected"},
+		{"5.0.0", "553 sender address rejected after MAIL FROM", "rejected"},
+		{"5.1.10", "550 5.1.10 RESOLVER.ADR.RecipientNotFound", "userunknown"},
+		{"5.1.10", "556 5.1.10 Recipient address has null MX", "hostunknown"},
+		{"5.0.0", "SMTP error from remote mail server after end of data: 550 User unknown", "filtered"},
+		{"5.7.1", "554 5.7.1 Service unavailable; Client host blocked using zen.spamhaus.org", "blocked"},
+		{"4.4.7", "Message expired", "expired"},
+		{"5.3.4", "552 5.3.4 Message size exceeds fixed limit", "mesgtoolarge"},
+		{"", "", "undefined"},
+	} {
+		if got := classify(c.status, c.diag); got != c.want {
+			t.Errorf("classify(%q, %q) = %q, want %q", c.status, c.diag, got, c.want)
+		}
+	}
+}

@@ -59,8 +59,13 @@ func (r *DB) Restore(ctx context.Context, userID int64, note string, now time.Ti
 	}
 	var queued []Action
 	err = r.Tx(ctx, func(tx *Tx) error {
+		// The IP ban may have been queued under another sign-up from the
+		// same address: it is lifted too, since a real user uses that IP.
 		rows, err := tx.tx.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions
-			WHERE user_id = ? AND kind IN ('ban-account', 'ban-ip') AND state IN ('pending', 'applied')`, userID)
+			WHERE state IN ('pending', 'applied') AND (
+				(user_id = ? AND kind IN ('ban-account', 'ban-ip')) OR
+				(kind = 'ban-ip' AND target = ? AND target != ''))
+			ORDER BY id`, userID, reg.IP)
 		if err != nil {
 			return err
 		}

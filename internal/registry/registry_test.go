@@ -237,3 +237,45 @@ func TestConcurrentWriters(t *testing.T) {
 		t.Fatalf("registrations = %d", n)
 	}
 }
+
+// Two sign-ups from one IP: the IP ban is queued once, under the first. Restoring
+// the second must still lift it.
+func TestRestoreLiftsSharedIPBan(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t)
+	seed(t, db,
+		Registration{UserID: 42, Username: "bot", Email: "bot@x.example", Created: t0, Synced: t0},
+		Registration{UserID: 43, Username: "real", Email: "real@x.example", Created: t0, Synced: t0},
+	)
+	err := db.Tx(ctx, func(tx *Tx) error {
+		for _, name := range []string{"bot", "real"} {
+			if _, err := tx.SetIP(ctx, name, "198.51.100.4", "combined"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []int64{42, 43} {
+		_, err := db.RecordBounce(ctx, Bounce{Received: t0, Verdict: VerdictActed, Report: "{}"}, []Action{
+			{UserID: id, Kind: BanAccount, Target: UserTarget(id)},
+			{UserID: id, Kind: BanIP, Target: "198.51.100.4"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	undo, err := db.Restore(ctx, 43, "false positive", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[ActionKind]string{}
+	for _, a := range undo {
+		kinds[a.Kind] = a.Target
+	}
+	if kinds[UnbanAccount] != "43" || kinds[UnbanIP] != "198.51.100.4" {
+		t.Fatalf("restore queued %+v; want the account and the shared IP lifted", undo)
+	}
+}

@@ -61,6 +61,11 @@ var reasonPhrases = []struct {
 		"no mx record", "invalid domain", "domain name not found", "domain is not valid", "dns error: domain", "null mx",
 		"host does not exist", "unrouteable domain", "no route to host for domain",
 		"domain isn't in my list of allowed rcpthosts", "the domain name does not exist"}},
+	{"suspend", []string{"account disabled", "mailbox disabled", "account has been disabled", "suspended",
+		"is disabled", "account is disabled", "mailbox is disabled", "deactivated", "inactive", "account expired",
+		"mailbox is inactive", "account is locked", "has been temporarily disabled", "currently suspended",
+		"not active", "mailbox unavailable or access denied", "blocked for abuse", "temporary locked",
+		"temporarily locked", "account locked"}},
 	{"userunknown", []string{"user unknown", "unknown user", "no such user", "no such mailbox", "user not found",
 		"mailbox not found", "recipient not found", "does not exist", "doesn't exist", "unknown recipient",
 		"recipient unknown", "invalid recipient", "invalid mailbox", "not a valid mailbox", "no mailbox",
@@ -75,11 +80,10 @@ var reasonPhrases = []struct {
 		"mailbox unknown", "recipient rejected", "bad recipient", "invalid-recipient", "not listed in",
 		"the recipient was not found", "mailbox name not allowed", "user does not have", "unknown e-mail address",
 		"destination address doesn't exist", "no mailbox here", "recipient does not exist", "rcpt unknown",
-		"the email address you entered couldn't be found", "not found in directory", "address rejected"}},
-	{"suspend", []string{"account disabled", "mailbox disabled", "account has been disabled", "suspended",
-		"is disabled", "account is disabled", "mailbox is disabled", "deactivated", "inactive", "account expired",
-		"mailbox is inactive", "account is locked", "has been temporarily disabled", "currently suspended",
-		"not active", "mailbox unavailable or access denied", "blocked for abuse"}},
+		"the email address you entered couldn't be found", "not found in directory",
+		// Office 365's directory-based edge blocking refuses unknown
+		// recipients with 5.4.1 and these words.
+		"recipient address rejected: access denied"}},
 	{"hasmoved", []string{"has moved", "has been moved"}},
 	{"norelaying", []string{"relay access denied", "relaying denied", "not permitted to relay", "relay not permitted",
 		"unable to relay", "relaying not allowed", "relay denied", "we do not relay", "not allowed to relay",
@@ -154,11 +158,17 @@ func classifyText(status, diag string) string {
 	}
 	d := strings.ToLower(diag)
 	if d != "" {
-		for _, rp := range reasonPhrases {
+		for i, rp := range reasonPhrases {
 			for _, p := range rp.phrases {
-				if strings.Contains(d, p) {
-					return rp.reason
+				if !strings.Contains(d, p) {
+					continue
 				}
+				if i == len(reasonPhrases)-1 && strings.HasPrefix(sub, "1.") {
+					// A bare "rejected" of a destination
+					// address (x.1.x, RFC 3463 section 3.2).
+					return "userunknown"
+				}
+				return rp.reason
 			}
 		}
 	}

@@ -36,11 +36,21 @@ func TestLogFileJail(t *testing.T) {
 		f2b.WaitBanned(t, DefaultJail, ip, 30*time.Second)
 	}
 
+	// logrotate moves the log away; the next ban starts a new file, and
+	// fail2ban follows it.
+	if err := os.Rename(f2b.BanLog, f2b.BanLog+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Ban(ctx, netip.MustParseAddr("198.51.100.8"), "after rotation"); err != nil {
+		t.Fatal(err)
+	}
+	f2b.WaitBanned(t, DefaultJail, "198.51.100.8", 30*time.Second)
+
 	// Unban goes through fail2ban-client, as Options.Jail asked.
 	if err := b.Unban(ctx, netip.MustParseAddr("203.0.113.7")); err != nil {
 		t.Fatal(err)
 	}
-	if got := f2b.Banned(t, DefaultJail); slices.Contains(got, "203.0.113.7") || len(got) != 2 {
+	if got := f2b.Banned(t, DefaultJail); slices.Contains(got, "203.0.113.7") || len(got) != 3 {
 		t.Errorf("after Unban fail2ban bans %q", got)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/bouncemilter/bouncemilter/internal/mediagoblin/mgtest"
+	"github.com/bouncemilter/bouncemilter/internal/returnpath"
 	"github.com/bouncemilter/bouncemilter/internal/testenv"
 )
 
@@ -155,10 +156,52 @@ func runPipeline(t *testing.T, inst *mgtest.Instance) {
 	w.waitBounceDelivered("alice@nowhere.example")
 	w.waitBounceDelivered("admin@nowhere.example")
 
-	// A bounce that arrives over SMTP naming an unverified sign-up, but
-	// for mail this instance never sent it, is forged: delivered, no action.
-	w.send("", sender, dsnMessage("spambot2@nowhere.example", "forged-1"))
-	w.waitDelivered(sender, "forged-1")
+	// Bounces that arrive over SMTP naming an unverified sign-up are
+	// forged unless their address carries a valid tag for that recipient:
+	// no tag, a wrong one, an expired one, one for another address. They
+	// are delivered and change nothing.
+	signer := w.signer()
+	expired, _ := signer.Sign(sender, "spambot2@nowhere.example", now.Add(-30*24*time.Hour))
+	other, _ := signer.Sign(sender, "spambot3@nowhere.example", now)
+	good, _ := signer.Sign(sender, "spambot2@nowhere.example", now)
+	_, goodTag := returnpath.Split(good, "+")
+	wrong := "notice+" + strings.Repeat("a", len(goodTag)) + "@media.example.org"
+	for i, to := range []string{sender, wrong, expired, other} {
+		marker := fmt.Sprintf("forged-%d", i)
+		w.send("", to, dsnMessage("spambot2@nowhere.example", marker))
+		w.waitDelivered(to, marker)
+	}
+	if banned, reason := inst.Banned(t, bot2); banned {
+		t.Fatalf("a forged bounce banned spambot2: %s", reason)
+	}
+	// The same bounce to the validly signed address acts, over SMTP too.
+	w.send("", good, dsnMessage("spambot2@nowhere.example", "genuine-2"))
+	testenv.WaitFor(t, 30*time.Second, "spambot2 banned in MediaGoblin", func() bool {
+		banned, _ := inst.Banned(t, bot2)
+		return banned
+	})
+	testenv.WaitFor(t, 60*time.Second, "fail2ban to ban 203.0.113.8", func() bool {
+		return contains(f2b.Banned(t, "bouncemilter"), "203.0.113.8")
+	})
+
+	// The admin restores spambot2: the account ban and the IP ban are
+	// lifted, and the restore sticks: the next genuine bounce changes nothing.
+	w.run("accounts", "restore", "--registry", w.registry, "--mediagoblin-config", inst.IniPath,
+		"--fail2ban-socket", f2b.Socket, "spambot2")
+	if banned, _ := inst.Banned(t, bot2); banned {
+		t.Error("spambot2 still banned in MediaGoblin after restore")
+	}
+	if contains(f2b.Banned(t, "bouncemilter"), "203.0.113.8") {
+		t.Error("203.0.113.8 still banned by fail2ban after restore")
+	}
+	if list := w.run("accounts", "list", "--registry", w.registry); strings.Contains(list, "spambot2") {
+		t.Errorf("accounts list still shows spambot2 after restore:\n%s", list)
+	}
+	w.send("", good, dsnMessage("spambot2@nowhere.example", "genuine-3"))
+	w.waitDelivered(good, "genuine-3")
+	if banned, _ := inst.Banned(t, bot2); banned {
+		t.Error("a bounce after the restore banned spambot2 again")
+	}
 	// A bounce that matches no account at all is delivered as before.
 	w.send("", sender, dsnMessage("ghost@nowhere.example", "ghost-1"))
 	w.waitDelivered(sender, "ghost-1")
@@ -182,6 +225,16 @@ func runPipeline(t *testing.T, inst *mgtest.Instance) {
 		t.Logf("bouncemilter's log:\n%s", w.serveLog.String())
 		t.Logf("Postfix's log:\n%s", w.postfix.LogText(t))
 	}
+}
+
+// signer signs return paths with the key serve created beside the registry.
+func (w *world) signer() *returnpath.Signer {
+	w.t.Helper()
+	keys, err := returnpath.LoadOrCreate(filepath.Join(filepath.Dir(w.registry), "returnpath.keys"))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return &returnpath.Signer{Keys: keys}
 }
 
 func (w *world) startServe() {

@@ -107,6 +107,7 @@ func runAccountsRestore(ctx context.Context, args []string, stdout, stderr io.Wr
 		mgConfig = fs.String("mediagoblin-config", defaultMediaGoblinConfig, "MediaGoblin's mediagoblin.ini, to lift the account ban at once")
 		banKind  = fs.String("banner", "fail2ban", "how to lift the IP ban: fail2ban (fail2ban-client; needs root), nftables, or none (leave it to the running milter)")
 		jail     = fs.String("fail2ban-jail", "bouncemilter", "the fail2ban jail to unban from")
+		socket   = fs.String("fail2ban-socket", "", "fail2ban's socket, when not the system's (fail2ban-client -s)")
 		note     = fs.String("note", "false positive", "why, for the allow-list")
 	)
 	fs.Usage = func() { fmt.Fprint(stderr, accountsUsage); fs.PrintDefaults() }
@@ -144,7 +145,7 @@ func runAccountsRestore(ctx context.Context, args []string, stdout, stderr io.Wr
 		fmt.Fprintf(stderr, "bouncemilter accounts restore: %v; the running milter will lift the bans\n", err)
 		return status
 	}
-	ipBanner, err := banner.New(*banKind, banner.Options{Jail: *jail})
+	ipBanner, err := banner.New(*banKind, banner.Options{Jail: *jail, Fail2banSocket: *socket})
 	if err != nil {
 		fmt.Fprintf(stderr, "bouncemilter accounts restore: %v\n", err)
 		return 1

@@ -43,6 +43,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		banKind     = fs.String("banner", "log", "how to ban IPs: log (a line in --ban-log for fail2ban), fail2ban (fail2ban-client), nftables, or none")
 		banLog      = fs.String("ban-log", defaultBanLog, "with --banner log: the file fail2ban's bouncemilter jail watches")
 		jail        = fs.String("fail2ban-jail", "bouncemilter", "the fail2ban jail to ban in and unban from")
+		socket      = fs.String("fail2ban-socket", "", "fail2ban's socket, when not the system's (fail2ban-client -s)")
 		window      = fs.Duration("window", bounce.DefaultPolicy().Window, "act only on sign-ups younger than this")
 		maxSize     = fs.Int("max-size", filter.DefaultMaxSize, "read at most this many bytes of a bounce; a longer one is never discarded")
 		sign        = fs.Bool("sign-return-path", true, "rewrite the envelope sender of MediaGoblin's mail to a signed local+TAG@domain address, so that forged bounces are recognised (needs recipient_delimiter = + in Postfix)")
@@ -71,7 +72,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	}
 	defer reg.Close()
 
-	ipBanner, err := banner.New(*banKind, banner.Options{LogPath: *banLog, Jail: *jail})
+	ipBanner, err := banner.New(*banKind, banner.Options{LogPath: *banLog, Jail: *jail, Fail2banSocket: *socket})
 	if err != nil {
 		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
 		return 1

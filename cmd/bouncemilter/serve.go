@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -51,7 +52,22 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		trustHdrs   = fs.Bool("trust-returned-headers", false, "also accept bounces whose returned headers match mail recorded as sent (only for setups where MediaGoblin's mail bypasses this Postfix)")
 		discardSusp = fs.Bool("discard-suspect", false, "discard bounces that cannot be shown to answer this instance's mail, instead of delivering them")
 		grace       = fs.Duration("shutdown-grace", 10*time.Second, "on SIGTERM, wait this long for messages in flight")
+		neverBan    prefixList
 	)
+	fs.Var(&neverBan, "never-ban", "an address or CIDR never to ban (your reverse proxy, your office); repeatable. Loopback, link-local and multicast are never banned anyway")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: bouncemilter serve [flags]
+
+Runs the milter that Postfix's smtpd_milters and non_smtpd_milters point at
+(see contrib/postfix), and the worker that applies its decisions: bans in
+MediaGoblin's core__user_bans and IP bans. Mail that is not a bounce of
+MediaGoblin's own mail is accepted unread. On SIGTERM it finishes the
+messages in flight; on SIGHUP it re-reads the return-path signing keys.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -72,7 +88,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	}
 	defer reg.Close()
 
-	ipBanner, err := banner.New(*banKind, banner.Options{LogPath: *banLog, Jail: *jail, Fail2banSocket: *socket})
+	ipBanner, err := banner.New(*banKind, banner.Options{LogPath: *banLog, Jail: *jail, Fail2banSocket: *socket, Allow: neverBan})
 	if err != nil {
 		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
 		return 1
@@ -82,7 +98,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		return mediagoblin.Open(ctx, cfg)
 	}}
 	w := worker.New(reg, accounts, ipBanner, log.With("component", "worker"))
-	w.Refusals = []error{mediagoblin.ErrPrivileged, mediagoblin.ErrVerified, mediagoblin.ErrNoSuchUser, banner.ErrProtected}
+	w.Refusals = []error{mediagoblin.ErrPrivileged, mediagoblin.ErrVerified, mediagoblin.ErrNoSuchUser, banner.ErrProtected, banner.ErrUnbanUnsupported}
 
 	handler := &bounce.Handler{
 		Journal:              reg,
@@ -138,6 +154,24 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// prefixList is a repeatable flag of addresses and CIDR prefixes.
+type prefixList []netip.Prefix
+
+func (p *prefixList) String() string { return fmt.Sprint(*p) }
+
+func (p *prefixList) Set(v string) error {
+	if prefix, err := netip.ParsePrefix(v); err == nil {
+		*p = append(*p, prefix.Masked())
+		return nil
+	}
+	addr, err := netip.ParseAddr(v)
+	if err != nil {
+		return fmt.Errorf("%q is neither an address nor a CIDR prefix", v)
+	}
+	*p = append(*p, netip.PrefixFrom(addr.Unmap(), addr.Unmap().BitLen()))
+	return nil
 }
 
 // loadMediaGoblin reads MediaGoblin's config. A missing file is not fatal:

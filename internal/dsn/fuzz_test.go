@@ -108,10 +108,11 @@ func FuzzRecipientLine(f *testing.F) {
 		if ok && !strings.Contains(addr, "@") {
 			t.Fatalf("recipientLine(%q) = %q without @", s, addr)
 		}
-		decodeXtext(s)
-		decodeUTF8Addr(s)
-		findStatus(s)
-		findReplyCode(s)
-		classify(findStatus(s), s)
+		// These must not panic on any string.
+		_ = decodeXtext(s)
+		_ = decodeUTF8Addr(s)
+		_ = findReplyCode(s)
+		_ = lastStatus(s)
+		_ = classify(findStatus(s), s)
 	})
 }

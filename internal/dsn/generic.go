@@ -133,9 +133,7 @@ func recipientLine(line string) (addr, rest string, ok bool) {
 		}
 		addr, rest = t[:j], t[j:]
 		addr = strings.TrimRight(addr, ":,;")
-		if strings.HasSuffix(addr, "...") {
-			addr = addr[:len(addr)-3]
-		}
+		addr = strings.TrimSuffix(addr, "...")
 		addr = strings.TrimRight(addr, ".")
 	}
 	addr = strings.Trim(addr, `"'`)

@@ -20,8 +20,8 @@ const maxMessages = 100000
 // starts with a "From " line, and returns one report per message. Each
 // message is held to MaxBytes: the rest of an oversized message is skipped
 // (its report marked Truncated) and reading goes on with the next. The
-// error is non-nil only when r fails; the reports read before are returned
-// with it.
+// error is non-nil only when r fails or on ErrInternal; the reports are
+// returned with it.
 func (p *Parser) ParseAll(r io.Reader) ([]*Report, error) {
 	// Look at the first five bytes without a buffered reader: a single
 	// message (the common case) is then read once, into one buffer.
@@ -48,12 +48,17 @@ func (p *Parser) ParseAll(r io.Reader) ([]*Report, error) {
 		buf     bytes.Buffer
 		over    bool
 		blank   = true
+		// firstErr is the first ErrInternal; reading goes on.
+		firstErr error
 	)
 	emit := func() {
 		if buf.Len() == 0 && !over {
 			return
 		}
-		rep := p.parseBytes(buf.Bytes())
+		rep, err := p.parseBytes(buf.Bytes())
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
 		rep.Truncated = rep.Truncated || over
 		reports = append(reports, rep)
 		buf.Reset()
@@ -79,7 +84,7 @@ func (p *Parser) ParseAll(r io.Reader) ([]*Report, error) {
 		}
 		if err == io.EOF {
 			emit()
-			return reports, nil
+			return reports, firstErr
 		}
 		if err != nil {
 			emit()

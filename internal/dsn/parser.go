@@ -18,6 +18,10 @@ import (
 // that point, when a message is larger than Parser.MaxBytes.
 var ErrTooLarge = errors.New("dsn: message too large")
 
+// ErrInternal reports a bug of this package met while reading a message;
+// the caller should treat the message as if it were not a bounce.
+var ErrInternal = errors.New("dsn: internal error")
+
 // Default limits, chosen for a milter that reads one bounce at a time:
 // Postfix returns at most bounce_size_limit (50 000) bytes of the original
 // message, so real bounces are far below these.
@@ -90,9 +94,9 @@ func ParseAll(r io.Reader) ([]*Report, error) {
 
 // Parse reads one message from r and says what it reports. A leading mbox
 // "From " line is skipped. A message that is not a bounce is not an error:
-// its report has Bounce false. The error is non-nil only when r fails or the
-// message exceeds MaxBytes (ErrTooLarge); in the latter case the report of
-// what was read is returned too.
+// its report has Bounce false. The error is non-nil only when r fails, when
+// the message exceeds MaxBytes (ErrTooLarge: the report of what was read is
+// returned too) or on ErrInternal.
 func (p *Parser) Parse(r io.Reader) (*Report, error) {
 	limit := p.maxBytes()
 	b, err := io.ReadAll(io.LimitReader(r, limit+1))
@@ -104,21 +108,33 @@ func (p *Parser) Parse(r io.Reader) (*Report, error) {
 		b = b[:limit]
 		tooLarge = fmt.Errorf("message larger than %d bytes: %w", limit, ErrTooLarge)
 	}
-	rep := p.parseBytes(skipFromLine(b))
+	rep, err := p.parseBytes(skipFromLine(b))
+	if err != nil {
+		return rep, err
+	}
 	if tooLarge != nil {
 		rep.Truncated = true
 	}
 	return rep, tooLarge
 }
 
-// parseBytes turns one whole message into a report. It never fails: what
-// cannot be read as MIME is read as text.
-func (p *Parser) parseBytes(b []byte) *Report {
+// parseBytes turns one whole message into a report. What cannot be read as
+// MIME is read as text, so malformed mail is no error. The one error is a
+// panic of a recogniser: that is a bug (the fuzz targets hunt for them), but
+// a milter reading mail from anyone must survive it, so it comes back as
+// ErrInternal with an empty report.
+func (p *Parser) parseBytes(b []byte) (rep *Report, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			rep = &Report{Recipients: []Recipient{}}
+			err = fmt.Errorf("%w: %v", ErrInternal, v)
+		}
+	}()
 	m := p.read(b)
-	rep := p.recognise(m, 0)
+	rep = p.recognise(m, 0)
 	rep.Original = m.original()
 	p.finish(rep)
-	return rep
+	return rep, nil
 }
 
 // msg is what the recognisers look at: the top-level header, the parts that

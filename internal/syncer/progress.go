@@ -51,6 +51,7 @@ func (p *progress) line(now time.Time) string {
 
 func (p *progress) done() {
 	if p.term != nil && p.drawn {
+		p.total = p.n // the estimate counted ids of deleted users too
 		fmt.Fprintf(p.term, "\r%s %s\n", bar(p.total, p.total), p.line(time.Now()))
 	}
 }

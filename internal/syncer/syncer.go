@@ -41,8 +41,8 @@ const (
 	DefaultBatch     = 5000
 	// DefaultRefreshLimit bounds how many unverified sign-ups one run
 	// re-reads.
-	DefaultRefreshLimit = 5000
-	refreshBatch        = 500
+	DefaultRefreshLimit = 2000
+	refreshBatch        = 1000
 )
 
 // Registry state keys. Log positions are keyed by the log's absolute path.

@@ -55,6 +55,17 @@ func BenchmarkPostfix(b *testing.B) {
 	benchMessages(b, loadDir(b, filepath.Join("..", "..", "testdata", "dsn", "postfix-userunknown.eml")))
 }
 
+// BenchmarkPostfixReturned is Postfix's bounce with the most of the
+// original it returns by default (bounce_size_limit = 50000 bytes), to
+// compare allocation with a larger message.
+func BenchmarkPostfixReturned(b *testing.B) {
+	msg := sample(b, "postfix-userunknown.eml")
+	end := bytes.LastIndex(msg, []byte("\n--4F1A21C0F2"))
+	body := bytes.Repeat([]byte("SGkgbm9zdWNodXNlciwKClRvIGFjdGl2YXRlIHlvdXIgR05VIE1lZGlhR29ibGluIGFjY291bnQs\n"), 50000/77)
+	big := append(append(append([]byte{}, msg[:end]...), body...), msg[end:]...)
+	benchMessages(b, [][]byte{big})
+}
+
 // BenchmarkSamples runs over every sample in testdata/dsn.
 func BenchmarkSamples(b *testing.B) {
 	benchMessages(b, loadDir(b, filepath.Join("..", "..", "testdata", "dsn", "*")))

@@ -30,7 +30,12 @@ func (p *Parser) ParseAll(r io.Reader) ([]*Report, error) {
 	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 		return nil, fmt.Errorf("read message: %w", err)
 	}
-	r = io.MultiReader(bytes.NewReader(head[:n]), r)
+	if l, ok := r.(interface{ Len() int }); ok {
+		// Keep the length known, for readAll.
+		r = sizedReader{io.MultiReader(bytes.NewReader(head[:n]), r), n + l.Len()}
+	} else {
+		r = io.MultiReader(bytes.NewReader(head[:n]), r)
+	}
 	if string(head[:n]) != "From " {
 		rep, err := p.Parse(r)
 		if rep == nil {
@@ -92,6 +97,14 @@ func (p *Parser) ParseAll(r io.Reader) ([]*Report, error) {
 		}
 	}
 }
+
+// sizedReader is a reader that knows how many bytes it holds.
+type sizedReader struct {
+	io.Reader
+	n int
+}
+
+func (s sizedReader) Len() int { return s.n }
 
 // headerFollows reports whether the next line is a header field, which
 // makes a "From " line that does not follow a blank line a separator all

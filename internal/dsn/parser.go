@@ -99,7 +99,7 @@ func ParseAll(r io.Reader) ([]*Report, error) {
 // returned too) or on ErrInternal.
 func (p *Parser) Parse(r io.Reader) (*Report, error) {
 	limit := p.maxBytes()
-	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	b, err := readAll(r, limit+1)
 	if err != nil {
 		return nil, fmt.Errorf("read message: %w", err)
 	}
@@ -116,6 +116,19 @@ func (p *Parser) Parse(r io.Reader) (*Report, error) {
 		rep.Truncated = true
 	}
 	return rep, tooLarge
+}
+
+// readAll reads up to limit bytes of r. When r knows its length (a
+// bytes.Reader, a bytes.Buffer) the buffer is allocated once at that size,
+// instead of growing by doubling.
+func readAll(r io.Reader, limit int64) ([]byte, error) {
+	size := int64(512)
+	if l, ok := r.(interface{ Len() int }); ok {
+		size = min(int64(l.Len()), limit) + bytes.MinRead
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	_, err := buf.ReadFrom(io.LimitReader(r, limit))
+	return buf.Bytes(), err
 }
 
 // parseBytes turns one whole message into a report. What cannot be read as
@@ -247,12 +260,23 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 	case "message/feedback-report":
 		m.feedback = true
 	case "message/rfc822", "message/global", "message/partial":
-		b := body()
-		if m.returned == nil {
-			m.returnedRaw = b
-			if h, ok := readHeader(b); ok {
-				m.returned = &h
+		if m.returned != nil {
+			return
+		}
+		if len(m.status) > 0 || m.feedback {
+			// The report part came first (RFC 6522 section 3 puts
+			// it before the returned message): only the header of
+			// the returned message is needed, not its body.
+			if e, _ := message.Read(e.Body); e != nil {
+				m.returned = &e.Header
 			}
+			return
+		}
+		// It may be a bounce forwarded as an attachment: keep it whole.
+		b := body()
+		m.returnedRaw = b
+		if h, ok := readHeader(b); ok {
+			m.returned = &h
 		}
 	case "text/rfc822-headers", "message/global-headers":
 		if m.returned == nil {

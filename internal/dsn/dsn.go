@@ -1,10 +1,19 @@
 // Package dsn reads bounce messages: RFC 3464 delivery status notifications
 // (RFC 6522 multipart/report, RFC 6533 internationalized reports) and the
-// common non-standard formats that real mail servers send instead.
+// common non-standard formats that real mail servers send instead (qmail,
+// Exim, Sendmail, Exchange and Office 365, Gmail, Yahoo, Amazon SES, Google
+// Groups, and plain-text bounces of other systems).
 //
 // It turns one message into a Report: whether it is a bounce at all, and for
-// each recipient the address, action, status, reason and whether the failure
-// is permanent, plus the headers of the returned message when they are there.
+// each recipient the address, action, status (RFC 3463), reason (in
+// Sisimai's vocabulary) and whether the failure is permanent, plus the
+// headers of the returned message when they are there. Auto-replies (RFC
+// 3834), abuse reports (RFC 5965) and success notifications are recognised
+// as such and are not bounces.
+//
+// A Parser holds limits (bytes read, recipients, MIME depth and parts), so
+// that hostile input costs bounded time and memory; Parse and ParseAll use
+// the defaults. ParseAll also reads files of several messages in mbox form.
 //
 // It does no I/O beyond reading the io.Reader it is given, and decides
 // nothing: whether a bounce is authentic or should lead to any action is for
@@ -20,8 +29,13 @@ type Report struct {
 	// Kind is "bounce", "delivered", "vacation", "feedback" or "" (not a
 	// report of any kind).
 	Kind string `json:"kind,omitempty"`
-	// Format names the recogniser that read the message ("rfc3464",
-	// "qmail", "exim", ...).
+	// Format names the recogniser that read the message: "rfc3464"
+	// (also RFC 6533), "rfc3464-inline" (report fields in the text),
+	// "qmail", "exim", "sendmail", "exchange", "gmail", "yahoo",
+	// "amazonses", "googlegroups", "text" (any other plain-text bounce),
+	// "returned-to" (only the returned message's To names the
+	// recipient), "arf", "rfc3834", and "forwarded/..." for a bounce
+	// attached to another message.
 	Format string `json:"format,omitempty"`
 	// ReportingMTA is the Reporting-MTA field (RFC 3464 section 2.2.2),
 	// without its type.

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"sort"
 )
 
 // ErrGarbled: too many lines of a log could not be parsed; it is probably
@@ -53,11 +55,13 @@ type Stats struct {
 //
 // Rotation is followed: when path is a new file (renamed away by
 // logrotate's default) or was truncated (copytruncate), the remainder of the
-// previous file is read first from path.1, or from path.1.gz when it was
-// compressed at once. At the first read (zero pos) path.1 or path.1.gz is
-// read whole before path, so that sign-ups shortly before a rotation are
-// found. Only complete lines are consumed: a line still being written is
-// read at the next call.
+// previous file is read first from path.1, path.1.gz, or a dated name
+// (logrotate's dateext; see predecessor), whichever is that file. At the
+// first read (zero pos) the newest of them is read whole before path, so
+// that sign-ups shortly before a rotation are found. Only complete lines are
+// consumed: a line still being written is read at the next call. When the
+// file that was being read cannot be found any more (rotated twice between
+// two reads), Stats.Lost says that entries may have been missed.
 //
 // When more than a tenth of the lines do not parse, Read returns an error
 // wrapping ErrGarbled; the caller should then not store the position.
@@ -108,12 +112,35 @@ func Read(ctx context.Context, path string, pos Position, fn func(Entry)) (Posit
 	return next, st, nil
 }
 
-// predecessor returns the rotated file path.1, or path.1.gz, for which ok
-// holds, or "".
+// predecessor returns the newest rotated file of path for which ok holds,
+// or "". Candidates, in order: path.1 and path.1.gz (logrotate's default
+// names, with delaycompress or without), then the files named path-DATE or
+// path-DATE.gz (logrotate's dateext), newest first.
 func predecessor(path string, ok func(string, os.FileInfo) bool) string {
+	type cand struct {
+		path string
+		fi   os.FileInfo
+	}
+	var cands []cand
 	for _, p := range []string{path + ".1", path + ".1.gz"} {
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && ok(p, fi) {
-			return p
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			cands = append(cands, cand{p, fi})
+		}
+	}
+	dated, _ := filepath.Glob(path + "-[0-9]*")
+	var ds []cand
+	for _, p := range dated {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			ds = append(ds, cand{p, fi})
+		}
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i].fi.ModTime().After(ds[j].fi.ModTime()) })
+	if len(ds) > 4 {
+		ds = ds[:4]
+	}
+	for _, c := range append(cands, ds...) {
+		if ok(c.path, c.fi) {
+			return c.path
 		}
 	}
 	return ""

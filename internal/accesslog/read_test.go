@@ -208,3 +208,40 @@ func gzipTo(t *testing.T, path string, data []byte) {
 	}
 	f.Close()
 }
+
+// logrotate's dateext, compressed at once.
+func TestReadDateext(t *testing.T) {
+	l := newLog(t)
+	l.append(line("/1"))
+	expect(t, l.read(), "/1")
+	l.append(line("/2"))
+	data, _ := os.ReadFile(l.path)
+	os.Remove(l.path)
+	gzipTo(t, l.path+"-20261126.gz", data)
+	l.append(line("/3"))
+	expect(t, l.read(), "/2", "/3")
+}
+
+// Rotated twice between two reads: what was in between is lost, and Read
+// says so rather than guessing.
+func TestReadLost(t *testing.T) {
+	l := newLog(t)
+	l.append(line("/1"))
+	expect(t, l.read(), "/1")
+	l.append(line("/2"))
+	os.Rename(l.path, l.path+".2")
+	l.append(line("/3"))
+	os.Rename(l.path, l.path+".1")
+	l.append(line("/4"))
+	var got []string
+	pos, st, err := Read(context.Background(), l.path, l.pos, func(e Entry) { got = append(got, e.Path) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Lost {
+		t.Error("Lost not set")
+	}
+	expect(t, got, "/4")
+	l.pos = pos
+	expect(t, l.read())
+}

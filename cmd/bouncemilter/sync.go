@@ -99,6 +99,7 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 		fmt.Fprintf(stderr, "bouncemilter sync: %v\n", err)
 		return 1
 	}
+	cfg.ReadOnly = true // sync never writes to MediaGoblin's database
 	reg, err := registry.Open(ctx, *regPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "bouncemilter sync: %v\n", err)

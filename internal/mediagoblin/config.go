@@ -46,6 +46,11 @@ type Config struct {
 	// EmailSender is email_sender_address: MediaGoblin's From and envelope
 	// sender, so the address bounces come back to.
 	EmailSender string
+	// ReadOnly makes Open connect so that the database refuses writes
+	// (SQLite mode=ro; PostgreSQL default_transaction_read_only): what
+	// sync uses, which must never change MediaGoblin's data. Not read from
+	// the file.
+	ReadOnly bool
 }
 
 // SourceRedacted is Source with any password replaced, fit for logs.

@@ -80,6 +80,9 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		}
 		q := url.Values{}
 		q.Set("mode", "rw")
+		if cfg.ReadOnly {
+			q.Set("mode", "ro")
+		}
 		q.Set("_busy_timeout", "5000")
 		q.Set("_txlock", "immediate")
 		q.Set("_foreign_keys", "on")
@@ -88,7 +91,20 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 			d.db.SetMaxOpenConns(4)
 		}
 	case Postgres:
-		d.db, err = sql.Open("pgx", cfg.Source)
+		src := cfg.Source
+		if cfg.ReadOnly {
+			// pgx passes query parameters it does not know to the server
+			// as run-time parameters.
+			u, perr := url.Parse(src)
+			if perr != nil {
+				return nil, fmt.Errorf("open mediagoblin database %s: %w", d.where, perr)
+			}
+			q := u.Query()
+			q.Set("default_transaction_read_only", "on")
+			u.RawQuery = q.Encode()
+			src = u.String()
+		}
+		d.db, err = sql.Open("pgx", src)
 		if err == nil {
 			d.db.SetMaxOpenConns(4)
 			d.db.SetConnMaxIdleTime(time.Minute)

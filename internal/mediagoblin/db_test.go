@@ -209,3 +209,29 @@ func TestSQLiteBusyIsUnavailable(t *testing.T) {
 		t.Errorf("BanUser while locked = %v, want ErrUnavailable", err)
 	}
 }
+
+func TestReadOnly(t *testing.T) {
+	backends(t, func(t *testing.T, inst *mgtest.Instance) {
+		ctx := context.Background()
+		bot := inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example"})
+		cfg, err := mediagoblin.LoadConfig(inst.IniPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.ReadOnly = true
+		db, err := mediagoblin.Open(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if us, err := db.UsersAfter(ctx, 0, 10); err != nil || len(us) != 1 {
+			t.Fatalf("UsersAfter = %v, %v", us, err)
+		}
+		if err := db.BanUser(ctx, bot, "r"); err == nil {
+			t.Error("a read-only connection banned a user")
+		}
+		if ok, _ := inst.Banned(t, bot); ok {
+			t.Error("banned through a read-only connection")
+		}
+	})
+}

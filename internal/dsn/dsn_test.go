@@ -226,3 +226,25 @@ func TestAllSamplesListed(t *testing.T) {
 		}
 	}
 }
+
+// TestLegacyCharset checks that text in a legacy charset (here ISO-8859-1,
+// and an RFC 2047 encoded word in the returned header) is decoded.
+func TestLegacyCharset(t *testing.T) {
+	msg := "From: MAILER-DAEMON@mx.example.fr\r\n" +
+		"Subject: Mail delivery failed\r\n" +
+		"Content-Type: multipart/mixed; boundary=b\r\n\r\n" +
+		"--b\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" +
+		"Le message n'a pas pu \xeatre remis \xe0 :\r\n\r\n  <d\xe9j\xe0@example.fr>: 550 5.1.1 utilisateur inconnu\r\n\r\n" +
+		"--b\r\nContent-Type: message/rfc822\r\n\r\n" +
+		"Subject: =?iso-8859-1?q?V=E9rifiez_votre_adresse?=\r\nTo: user@example.fr\r\n\r\nx\r\n--b--\r\n"
+	rep, err := Parse(strings.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Recipients) != 1 || rep.Recipients[0].Address != "déjà@example.fr" || rep.Recipients[0].Status != "5.1.1" {
+		t.Errorf("recipients = %+v", rep.Recipients)
+	}
+	if rep.Original.Subject != "Vérifiez votre adresse" {
+		t.Errorf("original subject = %q", rep.Original.Subject)
+	}
+}

@@ -75,6 +75,7 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 		every                  = fs.Duration("every", 0, "keep running and sync at this `interval` (e.g. 1m); 0 syncs once and exits")
 		window                 = fs.Duration("link-window", accesslog.DefaultWindow, "combined logs: how long after a sign-up POST the GET of /u/USERNAME/ from the same address counts as its redirect")
 		batch                  = fs.Int("batch", syncer.DefaultBatch, "users read per statement and written per registry transaction")
+		refreshLimit           = fs.Int("refresh-limit", syncer.DefaultRefreshLimit, "re-read at most this many recent unverified sign-ups per run (the next run goes on where this one stopped)")
 	)
 	fs.Var(&accessLogs, "access-log", "web server access `log` in combined format (nginx or Apache), read incrementally across rotation; repeatable")
 	fs.Var(&signupLogs, "signup-log", "sign-up `log` written by contrib/nginx or contrib/apache (records the Location header: exact links); repeatable")
@@ -89,8 +90,8 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 		fmt.Fprintf(stderr, "bouncemilter sync: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
-	if *every < 0 || *retention <= 0 || *batch <= 0 {
-		fmt.Fprintln(stderr, "bouncemilter sync: --every, --retention and --batch must be positive")
+	if *every < 0 || *retention <= 0 || *batch <= 0 || *refreshLimit <= 0 {
+		fmt.Fprintln(stderr, "bouncemilter sync: --every, --retention, --batch and --refresh-limit must be positive")
 		return 2
 	}
 
@@ -110,6 +111,7 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 	opts := syncer.Options{
 		Retention:      *retention,
 		Batch:          *batch,
+		RefreshLimit:   *refreshLimit,
 		AccessLogs:     accessLogs,
 		SignupLogs:     signupLogs,
 		TrustedProxies: trusted,

@@ -56,10 +56,14 @@ func (p *Parser) ParseAll(r io.Reader) ([]*Report, error) {
 		// firstErr is the first ErrInternal; reading goes on.
 		firstErr error
 	)
+	// started is set at each separator: every "From " line starts a
+	// message, even an empty one, which gets an empty report.
+	started := false
 	emit := func() {
-		if buf.Len() == 0 && !over {
+		if !started && buf.Len() == 0 && !over {
 			return
 		}
+		started = false
 		rep, err := p.parseBytes(buf.Bytes())
 		if err != nil && firstErr == nil {
 			firstErr = err
@@ -74,6 +78,7 @@ func (p *Parser) ParseAll(r io.Reader) ([]*Report, error) {
 		if len(line) > 0 {
 			if bytes.HasPrefix(line, []byte("From ")) && (blank || headerFollows(br)) {
 				emit()
+				started = true
 				if len(reports) >= maxMessages {
 					return reports, fmt.Errorf("more than %d messages: %w", maxMessages, ErrTooLarge)
 				}

@@ -47,10 +47,13 @@ const (
 
 // Registry state keys. Log positions are keyed by the log's absolute path.
 const (
-	stateCursor    = "sync.cursor"
-	stateRefresh   = "sync.refresh"
-	stateLinker    = "sync.linker"
-	stateLogPrefix = "sync.log:"
+	stateCursor = "sync.cursor"
+	// stateCursorName is the username of the user at the cursor, to notice
+	// when SQLite has handed its id to another account.
+	stateCursorName = "sync.cursor.name"
+	stateRefresh    = "sync.refresh"
+	stateLinker     = "sync.linker"
+	stateLogPrefix  = "sync.log:"
 )
 
 // Options configure a sync.
@@ -187,21 +190,18 @@ func (s *run) copyNew(ctx context.Context) (int64, error) {
 	}
 	start := cursor
 	s.sum.Cursor = cursor
-	max, err := s.src.MaxUserID(ctx)
+	maxID, err := s.src.MaxUserID(ctx)
 	if err != nil {
 		return start, err
 	}
-	if max < cursor {
-		// The newest users were deleted. SQLite (MediaGoblin's tables
-		// have no AUTOINCREMENT) hands their ids out again, so the cursor
-		// must come back down or the next sign-ups would be skipped.
-		s.opts.Log.Info("newest users deleted in MediaGoblin; lowering the sync cursor", "max_id", max, "cursor", cursor)
-		cursor = max
+	if cursor, err = s.checkCursor(ctx, cursor, maxID); err != nil {
+		return start, err
 	}
-	// Ids up to the old cursor that are copied now were reused: what the
-	// registry knew under them (an IP link above all) is another account's.
+	// Ids up to the old cursor read again may have been handed to new
+	// accounts: what the registry knew under them (an IP link above all)
+	// is then another account's.
 	reusedUpTo := start
-	prog := newProgress(s.opts, "users", max-cursor)
+	prog := newProgress(s.opts, "users", maxID-cursor)
 	defer prog.done()
 	for {
 		users, err := s.src.UsersAfter(ctx, cursor, s.opts.Batch)
@@ -216,8 +216,14 @@ func (s *run) copyNew(ctx context.Context) (int64, error) {
 		err = s.reg.Tx(ctx, func(tx *registry.Tx) error {
 			for _, u := range users {
 				if u.ID <= reusedUpTo {
-					if _, err := tx.DeleteRegistration(ctx, u.ID); err != nil {
+					name, ok, err := tx.RegisteredName(ctx, u.ID)
+					if err != nil {
 						return err
+					}
+					if ok && name != u.Username {
+						if _, err := tx.DeleteRegistration(ctx, u.ID); err != nil {
+							return err
+						}
 					}
 				}
 				if !u.Created.Before(s.cutoff) {
@@ -225,6 +231,9 @@ func (s *run) copyNew(ctx context.Context) (int64, error) {
 				}
 			}
 			if err := tx.UpsertRegistrations(ctx, regs); err != nil {
+				return err
+			}
+			if err := tx.SetState(ctx, stateCursorName, users[len(users)-1].Username); err != nil {
 				return err
 			}
 			return tx.SetState(ctx, stateCursor, strconv.FormatInt(last, 10))
@@ -237,6 +246,37 @@ func (s *run) copyNew(ctx context.Context) (int64, error) {
 		prog.add(last - cursor)
 		cursor = last
 	}
+}
+
+// checkCursor returns where copying must resume. Normally that is the
+// cursor, but SQLite (MediaGoblin's tables have no AUTOINCREMENT) gives a
+// new row the highest id plus one, so after the newest accounts were
+// deleted their ids are handed out again, at or below the cursor. That
+// happens only when the cursor's own account is gone: when it is missing,
+// every id above the highest one left was deleted and copying resumes from
+// there; when its id names another account now, one batch is read again.
+// PostgreSQL's sequences never reuse ids; there this changes nothing.
+func (s *run) checkCursor(ctx context.Context, cursor, maxID int64) (int64, error) {
+	if cursor == 0 {
+		return 0, nil
+	}
+	name, err := s.reg.State(ctx, stateCursorName)
+	if err != nil {
+		return cursor, err
+	}
+	us, err := s.src.UsersByID(ctx, []int64{cursor})
+	if err != nil {
+		return cursor, err
+	}
+	switch {
+	case len(us) == 0 && maxID < cursor:
+		s.opts.Log.Info("newest users deleted in MediaGoblin; lowering the sync cursor", "max_id", maxID, "cursor", cursor)
+		return maxID, nil
+	case len(us) == 1 && name != "" && us[0].Username != name:
+		s.opts.Log.Info("MediaGoblin reused the ids of deleted users; reading the last batch again", "cursor", cursor)
+		return max(0, cursor-int64(s.opts.Batch)), nil
+	}
+	return cursor, nil
 }
 
 func (s *run) registration(u mediagoblin.User) registry.Registration {

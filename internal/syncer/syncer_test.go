@@ -442,3 +442,26 @@ func TestSyncRefreshLimit(t *testing.T) {
 		t.Errorf("after all verified: %v", sum)
 	}
 }
+
+// The newest user deleted and its id handed to a new sign-up before the
+// next sync saw either: the new account is copied all the same.
+func TestSyncReusedIDBetweenRuns(t *testing.T) {
+	e := newEnv(t, mgtest.NewSQLite(t, sender))
+	now := time.Now().UTC().Truncate(time.Second)
+	e.inst.AddUser(t, mgtest.User{Username: "first", Email: "first@example.net", Created: now, Verified: true})
+	gone := e.inst.AddUser(t, mgtest.User{Username: "gone", Email: "gone@example.net", Created: now, Verified: true})
+	e.sync()
+	e.inst.DeleteUser(t, gone)
+	again := e.inst.AddUser(t, mgtest.User{Username: "again", Email: "again@example.net", Created: now})
+	if again != gone {
+		t.Skipf("SQLite did not reuse id %d (got %d)", gone, again)
+	}
+	e.sync()
+	if r := e.reg1("again"); r.UserID != again || r.Verified {
+		t.Errorf("again = %+v", r)
+	}
+	e.absent("gone")
+	if !e.reg1("first").Verified {
+		t.Error("first lost")
+	}
+}

@@ -1,0 +1,133 @@
+package dsn
+
+import (
+	"strings"
+
+	"github.com/emersion/go-message"
+)
+
+// This file reads the message a bounce returns (RFC 3464 section 2.1 and
+// RFC 6522 section 3: the optional third part, message/rfc822 or
+// text/rfc822-headers; RFC 6533 section 6: message/global and
+// message/global-headers), or its header quoted in a plain-text bounce
+// after a marker such as "--- Below this line is a copy of the message.".
+// Its Message-ID, From, To and Subject let the caller check that a bounce
+// answers mail it sent.
+
+// original returns the returned message's header fields.
+func (m *msg) original() Original {
+	if m.forwarded != nil {
+		return m.forwarded.original()
+	}
+	h := m.returned
+	if h == nil {
+		h = m.quotedHeader()
+	}
+	if h == nil {
+		return Original{}
+	}
+	return headerOriginal(h)
+}
+
+func headerOriginal(h *message.Header) Original {
+	text := func(k string) string {
+		v, err := h.Text(k)
+		if err != nil || v == "" {
+			v = h.Get(k)
+		}
+		return strings.TrimSpace(v)
+	}
+	return Original{
+		MessageID: text("Message-Id"),
+		From:      text("From"),
+		To:        text("To"),
+		Subject:   text("Subject"),
+		Date:      text("Date"),
+	}
+}
+
+// quotedHeader finds the header of the returned message when it is quoted
+// in the text rather than attached (qmail, Exim, Sendmail without MIME).
+func (m *msg) quotedHeader() *message.Header {
+	cut := len(bodyBeforeReturned(m.text))
+	if cut >= len(m.text) {
+		return nil
+	}
+	rest := m.text[cut:]
+	// Skip the marker line itself unless it is already a header field
+	// ("Return-Path:", "Received:").
+	if i := strings.IndexByte(rest, '\n'); i >= 0 && !isHeaderLine(rest[:i]) {
+		rest = rest[i+1:]
+	}
+	rest = strings.TrimLeft(rest, "\n \t")
+	// Quoted headers end at the first blank line; lines that are not
+	// fields (quoting marks, junk) are dropped on the way.
+	var b strings.Builder
+	for _, f := range statusFields([]byte(headerBlock(rest))) {
+		if f.name == "" {
+			break
+		}
+		b.WriteString(f.name)
+		b.WriteString(": ")
+		b.WriteString(f.value)
+		b.WriteString("\r\n")
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	b.WriteString("\r\n")
+	h, ok := readHeader([]byte(b.String()))
+	if !ok {
+		return nil
+	}
+	return &h
+}
+
+// headerBlock returns s up to its first blank line.
+func headerBlock(s string) string {
+	if i := strings.Index(s, "\n\n"); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// isHeaderLine reports whether l looks like "Name: value".
+func isHeaderLine(l string) bool {
+	i := strings.IndexByte(l, ':')
+	return i > 0 && !strings.ContainsAny(l[:i], " \t")
+}
+
+// returnedRecipient is the last resort for bounces whose text names no
+// recipient: it believes the returned message's To field, but only for a
+// delivery-status report or for mail from a mail system with a bounce's
+// subject, and only when To holds a single address.
+func returnedRecipient(m *msg) (Recipient, bool) {
+	if !m.headerOK || !(m.reportType == "delivery-status" || daemonFrom(m) && bounceSubject(m)) {
+		return Recipient{}, false
+	}
+	h := m.returned
+	if h == nil {
+		h = m.quotedHeader()
+	}
+	if h == nil {
+		return Recipient{}, false
+	}
+	to := h.Get("To")
+	if strings.Count(to, "@") != 1 {
+		return Recipient{}, false
+	}
+	addr := addressIn(to)
+	text := bodyBeforeReturned(m.text)
+	diag := firstDiagnostic(text)
+	// A delivery-status report is evidence enough; other mail must say
+	// why in words this package knows.
+	if addr == "" || diag == "" && m.reportType != "delivery-status" && classify("", text) == "onhold" {
+		return Recipient{}, false
+	}
+	if diag == "" {
+		diag = strings.TrimSpace(firstParagraph(text))
+	}
+	rs := []Recipient{{Address: addr, Diagnostic: diag}}
+	markDelayed(rs, text)
+	return rs[0], true
+}

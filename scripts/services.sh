@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # services.sh prepares the services that bouncemilter's tests use, on Debian 12:
 #
-#   - installs postfix, fail2ban, postgresql, swaks, nftables and sqlite3 when
+#   - installs postfix, fail2ban, postgresql, swaks, nftables, sqlite3, nginx-light
+#     and apache2 when
 #     missing (Postfix preseeded to "No configuration", so nothing asks);
 #   - stops the system Postfix and fail2ban that the installation started: the
 #     tests run private instances of their own;
 #   - starts PostgreSQL without systemd and creates the role bouncemilter
-#     (password bouncemilter, CREATEDB), which the tests use to create and drop
+#     (password bouncemilter, CREATEDB, pg_signal_backend), which the tests use to create and drop
 #     a database of their own each.
 #
 # It is idempotent. Its only output on stdout is the line that points the tests
@@ -24,7 +25,8 @@ exec 3>&1 1>&2
 
 log() { printf 'services.sh: %s\n' "$*" >&2; }
 
-packages=(postfix fail2ban postgresql swaks nftables sqlite3)
+# nginx-light and apache2: the tests of contrib/nginx and contrib/apache run them.
+packages=(postfix fail2ban postgresql swaks nftables sqlite3 nginx-light apache2)
 role=bouncemilter
 password=bouncemilter
 
@@ -142,6 +144,9 @@ BEGIN
 	END IF;
 END
 \$\$;
+-- Lets DROP DATABASE ... WITH (FORCE) end the autovacuum worker that a
+-- benchmark's large database keeps busy.
+GRANT pg_signal_backend TO $role;
 EOF
 
 url="postgres://$role:$password@127.0.0.1:$port/postgres"

@@ -22,7 +22,8 @@ type Registration struct {
 	Privileged bool
 	// IP is the address the sign-up came from, "" while unknown.
 	IP string
-	// IPSource says how IP was linked (e.g. "combined", "location").
+	// IPSource says how IP was linked: "signup-log" (the Location header
+	// named the user) or "combined-log" (a POST and the GET it led to).
 	IPSource string
 	// Synced is when sync last saw the account in MediaGoblin.
 	Synced time.Time

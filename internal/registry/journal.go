@@ -84,6 +84,10 @@ type Action struct {
 	NextAttempt time.Time
 	Created     time.Time
 	Done        time.Time
+	// Started is when an attempt began that was never booked as applied,
+	// failed or refused: the process died while it was under way, and
+	// the action may have taken effect. Zero otherwise.
+	Started time.Time
 }
 
 // RecordBounce journals a bounce and the actions it calls for, durably,
@@ -144,23 +148,23 @@ func (t *Tx) queue(ctx context.Context, a Action, now time.Time) (int64, error) 
 	return res.LastInsertId()
 }
 
-const actionColumns = `id, coalesce(bounce_id, 0), user_id, kind, target, reason, state, attempts, last_error, next_attempt, created, coalesce(done, 0)`
+const actionColumns = `id, coalesce(bounce_id, 0), user_id, kind, target, reason, state, attempts, last_error, next_attempt, created, coalesce(done, 0), started`
 
 func scanAction(s interface{ Scan(...any) error }) (Action, error) {
 	var (
-		a                   Action
-		kind, state         string
-		next, created, done int64
+		a                            Action
+		kind, state                  string
+		next, created, done, started int64
 	)
-	err := s.Scan(&a.ID, &a.BounceID, &a.UserID, &kind, &a.Target, &a.Reason, &state, &a.Attempts, &a.LastError, &next, &created, &done)
+	err := s.Scan(&a.ID, &a.BounceID, &a.UserID, &kind, &a.Target, &a.Reason, &state, &a.Attempts, &a.LastError, &next, &created, &done, &started)
 	a.Kind, a.State = ActionKind(kind), ActionState(state)
-	a.NextAttempt, a.Created, a.Done = fromUnix(next), fromUnix(created), fromUnix(done)
+	a.NextAttempt, a.Created, a.Done, a.Started = fromUnix(next), fromUnix(created), fromUnix(done), fromUnix(started)
 	return a, err
 }
 
 // MarkRefused records that an action must never be applied, and why.
 func (r *DB) MarkRefused(ctx context.Context, id int64, cause error, now time.Time) error {
-	_, err := r.db.ExecContext(ctx, `UPDATE actions SET state = 'refused', done = ?, attempts = attempts + 1, last_error = ?
+	_, err := r.db.ExecContext(ctx, `UPDATE actions SET state = 'refused', done = ?, attempts = attempts + 1, last_error = ?, started = 0
 		WHERE id = ? AND state = 'pending'`, unix(now), cause.Error(), id)
 	if err != nil {
 		return fmt.Errorf("mark action %d refused: %w", id, err)
@@ -205,7 +209,7 @@ func collectActions(rows *sql.Rows) ([]Action, error) {
 // action that is no longer pending, so a retried worker cannot undo a
 // cancellation.
 func (r *DB) MarkApplied(ctx context.Context, id int64, now time.Time) error {
-	_, err := r.db.ExecContext(ctx, `UPDATE actions SET state = 'applied', done = ?, attempts = attempts + 1, last_error = ''
+	_, err := r.db.ExecContext(ctx, `UPDATE actions SET state = 'applied', done = ?, attempts = attempts + 1, last_error = '', started = 0
 		WHERE id = ? AND state = 'pending'`, unix(now), id)
 	if err != nil {
 		return fmt.Errorf("mark action %d applied: %w", id, err)
@@ -213,9 +217,23 @@ func (r *DB) MarkApplied(ctx context.Context, id int64, now time.Time) error {
 	return nil
 }
 
+// MarkStarted records, durably, that an attempt at a pending action begins
+// at now, for an action whose target cannot take it twice harmlessly (a
+// line appended to a ban log). MarkApplied, MarkFailed and MarkRefused
+// clear the mark; an action still marked when it is next read was under way
+// when the process died, and Action.Started tells the worker to check its
+// target before trying again.
+func (r *DB) MarkStarted(ctx context.Context, id int64, now time.Time) error {
+	_, err := r.db.ExecContext(ctx, `UPDATE actions SET started = ? WHERE id = ? AND state = 'pending'`, unix(now), id)
+	if err != nil {
+		return fmt.Errorf("mark action %d started: %w", id, err)
+	}
+	return nil
+}
+
 // MarkFailed records a failed attempt and when to try again.
 func (r *DB) MarkFailed(ctx context.Context, id int64, cause error, next time.Time) error {
-	_, err := r.db.ExecContext(ctx, `UPDATE actions SET attempts = attempts + 1, last_error = ?, next_attempt = ?
+	_, err := r.db.ExecContext(ctx, `UPDATE actions SET attempts = attempts + 1, last_error = ?, next_attempt = ?, started = 0
 		WHERE id = ? AND state = 'pending'`, cause.Error(), unix(next), id)
 	if err != nil {
 		return fmt.Errorf("mark action %d failed: %w", id, err)

@@ -167,6 +167,10 @@ CREATE INDEX sends_sent ON sends(sent);
 `,
 	// sync links IPs to sign-ups by username.
 	`CREATE INDEX registrations_username ON registrations(username);`,
+	// An attempt at an action that was begun and never booked (the
+	// process died in between): the worker checks its target before
+	// trying again. See DB.MarkStarted.
+	`ALTER TABLE actions ADD COLUMN started INTEGER NOT NULL DEFAULT 0;`,
 }
 
 func (r *DB) migrate(ctx context.Context) error {

@@ -140,7 +140,26 @@ func (Nop) Unban(ctx context.Context, ip netip.Addr) error              { return
 // is judged (and banned) as 10.0.0.1. Unban always passes: lifting a ban is
 // never harmful.
 func Guarded(b Banner, allow []netip.Prefix) Banner {
-	return &guard{next: b, allow: allow}
+	g := &guard{next: b, allow: allow}
+	if _, ok := b.(Checker); ok {
+		return checkingGuard{g}
+	}
+	return g
+}
+
+// Checker is implemented by a Banner that can tell whether it banned an
+// address since a given time: LogFile, whose Ban is not idempotent (a
+// second ban is a second line). After a crash between a ban and its
+// bookkeeping, the caller asks instead of banning again.
+type Checker interface {
+	BannedSince(ctx context.Context, ip netip.Addr, since time.Time) (bool, error)
+}
+
+// checkingGuard is a guard over a Checker, and a Checker itself.
+type checkingGuard struct{ *guard }
+
+func (g checkingGuard) BannedSince(ctx context.Context, ip netip.Addr, since time.Time) (bool, error) {
+	return g.next.(Checker).BannedSince(ctx, normalize(ip), since)
 }
 
 type guard struct {

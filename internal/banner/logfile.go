@@ -1,11 +1,13 @@
 package banner
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -94,6 +96,40 @@ func (l *LogFile) Ban(ctx context.Context, ip netip.Addr, reason string) error {
 		return fmt.Errorf("ban %s: ban log %s: %w", ip, l.path, err)
 	}
 	return nil
+}
+
+// BannedSince reports whether the file holds a ban line for ip written at
+// since or later (to the second, the lines' resolution). It reads the whole
+// file, so it is for the rare check after a crash, not for every ban; a
+// line already rotated away is not found, and the ban is then written
+// again, which fail2ban takes as the same ban.
+func (l *LogFile) BannedSince(ctx context.Context, ip netip.Addr, since time.Time) (bool, error) {
+	f, err := os.Open(l.path)
+	if err != nil {
+		return false, fmt.Errorf("ban log %s: %w", l.path, err)
+	}
+	defer f.Close()
+	since = since.UTC().Truncate(time.Second)
+	want := " bouncemilter: ban " + normalize(ip).String() + " "
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		stamp, rest, ok := strings.Cut(line, " ")
+		if !ok || !strings.HasPrefix(" "+rest, want) {
+			continue
+		}
+		t, err := time.Parse("2006-01-02T15:04:05Z", stamp)
+		if err == nil && !t.Before(since) {
+			return true, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return false, fmt.Errorf("ban log %s: %w", l.path, err)
+	}
+	return false, nil
 }
 
 // Unban lifts the ban through Unbanner, or returns ErrUnbanUnsupported.

@@ -5,7 +5,9 @@
 //
 // Every action is idempotent at its target (banning a banned account
 // changes nothing), so applying one twice after a crash between the
-// action and its bookkeeping is harmless. The worker decides nothing: what
+// action and its bookkeeping is harmless; where it is not (a ban log
+// would hold the line twice), the attempt is marked in the journal before
+// it begins and checked at the target after a crash (see BanChecker). The worker decides nothing: what
 // to do was decided when the bounce was journalled, and the target systems
 // may still refuse (an account verified meanwhile is never banned).
 package worker
@@ -26,6 +28,7 @@ import (
 type Queue interface {
 	DueActions(ctx context.Context, now time.Time, limit int) ([]registry.Action, error)
 	Actions(ctx context.Context, userID int64) ([]registry.Action, error)
+	MarkStarted(ctx context.Context, id int64, now time.Time) error
 	MarkApplied(ctx context.Context, id int64, now time.Time) error
 	MarkFailed(ctx context.Context, id int64, cause error, next time.Time) error
 	MarkRefused(ctx context.Context, id int64, cause error, now time.Time) error
@@ -41,6 +44,14 @@ type Accounts interface {
 type Banner interface {
 	Ban(ctx context.Context, ip netip.Addr, reason string) error
 	Unban(ctx context.Context, ip netip.Addr) error
+}
+
+// BanChecker is implemented by banners whose Ban is not idempotent at the
+// target: banner.LogFile writes a second line for a second ban. The worker
+// asks it whether an attempt that was under way when the process died
+// (Action.Started) took effect, instead of banning again.
+type BanChecker interface {
+	BannedSince(ctx context.Context, ip netip.Addr, since time.Time) (bool, error)
 }
 
 // Worker applies due actions. Make one with New.
@@ -173,12 +184,39 @@ func (w *Worker) do(ctx context.Context, a registry.Action) error {
 		if err := w.accountBanned(ctx, a.UserID); err != nil {
 			return err
 		}
-		return w.Banner.Ban(ctx, ip, a.Reason)
+		return w.ban(ctx, a, ip)
 	}
 	return fmt.Errorf("%w: unknown kind %q", errBadAction, a.Kind)
 }
 
 var errBadAction = errors.New("malformed action")
+
+// ban bans ip for action a. When the banner is a BanChecker, the attempt is
+// marked in the journal, durably, before it begins; an attempt found marked
+// was interrupted between the ban and its bookkeeping (a crash), and the
+// banner is asked whether it banned ip since then before banning again.
+func (w *Worker) ban(ctx context.Context, a registry.Action, ip netip.Addr) error {
+	check, ok := w.Banner.(BanChecker)
+	if !ok {
+		return w.Banner.Ban(ctx, ip, a.Reason)
+	}
+	if !a.Started.IsZero() {
+		done, err := check.BannedSince(ctx, ip, a.Started)
+		switch {
+		case err != nil:
+			// A second ban line is better than a lost ban.
+			w.log().Warn("cannot tell whether an interrupted ban took effect; banning again",
+				"action", a.ID, "target", a.Target, "started", a.Started, "err", err)
+		case done:
+			w.log().Info("an interrupted ban had taken effect", "action", a.ID, "target", a.Target, "started", a.Started)
+			return nil
+		}
+	}
+	if err := w.Queue.MarkStarted(ctx, a.ID, w.now()); err != nil {
+		return err
+	}
+	return w.Banner.Ban(ctx, ip, a.Reason)
+}
 
 // accountBanned lets an IP ban go ahead only once MediaGoblin holds the
 // account's ban: if MediaGoblin refused it (the user verified meanwhile),

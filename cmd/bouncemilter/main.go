@@ -9,6 +9,7 @@
 //	bouncemilter sync     copy new MediaGoblin sign-ups and their IPs into the registry
 //	bouncemilter accounts review and restore what was done
 //	bouncemilter parse    show what a bounce message says
+//	bouncemilter keys     rotate the return-path signing key
 //
 // Run `bouncemilter COMMAND --help` for each command's flags. This package
 // only parses flags and wires the internal packages together.
@@ -33,6 +34,8 @@ Usage:
                                   review disabled accounts, restore a false positive
   bouncemilter parse    [--json] FILE...
                                   show what bounce messages say
+  bouncemilter keys rotate [flags]
+                                  make a new return-path signing key
 
 Run "bouncemilter COMMAND --help" for the flags of a command.
 `
@@ -59,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runAccounts(ctx, rest, stdout, stderr, log)
 	case "parse":
 		return runParse(ctx, rest, stdout, stderr)
+	case "keys":
+		return runKeys(ctx, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/returnpath"
+)
+
+const keysUsage = `Usage:
+  bouncemilter keys rotate [--registry PATH] [--grace DURATION]
+
+Makes a new key for signing MediaGoblin's envelope sender. Tags made with the
+old key keep verifying for --grace (default: the tags' lifetime plus a day),
+then it is dropped; --grace 0 drops it at once (a leaked key). Send SIGHUP to
+the running milter (systemctl reload bouncemilter) so that it signs with the
+new key.
+`
+
+func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "rotate" {
+		fmt.Fprint(stderr, keysUsage)
+		return 2
+	}
+	fs := flag.NewFlagSet("keys rotate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, keysUsage+"\nFlags:\n"); fs.PrintDefaults() }
+	regPath := fs.String("registry", defaultRegistry, "the registry SQLite database; the key file returnpath.keys lives beside it")
+	grace := fs.Duration("grace", returnpath.DefaultGrace, "how long the old key keeps verifying")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	path := filepath.Join(filepath.Dir(*regPath), "returnpath.keys")
+	keys, err := returnpath.LoadOrCreate(path)
+	if err == nil {
+		err = keys.Rotate(time.Now(), *grace)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "bouncemilter keys rotate: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: new key in use; the old one verifies for %s. Reload the milter (SIGHUP).\n", path, *grace)
+	return 0
+}

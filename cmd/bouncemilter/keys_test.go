@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/returnpath"
+)
+
+func TestKeysRotate(t *testing.T) {
+	dir := t.TempDir()
+	reg := filepath.Join(dir, "registry.db")
+	keyFile := filepath.Join(dir, "returnpath.keys")
+	keys, err := returnpath.LoadOrCreate(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	signer := &returnpath.Signer{Keys: keys}
+	old, err := signer.Sign("notice@media.example.org", "bot@nowhere.example", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var stdout, stderr bytes.Buffer
+	if code := runKeys(context.Background(), []string{"rotate", "--registry", reg}, &stdout, &stderr); code != 0 {
+		t.Fatalf("keys rotate = %d: %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "new key") {
+		t.Errorf("output %q", stdout.String())
+	}
+	if err := keys.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := signer.Sign("notice@media.example.org", "bot@nowhere.example", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh == old {
+		t.Error("rotation did not change the signing key")
+	}
+	for _, addr := range []string{old, fresh} {
+		if err := signer.Verify(addr, "bot@nowhere.example", now); err != nil {
+			t.Errorf("%s does not verify after rotation: %v", addr, err)
+		}
+	}
+
+	// --grace 0: a leaked key stops verifying at once.
+	if code := runKeys(context.Background(), []string{"rotate", "--registry", reg, "--grace", "0"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("keys rotate --grace 0 = %d: %s", code, stderr.String())
+	}
+	keys.Reload()
+	if err := signer.Verify(fresh, "bot@nowhere.example", now); err == nil {
+		t.Error("a key dropped with --grace 0 still verifies")
+	}
+	if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %v, %v; want 0600", fi.Mode(), err)
+	}
+	if code := runKeys(context.Background(), nil, &stdout, &stderr); code != 2 {
+		t.Errorf("keys without a subcommand = %d; want 2", code)
+	}
+}

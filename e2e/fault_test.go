@@ -10,6 +10,7 @@ import (
 	"database/sql"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-milter"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/bouncemilter/bouncemilter/internal/bounce"
 	"github.com/bouncemilter/bouncemilter/internal/loadtest"
@@ -375,7 +377,7 @@ func (f *flood) checkJournal(t *testing.T, replied []milter.ActionCode) {
 			twice++
 		}
 	}
-	t.Logf("%d bounces journalled, %d of them twice (answer lost in the kill, sent again)", len(journalled), twice)
+	t.Logf("%d bounces journalled, %d of them twice (the answer was lost, the bounce sent again)", len(journalled), twice)
 }
 
 // checkExactlyOnce checks that every journalled action was applied, once:
@@ -491,4 +493,161 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestMediaGoblinDownDuringFlood takes MediaGoblin's database away in the
+// middle of a flood: the bounces keep being journalled and discarded, the
+// account bans wait and are retried with back-off (and the IP bans wait
+// for them), and when the database is back every action is applied, none
+// twice.
+//
+// On PostgreSQL the instance's database refuses connections, as a stopped
+// server would; on SQLite another process holds an exclusive lock, as a
+// backup or a long migration would.
+func TestMediaGoblinDownDuringFlood(t *testing.T) {
+	t.Run("postgres", func(t *testing.T) {
+		dbURL := testenv.Postgres(t)
+		floodWhileDown(t, mgtest.NewPostgres(t, dbURL, sender), func() func() { return pgOutage(t, dbURL).end })
+	})
+	t.Run("sqlite-locked", func(t *testing.T) {
+		inst := mgtest.NewSQLite(t, sender)
+		floodWhileDown(t, inst, func() func() { return sqliteLock(t, inst) })
+	})
+}
+
+// floodWhileDown sends 200 bounces, stops MediaGoblin's database with
+// stop, sends 800 more, and starts it again with the function stop
+// returned.
+func floodWhileDown(t *testing.T, inst *mgtest.Instance, stop func() (restart func())) {
+	const n, conns, before = 1000, 20, 200
+	f := newFlood(t, inst, n)
+	f.start(t)
+	replied := make([]milter.ActionCode, n)
+	var answered atomic.Int64
+	idx := all(n)
+
+	if left := f.send(t, conns, idx[:before], replied, &answered); len(left) > 0 {
+		t.Fatalf("%d bounces got no answer", len(left))
+	}
+	f.waitApplied(t, 2*before)
+
+	restart := stop()
+	start := time.Now()
+	if left := f.send(t, conns, idx[before:], replied, &answered); len(left) > 0 {
+		t.Fatalf("%d bounces got no answer while MediaGoblin was down", len(left))
+	}
+	testenv.WaitFor(t, time.Minute, "the worker to fail at MediaGoblin", func() bool {
+		return f.countLogged(t, "action failed; will retry") > 0
+	})
+	time.Sleep(2 * time.Second)
+	pending := f.pending(t)
+	restart()
+	t.Logf("MediaGoblin down for %v; %d bounces answered meanwhile, %d actions waiting when it came back",
+		time.Since(start).Round(time.Millisecond), n-before, pending)
+	if pending == 0 {
+		t.Error("no action waited for MediaGoblin")
+	}
+
+	back := time.Now()
+	f.waitApplied(t, 2*n)
+	failures := f.countLogged(t, "action failed; will retry")
+	t.Logf("every action applied %v after MediaGoblin came back; %d failed attempts", time.Since(back).Round(time.Millisecond), failures)
+	// Back-off: each action is retried after 5 s, then 10 s, …; an outage
+	// of a few seconds costs each action at most a couple of attempts.
+	if failures > 2*2*n {
+		t.Errorf("%d failed attempts at %d actions: retried without back-off", failures, 2*n)
+	}
+	f.stop(t)
+	for i, code := range replied {
+		if code != milter.ActDiscard {
+			t.Errorf("bounce %s: answer %q, want discard", f.msgs[i].QueueID, code)
+		}
+	}
+	f.checkJournal(t, replied)
+	f.checkExactlyOnce(t, n)
+}
+
+// sqliteLock takes an exclusive lock on the instance's SQLite database from
+// a process of its own and returns the function that releases it.
+func sqliteLock(t *testing.T, inst *mgtest.Instance) func() {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+filepath.Join(inst.Dir, "mediagoblin.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(context.Background(), `BEGIN EXCLUSIVE`); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			if _, err := conn.ExecContext(context.Background(), `ROLLBACK`); err != nil {
+				t.Error(err)
+			}
+			conn.Close()
+			db.Close()
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// pending returns how many actions are pending.
+func (f *flood) pending(t *testing.T) int {
+	t.Helper()
+	var n int
+	if err := openRegistry(t, f.registry).QueryRow(`SELECT count(*) FROM actions WHERE state = 'pending'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// outage is a PostgreSQL database that refuses connections.
+type outage struct {
+	t     *testing.T
+	admin *sql.DB
+	name  string
+	ended bool
+}
+
+// pgOutage makes the database at dbURL refuse new connections and ends
+// the open ones, as a stopped server would, leaving the other databases of
+// the server (the tests running beside this one) alone. The role that
+// owns the database may do both.
+func pgOutage(t *testing.T, dbURL string) *outage {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &outage{t: t, name: strings.TrimPrefix(u.Path, "/")}
+	u.Path = "/postgres"
+	if o.admin, err = sql.Open("pgx", u.String()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		o.end()
+		o.admin.Close()
+	})
+	o.exec(`ALTER DATABASE ` + pgx.Identifier{o.name}.Sanitize() + ` WITH ALLOW_CONNECTIONS false`)
+	o.exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '` + o.name + `' AND pid <> pg_backend_pid()`)
+	return o
+}
+
+func (o *outage) end() {
+	if !o.ended {
+		o.ended = true
+		o.exec(`ALTER DATABASE ` + pgx.Identifier{o.name}.Sanitize() + ` WITH ALLOW_CONNECTIONS true`)
+	}
+}
+
+func (o *outage) exec(q string) {
+	o.t.Helper()
+	if _, err := o.admin.Exec(q); err != nil {
+		o.t.Fatalf("%s: %v", q, err)
+	}
 }

@@ -128,7 +128,7 @@ type flood struct {
 	starts  int
 }
 
-func newFlood(t *testing.T, inst *mgtest.Instance, n int) *flood {
+func newFlood(t testing.TB, inst *mgtest.Instance, n int) *flood {
 	t.Helper()
 	f := &flood{inst: inst, dir: t.TempDir()}
 	f.registry = filepath.Join(f.dir, "lib", "registry.db")
@@ -178,7 +178,7 @@ type floodSignup struct{ ip, username string }
 
 // writeFloodAccessLog writes the combined log lines of each sign-up: the
 // POST answered 302, then the browser following it to the profile.
-func writeFloodAccessLog(t *testing.T, path string, at time.Time, signups []floodSignup) {
+func writeFloodAccessLog(t testing.TB, path string, at time.Time, signups []floodSignup) {
 	t.Helper()
 	var b strings.Builder
 	for i, s := range signups {
@@ -192,7 +192,7 @@ func writeFloodAccessLog(t *testing.T, path string, at time.Time, signups []floo
 }
 
 // runBinary runs a bouncemilter command to its end.
-func runBinary(t *testing.T, args ...string) string {
+func runBinary(t testing.TB, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

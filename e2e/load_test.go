@@ -1,0 +1,203 @@
+package e2e
+
+// The load benchmark: bouncemilter serve, driven as Postfix drives it, beside
+// a milter that does nothing, built with the same library. Run it with
+//
+//	go test -run '^$' -bench Load -benchtime 1x ./e2e/
+//
+// or scripts/bench.sh. It prints, for each milter and workload, the
+// throughput, the latency from the end of the message (or the command that
+// got the final answer) to the answer, the errors, and each process's peak
+// resident memory. The targets (ordinary mail within 1.1× of the do-nothing
+// milter, bounces at p99 under 5 ms, peak RSS under 100 MB, no errors) are
+// reported, not asserted: a slow machine is not a failed test.
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-milter"
+
+	"github.com/bouncemilter/bouncemilter/internal/loadtest"
+	"github.com/bouncemilter/bouncemilter/internal/mediagoblin/mgtest"
+	"github.com/bouncemilter/bouncemilter/internal/testenv"
+)
+
+const (
+	loadMessages = 10_000
+	loadConns    = 50
+)
+
+func BenchmarkLoad(b *testing.B) {
+	setup := newLoadSetup(b)
+	defer setup.close()
+
+	rows := []loadRow{}
+	run := func(name string, p *loadProc, msgs []loadtest.Message, want milter.ActionCode) {
+		b.Run(name, func(b *testing.B) {
+			var r loadRow
+			for range b.N {
+				r = drive(p, msgs, want)
+			}
+			r.name = name
+			b.ReportMetric(r.rate, "msgs/s")
+			b.ReportMetric(float64(r.p50.Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(r.p99.Microseconds())/1000, "p99-ms")
+			b.ReportMetric(float64(r.errors), "errors")
+			rows = append(rows, r)
+		})
+	}
+	run("ordinary/bouncemilter", setup.serve, setup.ordinary, milter.ActAccept)
+	run("ordinary/noop-mail", setup.noopMail, setup.ordinary, milter.ActAccept)
+	run("ordinary/noop-eob", setup.noopEOB, setup.ordinary, milter.ActAccept)
+	run("bounces/bouncemilter", setup.serve, setup.bounces, milter.ActDiscard)
+	run("bounces/noop-eob", setup.noopEOB, setup.bounces, milter.ActAccept)
+
+	fmt.Printf("\n%-24s %10s %10s %10s %8s\n", "workload/milter", "msgs/s", "p50", "p99", "errors")
+	for _, r := range rows {
+		fmt.Printf("%-24s %10.0f %10s %10s %8d\n", r.name, r.rate, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors)
+	}
+	fmt.Printf("\n%-24s %10s\n", "process", "peak RSS")
+	for _, p := range []*loadProc{setup.serve, setup.noopMail, setup.noopEOB} {
+		rss, err := loadtest.PeakRSS(p.cmd.Process.Pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fmt.Printf("%-24s %7.1f MB\n", p.name, float64(rss)/(1<<20))
+		b.ReportMetric(float64(rss)/(1<<20), p.name+"-peak-RSS-MB")
+	}
+}
+
+type loadRow struct {
+	name     string
+	rate     float64
+	p50, p99 time.Duration
+	errors   int
+}
+
+// drive sends msgs over loadConns connections, as many smtpd processes
+// would, and measures.
+func drive(p *loadProc, msgs []loadtest.Message, want milter.ActionCode) loadRow {
+	queue := make(chan int, len(msgs))
+	for i := range msgs {
+		queue <- i
+	}
+	close(queue)
+	lat := make([]time.Duration, len(msgs))
+	var (
+		mu     sync.Mutex
+		errors int
+		wg     sync.WaitGroup
+	)
+	fail := func() { mu.Lock(); errors++; mu.Unlock() }
+	start := time.Now()
+	for range loadConns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := loadtest.Dial("tcp", p.addr, loadtest.Remote, 30*time.Second)
+			if err != nil {
+				fail()
+				return
+			}
+			defer c.Close()
+			for i := range queue {
+				res, err := c.Send(msgs[i])
+				if err != nil || res.Code != want {
+					fail()
+					if err != nil {
+						return
+					}
+				}
+				lat[i] = res.Latency
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	return loadRow{
+		rate:   float64(len(msgs)) / elapsed.Seconds(),
+		p50:    loadtest.Percentile(lat, 50),
+		p99:    loadtest.Percentile(lat, 99),
+		errors: errors,
+	}
+}
+
+type loadProc struct {
+	name string
+	addr string
+	cmd  *exec.Cmd
+}
+
+type loadSetup struct {
+	serve, noopMail, noopEOB *loadProc
+	bounces, ordinary        []loadtest.Message
+	procs                    []*loadProc
+}
+
+func newLoadSetup(b *testing.B) *loadSetup {
+	b.Helper()
+	dir := b.TempDir()
+	noop := filepath.Join(dir, "noopmilter")
+	if out, err := exec.Command("go", "build", "-o", noop, "../internal/loadtest/noopmilter").CombinedOutput(); err != nil {
+		b.Fatalf("build noopmilter: %v\n%s", err, out)
+	}
+	f := newFlood(b, mgtest.NewSQLite(b, sender), loadMessages)
+	s := &loadSetup{bounces: f.msgs}
+	for i := range loadMessages {
+		s.ordinary = append(s.ordinary, loadtest.Ordinary("friend@else.example", "admin@media.example.org", loadtest.QueueID(1<<30+i)))
+	}
+	s.serve = s.start(b, "bouncemilter", f.addr, filepath.Join(f.dir, "serve.log"), binary, f.args...)
+	addr := testenv.FreeAddr(b, "127.0.0.1")
+	s.noopMail = s.start(b, "noop-mail", addr, os.DevNull, noop, "-listen", addr, "-accept-at", "mail")
+	addr = testenv.FreeAddr(b, "127.0.0.1")
+	s.noopEOB = s.start(b, "noop-eob", addr, os.DevNull, noop, "-listen", addr, "-accept-at", "eob")
+	return s
+}
+
+// start runs a milter listening on addr, with its output in logPath.
+func (s *loadSetup) start(b *testing.B, name, addr, logPath, path string, args ...string) *loadProc {
+	b.Helper()
+	logf, err := os.Create(logPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(path, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	p := &loadProc{name: name, addr: addr, cmd: cmd}
+	s.procs = append(s.procs, p)
+	b.Cleanup(func() { logf.Close() })
+	testenv.WaitFor(b, 20*time.Second, name+" to listen", func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return p
+}
+
+// close stops the milters.
+func (s *loadSetup) close() {
+	for _, p := range s.procs {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { p.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			p.cmd.Process.Kill()
+			<-done
+		}
+	}
+}

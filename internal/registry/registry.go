@@ -171,6 +171,10 @@ CREATE INDEX sends_sent ON sends(sent);
 	// process died in between): the worker checks its target before
 	// trying again. See DB.MarkStarted.
 	`ALTER TABLE actions ADD COLUMN started INTEGER NOT NULL DEFAULT 0;`,
+	// Queueing an action first looks for one pending or applied on the
+	// same target; without this index that look-up read every action,
+	// and a flood of bounces slowed down as the journal grew.
+	`CREATE INDEX actions_target ON actions(target, kind);`,
 }
 
 func (r *DB) migrate(ctx context.Context) error {

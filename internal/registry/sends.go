@@ -46,7 +46,7 @@ func (r *DB) SentTo(ctx context.Context, recipient string, since time.Time) (boo
 
 // PruneSends deletes the record of messages sent before before.
 func (r *DB) PruneSends(ctx context.Context, before time.Time) (int64, error) {
-	res, err := r.db.ExecContext(ctx, `DELETE FROM sends WHERE sent < ?`, unix(before))
+	res, err := r.exec(ctx, `DELETE FROM sends WHERE sent < ?`, unix(before))
 	if err != nil {
 		return 0, fmt.Errorf("prune sends: %w", err)
 	}

@@ -15,9 +15,17 @@ import (
 // maxBatch bounds one group commit, so that a transaction stays short.
 const maxBatch = 128
 
+// A bounceRecord is one write of a group commit: a bounce and its actions,
+// or, when stmt is set, one statement of the worker's bookkeeping (an
+// action marked applied, failed, …). Bookkeeping goes through the group
+// commit too, so that the worker does not take turns with the milter for
+// the write lock and an fsync of its own per action: a flood of bounces
+// makes a flood of actions.
 type bounceRecord struct {
 	b       Bounce
 	actions []Action
+	stmt    string
+	args    []any
 	done    chan recordResult
 }
 
@@ -60,7 +68,7 @@ func (r *DB) commitBatch(batch []bounceRecord) {
 	ids := make([]int64, len(batch))
 	err := r.Tx(ctx, func(tx *Tx) error {
 		for i, rec := range batch {
-			id, err := tx.recordBounce(ctx, rec.b, rec.actions)
+			id, err := tx.record(ctx, rec)
 			if err != nil {
 				return err
 			}
@@ -77,16 +85,39 @@ func (r *DB) commitBatch(batch []bounceRecord) {
 	for _, rec := range batch {
 		var id int64
 		err := r.Tx(ctx, func(tx *Tx) (err error) {
-			id, err = tx.recordBounce(ctx, rec.b, rec.actions)
+			id, err = tx.record(ctx, rec)
 			return err
 		})
 		rec.done <- recordResult{id: id, err: err}
 	}
 }
 
+func (t *Tx) record(ctx context.Context, rec bounceRecord) (int64, error) {
+	if rec.stmt != "" {
+		_, err := t.tx.ExecContext(ctx, rec.stmt, rec.args...)
+		return 0, err
+	}
+	return t.recordBounce(ctx, rec.b, rec.actions)
+}
+
+// grouped runs one writing statement in the next group commit and waits
+// until it is committed.
+func (r *DB) grouped(ctx context.Context, stmt string, args ...any) error {
+	_, err := r.enqueue(ctx, bounceRecord{stmt: stmt, args: args, done: make(chan recordResult, 1)})
+	return err
+}
+
 // submit queues a bounce for the next group commit and waits for it.
 func (r *DB) submit(ctx context.Context, b Bounce, actions []Action) (int64, error) {
-	rec := bounceRecord{b: b, actions: actions, done: make(chan recordResult, 1)}
+	id, err := r.enqueue(ctx, bounceRecord{b: b, actions: actions, done: make(chan recordResult, 1)})
+	if err != nil {
+		return 0, fmt.Errorf("journal bounce %s: %w", b.QueueID, err)
+	}
+	return id, nil
+}
+
+// enqueue queues rec for the next group commit and waits for it.
+func (r *DB) enqueue(ctx context.Context, rec bounceRecord) (int64, error) {
 	select {
 	case r.records <- rec:
 	case <-r.stop:
@@ -98,8 +129,5 @@ func (r *DB) submit(ctx context.Context, b Bounce, actions []Action) (int64, err
 	// wait for the outcome so that the caller never discards a bounce
 	// whose fate it does not know.
 	res := <-rec.done
-	if res.err != nil {
-		return 0, fmt.Errorf("journal bounce %s: %w", b.QueueID, res.err)
-	}
-	return res.id, nil
+	return res.id, res.err
 }

@@ -164,7 +164,7 @@ func scanAction(s interface{ Scan(...any) error }) (Action, error) {
 
 // MarkRefused records that an action must never be applied, and why.
 func (r *DB) MarkRefused(ctx context.Context, id int64, cause error, now time.Time) error {
-	_, err := r.exec(ctx, `UPDATE actions SET state = 'refused', done = ?, attempts = attempts + 1, last_error = ?, started = 0
+	err := r.grouped(ctx, `UPDATE actions SET state = 'refused', done = ?, attempts = attempts + 1, last_error = ?, started = 0
 		WHERE id = ? AND state = 'pending'`, unix(now), cause.Error(), id)
 	if err != nil {
 		return fmt.Errorf("mark action %d refused: %w", id, err)
@@ -209,7 +209,7 @@ func collectActions(rows *sql.Rows) ([]Action, error) {
 // action that is no longer pending, so a retried worker cannot undo a
 // cancellation.
 func (r *DB) MarkApplied(ctx context.Context, id int64, now time.Time) error {
-	_, err := r.exec(ctx, `UPDATE actions SET state = 'applied', done = ?, attempts = attempts + 1, last_error = '', started = 0
+	err := r.grouped(ctx, `UPDATE actions SET state = 'applied', done = ?, attempts = attempts + 1, last_error = '', started = 0
 		WHERE id = ? AND state = 'pending'`, unix(now), id)
 	if err != nil {
 		return fmt.Errorf("mark action %d applied: %w", id, err)
@@ -224,7 +224,7 @@ func (r *DB) MarkApplied(ctx context.Context, id int64, now time.Time) error {
 // when the process died, and Action.Started tells the worker to check its
 // target before trying again.
 func (r *DB) MarkStarted(ctx context.Context, id int64, now time.Time) error {
-	_, err := r.exec(ctx, `UPDATE actions SET started = ? WHERE id = ? AND state = 'pending'`, unix(now), id)
+	err := r.grouped(ctx, `UPDATE actions SET started = ? WHERE id = ? AND state = 'pending'`, unix(now), id)
 	if err != nil {
 		return fmt.Errorf("mark action %d started: %w", id, err)
 	}
@@ -233,7 +233,7 @@ func (r *DB) MarkStarted(ctx context.Context, id int64, now time.Time) error {
 
 // MarkFailed records a failed attempt and when to try again.
 func (r *DB) MarkFailed(ctx context.Context, id int64, cause error, next time.Time) error {
-	_, err := r.exec(ctx, `UPDATE actions SET attempts = attempts + 1, last_error = ?, next_attempt = ?, started = 0
+	err := r.grouped(ctx, `UPDATE actions SET attempts = attempts + 1, last_error = ?, next_attempt = ?, started = 0
 		WHERE id = ? AND state = 'pending'`, cause.Error(), unix(next), id)
 	if err != nil {
 		return fmt.Errorf("mark action %d failed: %w", id, err)

@@ -13,11 +13,13 @@ package e2e
 // reported, not asserted: a slow machine is not a failed test.
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -41,11 +43,21 @@ func BenchmarkLoad(b *testing.B) {
 	defer setup.close()
 
 	rows := []loadRow{}
-	run := func(name string, p *loadProc, msgs []loadtest.Message, want milter.ActionCode, rate float64) {
+	// run measures one workload on one milter rounds times and keeps the
+	// round of median throughput (with the errors of all).
+	run := func(name string, p *loadProc, msgs []loadtest.Message, want milter.ActionCode, rate float64, rounds int) {
 		b.Run(name, func(b *testing.B) {
 			var r loadRow
 			for range b.N {
-				r = drive(p, msgs, want, rate)
+				var all []loadRow
+				errors := 0
+				for range rounds {
+					all = append(all, drive(p, msgs, want, rate))
+					errors += all[len(all)-1].errors
+				}
+				slices.SortFunc(all, func(x, y loadRow) int { return cmp.Compare(x.rate, y.rate) })
+				r = all[len(all)/2]
+				r.errors = errors
 			}
 			r.name = name
 			b.ReportMetric(r.rate, "msgs/s")
@@ -57,21 +69,29 @@ func BenchmarkLoad(b *testing.B) {
 	}
 	// As fast as the connections go: throughput, and latency that is
 	// mostly waiting for the CPU when the load generator shares it.
-	run("ordinary/bouncemilter", setup.serve, setup.ordinary, milter.ActAccept, 0)
-	run("ordinary/noop-mail", setup.noopMail, setup.ordinary, milter.ActAccept, 0)
-	run("ordinary/noop-eob", setup.noopEOB, setup.ordinary, milter.ActAccept, 0)
-	run("bounces/bouncemilter", setup.serve, setup.bounces, milter.ActDiscard, 0)
-	run("bounces/noop-eob", setup.noopEOB, setup.bounces, milter.ActAccept, 0)
+	// Ordinary mail takes a fraction of a second: the median of 5 rounds.
+	run("ordinary/bouncemilter", setup.serve, setup.ordinary, milter.ActAccept, 0, 5)
+	run("ordinary/noop-mail", setup.noopMail, setup.ordinary, milter.ActAccept, 0, 5)
+	run("ordinary/noop-eob", setup.noopEOB, setup.ordinary, milter.ActAccept, 0, 5)
+	run("bounces/bouncemilter", setup.serve, setup.bounces, milter.ActDiscard, 0, 1)
+	run("bounces/noop-eob", setup.noopEOB, setup.bounces, milter.ActAccept, 0, 1)
 	// Paced: a flood well beyond what a botnet's sign-ups cause (each
 	// bounce answers one sign-up), below saturation, so that the latency
 	// is the milter's own. Every sign-up is banned already; the bounces
 	// are journalled again and their actions deduplicated.
-	run(fmt.Sprintf("bounces@%d/s/bouncemilter", pacedRate), setup.serve, setup.bounces, milter.ActDiscard, pacedRate)
-	run(fmt.Sprintf("bounces@%d/s/noop-eob", pacedRate), setup.noopEOB, setup.bounces, milter.ActAccept, pacedRate)
+	run(fmt.Sprintf("bounces@%d/s/bouncemilter", pacedRate), setup.serve, setup.bounces, milter.ActDiscard, pacedRate, 1)
+	run(fmt.Sprintf("bounces@%d/s/noop-eob", pacedRate), setup.noopEOB, setup.bounces, milter.ActAccept, pacedRate, 1)
 
 	fmt.Printf("\n%-24s %10s %10s %10s %8s\n", "workload/milter", "msgs/s", "p50", "p99", "errors")
 	for _, r := range rows {
 		fmt.Printf("%-24s %10.0f %10s %10s %8d\n", r.name, r.rate, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors)
+	}
+	byName := map[string]loadRow{}
+	for _, r := range rows {
+		byName[r.name] = r
+	}
+	if bm, noop := byName["ordinary/bouncemilter"], byName["ordinary/noop-mail"]; bm.rate > 0 && noop.rate > 0 {
+		fmt.Printf("\nordinary mail: noop-mail / bouncemilter throughput = %.3f\n", noop.rate/bm.rate)
 	}
 	fmt.Printf("\n%-24s %10s\n", "process", "peak RSS")
 	for _, p := range []*loadProc{setup.serve, setup.noopMail, setup.noopEOB} {

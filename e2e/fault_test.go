@@ -59,10 +59,10 @@ func TestKilledMidFlood(t *testing.T) {
 		for answered.Load() < n/2 {
 			time.Sleep(time.Millisecond)
 		}
-		f.kill(t)
+		f.kill()
 		close(killed)
 	}()
-	unanswered := f.send(t, conns, all(n), replied, &answered)
+	unanswered := f.send(t, conns, floodIndexes(n), replied, &answered)
 	<-killed
 	t.Logf("%d of %d bounces answered before the kill, %d not", n-len(unanswered), n, len(unanswered))
 	if len(unanswered) == 0 {
@@ -76,7 +76,7 @@ func TestKilledMidFlood(t *testing.T) {
 	// Once more while the worker is busy applying the journal, where a
 	// kill can fall between a ban and its bookkeeping.
 	if applied := f.waitAppliedAtLeast(t, n); applied < 2*n {
-		f.kill(t)
+		f.kill()
 		t.Logf("killed again with %d of %d actions applied", applied, 2*n)
 		f.start(t)
 	}
@@ -223,7 +223,7 @@ func (f *flood) start(t *testing.T, extra ...string) {
 		logf.Close()
 		if t.Failed() {
 			b, _ := os.ReadFile(logf.Name())
-			t.Logf("%s:\n%s", filepath.Base(logf.Name()), tail(string(b), 60))
+			t.Logf("%s:\n%s", filepath.Base(logf.Name()), lastLines(string(b), 60))
 		}
 	})
 	testenv.WaitFor(t, 20*time.Second, "bouncemilter to listen", func() bool {
@@ -236,7 +236,7 @@ func (f *flood) start(t *testing.T, extra ...string) {
 }
 
 // kill ends serve with SIGKILL: no shutdown, no flush, as a crash would.
-func (f *flood) kill(t *testing.T) {
+func (f *flood) kill() {
 	f.serve.Process.Signal(syscall.SIGKILL)
 	<-f.exited
 }
@@ -255,7 +255,8 @@ func (f *flood) stop(t *testing.T) {
 	}
 }
 
-func all(n int) []int {
+// floodIndexes returns 0, 1, …, n-1: every message of a flood.
+func floodIndexes(n int) []int {
 	idx := make([]int, n)
 	for i := range idx {
 		idx[i] = i
@@ -308,8 +309,8 @@ func (f *flood) send(t *testing.T, conns int, idx []int, replied []milter.Action
 	return unanswered
 }
 
-// openRegistry opens the registry's database for reading.
-func openRegistry(t *testing.T, path string) *sql.DB {
+// openRegistryRO opens the registry's database for reading.
+func openRegistryRO(t *testing.T, path string) *sql.DB {
 	t.Helper()
 	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro&_busy_timeout=10000")
 	if err != nil {
@@ -322,7 +323,7 @@ func openRegistry(t *testing.T, path string) *sql.DB {
 // waitApplied waits until no action is pending and want actions exist.
 func (f *flood) waitApplied(t *testing.T, want int) {
 	t.Helper()
-	db := openRegistry(t, f.registry)
+	db := openRegistryRO(t, f.registry)
 	var total, pending int
 	testenv.WaitFor(t, 3*time.Minute, fmt.Sprintf("the worker to apply %d actions", want), func() bool {
 		err := db.QueryRow(`SELECT count(*), count(*) FILTER (WHERE state = 'pending') FROM actions`).Scan(&total, &pending)
@@ -334,7 +335,7 @@ func (f *flood) waitApplied(t *testing.T, want int) {
 // many are.
 func (f *flood) waitAppliedAtLeast(t *testing.T, min int) int {
 	t.Helper()
-	db := openRegistry(t, f.registry)
+	db := openRegistryRO(t, f.registry)
 	var applied int
 	testenv.WaitFor(t, 3*time.Minute, fmt.Sprintf("the worker to apply %d actions", min), func() bool {
 		err := db.QueryRow(`SELECT count(*) FROM actions WHERE state = 'applied'`).Scan(&applied)
@@ -347,7 +348,7 @@ func (f *flood) waitAppliedAtLeast(t *testing.T, min int) int {
 // bounce in the journal, found by queue id.
 func (f *flood) checkJournal(t *testing.T, replied []milter.ActionCode) {
 	t.Helper()
-	db := openRegistry(t, f.registry)
+	db := openRegistryRO(t, f.registry)
 	rows, err := db.Query(`SELECT queue_id, verdict FROM bounces`)
 	if err != nil {
 		t.Fatal(err)
@@ -385,7 +386,7 @@ func (f *flood) checkJournal(t *testing.T, replied []milter.ActionCode) {
 // exactly those accounts' bans, the ban log exactly one line per IP.
 func (f *flood) checkExactlyOnce(t *testing.T, n int) {
 	t.Helper()
-	db := openRegistry(t, f.registry)
+	db := openRegistryRO(t, f.registry)
 	rows, err := db.Query(`SELECT kind, target, state FROM actions`)
 	if err != nil {
 		t.Fatal(err)
@@ -486,8 +487,8 @@ func (f *flood) checkExactlyOnce(t *testing.T, n int) {
 	}
 }
 
-// tail returns the last n lines of s.
-func tail(s string, n int) string {
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
@@ -524,7 +525,7 @@ func floodWhileDown(t *testing.T, inst *mgtest.Instance, stop func() (restart fu
 	f.start(t)
 	replied := make([]milter.ActionCode, n)
 	var answered atomic.Int64
-	idx := all(n)
+	idx := floodIndexes(n)
 
 	if left := f.send(t, conns, idx[:before], replied, &answered); len(left) > 0 {
 		t.Fatalf("%d bounces got no answer", len(left))
@@ -600,7 +601,7 @@ func sqliteLock(t *testing.T, inst *mgtest.Instance) func() {
 func (f *flood) pending(t *testing.T) int {
 	t.Helper()
 	var n int
-	if err := openRegistry(t, f.registry).QueryRow(`SELECT count(*) FROM actions WHERE state = 'pending'`).Scan(&n); err != nil {
+	if err := openRegistryRO(t, f.registry).QueryRow(`SELECT count(*) FROM actions WHERE state = 'pending'`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n

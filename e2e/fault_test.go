@@ -54,15 +54,20 @@ func TestKilledMidFlood(t *testing.T) {
 
 	replied := make([]milter.ActionCode, n)
 	var answered atomic.Int64
-	killed := make(chan struct{})
+	killed, sent := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(killed)
 		for answered.Load() < n/2 {
-			time.Sleep(time.Millisecond)
+			select {
+			case <-sent:
+				return // the milter stopped answering by itself
+			case <-time.After(time.Millisecond):
+			}
 		}
 		f.kill()
-		close(killed)
 	}()
 	unanswered := f.send(t, conns, floodIndexes(n), replied, &answered)
+	close(sent)
 	<-killed
 	t.Logf("%d of %d bounces answered before the kill, %d not", n-len(unanswered), n, len(unanswered))
 	if len(unanswered) == 0 {

@@ -11,6 +11,9 @@ package e2e
 // resident memory. The targets (ordinary mail within 1.1× of the do-nothing
 // milter, bounces at p99 under 5 ms, peak RSS under 100 MB, no errors) are
 // reported, not asserted: a slow machine is not a failed test.
+//
+// BOUNCEMILTER_BENCH_BINARY names another build of bouncemilter to measure
+// instead of the one TestMain builds (one that writes a CPU profile, say).
 
 import (
 	"cmp"
@@ -64,6 +67,7 @@ func BenchmarkLoad(b *testing.B) {
 			b.ReportMetric(float64(r.p50.Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(r.p99.Microseconds())/1000, "p99-ms")
 			b.ReportMetric(float64(r.errors), "errors")
+			b.ReportMetric(float64(r.cpu.Microseconds()), "cpu-µs/msg")
 			rows = append(rows, r)
 		})
 	}
@@ -82,9 +86,9 @@ func BenchmarkLoad(b *testing.B) {
 	run(fmt.Sprintf("bounces@%d/s/bouncemilter", pacedRate), setup.serve, setup.bounces, milter.ActDiscard, pacedRate, 1)
 	run(fmt.Sprintf("bounces@%d/s/noop-eob", pacedRate), setup.noopEOB, setup.bounces, milter.ActAccept, pacedRate, 1)
 
-	fmt.Printf("\n%-24s %10s %10s %10s %8s\n", "workload/milter", "msgs/s", "p50", "p99", "errors")
+	fmt.Printf("\n%-28s %8s %10s %10s %10s %7s\n", "workload/milter", "msgs/s", "p50", "p99", "CPU/msg", "errors")
 	for _, r := range rows {
-		fmt.Printf("%-24s %10.0f %10s %10s %8d\n", r.name, r.rate, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors)
+		fmt.Printf("%-28s %8.0f %10s %10s %10s %7d\n", r.name, r.rate, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.cpu.Round(time.Microsecond), r.errors)
 	}
 	byName := map[string]loadRow{}
 	for _, r := range rows {
@@ -93,13 +97,13 @@ func BenchmarkLoad(b *testing.B) {
 	if bm, noop := byName["ordinary/bouncemilter"], byName["ordinary/noop-mail"]; bm.rate > 0 && noop.rate > 0 {
 		fmt.Printf("\nordinary mail: noop-mail / bouncemilter throughput = %.3f\n", noop.rate/bm.rate)
 	}
-	fmt.Printf("\n%-24s %10s\n", "process", "peak RSS")
+	fmt.Printf("\n%-28s %10s\n", "process", "peak RSS")
 	for _, p := range []*loadProc{setup.serve, setup.noopMail, setup.noopEOB} {
 		rss, err := loadtest.PeakRSS(p.cmd.Process.Pid)
 		if err != nil {
 			b.Fatal(err)
 		}
-		fmt.Printf("%-24s %7.1f MB\n", p.name, float64(rss)/(1<<20))
+		fmt.Printf("%-28s %7.1f MB\n", p.name, float64(rss)/(1<<20))
 		b.ReportMetric(float64(rss)/(1<<20), p.name+"-peak-RSS-MB")
 	}
 }
@@ -108,6 +112,7 @@ type loadRow struct {
 	name     string
 	rate     float64
 	p50, p99 time.Duration
+	cpu      time.Duration // the milter's processor time per message
 	errors   int
 }
 
@@ -115,6 +120,7 @@ type loadRow struct {
 // would, and measures. With rate > 0, message i is sent no sooner than
 // i/rate seconds after the start; otherwise as fast as the connections go.
 func drive(p *loadProc, msgs []loadtest.Message, want milter.ActionCode, rate float64) loadRow {
+	cpu0, _ := loadtest.CPUTime(p.cmd.Process.Pid)
 	queue := make(chan int, len(msgs))
 	if rate <= 0 {
 		for i := range msgs {
@@ -164,7 +170,9 @@ func drive(p *loadProc, msgs []loadtest.Message, want milter.ActionCode, rate fl
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu1, _ := loadtest.CPUTime(p.cmd.Process.Pid)
 	return loadRow{
+		cpu:    (cpu1 - cpu0) / time.Duration(len(msgs)),
 		rate:   float64(len(msgs)) / elapsed.Seconds(),
 		p50:    loadtest.Percentile(lat, 50),
 		p99:    loadtest.Percentile(lat, 99),
@@ -196,7 +204,13 @@ func newLoadSetup(b *testing.B) *loadSetup {
 	for i := range loadMessages {
 		s.ordinary = append(s.ordinary, loadtest.Ordinary("friend@else.example", "admin@media.example.org", loadtest.QueueID(1<<30+i)))
 	}
-	s.serve = s.start(b, "bouncemilter", f.addr, filepath.Join(f.dir, "serve.log"), binary, f.args...)
+	// Another build may be measured in its place (one that writes a CPU
+	// profile, say).
+	bin := binary
+	if alt := os.Getenv("BOUNCEMILTER_BENCH_BINARY"); alt != "" {
+		bin = alt
+	}
+	s.serve = s.start(b, "bouncemilter", f.addr, filepath.Join(f.dir, "serve.log"), bin, f.args...)
 	addr := testenv.FreeAddr(b, "127.0.0.1")
 	s.noopMail = s.start(b, "noop-mail", addr, os.DevNull, noop, "-listen", addr, "-accept-at", "mail")
 	addr = testenv.FreeAddr(b, "127.0.0.1")

@@ -322,6 +322,32 @@ func PeakRSS(pid int) (int64, error) {
 	return 0, fmt.Errorf("peak RSS of %d: no VmHWM line", pid)
 }
 
+// CPUTime returns the processor time process pid has used so far, user
+// and system (/proc/PID/stat; Linux only, in clock ticks of usually 10 ms).
+func CPUTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("CPU time of %d: %w", pid, err)
+	}
+	// The command name, in parentheses, may hold spaces: count the
+	// fields after it. utime and stime are fields 14 and 15 of the line.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	fields := strings.Fields(rest)
+	if !ok || len(fields) < 13 {
+		return 0, fmt.Errorf("CPU time of %d: unreadable stat line", pid)
+	}
+	var ticks int64
+	for _, f := range fields[11:13] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("CPU time of %d: %w", pid, err)
+		}
+		ticks += n
+	}
+	// USER_HZ is 100 on every Linux architecture Go supports.
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
+}
+
 // Percentile returns the p-th percentile (0 < p <= 100) of ds by the
 // nearest-rank method; ds is sorted in place.
 func Percentile(ds []time.Duration, p float64) time.Duration {

@@ -105,6 +105,22 @@ func TestPeakRSS(t *testing.T) {
 	}
 }
 
+func TestCPUTime(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	before, err := CPUTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for start := time.Now(); time.Since(start) < 50*time.Millisecond; {
+	}
+	after, err := CPUTime(os.Getpid())
+	if err != nil || after < before+20*time.Millisecond {
+		t.Errorf("CPUTime went from %v to %v (%v) after 50 ms of work", before, after, err)
+	}
+}
+
 // stopAt answers "continue" until its stage, then accepts or discards.
 type stopAt struct {
 	milter.NoOpMilter

@@ -322,10 +322,14 @@ func (d *DB) tx(ctx context.Context, what string, fn func(*sql.Tx) error) error 
 	return nil
 }
 
-// rebind turns ? placeholders into PostgreSQL's $n. The queries here hold no
+// rebind turns the query's placeholders into the backend's.
+func (d *DB) rebind(q string) string { return Rebind(d.backend, q) }
+
+// Rebind turns ? placeholders into PostgreSQL's $n when backend is
+// Postgres, and returns q as it is for SQLite. The query must hold no
 // literal question marks.
-func (d *DB) rebind(q string) string {
-	if d.backend != Postgres {
+func Rebind(backend Backend, q string) string {
+	if backend != Postgres {
 		return q
 	}
 	var b strings.Builder

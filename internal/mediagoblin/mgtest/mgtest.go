@@ -3,8 +3,9 @@
 // empty PostgreSQL database, and the mediagoblin.ini that points at it.
 //
 // It writes MediaGoblin's tables directly, as MediaGoblin would; it does not
-// go through package mediagoblin, so that tests of that package check it
-// against the schema rather than against itself.
+// go through package mediagoblin's queries (only its placeholder rewriting),
+// so that tests of that package check it against the schema rather than
+// against itself.
 package mgtest
 
 import (
@@ -15,13 +16,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
-	_ "github.com/mattn/go-sqlite3"    // the "sqlite3" database/sql driver
+
+	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
+	_ "github.com/mattn/go-sqlite3" // the "sqlite3" database/sql driver
 )
 
 var (
@@ -126,20 +127,10 @@ base_dir = %%(here)s/user_dev/media/queue
 func (inst *Instance) SQL() *sql.DB { return inst.db }
 
 func (inst *Instance) rebind(q string) string {
-	if !inst.Postgres {
-		return q
+	if inst.Postgres {
+		return mediagoblin.Rebind(mediagoblin.Postgres, q)
 	}
-	var b strings.Builder
-	n := 0
-	for _, r := range q {
-		if r == '?' {
-			n++
-			b.WriteString("$" + strconv.Itoa(n))
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
+	return q
 }
 
 // timestamp formats t as SQLAlchemy stores a naive UTC DateTime.

@@ -443,14 +443,7 @@ func nextAddress(s string) (string, string) {
 		if at < 0 {
 			return "", ""
 		}
-		start := at
-		for start > 0 && isAddrChar(s[start-1]) {
-			start--
-		}
-		end := at + 1
-		for end < len(s) && isDomainChar(s[end]) {
-			end++
-		}
+		start, end := addressAround(s, at)
 		a := strings.Trim(s[start:end], ".-")
 		if plausibleAddress(a) && !strings.HasPrefix(a, "@") {
 			return normalizeAddress(a), s[end:]

@@ -145,14 +145,7 @@ func addressIn(s string) string {
 		if at < 0 {
 			return ""
 		}
-		start := at
-		for start > 0 && isAddrChar(s[start-1]) {
-			start--
-		}
-		end := at + 1
-		for end < len(s) && isDomainChar(s[end]) {
-			end++
-		}
+		start, end := addressAround(s, at)
 		local := s[start:at]
 		domain := strings.TrimRight(s[at+1:end], ".-")
 		if local != "" && strings.IndexByte(domain, '.') > 0 {
@@ -163,6 +156,20 @@ func addressIn(s string) string {
 		}
 		s = s[at+1:]
 	}
+}
+
+// addressAround returns the bounds of the address-like token around the
+// "@" at s[at]: local-part characters before it, domain characters after.
+func addressAround(s string, at int) (start, end int) {
+	start = at
+	for start > 0 && isAddrChar(s[start-1]) {
+		start--
+	}
+	end = at + 1
+	for end < len(s) && isDomainChar(s[end]) {
+		end++
+	}
+	return start, end
 }
 
 func isAddrChar(c byte) bool {

@@ -54,19 +54,7 @@ func scanRegistration(s interface{ Scan(...any) error }) (Registration, error) {
 // UpsertRegistration stores reg, replacing what the registry knew of the
 // same user except a linked IP, which only SetIP changes.
 func (t *Tx) UpsertRegistration(ctx context.Context, reg Registration) error {
-	_, err := t.tx.ExecContext(ctx, `
-INSERT INTO registrations (user_id, username, email, email_key, created, verified, privileged, synced)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT(user_id) DO UPDATE SET
-	username = excluded.username, email = excluded.email, email_key = excluded.email_key,
-	created = excluded.created, verified = excluded.verified,
-	privileged = excluded.privileged, synced = excluded.synced`,
-		reg.UserID, reg.Username, reg.Email, EmailKey(reg.Email), unix(reg.Created),
-		reg.Verified, reg.Privileged, unix(reg.Synced))
-	if err != nil {
-		return fmt.Errorf("store registration %d: %w", reg.UserID, err)
-	}
-	return nil
+	return t.UpsertRegistrations(ctx, []Registration{reg})
 }
 
 // SetIP links the sign-up of username to ip, saying how the link was made.

@@ -59,6 +59,13 @@ func Open(ctx context.Context, path string) (*DB, error) {
 			return nil, fmt.Errorf("open registry: %w", err)
 		}
 	}
+	// The registry holds users' addresses and IPs: not for everyone to
+	// read. SQLite gives its -wal and -shm files the database's mode.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("open registry: %w", err)
+	}
+	f.Close()
 	q := url.Values{}
 	q.Set("_busy_timeout", "10000")
 	q.Set("_journal_mode", "WAL")

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -277,5 +278,26 @@ func TestRestoreLiftsSharedIPBan(t *testing.T) {
 	}
 	if kinds[UnbanAccount] != "43" || kinds[UnbanIP] != "198.51.100.4" {
 		t.Fatalf("restore queued %+v; want the account and the shared IP lifted", undo)
+	}
+}
+
+func TestNewRegistryIsNotWorldReadable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r.db")
+	db, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.SetState(context.Background(), "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + "-wal"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm()&0o007 != 0 {
+			t.Errorf("%s has mode %v; want no access for others", p, fi.Mode().Perm())
+		}
 	}
 }

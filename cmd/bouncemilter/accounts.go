@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 const accountsUsage = `Usage:
   bouncemilter accounts list    [--registry PATH] [--json]
   bouncemilter accounts restore [--registry PATH] [--mediagoblin-config PATH] [--note TEXT] USERNAME...
+  bouncemilter accounts allow   [--registry PATH] [--note TEXT] (--user NAME | --email ADDRESS | --ip ADDRESS)...
 `
 
 func runAccounts(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) int {
@@ -31,6 +34,8 @@ func runAccounts(ctx context.Context, args []string, stdout, stderr io.Writer, l
 		return runAccountsList(ctx, args[1:], stdout, stderr)
 	case "restore":
 		return runAccountsRestore(ctx, args[1:], stdout, stderr, log)
+	case "allow":
+		return runAccountsAllow(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, accountsUsage)
 		return 0
@@ -174,6 +179,69 @@ func runAccountsRestore(ctx context.Context, args []string, stdout, stderr io.Wr
 		}
 	}
 	return status
+}
+
+// allowFlag collects one kind of allow-list entry from a repeatable flag.
+type allowFlag struct {
+	kind    registry.AllowKind
+	entries *[]allowEntry
+}
+
+type allowEntry struct {
+	kind  registry.AllowKind
+	value string
+}
+
+func (f allowFlag) String() string { return "" }
+
+func (f allowFlag) Set(v string) error {
+	if f.kind == registry.AllowIP {
+		ip, err := netip.ParseAddr(v)
+		if err != nil {
+			return fmt.Errorf("%q is not an IP address", v)
+		}
+		v = ip.Unmap().String()
+	}
+	if f.kind == registry.AllowEmail && !strings.Contains(v, "@") {
+		return fmt.Errorf("%q is not an address", v)
+	}
+	*f.entries = append(*f.entries, allowEntry{f.kind, v})
+	return nil
+}
+
+// runAccountsAllow protects usernames, addresses and IPs from every future
+// action, before anything happened to them (restore does it after).
+func runAccountsAllow(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("accounts allow", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var entries []allowEntry
+	regPath := fs.String("registry", defaultRegistry, "the registry SQLite database")
+	note := fs.String("note", "", "why, for the record")
+	fs.Var(allowFlag{registry.AllowUser, &entries}, "user", "a MediaGoblin username never to disable; repeatable")
+	fs.Var(allowFlag{registry.AllowEmail, &entries}, "email", "an address whose sign-ups are never disabled; repeatable")
+	fs.Var(allowFlag{registry.AllowIP, &entries}, "ip", "a sign-up IP whose accounts are never disabled; repeatable")
+	fs.Usage = func() { fmt.Fprint(stderr, accountsUsage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if len(entries) == 0 || fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+	reg, err := registry.Open(ctx, *regPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "bouncemilter accounts allow: %v\n", err)
+		return 1
+	}
+	defer reg.Close()
+	for _, e := range entries {
+		if err := reg.Allow(ctx, e.kind, e.value, *note, time.Now()); err != nil {
+			fmt.Fprintf(stderr, "bouncemilter accounts allow: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "allow-listed %s %s\n", e.kind, e.value)
+	}
+	return 0
 }
 
 func orNone(s string) string {

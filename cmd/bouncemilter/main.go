@@ -30,8 +30,8 @@ const usage = `bouncemilter: a Postfix milter that disables MediaGoblin sign-ups
 Usage:
   bouncemilter serve    [flags]   run the milter and the action worker
   bouncemilter sync     [flags]   copy MediaGoblin sign-ups and their IPs into the registry
-  bouncemilter accounts list|restore [flags]
-                                  review disabled accounts, restore a false positive
+  bouncemilter accounts list|restore|allow [flags]
+                                  review disabled accounts, restore a false positive, allow-list
   bouncemilter parse    [--json] FILE...
                                   show what bounce messages say
   bouncemilter keys rotate [flags]

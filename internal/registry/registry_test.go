@@ -301,3 +301,39 @@ func TestNewRegistryIsNotWorldReadable(t *testing.T) {
 		}
 	}
 }
+
+func TestPruneJournalKeepsEvidenceOfBans(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t)
+	old, recent := t0.Add(-60*24*time.Hour), t0
+	if err := db.RecordSends(ctx, []Send{{Recipient: "a@x", Sent: old}, {Recipient: "b@x", Sent: recent}}); err != nil {
+		t.Fatal(err)
+	}
+	evidence, err := db.RecordBounce(ctx, Bounce{Received: old, Verdict: VerdictActed, Report: "{}"},
+		[]Action{{UserID: 1, Kind: BanAccount, Target: "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale, _ := db.RecordBounce(ctx, Bounce{Received: old, Verdict: VerdictNoMatch, Report: "{}"}, nil)
+	fresh, _ := db.RecordBounce(ctx, Bounce{Received: recent, Verdict: VerdictNoMatch, Report: "{}"}, nil)
+	var n int64
+	err = db.Tx(ctx, func(tx *Tx) (err error) {
+		n, err = tx.PruneJournal(ctx, t0.Add(-30*24*time.Hour))
+		return err
+	})
+	if err != nil || n != 2 {
+		t.Fatalf("pruned %d rows, %v; want the old send and the old unmatched bounce", n, err)
+	}
+	for id, want := range map[int64]bool{evidence: true, stale: false, fresh: true} {
+		_, err := db.Bounce(ctx, id)
+		if got := err == nil; got != want {
+			t.Errorf("bounce %d kept = %v; want %v (%v)", id, got, want, err)
+		}
+	}
+	if ok, _ := db.SentTo(ctx, "a@x", old.Add(-time.Hour)); ok {
+		t.Error("the old send is still recorded")
+	}
+	if ok, _ := db.SentTo(ctx, "b@x", recent.Add(-time.Hour)); !ok {
+		t.Error("the recent send was pruned")
+	}
+}

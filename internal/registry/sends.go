@@ -44,11 +44,21 @@ func (r *DB) SentTo(ctx context.Context, recipient string, since time.Time) (boo
 	return ok, nil
 }
 
-// PruneSends deletes the record of messages sent before before.
-func (r *DB) PruneSends(ctx context.Context, before time.Time) (int64, error) {
-	res, err := r.exec(ctx, `DELETE FROM sends WHERE sent < ?`, unix(before))
+// PruneJournal deletes what the journal holds from before before: the
+// record of sends, and bounces that led to no action (a bounce that did is
+// the evidence behind a ban, kept while the ban is). It reports how many
+// rows it deleted. Without it a flood would grow the registry for ever.
+func (t *Tx) PruneJournal(ctx context.Context, before time.Time) (int64, error) {
+	sends, err := t.tx.ExecContext(ctx, `DELETE FROM sends WHERE sent < ?`, unix(before))
 	if err != nil {
 		return 0, fmt.Errorf("prune sends: %w", err)
 	}
-	return res.RowsAffected()
+	bounces, err := t.tx.ExecContext(ctx, `DELETE FROM bounces WHERE received < ?
+		AND id NOT IN (SELECT bounce_id FROM actions WHERE bounce_id IS NOT NULL)`, unix(before))
+	if err != nil {
+		return 0, fmt.Errorf("prune bounces: %w", err)
+	}
+	n, _ := sends.RowsAffected()
+	m, _ := bounces.RowsAffected()
+	return n + m, nil
 }

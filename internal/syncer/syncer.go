@@ -167,6 +167,10 @@ func (s *run) do(ctx context.Context) error {
 	if err := s.reg.Tx(ctx, func(tx *registry.Tx) error {
 		n, err := tx.PruneBefore(ctx, s.cutoff)
 		s.sum.Pruned = n
+		if err != nil {
+			return err
+		}
+		_, err = tx.PruneJournal(ctx, s.cutoff)
 		return err
 	}); err != nil {
 		return fmt.Errorf("prune: %w", err)

@@ -3,13 +3,15 @@
 // retrying with back-off while either is unavailable, so that an action
 // journalled before a crash or an outage is applied once it can be.
 //
-// Every action is idempotent at its target (banning a banned account
-// changes nothing), so applying one twice after a crash between the
-// action and its bookkeeping is harmless; where it is not (a ban log
-// would hold the line twice), the attempt is marked in the journal before
-// it begins and checked at the target after a crash (see BanChecker). The worker decides nothing: what
-// to do was decided when the bounce was journalled, and the target systems
-// may still refuse (an account verified meanwhile is never banned).
+// Most actions are idempotent at their target (banning a banned account
+// changes nothing), so applying one twice after a crash between the action
+// and its bookkeeping is harmless. Where that is not so (a ban log would
+// hold the line twice), the attempt is marked in the journal before it
+// begins and checked at the target after a crash (see BanChecker).
+//
+// The worker decides nothing: what to do was decided when the bounce was
+// journalled, and the target systems may still refuse (an account verified
+// meanwhile is never banned).
 package worker
 
 import (

@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -52,7 +51,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		trustHdrs   = fs.Bool("trust-returned-headers", false, "also accept bounces whose returned headers match mail recorded as sent (only for setups where MediaGoblin's mail bypasses this Postfix)")
 		discardSusp = fs.Bool("discard-suspect", false, "discard bounces that cannot be shown to answer this instance's mail, instead of delivering them")
 		grace       = fs.Duration("shutdown-grace", 10*time.Second, "on SIGTERM, wait this long for messages in flight")
-		neverBan    prefixList
+		neverBan    prefixFlag
 	)
 	fs.Var(&neverBan, "never-ban", "an address or CIDR never to ban (your reverse proxy, your office); repeatable. Loopback, link-local and multicast are never banned anyway")
 	fs.Usage = func() {
@@ -154,24 +153,6 @@ Flags:
 	}
 	log.Info("stopped")
 	return 0
-}
-
-// prefixList is a repeatable flag of addresses and CIDR prefixes.
-type prefixList []netip.Prefix
-
-func (p *prefixList) String() string { return fmt.Sprint(*p) }
-
-func (p *prefixList) Set(v string) error {
-	if prefix, err := netip.ParsePrefix(v); err == nil {
-		*p = append(*p, prefix.Masked())
-		return nil
-	}
-	addr, err := netip.ParseAddr(v)
-	if err != nil {
-		return fmt.Errorf("%q is neither an address nor a CIDR prefix", v)
-	}
-	*p = append(*p, netip.PrefixFrom(addr.Unmap(), addr.Unmap().BitLen()))
-	return nil
 }
 
 // loadMediaGoblin reads MediaGoblin's config. A missing file is not fatal:

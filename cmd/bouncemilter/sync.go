@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
-	"strings"
 
 	"github.com/bouncemilter/bouncemilter/internal/accesslog"
 	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
@@ -28,36 +26,6 @@ back-off.
 
 Flags:
 `
-
-// listFlag is a repeatable string flag.
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
-
-// prefixFlag is a repeatable address or CIDR flag.
-type prefixFlag []netip.Prefix
-
-func (p *prefixFlag) String() string {
-	var s []string
-	for _, x := range *p {
-		s = append(s, x.String())
-	}
-	return strings.Join(s, ",")
-}
-
-func (p *prefixFlag) Set(v string) error {
-	if a, err := netip.ParseAddr(v); err == nil {
-		*p = append(*p, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
-		return nil
-	}
-	pr, err := netip.ParsePrefix(v)
-	if err != nil {
-		return fmt.Errorf("not an address or CIDR prefix: %q", v)
-	}
-	*p = append(*p, pr.Masked())
-	return nil
-}
 
 func runSync(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) int {
 	fs := flag.NewFlagSet("sync", flag.ContinueOnError)

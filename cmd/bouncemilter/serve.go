@@ -71,6 +71,11 @@ Flags:
 		return 2
 	}
 
+	// A bad socket spec is a usage error: say so before touching anything.
+	if _, _, err := filter.ParseSpec(*listen); err != nil {
+		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
+		return 2
+	}
 	cfg, err := loadMediaGoblin(*mgConfig, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestServeRefusesBrokenSetups(t *testing.T) {
+	dir := t.TempDir()
+	broken := filepath.Join(dir, "mediagoblin.ini")
+	if err := os.WriteFile(broken, []byte("[mediagoblin]\nsql_engine = nonsense\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		code int
+		says string
+	}{
+		{"bad listen spec", []string{"--listen", "127.0.0.1:8891"}, 2, "bad milter socket spec"},
+		{"unknown flag", []string{"--no-such-flag"}, 2, "no-such-flag"},
+		{"broken mediagoblin.ini", []string{"--mediagoblin-config", broken}, 1, "sql_engine"},
+		{"unknown banner", []string{"--mediagoblin-config", filepath.Join(dir, "missing.ini"), "--banner", "iptables"}, 1, "unknown banner"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			args := append([]string{"--registry", filepath.Join(dir, "r.db"), "--ban-log", filepath.Join(dir, "bans.log"), "--listen", "inet:127.0.0.1:0"}, tt.args...)
+			code := runServe(context.Background(), args, &stdout, &stderr, slog.New(slog.DiscardHandler))
+			if code != tt.code || !strings.Contains(stderr.String(), tt.says) {
+				t.Errorf("serve %v = %d, %q; want %d saying %q", tt.args, code, stderr.String(), tt.code, tt.says)
+			}
+		})
+	}
+}
+
+// Without mediagoblin.ini serve still runs, on MediaGoblin's defaults, and
+// stops cleanly when told to.
+func TestServeStartsWithoutMediaGoblinAndStops(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var stderr bytes.Buffer
+	go func() {
+		done <- runServe(ctx, []string{"--listen", "inet:" + addr, "--registry", filepath.Join(dir, "lib", "r.db"),
+			"--ban-log", filepath.Join(dir, "bans.log"), "--mediagoblin-config", filepath.Join(dir, "missing", "mediagoblin.ini")},
+			&bytes.Buffer{}, &stderr, slog.New(slog.DiscardHandler))
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not listen: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("serve exited %d: %s", code, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	for _, f := range []string{"lib/r.db", "lib/returnpath.keys", "bans.log"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("serve did not create %s: %v", f, err)
+		}
+	}
+}

@@ -68,9 +68,20 @@ failed=$(grep -cE '^\s*--- FAIL' "$log" || true)
 skipped=$(grep -cE '^\s*--- SKIP' "$log" || true)
 if ((skipped > 0)); then
 	echo "== skipped tests and why:"
-	# go test -v prints the reason just before the SKIP line.
-	grep -E -B1 '^\s*--- SKIP' "$log" | grep -vE '^--$' | sed 's/^\s*//' | paste - - |
-		sed -E 's/^(.*)\t--- SKIP: ([^ ]+).*/  \2: \1/' || true
+	# go test -v streams what a test logs under its "=== RUN NAME" (or
+	# CONT, NAME) line; the last line a skipped test logged is its reason.
+	awk '
+		/^=== (RUN|CONT|NAME) / { current = $3; next }
+		/^[ \t]+[^ \t]+\.go:[0-9]+: / && current != "" { said[current] = $0 }
+		/^[ \t]*--- SKIP: / { skipped[++n] = $3 }
+		END {
+			for (i = 1; i <= n; i++) {
+				r = said[skipped[i]]
+				sub(/^[ \t]+/, "", r)
+				printf "  %s: %s\n", skipped[i], (r == "" ? "(no reason logged)" : r)
+			}
+		}
+	' "$log"
 fi
 echo "test: $passed passed, $failed failed, $skipped skipped"
 exit $status

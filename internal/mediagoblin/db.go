@@ -261,24 +261,60 @@ func parseTimestamp(v any) (time.Time, error) {
 // last looked.
 func (d *DB) BanUser(ctx context.Context, userID int64, reason string) error {
 	return d.tx(ctx, fmt.Sprintf("ban user %d", userID), func(tx *sql.Tx) error {
-		var u User
-		var created any
-		err := tx.QueryRowContext(ctx, d.rebind(usersQuery+` WHERE u.id = ?`), userID).
-			Scan(&u.ID, &u.Username, &u.Email, &created, &u.Verified, &u.Privileged)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			return ErrNoSuchUser
-		case err != nil:
-			return err
-		case u.Privileged:
-			return ErrPrivileged
-		case u.Verified:
-			return ErrVerified
-		}
-		_, err = tx.ExecContext(ctx, d.rebind(`INSERT INTO core__user_bans (user_id, expiration_date, reason)
-			VALUES (?, NULL, ?) ON CONFLICT (user_id) DO NOTHING`), userID, reason)
-		return err
+		return d.ban(ctx, tx, userID, reason)
 	})
+}
+
+// BanUsers is BanUser for several users in one transaction: in a flood one
+// commit, and one lock on MediaGoblin's database, serves them all. bans maps
+// user ids to reasons. refused holds, for each user that was not banned
+// because BanUser would have refused it, the reason (wrapping
+// ErrNoSuchUser, ErrPrivileged or ErrVerified); every other user is banned
+// when err is nil. When err is set, nothing was banned.
+func (d *DB) BanUsers(ctx context.Context, bans map[int64]string) (refused map[int64]error, err error) {
+	refused = map[int64]error{}
+	err = d.tx(ctx, fmt.Sprintf("ban %d users", len(bans)), func(tx *sql.Tx) error {
+		for id, reason := range bans {
+			err := d.ban(ctx, tx, id, reason)
+			switch {
+			case refusal(err):
+				refused[id] = fmt.Errorf("ban user %d: %w", id, err)
+			case err != nil:
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return refused, nil
+}
+
+// ban bans one user inside tx, after re-reading its privileges.
+func (d *DB) ban(ctx context.Context, tx *sql.Tx, userID int64, reason string) error {
+	var u User
+	var created any
+	err := tx.QueryRowContext(ctx, d.rebind(usersQuery+` WHERE u.id = ?`), userID).
+		Scan(&u.ID, &u.Username, &u.Email, &created, &u.Verified, &u.Privileged)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return ErrNoSuchUser
+	case err != nil:
+		return err
+	case u.Privileged:
+		return ErrPrivileged
+	case u.Verified:
+		return ErrVerified
+	}
+	_, err = tx.ExecContext(ctx, d.rebind(`INSERT INTO core__user_bans (user_id, expiration_date, reason)
+		VALUES (?, NULL, ?) ON CONFLICT (user_id) DO NOTHING`), userID, reason)
+	return err
+}
+
+// refusal reports whether err says an account must not be banned.
+func refusal(err error) bool {
+	return errors.Is(err, ErrNoSuchUser) || errors.Is(err, ErrPrivileged) || errors.Is(err, ErrVerified)
 }
 
 // UnbanUser deletes the user's ban, if any.
@@ -311,7 +347,7 @@ func (d *DB) tx(ctx context.Context, what string, fn func(*sql.Tx) error) error 
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
-		if errors.Is(err, ErrNoSuchUser) || errors.Is(err, ErrPrivileged) || errors.Is(err, ErrVerified) {
+		if refusal(err) {
 			return fmt.Errorf("%s: %w", what, err)
 		}
 		return d.wrap(what, err)

@@ -235,3 +235,44 @@ func TestReadOnly(t *testing.T) {
 		}
 	})
 }
+
+func TestBanUsers(t *testing.T) {
+	backends(t, func(t *testing.T, inst *mgtest.Instance) {
+		ctx := context.Background()
+		bot1 := inst.AddUser(t, mgtest.User{Username: "bot1", Email: "bot1@nowhere.example"})
+		bot2 := inst.AddUser(t, mgtest.User{Username: "bot2", Email: "bot2@nowhere.example"})
+		real := inst.AddUser(t, mgtest.User{Username: "real", Email: "real@example.net", Verified: true})
+		admin := inst.AddUser(t, mgtest.User{Username: "admin", Email: "admin@example.net", Admin: true})
+		db := open(t, inst)
+
+		refused, err := db.BanUsers(ctx, map[int64]string{bot1: "r1", bot2: "r2", real: "r3", admin: "r4", 4242: "r5"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for id, want := range map[int64]error{real: mediagoblin.ErrVerified, admin: mediagoblin.ErrPrivileged, 4242: mediagoblin.ErrNoSuchUser} {
+			if !errors.Is(refused[id], want) {
+				t.Errorf("refused[%d] = %v; want %v", id, refused[id], want)
+			}
+		}
+		if len(refused) != 3 {
+			t.Errorf("refused = %v; want only the three protected users", refused)
+		}
+		for id, reason := range map[int64]string{bot1: "r1", bot2: "r2"} {
+			if ok, r := inst.Banned(t, id); !ok || r != reason {
+				t.Errorf("user %d banned=%v reason=%q; want %q", id, ok, r, reason)
+			}
+		}
+		for _, id := range []int64{real, admin} {
+			if ok, _ := inst.Banned(t, id); ok {
+				t.Errorf("protected user %d was banned", id)
+			}
+		}
+		// Again: idempotent, the first reasons stay.
+		if refused, err := db.BanUsers(ctx, map[int64]string{bot1: "other", bot2: "other"}); err != nil || len(refused) != 0 {
+			t.Fatalf("second BanUsers = %v, %v", refused, err)
+		}
+		if _, r := inst.Banned(t, bot1); r != "r1" {
+			t.Errorf("reason changed to %q", r)
+		}
+	})
+}

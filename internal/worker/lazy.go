@@ -46,3 +46,22 @@ func (l *LazyAccounts) UnbanUser(ctx context.Context, userID int64) error {
 	}
 	return acc.UnbanUser(ctx, userID)
 }
+
+// BanUsers opens the store if needed and bans the users together when the
+// store can (BatchAccounts), else one by one.
+func (l *LazyAccounts) BanUsers(ctx context.Context, bans map[int64]string) (map[int64]error, error) {
+	acc, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if batch, ok := acc.(BatchAccounts); ok {
+		return batch.BanUsers(ctx, bans)
+	}
+	refused := map[int64]error{}
+	for id, reason := range bans {
+		if err := acc.BanUser(ctx, id, reason); err != nil {
+			refused[id] = err
+		}
+	}
+	return refused, nil
+}

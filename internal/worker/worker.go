@@ -114,36 +114,98 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
-// RunOnce applies every action that is due and reports how many it applied.
+// BatchAccounts is implemented by account stores that ban many accounts in
+// one transaction (see mediagoblin.DB.BanUsers): refused holds the users
+// not banned and why; err means none was.
+type BatchAccounts interface {
+	BanUsers(ctx context.Context, bans map[int64]string) (refused map[int64]error, err error)
+}
+
+// RunOnce applies every action that is due and reports how many left the
+// queue (applied or refused).
 func (w *Worker) RunOnce(ctx context.Context) (int, error) {
-	applied := 0
+	done := 0
 	for {
 		due, err := w.Queue.DueActions(ctx, w.now(), 100)
 		if err != nil {
-			return applied, err
+			return done, err
 		}
-		progress := false
-		for _, a := range due {
-			done, err := w.apply(ctx, a)
-			if err != nil {
-				return applied, err
-			}
-			if done {
-				applied++
-				progress = true
-			}
-		}
-		if len(due) < 100 || !progress {
-			return applied, nil
+		n, err := w.applyAll(ctx, due)
+		done += n
+		if err != nil || len(due) < 100 || n == 0 {
+			return done, err
 		}
 	}
 }
 
-// apply tries one action and books the outcome. It reports whether the
+// applyAll applies a batch of due actions, oldest first, the account bans
+// among them together when the store can, so that the IP bans after them
+// find the account bans they wait for done.
+func (w *Worker) applyAll(ctx context.Context, due []registry.Action) (int, error) {
+	done := 0
+	outcome := w.banAccounts(ctx, due)
+	for _, a := range due {
+		var err error
+		if res, ok := outcome[a.ID]; ok {
+			err = res
+		} else {
+			err = w.do(ctx, a)
+		}
+		left, berr := w.book(ctx, a, err)
+		if berr != nil {
+			return done, berr
+		}
+		if left {
+			done++
+		}
+	}
+	return done, nil
+}
+
+// banAccounts bans the accounts of the due ban-account actions in one call
+// when the store is a BatchAccounts and there is more than one, and returns
+// each action's outcome by id; otherwise nil, and each is done on its own.
+func (w *Worker) banAccounts(ctx context.Context, due []registry.Action) map[int64]error {
+	batch, ok := w.Accounts.(BatchAccounts)
+	if !ok {
+		return nil
+	}
+	bans := map[int64]string{}
+	var acts []registry.Action
+	for _, a := range due {
+		if a.Kind != registry.BanAccount {
+			continue
+		}
+		id, err := strconv.ParseInt(a.Target, 10, 64)
+		if err != nil {
+			continue // do refuses it, alone
+		}
+		if _, dup := bans[id]; !dup {
+			bans[id] = a.Reason
+		}
+		acts = append(acts, a)
+	}
+	if len(acts) < 2 {
+		return nil
+	}
+	refused, err := batch.BanUsers(ctx, bans)
+	outcome := make(map[int64]error, len(acts))
+	for _, a := range acts {
+		id, _ := strconv.ParseInt(a.Target, 10, 64)
+		switch {
+		case err != nil:
+			outcome[a.ID] = err
+		default:
+			outcome[a.ID] = refused[id]
+		}
+	}
+	return outcome
+}
+
+// book records the outcome of one attempt at a. It reports whether the
 // action left the queue.
-func (w *Worker) apply(ctx context.Context, a registry.Action) (bool, error) {
+func (w *Worker) book(ctx context.Context, a registry.Action, err error) (bool, error) {
 	log := w.log().With("action", a.ID, "kind", a.Kind, "target", a.Target, "user", a.UserID)
-	err := w.do(ctx, a)
 	now := w.now()
 	switch {
 	case errors.Is(err, errWaiting):

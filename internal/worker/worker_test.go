@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -602,5 +604,83 @@ func TestLazyAccounts(t *testing.T) {
 	}
 	if got, want := tg.Calls(), []string{"ban-user 42", "ban-ip 203.0.113.9", "unban-user 42"}; !slices.Equal(got, want) {
 		t.Errorf("calls = %q, want %q", got, want)
+	}
+}
+
+// batchTarget bans accounts together, as mediagoblin.DB.BanUsers does.
+type batchTarget struct {
+	*target
+	batches [][]int64
+	refuse  map[int64]error
+}
+
+func (b *batchTarget) BanUsers(ctx context.Context, bans map[int64]string) (map[int64]error, error) {
+	ids := slices.Sorted(maps.Keys(bans))
+	b.batches = append(b.batches, ids)
+	refused := map[int64]error{}
+	for _, id := range ids {
+		if err := b.refuse[id]; err != nil {
+			refused[id] = err
+			continue
+		}
+		if err := b.BanUser(ctx, id, bans[id]); err != nil {
+			return nil, err
+		}
+	}
+	return refused, nil
+}
+
+func TestRunOnceBansAccountsTogether(t *testing.T) {
+	db := openRegistry(t)
+	c := &clock{t: t0}
+	errVerified := errors.New("verified meanwhile")
+	tg := &batchTarget{target: &target{}, refuse: map[int64]error{43: errVerified}}
+	for i, ip := range []string{"203.0.113.1", "203.0.113.2", "203.0.113.3"} {
+		journal(t, db, int64(41+i), ip, t0)
+	}
+	w := New(db, tg, tg, nil)
+	w.Now = c.Now
+	w.Refusals = []error{errVerified}
+
+	if _, err := w.RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if want := [][]int64{{41, 42, 43}}; !reflect.DeepEqual(tg.batches, want) {
+		t.Errorf("batches = %v; want one with all three accounts", tg.batches)
+	}
+	if got, want := tg.Calls(), []string{"ban-user 41", "ban-user 42", "ban-ip 203.0.113.1", "ban-ip 203.0.113.2"}; !slices.Equal(got, want) {
+		t.Errorf("calls = %q, want %q", got, want)
+	}
+	if got, want := states(t, db, 43), []string{"ban-account refused", "ban-ip refused"}; !slices.Equal(got, want) {
+		t.Errorf("user 43 = %q, want %q: an account verified meanwhile keeps its IP", got, want)
+	}
+}
+
+// A batch that fails as a whole (MediaGoblin down) leaves every account ban
+// to retry, and their IP bans waiting.
+func TestRunOnceBatchFailureRetriesAll(t *testing.T) {
+	db := openRegistry(t)
+	c := &clock{t: t0}
+	down := errors.New("database down")
+	tg := &batchTarget{target: &target{fail: func(call string) error {
+		if strings.HasPrefix(call, "ban-user") {
+			return down
+		}
+		return nil
+	}}}
+	journal(t, db, 1, "203.0.113.1", t0)
+	journal(t, db, 2, "203.0.113.2", t0)
+	w := New(db, tg, tg, nil)
+	w.Now = c.Now
+	if _, err := w.RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []int64{1, 2} {
+		if got, want := states(t, db, id), []string{"ban-account pending", "ban-ip pending"}; !slices.Equal(got, want) {
+			t.Errorf("user %d = %q, want %q", id, got, want)
+		}
+	}
+	if calls := tg.Calls(); len(calls) != 0 {
+		t.Errorf("calls = %q; want none while the database is down", calls)
 	}
 }

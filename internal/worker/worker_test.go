@@ -132,7 +132,10 @@ func states(t *testing.T, db *registry.DB, userID int64) []string {
 	return out
 }
 
-func newWorker(db *registry.DB, tg *target, c *clock) *Worker {
+func newWorker(db *registry.DB, tg interface {
+	Accounts
+	Banner
+}, c *clock) *Worker {
 	w := New(db, tg, tg, nil)
 	w.Now = c.Now
 	return w
@@ -638,8 +641,7 @@ func TestRunOnceBansAccountsTogether(t *testing.T) {
 	for i, ip := range []string{"203.0.113.1", "203.0.113.2", "203.0.113.3"} {
 		journal(t, db, int64(41+i), ip, t0)
 	}
-	w := New(db, tg, tg, nil)
-	w.Now = c.Now
+	w := newWorker(db, tg, c)
 	w.Refusals = []error{errVerified}
 
 	if _, err := w.RunOnce(t.Context()); err != nil {
@@ -670,8 +672,7 @@ func TestRunOnceBatchFailureRetriesAll(t *testing.T) {
 	}}}
 	journal(t, db, 1, "203.0.113.1", t0)
 	journal(t, db, 2, "203.0.113.2", t0)
-	w := New(db, tg, tg, nil)
-	w.Now = c.Now
+	w := newWorker(db, tg, c)
 	if _, err := w.RunOnce(t.Context()); err != nil {
 		t.Fatal(err)
 	}

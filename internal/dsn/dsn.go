@@ -57,6 +57,16 @@ type Recipient struct {
 	Address string `json:"address"`
 	// OriginalAddress is the Original-Recipient field (section 2.3.1), if any.
 	OriginalAddress string `json:"original_address,omitempty"`
+	// Literal is true when Address is exactly what the report wrote in
+	// its Final-Recipient or Original-Recipient field (for a report with
+	// no delivery-status part, exactly what the recogniser read), after
+	// nothing but removing the address type and angle brackets and
+	// lowercasing the domain. An address the parser derived, cleaned,
+	// decoded or guessed is shown but is never literal, and callers that
+	// act on a bounce must act only on literal addresses.
+	Literal bool `json:"literal"`
+	// OriginalLiteral is Literal for OriginalAddress.
+	OriginalLiteral bool `json:"original_literal,omitempty"`
 	// Action is "failed", "delayed", "delivered", "relayed" or "expanded"
 	// (section 2.3.3).
 	Action string `json:"action"`

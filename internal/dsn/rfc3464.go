@@ -96,9 +96,9 @@ func parseDeliveryStatus(rep *Report, b []byte, max int) {
 				// ("@relay:user@host"), a pipe or a file.
 				switch {
 				case plausibleAddress(cur.OriginalAddress):
-					cur.Address = cur.OriginalAddress
+					cur.Address, cur.Literal = cur.OriginalAddress, cur.OriginalLiteral
 				case addressIn(cur.Address) != "" && !strings.HasPrefix(cur.Address, "@"):
-					cur.Address = addressIn(cur.Address)
+					cur.Address, cur.Literal = addressIn(cur.Address), false
 				}
 			}
 			if len(rep.Recipients) < max {
@@ -132,6 +132,7 @@ func parseDeliveryStatus(rep *Report, b []byte, max int) {
 			hasOrig = true
 			if f.name == "original-recipient" || cur.OriginalAddress == "" {
 				cur.OriginalAddress = recipientAddress(f.value)
+				cur.OriginalLiteral = isLiteral(f.value, cur.OriginalAddress)
 			}
 			continue
 		case "final-recipient":
@@ -142,6 +143,7 @@ func parseDeliveryStatus(rep *Report, b []byte, max int) {
 			start()
 			hasFinal = true
 			cur.Address = recipientAddress(f.value)
+			cur.Literal = isLiteral(f.value, cur.Address)
 			continue
 		}
 		if cur == nil {
@@ -250,6 +252,25 @@ func recipientAddress(v string) string {
 		v = decodeXtext(v)
 	}
 	return normalizeAddress(v)
+}
+
+// isLiteral reports whether addr is the value v of a Final-Recipient or
+// Original-Recipient field as written: v without its address type, the
+// white space around it and one pair of angle brackets, with the domain
+// lowercased, and nothing else changed. An address the parser had to dig
+// out, decode or trim is not literal: acting on it would act on an address
+// that Postfix never tried.
+func isLiteral(v, addr string) bool {
+	if i := strings.IndexByte(v, ';'); i >= 0 {
+		if t := strings.TrimSpace(v[:i]); t != "" && !strings.ContainsAny(t, " \t<>@\"") {
+			v = v[i+1:]
+		}
+	}
+	v = strings.TrimSpace(v)
+	if strings.HasPrefix(v, "<") && strings.HasSuffix(v, ">") {
+		v = strings.TrimSpace(v[1 : len(v)-1])
+	}
+	return addr != "" && plausibleAddress(addr) && normalizeAddress(v) == addr
 }
 
 // cleanAddress picks the address out of "<a@b>", "a@b (comment)",

@@ -40,32 +40,42 @@ func TestDeliveryStatusFields(t *testing.T) {
 			name: "no blank lines between recipients",
 			in: "Reporting-MTA: dns; mx.example.org\nFinal-Recipient: rfc822; a@example.com\nAction: failed\nStatus: 5.1.1\n" +
 				"Final-Recipient: rfc822; b@example.com\nAction: delayed\nStatus: 4.4.1\n",
-			want: []Recipient{{Address: "a@example.com", Action: "failed", Status: "5.1.1"}, {Address: "b@example.com", Action: "delayed", Status: "4.4.1"}},
+			want: []Recipient{{Address: "a@example.com", Literal: true, Action: "failed", Status: "5.1.1"}, {Address: "b@example.com", Literal: true, Action: "delayed", Status: "4.4.1"}},
 		},
 		{
 			name: "Original-Recipient first, then Final-Recipient",
 			in:   "Original-Recipient: rfc822;a@example.com\nFinal-Recipient: rfc822;b@example.com\nAction: failed\n\nOriginal-Recipient: rfc822;c@example.com\nFinal-Recipient: rfc822;d@example.com\nAction: failed\n",
-			want: []Recipient{{Address: "b@example.com", OriginalAddress: "a@example.com", Action: "failed"}, {Address: "d@example.com", OriginalAddress: "c@example.com", Action: "failed"}},
+			want: []Recipient{{Address: "b@example.com", OriginalAddress: "a@example.com", Literal: true, OriginalLiteral: true, Action: "failed"}, {Address: "d@example.com", OriginalAddress: "c@example.com", Literal: true, OriginalLiteral: true, Action: "failed"}},
 		},
 		{
 			name: "fields before Final-Recipient, folded diagnostic, CRLF",
 			in:   "Diagnostic-Code: smtp; 550 5.1.1 user\r\n  unknown\r\nStatus: 5.1.1\r\nFinal-Recipient: rfc822; a@example.com\r\nAction: failed\r\n",
-			want: []Recipient{{Address: "a@example.com", Action: "failed", Status: "5.1.1", Diagnostic: "550 5.1.1 user unknown"}},
+			want: []Recipient{{Address: "a@example.com", Literal: true, Action: "failed", Status: "5.1.1", Diagnostic: "550 5.1.1 user unknown"}},
 		},
 		{
 			name: "source route falls back to Original-Recipient",
 			in:   "Original-Recipient: rfc822;user@example.net\nFinal-Recipient: rfc822;@relay.example.net:user@server\nAction: failed\nStatus: 5.2.0 (transmission failure)\n",
-			want: []Recipient{{Address: "user@example.net", OriginalAddress: "user@example.net", Action: "failed", Status: "5.2.0"}},
+			want: []Recipient{{Address: "user@example.net", OriginalAddress: "user@example.net", Literal: true, OriginalLiteral: true, Action: "failed", Status: "5.2.0"}},
 		},
 		{
 			name: "odd Action words",
 			in:   "Final-Recipient: rfc822; a@example.com\nAction: expired\n\nFinal-Recipient: rfc822; b@example.com\nAction: Failed (bad mailbox)\n",
-			want: []Recipient{{Address: "a@example.com", Action: "failed"}, {Address: "b@example.com", Action: "failed"}},
+			want: []Recipient{{Address: "a@example.com", Literal: true, Action: "failed"}, {Address: "b@example.com", Literal: true, Action: "failed"}},
 		},
 		{
 			name: "junk lines are skipped",
 			in:   "this is not a field\nFinal-Recipient: rfc822; a@example.com\n: empty name\nAction: failed\n",
-			want: []Recipient{{Address: "a@example.com", Action: "failed"}},
+			want: []Recipient{{Address: "a@example.com", Literal: true, Action: "failed"}},
+		},
+		{
+			name: "a look-alike path is shown but not literal",
+			in:   "Final-Recipient: rfc822; /victim@example.net\nAction: failed\nStatus: 5.1.1\n",
+			want: []Recipient{{Address: "victim@example.net", Action: "failed", Status: "5.1.1"}},
+		},
+		{
+			name: "an xtext-decoded address is not literal",
+			in:   "Final-Recipient: rfc822; victim+2B@example.net\nAction: failed\n",
+			want: []Recipient{{Address: "victim+@example.net", Action: "failed"}},
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"time"
 )
@@ -57,6 +58,7 @@ const (
 	KindFail2ban = "fail2ban"
 	KindNFTables = "nftables"
 	KindNone     = "none"
+	KindDryRun   = "dry-run"
 )
 
 // DefaultJail is the fail2ban jail of contrib/fail2ban.
@@ -81,15 +83,25 @@ type Options struct {
 	// Table is the nftables table (kind "nftables"; default
 	// DefaultTable).
 	Table string
-	// Timeout is how long an nftables ban lasts (default DefaultTimeout).
-	// fail2ban's bans last the jail's bantime.
-	Timeout time.Duration
+	// Duration is how long a ban lasts (default DefaultTimeout). nftables
+	// gives each element this timeout; kind "fail2ban" sets the jail's
+	// bantime to it before its first ban; with kind "log" the jail's
+	// bantime (contrib/fail2ban: 7d) decides, which doctor compares.
+	Duration time.Duration
+	// IPv6Prefix, when between 1 and 127, makes a ban of an IPv6 address
+	// ban its network of that many bits (64: the usual subnet of one
+	// host). A network that overlaps Allow is not banned whole: the address
+	// alone is.
+	IPv6Prefix int
 	// Allow lists prefixes never to ban, on top of the protected ones.
 	Allow []netip.Prefix
+	// Log receives the dry-run Banner's lines.
+	Log *slog.Logger
 }
 
-// New builds the Banner of the given kind ("log", "fail2ban", "nftables" or
-// "none"), guarded by Guarded with opts.Allow. For kind "log" it creates the
+// New builds the Banner of the given kind ("log", "fail2ban", "nftables",
+// "none" or "dry-run"), guarded by Guarded with opts.Allow and grouping
+// IPv6 addresses into networks of opts.IPv6Prefix bits. For kind "log" it creates the
 // log file if missing, so that fail2ban finds it and a path that cannot be
 // written is reported now, not at the first ban.
 func New(kind string, opts Options) (Banner, error) {
@@ -112,15 +124,26 @@ func New(kind string, opts Options) (Banner, error) {
 		if jail == "" {
 			jail = DefaultJail
 		}
-		b = opts.fail2ban(jail)
+		c := opts.fail2ban(jail)
+		c.Bantime = opts.Duration
+		b = c
 	case KindNFTables:
-		b = &NFTables{Table: opts.Table, Timeout: opts.Timeout}
+		b = &NFTables{Table: opts.Table, Timeout: opts.Duration}
 	case KindNone:
 		b = Nop{}
+	case KindDryRun:
+		d := opts.Duration
+		if d <= 0 {
+			d = DefaultTimeout
+		}
+		b = DryRun{Log: opts.Log, Duration: d}
 	default:
-		return nil, fmt.Errorf("unknown banner %q (want %s, %s, %s or %s)", kind, KindLog, KindFail2ban, KindNFTables, KindNone)
+		return nil, fmt.Errorf("unknown banner %q (want %s, %s, %s, %s or %s)", kind, KindLog, KindFail2ban, KindNFTables, KindNone, KindDryRun)
 	}
-	return Guarded(b, opts.Allow), nil
+	if opts.IPv6Prefix < 0 || opts.IPv6Prefix > 128 {
+		return nil, fmt.Errorf("IPv6 prefix length %d is not between 0 and 128", opts.IPv6Prefix)
+	}
+	return GuardedNet(b, opts.Allow, opts.IPv6Prefix), nil
 }
 
 func (opts Options) fail2ban(jail string) *Fail2banClient {
@@ -133,6 +156,10 @@ type Nop struct{}
 
 func (Nop) Ban(ctx context.Context, ip netip.Addr, reason string) error { return nil }
 func (Nop) Unban(ctx context.Context, ip netip.Addr) error              { return nil }
+func (Nop) BanNet(ctx context.Context, p netip.Prefix, reason string) error {
+	return nil
+}
+func (Nop) UnbanNet(ctx context.Context, p netip.Prefix) error { return nil }
 
 // Guarded returns a Banner that refuses, with ErrProtected, to ban the
 // protected addresses and any address inside allow, and passes everything
@@ -140,7 +167,14 @@ func (Nop) Unban(ctx context.Context, ip netip.Addr) error              { return
 // is judged (and banned) as 10.0.0.1. Unban always passes: lifting a ban is
 // never harmful.
 func Guarded(b Banner, allow []netip.Prefix) Banner {
-	g := &guard{next: b, allow: allow}
+	return GuardedNet(b, allow, 0)
+}
+
+// GuardedNet is Guarded, banning the network of v6bits bits (see Group) of
+// an IPv6 address when b is a NetBanner. Unban lifts the network's ban and
+// the address's.
+func GuardedNet(b Banner, allow []netip.Prefix, v6bits int) Banner {
+	g := &guard{next: b, allow: allow, v6bits: v6bits}
 	if _, ok := b.(Checker); ok {
 		return checkingGuard{g}
 	}
@@ -159,12 +193,28 @@ type Checker interface {
 type checkingGuard struct{ *guard }
 
 func (g checkingGuard) BannedSince(ctx context.Context, ip netip.Addr, since time.Time) (bool, error) {
-	return g.next.(Checker).BannedSince(ctx, normalize(ip), since)
+	ip = normalize(ip)
+	nc, ok := g.next.(netChecker)
+	if !ok {
+		return g.next.(Checker).BannedSince(ctx, ip, since)
+	}
+	return nc.BannedNetSince(ctx, g.target(ip), since)
 }
 
 type guard struct {
-	next  Banner
-	allow []netip.Prefix
+	next   Banner
+	allow  []netip.Prefix
+	v6bits int
+}
+
+// target is what a ban of ip bans: its network when grouped and allowed,
+// else the address alone.
+func (g *guard) target(ip netip.Addr) netip.Prefix {
+	p := Group(ip, g.v6bits)
+	if !p.IsSingleIP() && checkNet(p, g.allow) != nil {
+		return single(ip)
+	}
+	return p
 }
 
 func (g *guard) Ban(ctx context.Context, ip netip.Addr, reason string) error {
@@ -172,11 +222,26 @@ func (g *guard) Ban(ctx context.Context, ip netip.Addr, reason string) error {
 	if err := check(ip, g.allow); err != nil {
 		return err
 	}
+	if nb, ok := g.next.(NetBanner); ok {
+		return nb.BanNet(ctx, g.target(ip), reason)
+	}
 	return g.next.Ban(ctx, ip, reason)
 }
 
 func (g *guard) Unban(ctx context.Context, ip netip.Addr) error {
-	return g.next.Unban(ctx, normalize(ip))
+	ip = normalize(ip)
+	nb, ok := g.next.(NetBanner)
+	if !ok {
+		return g.next.Unban(ctx, ip)
+	}
+	// The ban may have been of the address or of its network (the setting
+	// may have changed since): lift both.
+	if p := Group(ip, g.v6bits); !p.IsSingleIP() {
+		if err := nb.UnbanNet(ctx, p); err != nil {
+			return err
+		}
+	}
+	return nb.UnbanNet(ctx, single(ip))
 }
 
 // Protected reports why ip must not be banned, or "" when it may be. The

@@ -90,8 +90,10 @@ func ExampleNFTables_Ruleset() {
 	// add table inet bouncemilter
 	// add set inet bouncemilter vandals { type ipv4_addr; flags timeout; }
 	// add set inet bouncemilter vandals6 { type ipv6_addr; flags timeout; }
+	// add set inet bouncemilter vandals6net { type ipv6_addr; flags interval, timeout; }
 	// add chain inet bouncemilter input { type filter hook input priority -10; policy accept; }
 	// flush chain inet bouncemilter input
 	// add rule inet bouncemilter input ip saddr @vandals counter drop
 	// add rule inet bouncemilter input ip6 saddr @vandals6 counter drop
+	// add rule inet bouncemilter input ip6 saddr @vandals6net counter drop
 }

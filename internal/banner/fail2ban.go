@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"strconv"
 	"strings"
+	"sync"
+	"time"
 )
 
 // Fail2banClient bans and unbans through a running fail2ban server, with
@@ -29,31 +32,70 @@ type Fail2banClient struct {
 	// Command is the fail2ban-client program; empty means
 	// "fail2ban-client", looked up in PATH.
 	Command string
+	// Bantime, when set, is made the jail's bantime before the first ban
+	// (fail2ban keeps one bantime per jail, not per ban). Zero leaves the
+	// jail's own.
+	Bantime time.Duration
+
+	mu         sync.Mutex
+	bantimeSet bool
 }
 
 // Ban adds ip to the jail's bans, for the jail's bantime.
 func (c *Fail2banClient) Ban(ctx context.Context, ip netip.Addr, reason string) error {
-	ip = normalize(ip)
-	if err := check(ip, nil); err != nil {
+	return c.BanNet(ctx, single(ip), reason)
+}
+
+// BanNet adds p to the jail's bans: fail2ban takes a network in CIDR form.
+func (c *Fail2banClient) BanNet(ctx context.Context, p netip.Prefix, reason string) error {
+	p = netip.PrefixFrom(normalize(p.Addr()), p.Bits()).Masked()
+	if err := check(p.Addr(), nil); err != nil {
 		return err
 	}
-	if _, err := c.run(ctx, "set", c.Jail, "banip", ip.String()); err != nil {
-		return fmt.Errorf("ban %s: %w", ip, err)
+	if err := c.setBantime(ctx); err != nil {
+		return fmt.Errorf("ban %s: %w", netString(p), err)
 	}
+	if _, err := c.run(ctx, "set", c.Jail, "banip", netString(p)); err != nil {
+		return fmt.Errorf("ban %s: %w", netString(p), err)
+	}
+	return nil
+}
+
+func (c *Fail2banClient) setBantime(ctx context.Context) error {
+	if c.Bantime <= 0 {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.bantimeSet {
+		return nil
+	}
+	secs := int64((c.Bantime + time.Second - 1) / time.Second)
+	if _, err := c.run(ctx, "set", c.Jail, "bantime", strconv.FormatInt(secs, 10)); err != nil {
+		return err
+	}
+	c.bantimeSet = true
 	return nil
 }
 
 // Unban lifts the jail's ban of ip. An address that is not banned is not an
 // error.
 func (c *Fail2banClient) Unban(ctx context.Context, ip netip.Addr) error {
-	ip = normalize(ip)
-	if !ip.IsValid() {
+	if !normalize(ip).IsValid() {
+		return fmt.Errorf("unban: %w: not a valid address", ErrProtected)
+	}
+	return c.UnbanNet(ctx, single(ip))
+}
+
+// UnbanNet lifts the jail's ban of p.
+func (c *Fail2banClient) UnbanNet(ctx context.Context, p netip.Prefix) error {
+	if !p.IsValid() {
 		return fmt.Errorf("unban: %w: not a valid address", ErrProtected)
 	}
 	// fail2ban answers 0 (addresses unbanned) for an address it did not
 	// ban, without failing: already idempotent.
-	if _, err := c.run(ctx, "set", c.Jail, "unbanip", ip.String()); err != nil {
-		return fmt.Errorf("unban %s: %w", ip, err)
+	if _, err := c.run(ctx, "set", c.Jail, "unbanip", netString(p)); err != nil {
+		return fmt.Errorf("unban %s: %w", netString(p), err)
 	}
 	return nil
 }

@@ -70,20 +70,27 @@ func (l *LogFile) open() (*os.File, error) {
 // Ban appends the ban line for ip and syncs it to disk: once Ban returns, the
 // ban survives a crash.
 func (l *LogFile) Ban(ctx context.Context, ip netip.Addr, reason string) error {
-	ip = normalize(ip)
+	return l.BanNet(ctx, single(ip), reason)
+}
+
+// BanNet appends the ban line for p, in CIDR form unless it is one address
+// (the filter of contrib/fail2ban reads both).
+func (l *LogFile) BanNet(ctx context.Context, p netip.Prefix, reason string) error {
+	p = netip.PrefixFrom(normalize(p.Addr()), p.Bits()).Masked()
+	ip := p.Addr()
 	if err := check(ip, nil); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("ban %s: %w", ip, err)
+		return fmt.Errorf("ban %s: %w", netString(p), err)
 	}
-	line := FormatLine(l.now(), ip, reason)
+	line := formatLine(l.now(), netString(p), reason)
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	f, err := l.open()
 	if err != nil {
-		return fmt.Errorf("ban %s: %w", ip, err)
+		return fmt.Errorf("ban %s: %w", netString(p), err)
 	}
 	_, err = f.Write(line)
 	if err == nil {
@@ -93,7 +100,7 @@ func (l *LogFile) Ban(ctx context.Context, ip netip.Addr, reason string) error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("ban %s: ban log %s: %w", ip, l.path, err)
+		return fmt.Errorf("ban %s: ban log %s: %w", netString(p), l.path, err)
 	}
 	return nil
 }
@@ -104,13 +111,18 @@ func (l *LogFile) Ban(ctx context.Context, ip netip.Addr, reason string) error {
 // line already rotated away is not found, and the ban is then written
 // again, which fail2ban takes as the same ban.
 func (l *LogFile) BannedSince(ctx context.Context, ip netip.Addr, since time.Time) (bool, error) {
+	return l.BannedNetSince(ctx, single(ip), since)
+}
+
+// BannedNetSince is BannedSince for a network's line.
+func (l *LogFile) BannedNetSince(ctx context.Context, p netip.Prefix, since time.Time) (bool, error) {
 	f, err := os.Open(l.path)
 	if err != nil {
 		return false, fmt.Errorf("ban log %s: %w", l.path, err)
 	}
 	defer f.Close()
 	since = since.UTC().Truncate(time.Second)
-	want := " bouncemilter: ban " + normalize(ip).String() + " "
+	want := " bouncemilter: ban " + netString(p) + " "
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := sc.Text()
@@ -140,9 +152,26 @@ func (l *LogFile) Unban(ctx context.Context, ip netip.Addr) error {
 	return l.Unbanner.Unban(ctx, ip)
 }
 
+// UnbanNet lifts the ban of p through Unbanner, or returns
+// ErrUnbanUnsupported.
+func (l *LogFile) UnbanNet(ctx context.Context, p netip.Prefix) error {
+	nb, ok := l.Unbanner.(NetBanner)
+	if !ok {
+		if p.IsSingleIP() {
+			return l.Unban(ctx, p.Addr())
+		}
+		return fmt.Errorf("unban %s: %w", netString(p), ErrUnbanUnsupported)
+	}
+	return nb.UnbanNet(ctx, p)
+}
+
 // FormatLine returns the line LogFile writes for a ban of ip at time t,
 // newline included. The reason is cut to MaxReason bytes and quoted.
 func FormatLine(t time.Time, ip netip.Addr, reason string) []byte {
+	return formatLine(t, normalize(ip).String(), reason)
+}
+
+func formatLine(t time.Time, target, reason string) []byte {
 	if len(reason) > MaxReason {
 		n := MaxReason
 		for n > 0 && !utf8.RuneStart(reason[n]) {
@@ -153,7 +182,7 @@ func FormatLine(t time.Time, ip netip.Addr, reason string) []byte {
 	b := make([]byte, 0, 64+len(reason))
 	b = t.UTC().AppendFormat(b, "2006-01-02T15:04:05Z")
 	b = append(b, " bouncemilter: ban "...)
-	b = normalize(ip).AppendTo(b)
+	b = append(b, target...)
 	b = append(b, " reason="...)
 	// strconv.Quote escapes quotes, backslashes, control characters
 	// (newlines included) and invalid UTF-8: the reason cannot end the

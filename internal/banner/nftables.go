@@ -21,6 +21,9 @@ const (
 	// holds one type of element.
 	set4 = "vandals"
 	set6 = "vandals6"
+	// set6net holds IPv6 networks (Options.IPv6Prefix): a set of prefixes
+	// needs the interval flag, which the address sets were made without.
+	set6net = "vandals6net"
 )
 
 // NFTables bans an address by adding it, with a timeout, to a named set of
@@ -65,11 +68,13 @@ func (n *NFTables) Ruleset() string {
 add table inet %[1]s
 add set inet %[1]s %[2]s { type ipv4_addr; flags timeout; }
 add set inet %[1]s %[3]s { type ipv6_addr; flags timeout; }
+add set inet %[1]s %[4]s { type ipv6_addr; flags interval, timeout; }
 add chain inet %[1]s input { type filter hook input priority -10; policy accept; }
 flush chain inet %[1]s input
 add rule inet %[1]s input ip saddr @%[2]s counter drop
 add rule inet %[1]s input ip6 saddr @%[3]s counter drop
-`, t, set4, set6)
+add rule inet %[1]s input ip6 saddr @%[4]s counter drop
+`, t, set4, set6, set6net)
 }
 
 // EnsureSet loads Ruleset: it creates the table, sets and chain when they are
@@ -83,8 +88,14 @@ func (n *NFTables) EnsureSet(ctx context.Context) error {
 
 // Ban adds ip to the set of its family for Timeout.
 func (n *NFTables) Ban(ctx context.Context, ip netip.Addr, reason string) error {
-	ip = normalize(ip)
-	if err := check(ip, nil); err != nil {
+	return n.BanNet(ctx, single(ip), reason)
+}
+
+// BanNet adds p to the set for its kind (IPv4 address, IPv6 address, IPv6
+// network) for Timeout.
+func (n *NFTables) BanNet(ctx context.Context, p netip.Prefix, reason string) error {
+	p = netip.PrefixFrom(normalize(p.Addr()), p.Bits()).Masked()
+	if err := check(p.Addr(), nil); err != nil {
 		return err
 	}
 	timeout := n.Timeout
@@ -92,24 +103,26 @@ func (n *NFTables) Ban(ctx context.Context, ip netip.Addr, reason string) error 
 		timeout = DefaultTimeout
 	}
 	secs := int64((timeout + time.Second - 1) / time.Second)
-	elem := fmt.Sprintf("inet %s %s { %s }", n.table(), n.set(ip), ip)
+	target := netString(p)
+	elem := fmt.Sprintf("inet %s %s { %s }", n.table(), n.set(p), target)
 	// Add, delete, add again, in one transaction: the first add makes
 	// sure the element exists, so that the delete cannot fail, and the
 	// second sets a fresh timeout (adding an element already in a set
 	// leaves its timeout running).
-	add := fmt.Sprintf("add element inet %s %s { %s timeout %ds }\n", n.table(), n.set(ip), ip, secs)
+	add := fmt.Sprintf("add element inet %s %s { %s timeout %ds }\n", n.table(), n.set(p), target, secs)
 	script := add + "delete element " + elem + "\n" + add
 	err := n.script(ctx, script)
 	if err != nil && ctx.Err() == nil {
 		// The table may be missing (first ban, or flushed by a
-		// firewall reload): load it and try once more.
+		// firewall reload), or older than the network set: load it and
+		// try once more.
 		if eerr := n.EnsureSet(ctx); eerr != nil {
-			return fmt.Errorf("ban %s: %w; %w", ip, err, eerr)
+			return fmt.Errorf("ban %s: %w; %w", target, err, eerr)
 		}
 		err = n.script(ctx, script)
 	}
 	if err != nil {
-		return fmt.Errorf("ban %s: %w", ip, err)
+		return fmt.Errorf("ban %s: %w", target, err)
 	}
 	return nil
 }
@@ -121,18 +134,30 @@ func (n *NFTables) Unban(ctx context.Context, ip netip.Addr) error {
 	if !ip.IsValid() {
 		return fmt.Errorf("unban: %w: not a valid address", ErrProtected)
 	}
-	err := n.script(ctx, fmt.Sprintf("delete element inet %s %s { %s }\n", n.table(), n.set(ip), ip))
+	return n.UnbanNet(ctx, single(ip))
+}
+
+// UnbanNet removes p from its set.
+func (n *NFTables) UnbanNet(ctx context.Context, p netip.Prefix) error {
+	if !p.IsValid() {
+		return fmt.Errorf("unban: %w: not a valid address", ErrProtected)
+	}
+	p = netip.PrefixFrom(normalize(p.Addr()), p.Bits()).Masked()
+	err := n.script(ctx, fmt.Sprintf("delete element inet %s %s { %s }\n", n.table(), n.set(p), netString(p)))
 	if err != nil && !errors.Is(err, errNoSuchElement) {
-		return fmt.Errorf("unban %s: %w", ip, err)
+		return fmt.Errorf("unban %s: %w", netString(p), err)
 	}
 	return nil
 }
 
-func (n *NFTables) set(ip netip.Addr) string {
-	if ip.Is4() {
+func (n *NFTables) set(p netip.Prefix) string {
+	switch {
+	case p.Addr().Is4():
 		return set4
+	case p.IsSingleIP():
+		return set6
 	}
-	return set6
+	return set6net
 }
 
 // errNoSuchElement is what nft's ENOENT means to Unban: no such table, set

@@ -113,7 +113,7 @@ func TestNFTables(t *testing.T) {
 	}
 
 	// EnsureSet again, with members in the sets: they stay, and the
-	// chain still has its two rules, not four.
+	// chain still has its three rules, not six.
 	for range 2 {
 		if err := n.EnsureSet(ctx); err != nil {
 			t.Fatal(err)
@@ -126,8 +126,8 @@ func TestNFTables(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nft list chain: %v: %s", err, out)
 	}
-	if c := strings.Count(string(out), " drop"); c != 2 {
-		t.Errorf("the chain has %d drop rules, want 2:\n%s", c, out)
+	if c := strings.Count(string(out), " drop"); c != 3 {
+		t.Errorf("the chain has %d drop rules, want 3:\n%s", c, out)
 	}
 
 	// A second ban of a banned address starts its timeout again.

@@ -34,7 +34,7 @@ type parseResult struct {
 func runParse(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("parse", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	asJSON := fs.Bool("json", false, "print one JSON object per file and line: file, bounce, kind, format, recipients (address, action, status, reason, permanent, diagnostic), original headers, error")
+	asJSON := fs.Bool("json", false, "print one JSON object per file and line: file, bounce, kind, format, recipients (address, literal, original_address, original_literal, action, status, reason, permanent, diagnostic), original headers, error")
 	maxBytes := fs.Int64("max-bytes", dsn.DefaultMaxBytes, "read at most this many bytes of each message; the rest is skipped and the result marked truncated")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: bouncemilter parse [--json] FILE...\n\n"+

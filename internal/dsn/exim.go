@@ -37,8 +37,9 @@ func parseExim(m *msg) []Recipient {
 		return rs
 	}
 	text := bodyBeforeReturned(m.text)
-	for _, a := range failedOrder(m) {
-		rs = append(rs, Recipient{Address: a, Diagnostic: firstDiagnostic(text)})
+	for _, r := range failedOrder(m) {
+		r.Diagnostic = firstDiagnostic(text)
+		rs = append(rs, r)
 	}
 	markDelayed(rs, text)
 	return rs

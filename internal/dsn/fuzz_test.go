@@ -2,6 +2,7 @@ package dsn
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +13,8 @@ import (
 //
 //	go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 30s ./internal/dsn
 //
-// (and likewise FuzzParseAll, FuzzDeliveryStatus, FuzzRecipientLine). They
+// (and likewise FuzzParseAll, FuzzDeliveryStatus, FuzzRecipientLine,
+// FuzzLiteral). They
 // check that nothing panics and that the invariants of a report hold.
 
 func addSeeds(f *testing.F) {
@@ -104,7 +106,7 @@ func FuzzRecipientLine(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		addr, _, ok := recipientLine(s)
+		addr, _, _, ok := recipientLine(s)
 		if ok && !strings.Contains(addr, "@") {
 			t.Fatalf("recipientLine(%q) = %q without @", s, addr)
 		}
@@ -115,4 +117,95 @@ func FuzzRecipientLine(f *testing.F) {
 		_ = lastStatus(s)
 		_ = classify(findStatus(s), s)
 	})
+}
+
+// FuzzLiteral checks the rule of Recipient.Literal on any input: a
+// recipient marked literal is, for a report with a delivery-status part
+// (or its fields in the text), exactly the value of one of its
+// Final-Recipient or Original-Recipient fields; for any other format, a
+// whole token of the message's text or header, character for character
+// but the ASCII case of the domain. Nothing derived, decoded or cleaned may
+// pass for literal.
+func FuzzLiteral(f *testing.F) {
+	addSeeds(f)
+	for _, tpl := range []string{dsnTemplate, qmailTemplate, eximTemplate, sentenceTemplate, failedHeaderTemplate} {
+		for _, a := range []string{"victim@example.net", "/victim@example.net", "|victim@example.net", `"victim@example.net"@evil.example`,
+			"victim+2Bbox@example.net", "kate@\u212Amail.example", "x@victim@example.net", "Final-Recipient: rfc822; victim@example.net\r\n"} {
+			f.Add([]byte(fmt.Sprintf(tpl, a)))
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rep, _ := fuzzParser.Parse(bytes.NewReader(b))
+		if rep == nil {
+			return
+		}
+		for _, r := range rep.Recipients {
+			if r.Literal && !literalSourced(b, r.Address) {
+				t.Fatalf("%q marked literal (format %s) but not written so in the message", r.Address, rep.Format)
+			}
+			if r.OriginalLiteral && !literalSourced(b, r.OriginalAddress) {
+				t.Fatalf("original %q marked literal but not written so in the message", r.OriginalAddress)
+			}
+		}
+	})
+}
+
+// literalSourced reports whether addr is written literally in the message
+// b or in a message attached to it: as a recipient field's value, or as a
+// whole token of a text, a status part or the raw bytes.
+func literalSourced(b []byte, addr string) bool {
+	if !literalForm(addr) {
+		return false
+	}
+	var hay []string
+	m := fuzzParser.read(skipFromLine(b))
+	hay = append(hay, string(b))
+	for depth := 0; m != nil && depth <= fuzzParser.MaxDepth; depth++ {
+		hay = append(hay, m.text)
+		for _, s := range m.status {
+			hay = append(hay, string(s))
+		}
+		if len(m.returnedRaw) == 0 {
+			break
+		}
+		hay = append(hay, string(m.returnedRaw))
+		m = fuzzParser.read(skipFromLine(m.returnedRaw))
+	}
+	for _, h := range hay {
+		for _, fl := range statusFields([]byte(h)) {
+			switch fl.name {
+			case "final-recipient", "original-recipient", "x-actual-recipient":
+				if isLiteral(fl.value, addr) {
+					return true
+				}
+			}
+		}
+		if wholeToken(h, addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// wholeToken reports whether addr occurs in s as a whole token.
+func wholeToken(s, addr string) bool {
+	low, la := asciiLower(s), asciiLower(addr)
+	for off := 0; ; {
+		i := strings.Index(low[off:], la)
+		if i < 0 {
+			return false
+		}
+		i += off
+		if sameAddress(s[i:i+len(addr)], addr) && (tokenStart(s, i) && tokenEnd(s, i+len(addr)) || quotedString(s, i, i+len(addr))) {
+			return true
+		}
+		off = i + 1
+	}
+}
+
+// quotedString reports whether s[i:j] is quoted as a whole: a JSON string,
+// maybe inside another one (Amazon SES's notification in its SNS
+// envelope), or an address in quotes (GMX's "a@b.example":).
+func quotedString(s string, i, j int) bool {
+	return i > 0 && s[i-1] == '"' && (strings.HasPrefix(s[j:], `"`) || strings.HasPrefix(s[j:], `\"`))
 }

@@ -2,6 +2,7 @@ package dsn
 
 import (
 	"strings"
+	"unicode"
 )
 
 // This file reads plain-text bounces of any mail system that names each
@@ -90,14 +91,19 @@ func bodyBeforeReturned(s string) string {
 }
 
 // recipientLine returns the address a line names as a failed recipient,
-// and the rest of the line after it. The line starts with the address,
-// bare or in angle brackets, maybe after a bullet ("*", "-", ">>>") or a
-// short label ("Recipient:", "Unknown user:", "Could not be delivered
-// to:").
-func recipientLine(line string) (addr, rest string, ok bool) {
-	t := strings.TrimSpace(line)
+// the rest of the line after it, and whether the address is literal: the
+// whole token the line holds there, not cut out of a longer one (a bullet
+// or pipe glued to it, a quoted local part). The line starts with the
+// address, bare or in angle brackets, maybe after a bullet ("*", "-",
+// ">>>") or a short label ("Recipient:", "Unknown user:", "Could not be
+// delivered to:").
+func recipientLine(line string) (addr, rest string, literal, ok bool) {
+	// Only the left end of t moves from here on, so the address's
+	// offset in line is len(base)-len(t).
+	base := strings.TrimRightFunc(line, unicode.IsSpace)
+	t := strings.TrimSpace(base)
 	if len(t) < 3 || strings.IndexByte(t, '@') < 0 {
-		return "", "", false
+		return "", "", false, false
 	}
 	t = strings.TrimLeft(t, "*->•+#| \t")
 	// Sendmail's transcript: "554 <user@example.com>... Service unavailable".
@@ -110,7 +116,7 @@ func recipientLine(line string) (addr, rest string, ok bool) {
 	if i := strings.IndexByte(t, ':'); i > 0 && t[0] != '<' && !strings.Contains(t[:i], "@") {
 		label := strings.ToLower(strings.TrimSpace(t[:i]))
 		if !addressLabel(label) {
-			return "", "", false
+			return "", "", false, false
 		}
 		t = strings.TrimSpace(t[i+1:])
 		if j := strings.IndexByte(t, ';'); j > 0 && j < 10 && !strings.Contains(t[:j], "@") {
@@ -118,14 +124,16 @@ func recipientLine(line string) (addr, rest string, ok bool) {
 		}
 	}
 	if t == "" {
-		return "", "", false
+		return "", "", false, false
 	}
+	start := len(base) - len(t)
 	if t[0] == '<' {
 		j := strings.IndexByte(t, '>')
 		if j < 0 {
-			return "", "", false
+			return "", "", false, false
 		}
 		addr, rest = t[1:j], t[j+1:]
+		start++
 	} else {
 		j := strings.IndexAny(t, " \t<[(")
 		if j < 0 {
@@ -136,14 +144,57 @@ func recipientLine(line string) (addr, rest string, ok bool) {
 		addr = strings.TrimSuffix(addr, "...")
 		addr = strings.TrimRight(addr, ".")
 	}
+	// An address in quotes as a whole ("a@b.example":, GMX) is read
+	// without them; a quote inside is a quoted local part.
+	if len(addr) > 2 && (addr[0] == '"' || addr[0] == '\'') && addr[len(addr)-1] == addr[0] {
+		addr = addr[1 : len(addr)-1]
+	}
+	read := addr
 	addr = strings.Trim(addr, `"'`)
 	if len(addr) > 7 && strings.EqualFold(addr[:7], "mailto:") {
-		addr = addr[7:]
+		addr, read = addr[7:], read[7:]
 	}
 	if !plausibleAddress(addr) {
-		return "", "", false
+		return "", "", false, false
 	}
-	return normalizeAddress(addr), strings.TrimLeft(strings.TrimSpace(rest), ":.,;- "), true
+	norm := normalizeAddress(addr)
+	literal = addr == read && tokenStart(line, start) && literalForm(addr) && sameAddress(addr, norm)
+	return norm, strings.TrimLeft(strings.TrimSpace(rest), ":.,;- "), literal, true
+}
+
+// tokenStart reports whether an address read at s[i:] starts a token: the
+// byte before it could not be part of an address (RFC 5322 atext, a dot,
+// a quote, an escape, an "@"). "|victim@example.net" and
+// "/victim@example.net" name other addresses than "victim@example.net".
+func tokenStart(s string, i int) bool {
+	if i <= 0 {
+		return true
+	}
+	c := s[i-1]
+	return !isAddrChar(c) && c != '"' && c != '\\' && c != '@'
+}
+
+// tokenEnd reports whether an address read up to s[:i] ends its token:
+// what follows is no domain character, or a dot that ends a sentence.
+func tokenEnd(s string, i int) bool {
+	if i >= len(s) {
+		return true
+	}
+	switch c := s[i]; {
+	case c == '.':
+		return i+1 >= len(s) || !isDomainChar(s[i+1])
+	case c == '"' || c == '\\' || c == '@':
+		return false
+	default:
+		return !isDomainChar(c)
+	}
+}
+
+// literalForm reports whether an address may be literal at all: one with
+// a quoted or escaped local part ("victim@example.net"@evil.example) is
+// never acted on, whatever the report wrote.
+func literalForm(a string) bool {
+	return plausibleAddress(a) && !strings.ContainsAny(a, "\"\\")
 }
 
 // addressLabel reports whether a label before a colon introduces a failed
@@ -246,8 +297,9 @@ func parseGeneric(m *msg) []Recipient {
 	if len(rs) == 0 && len(failed) > 0 {
 		// Exim's X-Failed-Recipients names them when the text
 		// does not.
-		for _, a := range failedOrder(m) {
-			rs = append(rs, Recipient{Address: a, Diagnostic: firstDiagnostic(text)})
+		for _, r := range failedOrder(m) {
+			r.Diagnostic = firstDiagnostic(text)
+			rs = append(rs, r)
 		}
 	}
 	if !strong {
@@ -297,7 +349,7 @@ func recipientLines(text string, ex map[string]bool) []Recipient {
 	lines := textLines(text)
 	var rs []Recipient
 	for i := 0; i < len(lines); i++ {
-		addr, rest, ok := recipientLine(lines[i])
+		addr, rest, literal, ok := recipientLine(lines[i])
 		if !ok || isDaemonAddress(addr) && rest != "" || sentBy(lines, i) {
 			continue
 		}
@@ -315,14 +367,14 @@ func recipientLines(text string, ex map[string]bool) []Recipient {
 				}
 				continue
 			}
-			if a, _, ok := recipientLine(lines[j]); ok && !strings.EqualFold(a, addr) {
+			if a, _, _, ok := recipientLine(lines[j]); ok && !strings.EqualFold(a, addr) {
 				break
 			}
 			diag = append(diag, l)
 			coded = coded || hasCode(l)
 			n++
 		}
-		rs = append(rs, Recipient{Address: addr, Diagnostic: strings.Join(diag, " ")})
+		rs = append(rs, Recipient{Address: addr, Literal: literal, Diagnostic: strings.Join(diag, " ")})
 		i = j - 1
 	}
 	// A recipient line that names the bounce's own addressee is the
@@ -397,18 +449,18 @@ func recipientSentences(text string, ex map[string]bool) []Recipient {
 		if !hit {
 			continue
 		}
-		for rest := l; ; {
-			a, next := nextAddress(rest)
+		for off := 0; ; {
+			a, literal, next := nextAddress(l, off)
 			if a == "" {
 				break
 			}
-			rest = next
+			off = next
 			k := strings.ToLower(a)
 			if ex[k] || seen[k] || isDaemonAddress(a) && !strings.Contains(l, "<"+a+">") {
 				continue
 			}
 			seen[k] = true
-			rs = append(rs, Recipient{Address: a, Diagnostic: sentenceDiagnostic(lines, i, nextCode)})
+			rs = append(rs, Recipient{Address: a, Literal: literal, Diagnostic: sentenceDiagnostic(lines, i, nextCode)})
 			if len(rs) >= DefaultMaxRecipients {
 				return rs
 			}
@@ -436,20 +488,29 @@ func sentenceDiagnostic(lines []string, i int, nextCode []int) string {
 	return d
 }
 
-// nextAddress returns the first plausible address in s and what follows.
-func nextAddress(s string) (string, string) {
-	for {
-		at := strings.IndexByte(s, '@')
+// nextAddress returns the first plausible address in s[off:], whether it
+// is literal (the whole token, see tokenStart and tokenEnd), and the offset
+// after it.
+func nextAddress(s string, off int) (addr string, literal bool, next int) {
+	for off < len(s) {
+		at := strings.IndexByte(s[off:], '@')
 		if at < 0 {
-			return "", ""
+			break
 		}
+		at += off
 		start, end := addressAround(s, at)
-		a := strings.Trim(s[start:end], ".-")
+		start = max(start, off)
+		raw := s[start:end]
+		a := strings.TrimLeft(strings.TrimRight(raw, ".-"), ".-")
 		if plausibleAddress(a) && !strings.HasPrefix(a, "@") {
-			return normalizeAddress(a), s[end:]
+			norm := normalizeAddress(a)
+			lit := strings.TrimRight(raw, ".") == a && tokenStart(s, start) && tokenEnd(s, start+len(a)) &&
+				literalForm(a) && sameAddress(a, norm)
+			return norm, lit, end
 		}
-		s = s[at+1:]
+		off = at + 1
 	}
+	return "", false, len(s)
 }
 
 // failedRecipientsHeader reads Exim's X-Failed-Recipients header.
@@ -458,21 +519,23 @@ func failedRecipientsHeader(m *msg) map[string]bool {
 		return nil
 	}
 	var set map[string]bool
-	for _, a := range failedOrder(m) {
+	for _, r := range failedOrder(m) {
 		if set == nil {
 			set = map[string]bool{}
 		}
-		set[strings.ToLower(a)] = true
+		set[strings.ToLower(r.Address)] = true
 	}
 	return set
 }
 
-func failedOrder(m *msg) []string {
-	var out []string
+// failedOrder returns the addresses of X-Failed-Recipients in order, each
+// literal when it is the whole of its comma-separated item.
+func failedOrder(m *msg) []Recipient {
+	var out []Recipient
 	for _, v := range m.header.Values("X-Failed-Recipients") {
 		for _, part := range strings.Split(v, ",") {
 			if a := addressIn(part); a != "" {
-				out = append(out, a)
+				out = append(out, Recipient{Address: a, Literal: isLiteral(part, a)})
 			}
 		}
 	}

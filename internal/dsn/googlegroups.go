@@ -22,12 +22,13 @@ func parseGoogleGroups(m *msg) []Recipient {
 		return nil
 	}
 	var rs []Recipient
-	for _, a := range failedOrder(m) {
-		if !strings.HasSuffix(strings.ToLower(a), "@googlegroups.com") {
+	for _, f := range failedOrder(m) {
+		if !strings.HasSuffix(strings.ToLower(f.Address), "@googlegroups.com") {
 			continue
 		}
 		rs = append(rs, Recipient{
-			Address: a,
+			Address: f.Address,
+			Literal: f.Literal,
 			Action:  "failed",
 			// Sisimai's reading: the group refused the sender.
 			Reason:     "rejected",

@@ -108,7 +108,8 @@ func mergeText(rep *Report, m *msg) {
 	for i := range rep.Recipients {
 		r := &rep.Recipients[i]
 		if !plausibleAddress(r.Address) && len(lines()) == len(rep.Recipients) {
-			r.Address = lines()[i].Address
+			// Swapped in from the text: shown, never literal.
+			r.Address, r.Literal = lines()[i].Address, false
 		}
 		if r.Diagnostic != "" {
 			continue
@@ -130,7 +131,7 @@ const maxDiagnostic = 2048
 // finish fills in what the recognisers left out: status inferred from the
 // diagnostic, reason, permanence, action, and the report's kind.
 func (p *Parser) finish(rep *Report) {
-	seen := make(map[string]bool, len(rep.Recipients))
+	seen := make(map[string]int, len(rep.Recipients))
 	out := rep.Recipients[:0]
 	for _, r := range rep.Recipients {
 		r.Address = normalizeAddress(r.Address)
@@ -142,10 +143,15 @@ func (p *Parser) finish(rep *Report) {
 			r.Diagnostic = strings.ToValidUTF8(r.Diagnostic[:maxDiagnostic], "")
 		}
 		key := strings.ToLower(r.Address)
-		if seen[key] {
+		if j, ok := seen[key]; ok {
+			// The same recipient named twice: literal if one of
+			// the readings was.
+			if out[j].Address == r.Address && r.Literal {
+				out[j].Literal = true
+			}
 			continue
 		}
-		seen[key] = true
+		seen[key] = len(out)
 		completeRecipient(&r)
 		out = append(out, r)
 	}

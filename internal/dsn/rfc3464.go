@@ -270,7 +270,21 @@ func isLiteral(v, addr string) bool {
 	if strings.HasPrefix(v, "<") && strings.HasSuffix(v, ">") {
 		v = strings.TrimSpace(v[1 : len(v)-1])
 	}
-	return addr != "" && plausibleAddress(addr) && normalizeAddress(v) == addr
+	return addr != "" && literalForm(addr) && sameAddress(v, addr)
+}
+
+// sameAddress reports whether raw, as a report wrote it, is addr after
+// nothing but lowercasing the ASCII letters of its domain (and dropping
+// the root's trailing dots). Unicode case folding is left out on purpose:
+// it maps other characters to ASCII ones (the Kelvin sign to "k"), which
+// would let one address pass for another.
+func sameAddress(raw, addr string) bool {
+	raw = strings.TrimSpace(raw)
+	i, j := strings.LastIndexByte(raw, '@'), strings.LastIndexByte(addr, '@')
+	if i < 0 || j < 0 || raw[:i] != addr[:j] {
+		return false
+	}
+	return asciiLower(strings.TrimRight(raw[i+1:], ".")) == addr[j+1:]
 }
 
 // cleanAddress picks the address out of "<a@b>", "a@b (comment)",

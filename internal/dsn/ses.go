@@ -73,12 +73,16 @@ func parseSES(m *msg) []Recipient {
 	var rs []Recipient
 	for _, b := range n.Bounce.BouncedRecipients {
 		r := Recipient{
-			Address:    cleanAddress(b.EmailAddress),
+			Address:    normalizeAddress(cleanAddress(b.EmailAddress)),
 			Action:     strings.ToLower(b.Action),
 			Status:     findStatus(b.Status),
 			Diagnostic: stripType(b.DiagnosticCode),
 			RemoteMTA:  stripType(n.Bounce.ReportingMTA),
 		}
+		// Literal only as the JSON text has it, not after decoding
+		// its escapes.
+		r.Literal = isLiteral(b.EmailAddress, r.Address) &&
+			(strings.Contains(m.text, `"`+b.EmailAddress+`"`) || strings.Contains(m.text, `"`+b.EmailAddress+`\"`))
 		if r.Action == "" {
 			r.Action = "failed"
 			if n.Bounce.BounceType == "Transient" {

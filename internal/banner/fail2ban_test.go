@@ -164,7 +164,7 @@ func TestContribJailSystemConfig(t *testing.T) {
 	}
 	for _, want := range []string{
 		"['add', 'bouncemilter', 'auto']",
-		"['set', 'bouncemilter', 'addfailregex', '^\\\\s*bouncemilter: ban <HOST>",
+		"['set', 'bouncemilter', 'addfailregex', '^\\\\s*bouncemilter: ban <SUBNET>",
 		"['set', 'bouncemilter', 'maxretry', 1]",
 		"['set', 'bouncemilter', 'bantime', '7d']",
 		"['set', 'bouncemilter', 'usedns', 'no']",

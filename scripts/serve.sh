@@ -6,7 +6,10 @@
 #   otherwise: .tmp/state/registry.db,           ban log .tmp/log/bans.log
 #
 # MEDIAGOBLIN_CONFIG names MediaGoblin's mediagoblin.ini (default: the path
-# MediaGoblin's deployment guide uses). Extra arguments go to
+# MediaGoblin's deployment guide uses). When it is not set and that default
+# does not exist, the milter runs in its first-run mode without MediaGoblin
+# (--mediagoblin-config none): it says so, and account bans wait in the
+# queue. A MEDIAGOBLIN_CONFIG that does not exist is an error. Extra arguments go to
 # `bouncemilter serve` (see `bin/bouncemilter serve --help`). It does not
 # touch Postfix: apply contrib/postfix/main.cf as the README says.
 set -euo pipefail
@@ -39,9 +42,14 @@ else
 	logs=$PWD/.tmp/log
 fi
 mkdir -p "$state" "$logs"
+mgconfig=${MEDIAGOBLIN_CONFIG:-/srv/mediagoblin.example.org/mediagoblin/mediagoblin.ini}
+if [[ -z ${MEDIAGOBLIN_CONFIG:-} && ! -e $mgconfig ]]; then
+	echo "serve.sh: no MediaGoblin at $mgconfig: first-run mode (--mediagoblin-config none); set MEDIAGOBLIN_CONFIG" >&2
+	mgconfig=none
+fi
 echo "serve.sh: milter on inet:127.0.0.1:8891; Postfix settings: contrib/postfix/main.cf" >&2
 exec bin/bouncemilter serve \
 	--registry "$state/registry.db" \
 	--ban-log "$logs/bans.log" \
-	--mediagoblin-config "${MEDIAGOBLIN_CONFIG:-/srv/mediagoblin.example.org/mediagoblin/mediagoblin.ini}" \
+	--mediagoblin-config "$mgconfig" \
 	"$@"

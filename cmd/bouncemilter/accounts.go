@@ -145,7 +145,7 @@ func runAccountsRestore(ctx context.Context, args []string, stdout, stderr io.Wr
 
 	// Lift the bans now if this process can; whatever it cannot do stays
 	// queued for the running milter's worker.
-	cfg, err := loadMediaGoblin(*mgConfig, log)
+	cfg, err := loadMediaGoblin(*mgConfig, "", log)
 	if err != nil {
 		fmt.Fprintf(stderr, "bouncemilter accounts restore: %v; the running milter will lift the bans\n", err)
 		return status

@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -21,6 +19,7 @@ import (
 	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 	"github.com/bouncemilter/bouncemilter/internal/returnpath"
+	"github.com/bouncemilter/bouncemilter/internal/signups"
 	"github.com/bouncemilter/bouncemilter/internal/worker"
 )
 
@@ -37,7 +36,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	fs.SetOutput(stderr)
 	var (
 		listen      = fs.String("listen", defaultListen, "milter socket: inet:HOST:PORT or unix:PATH (as in Postfix's smtpd_milters)")
-		mgConfig    = fs.String("mediagoblin-config", defaultMediaGoblinConfig, "MediaGoblin's `mediagoblin.ini` (mediagoblin_local.ini beside it is preferred); gives the database and email_sender_address")
+		mgConfig    = fs.String("mediagoblin-config", defaultMediaGoblinConfig, "MediaGoblin's `mediagoblin.ini` (mediagoblin_local.ini beside it is preferred); gives the database and email_sender_address. \"none\": run without MediaGoblin (first run: account bans wait in the queue)")
+		mgDB        = fs.String("mediagoblin-db", "", "connect to MediaGoblin's database with this `URL` (sql_engine syntax) instead of sql_engine, e.g. bouncemilter's own PostgreSQL role: postgresql:///mediagoblin")
 		sender      = fs.String("sender", "", "the address bounces come back to; default: email_sender_address from the MediaGoblin config")
 		regPath     = fs.String("registry", defaultRegistry, "the registry SQLite database (created if missing); the signing key lives beside it")
 		banKind     = fs.String("banner", "log", "how to ban IPs: log (a line in --ban-log for fail2ban), fail2ban (fail2ban-client), nftables, or none")
@@ -76,7 +76,7 @@ Flags:
 		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
 		return 2
 	}
-	cfg, err := loadMediaGoblin(*mgConfig, log)
+	cfg, err := loadMediaGoblin(*mgConfig, *mgDB, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
 		return 1
@@ -99,13 +99,22 @@ Flags:
 	}
 
 	accounts := &worker.LazyAccounts{Open: func(ctx context.Context) (worker.Accounts, error) {
-		return mediagoblin.Open(ctx, cfg)
+		return openMediaGoblin(ctx, cfg)
 	}}
 	w := worker.New(reg, accounts, ipBanner, log.With("component", "worker"))
+	// An IP ban queued by sync (its sign-up's IP was linked after the
+	// bounce) is applied within a second.
+	w.Poll = time.Second
+	copier := &signups.Copier{Registry: reg, Log: log.With("component", "signups"),
+		Open: func(ctx context.Context) (signups.Source, error) {
+			ro := cfg
+			ro.ReadOnly = true
+			return openMediaGoblin(ctx, ro)
+		}}
 	w.Refusals = []error{mediagoblin.ErrPrivileged, mediagoblin.ErrVerified, mediagoblin.ErrNoSuchUser, banner.ErrProtected, banner.ErrUnbanUnsupported}
 
 	handler := &bounce.Handler{
-		Journal:              reg,
+		Journal:              signups.Journal{Journal: reg, Copier: copier},
 		Policy:               bounce.Policy{Window: *window, Skew: bounce.DefaultPolicy().Skew},
 		Sender:               *sender,
 		TrustReturnedHeaders: *trustHdrs,
@@ -126,7 +135,7 @@ Flags:
 		go reloadOnHangup(ctx, keys, log)
 	}
 
-	f, err := filter.New(filter.Config{Sender: *sender, Delimiter: *delimiter, MaxSize: *maxSize}, handler, reg, rewriter, log.With("component", "milter"))
+	f, err := filter.New(filter.Config{Sender: *sender, Delimiter: *delimiter, MaxSize: *maxSize, Signups: copier}, handler, reg, rewriter, log.With("component", "milter"))
 	if err != nil {
 		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
 		return 1
@@ -160,21 +169,35 @@ Flags:
 	return 0
 }
 
-// loadMediaGoblin reads MediaGoblin's config. A missing file is not fatal:
-// MediaGoblin's own defaults apply (the instance may not be installed yet),
-// and account bans wait in the queue until its database can be reached.
-func loadMediaGoblin(path string, log *slog.Logger) (mediagoblin.Config, error) {
+// loadMediaGoblin reads MediaGoblin's config; db, when set, replaces its
+// database. "none" is the explicit first-run mode: MediaGoblin's default
+// sender, no database (account bans wait in the queue). A path that does
+// not exist is an error: a mistyped path must not leave the milter running
+// on defaults that never match anything.
+func loadMediaGoblin(path, db string, log *slog.Logger) (mediagoblin.Config, error) {
+	if path == "none" {
+		log.Warn("running without MediaGoblin (--mediagoblin-config none): bounces are judged against the registry only and account bans wait",
+			"sender", mediagoblin.DefaultEmailSender)
+		return mediagoblin.Config{EmailSender: mediagoblin.DefaultEmailSender}, nil
+	}
 	cfg, err := mediagoblin.LoadConfig(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		cfg, err = mediagoblin.Config{
-			Backend:     mediagoblin.SQLite,
-			Source:      filepath.Join(filepath.Dir(path), "mediagoblin.db"),
-			EmailSender: mediagoblin.DefaultEmailSender,
-		}, nil
-		log.Warn("MediaGoblin config not found; using MediaGoblin's defaults", "path", path,
-			"sender", cfg.EmailSender, "database", cfg.SourceRedacted())
+	if err != nil {
+		return cfg, err
+	}
+	if db != "" {
+		err = cfg.UseDatabase(db)
 	}
 	return cfg, err
+}
+
+// errNoMediaGoblin keeps account actions waiting in first-run mode.
+var errNoMediaGoblin = fmt.Errorf("no MediaGoblin configured (--mediagoblin-config none): %w", mediagoblin.ErrUnavailable)
+
+func openMediaGoblin(ctx context.Context, cfg mediagoblin.Config) (*mediagoblin.DB, error) {
+	if cfg.Backend == "" {
+		return nil, errNoMediaGoblin
+	}
+	return mediagoblin.Open(ctx, cfg)
 }
 
 // reloadOnHangup re-reads the signing keys on SIGHUP, so that a key rotated

@@ -18,6 +18,13 @@ func TestServeRefusesBrokenSetups(t *testing.T) {
 	if err := os.WriteFile(broken, []byte("[mediagoblin]\nsql_engine = nonsense\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	good := filepath.Join(dir, "good", "mediagoblin.ini")
+	if err := os.MkdirAll(filepath.Dir(good), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(good, []byte("[mediagoblin]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		args []string
@@ -27,7 +34,11 @@ func TestServeRefusesBrokenSetups(t *testing.T) {
 		{"bad listen spec", []string{"--listen", "127.0.0.1:8891"}, 2, "bad milter socket spec"},
 		{"unknown flag", []string{"--no-such-flag"}, 2, "no-such-flag"},
 		{"broken mediagoblin.ini", []string{"--mediagoblin-config", broken}, 1, "sql_engine"},
-		{"unknown banner", []string{"--mediagoblin-config", filepath.Join(dir, "missing.ini"), "--banner", "iptables"}, 1, "unknown banner"},
+		{"unknown banner", []string{"--mediagoblin-config", "none", "--banner", "iptables"}, 1, "unknown banner"},
+		// A mistyped path would leave the milter on defaults that never
+		// match: an error, not a warning.
+		{"mistyped mediagoblin.ini", []string{"--mediagoblin-config", filepath.Join(dir, "missing", "mediagoblin.ini")}, 1, "no such file"},
+		{"bad mediagoblin-db", []string{"--mediagoblin-config", good, "--mediagoblin-db", "mysql://x/y"}, 1, "unsupported database"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -41,7 +52,7 @@ func TestServeRefusesBrokenSetups(t *testing.T) {
 	}
 }
 
-// Without mediagoblin.ini serve still runs, on MediaGoblin's defaults, and
+// First-run mode, asked for explicitly: serve runs without MediaGoblin, and
 // stops cleanly when told to.
 func TestServeStartsWithoutMediaGoblinAndStops(t *testing.T) {
 	dir := t.TempDir()
@@ -56,7 +67,7 @@ func TestServeStartsWithoutMediaGoblinAndStops(t *testing.T) {
 	var stderr bytes.Buffer
 	go func() {
 		done <- runServe(ctx, []string{"--listen", "inet:" + addr, "--registry", filepath.Join(dir, "lib", "r.db"),
-			"--ban-log", filepath.Join(dir, "bans.log"), "--mediagoblin-config", filepath.Join(dir, "missing", "mediagoblin.ini")},
+			"--ban-log", filepath.Join(dir, "bans.log"), "--mediagoblin-config", "none"},
 			&bytes.Buffer{}, &stderr, slog.New(slog.DiscardHandler))
 	}()
 	deadline := time.Now().Add(10 * time.Second)

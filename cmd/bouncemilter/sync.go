@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/bouncemilter/bouncemilter/internal/accesslog"
 	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
@@ -40,7 +41,9 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 		mgConfig               = fs.String("mediagoblin-config", defaultMediaGoblinConfig, "MediaGoblin's `mediagoblin.ini` (mediagoblin_local.ini beside it is preferred); its sql_engine names the database")
 		regPath                = fs.String("registry", defaultRegistry, "the registry SQLite `database` (created if missing)")
 		retention              = fs.Duration("retention", syncer.DefaultRetention, "keep sign-ups this long; older ones are neither copied nor kept")
+		mgDB                   = fs.String("mediagoblin-db", "", "connect to MediaGoblin's database with this `URL` (sql_engine syntax) instead of sql_engine, e.g. bouncemilter's own PostgreSQL role: postgresql:///mediagoblin")
 		every                  = fs.Duration("every", 0, "keep running and sync at this `interval` (e.g. 1m); 0 syncs once and exits")
+		follow                 = fs.Duration("follow", time.Second, "with --every: read what the logs gained this `often` between full syncs, as fail2ban follows a log (0: only at full syncs)")
 		window                 = fs.Duration("link-window", accesslog.DefaultWindow, "combined logs: how long after a sign-up POST the GET of /u/USERNAME/ from the same address counts as its redirect")
 		batch                  = fs.Int("batch", syncer.DefaultBatch, "users read per statement and written per registry transaction")
 		refreshLimit           = fs.Int("refresh-limit", syncer.DefaultRefreshLimit, "re-read at most this many recent unverified sign-ups per run (the next run goes on where this one stopped)")
@@ -58,12 +61,15 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 		fmt.Fprintf(stderr, "bouncemilter sync: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
-	if *every < 0 || *retention <= 0 || *batch <= 0 || *refreshLimit <= 0 {
-		fmt.Fprintln(stderr, "bouncemilter sync: --every, --retention, --batch and --refresh-limit must be positive")
+	if *every < 0 || *follow < 0 || *retention <= 0 || *batch <= 0 || *refreshLimit <= 0 {
+		fmt.Fprintln(stderr, "bouncemilter sync: --every, --follow, --retention, --batch and --refresh-limit must be positive")
 		return 2
 	}
 
 	cfg, err := mediagoblin.LoadConfig(*mgConfig)
+	if err == nil && *mgDB != "" {
+		err = cfg.UseDatabase(*mgDB)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "bouncemilter sync: %v\n", err)
 		return 1
@@ -117,7 +123,21 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 		}
 		return 0
 	}
-	err = syncer.Every(ctx, *every, log, once)
+	openMG := func(ctx context.Context) (syncer.Source, func(), error) {
+		mg, err := mediagoblin.Open(ctx, cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		return mg, func() { mg.Close() }, nil
+	}
+	logsOnce := func(ctx context.Context) error {
+		sum, err := syncer.RunLogs(ctx, openMG, reg, opts)
+		if err == nil && sum.Lines > 0 {
+			log.Info("logs followed", "summary", sum)
+		}
+		return err
+	}
+	err = syncer.Follow(ctx, *every, *follow, log, once, logsOnce)
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		log.Info("sync stopped")
 		return 0

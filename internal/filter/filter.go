@@ -42,6 +42,14 @@ type Rewriter interface {
 	Rewrite(sender string, recipients []string, now time.Time) string
 }
 
+// SignupCopier copies, as MediaGoblin's mail to them passes, the sign-ups
+// of its recipients from MediaGoblin's database into the registry (see
+// package signups): the bounce of a verification mail comes about a
+// second after the sign-up, long before a periodic sync.
+type SignupCopier interface {
+	CopySignups(ctx context.Context, emails []string) ([]registry.Registration, error)
+}
+
 // Config is the filter's configuration.
 type Config struct {
 	// Sender is MediaGoblin's email_sender_address: bounces come back to it.
@@ -54,6 +62,9 @@ type Config struct {
 	MaxSize int
 	// Timeout bounds the handling of one message once it is complete.
 	Timeout time.Duration
+	// Signups, when set, is called for each message MediaGoblin sends,
+	// before it is recorded. Its errors are logged; the mail flows.
+	Signups SignupCopier
 }
 
 // DefaultMaxSize is the bounce size cap when Config.MaxSize is 0: a DSN

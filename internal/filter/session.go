@@ -170,6 +170,11 @@ func (s *session) bounce(ctx context.Context) milter.Response {
 
 func (s *session) outgoing(ctx context.Context, m *milter.Modifier) {
 	now := s.f.now()
+	if s.f.cfg.Signups != nil {
+		if _, err := s.f.cfg.Signups.CopySignups(ctx, s.env.Recipients); err != nil {
+			s.f.log.Warn("copying the sign-up from MediaGoblin failed; the next sync will", "queue_id", s.env.QueueID, "err", err)
+		}
+	}
 	if s.f.sends != nil {
 		sends := make([]registry.Send, 0, len(s.env.Recipients))
 		for _, r := range s.env.Recipients {

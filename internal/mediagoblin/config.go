@@ -123,6 +123,19 @@ func LoadConfig(path string) (Config, error) {
 	return cfg, nil
 }
 
+// UseDatabase points c at another database URL, in sql_engine's syntax:
+// bouncemilter's own PostgreSQL role (only the grants it needs) instead of
+// MediaGoblin's, whose password mediagoblin.ini may hold. A relative
+// SQLite path is taken relative to the ini's directory.
+func (c *Config) UseDatabase(engine string) error {
+	backend, source, err := parseEngine(engine, filepath.Dir(c.Path))
+	if err != nil {
+		return fmt.Errorf("%w: database: %v", ErrConfig, err)
+	}
+	c.Backend, c.Source = backend, source
+	return nil
+}
+
 // parseEngine turns an SQLAlchemy URL into a backend and a source.
 //
 //	sqlite:////abs/path.db          absolute path

@@ -156,3 +156,16 @@ func FuzzParseINI(f *testing.F) {
 		}
 	})
 }
+
+func TestUseDatabase(t *testing.T) {
+	cfg := Config{Path: "/srv/mg/mediagoblin.ini", Backend: Postgres, Source: "postgresql://mediagoblin:secret@db/mediagoblin"}
+	if err := cfg.UseDatabase("postgresql:///mediagoblin"); err != nil || cfg.Backend != Postgres || cfg.Source != "postgresql:///mediagoblin" {
+		t.Errorf("UseDatabase = %+v, %v", cfg, err)
+	}
+	if err := cfg.UseDatabase("sqlite:///mediagoblin.db"); err != nil || cfg.Backend != SQLite || cfg.Source != "/srv/mg/mediagoblin.db" {
+		t.Errorf("UseDatabase = %+v, %v", cfg, err)
+	}
+	if err := cfg.UseDatabase("mysql://x/y"); err == nil {
+		t.Error("UseDatabase took mysql")
+	}
+}

@@ -176,6 +176,30 @@ func (d *DB) UsersByID(ctx context.Context, ids []int64) ([]User, error) {
 	return d.queryUsers(ctx, "read users by id", q, args...)
 }
 
+// UsersByEmail returns the local users with id greater than afterID whose
+// address is one of emails, compared in lower case, in id order. afterID
+// keeps the scan to the newest accounts (the primary key's range): the
+// caller passes the id up to which it already holds every user, so that
+// one sign-up can be copied the moment its mail or its bounce passes,
+// without a scan of the whole table. MediaGoblin keeps no index on
+// addresses.
+func (d *DB) UsersByEmail(ctx context.Context, emails []string, afterID int64) ([]User, error) {
+	if len(emails) == 0 {
+		return nil, nil
+	}
+	var b strings.Builder
+	args := []any{afterID}
+	for i, e := range emails {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('?')
+		args = append(args, strings.ToLower(strings.TrimSpace(e)))
+	}
+	q := d.rebind(usersQuery + ` WHERE u.id > ? AND lower(lu.email) IN (` + b.String() + `) ORDER BY u.id`)
+	return d.queryUsers(ctx, "read users by address", q, args...)
+}
+
 // User returns one local user.
 func (d *DB) User(ctx context.Context, id int64) (User, error) {
 	us, err := d.UsersByID(ctx, []int64{id})

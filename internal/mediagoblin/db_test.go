@@ -87,6 +87,16 @@ func TestUsers(t *testing.T) {
 		if _, err := db.User(ctx, 9999); !errors.Is(err, mediagoblin.ErrNoSuchUser) {
 			t.Errorf("User(9999) err = %v", err)
 		}
+		byMail, err := db.UsersByEmail(ctx, []string{"BOT@nowhere.example", " mod@EXAMPLE.net", "nobody@example.net"}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(byMail) != 2 || byMail[0].ID != bot || byMail[1].ID != mod {
+			t.Errorf("UsersByEmail = %+v", byMail)
+		}
+		if after, err := db.UsersByEmail(ctx, []string{"bot@nowhere.example", "mod@example.net"}, bot); err != nil || len(after) != 1 || after[0].ID != mod {
+			t.Errorf("UsersByEmail after %d = %+v, %v; want only mod", bot, after, err)
+		}
 		if max, err := db.MaxUserID(ctx); err != nil || max != mod {
 			t.Errorf("MaxUserID = %d, %v; want %d", max, err, mod)
 		}

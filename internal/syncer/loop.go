@@ -47,3 +47,53 @@ func Every(ctx context.Context, interval time.Duration, log *slog.Logger, run fu
 		}
 	}
 }
+
+// Follow is Every for `sync --every` with the web logs followed as they
+// grow: full runs (full: MediaGoblin's database and the logs) at interval,
+// and between them the logs alone (logs) every poll, the way fail2ban
+// follows a log. A sign-up's IP is then linked a poll after the web server
+// logged it, not up to a whole interval later. The two never run at the
+// same time: they share the registry's log positions. After a failure of
+// either, the next attempt is a full run, retried with back-off as in
+// Every. A poll of zero, or not shorter than interval, is Every.
+func Follow(ctx context.Context, interval, poll time.Duration, log *slog.Logger, full, logs func(context.Context) error) error {
+	if poll <= 0 || poll >= interval {
+		return Every(ctx, interval, log, full)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var (
+		backoff  time.Duration
+		nextFull time.Time // zero: the next run is a full one
+	)
+	for {
+		wait := poll
+		run := logs
+		if now := time.Now(); !now.Before(nextFull) {
+			run, nextFull = full, now.Add(interval)
+		}
+		if err := run(ctx); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			switch {
+			case backoff == 0:
+				backoff = min(minBackoff, interval)
+			default:
+				backoff = min(backoff*2, maxBackoff)
+			}
+			wait, nextFull = backoff, time.Time{}
+			log.Error("sync failed; retrying", "err", err, "retry_in", wait)
+		} else {
+			backoff = 0
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

@@ -47,7 +47,7 @@ const (
 
 // Registry state keys. Log positions are keyed by the log's absolute path.
 const (
-	stateCursor = "sync.cursor"
+	stateCursor = registry.StateSyncCursor
 	// stateCursorName is the username of the user at the cursor, to notice
 	// when SQLite has handed its id to another account.
 	stateCursorName = "sync.cursor.name"
@@ -95,6 +95,9 @@ type Summary struct {
 	Linked    int // IPs linked
 	Ambiguous int // usernames whose evidence named several addresses
 	Unmatched int // links to usernames the registry does not hold
+	// IPBans counts IP bans queued because a link arrived for a sign-up
+	// whose bounce had already banned the account.
+	IPBans    int
 	Lines     int // log lines read
 	Malformed int // of those, how many did not parse
 	Lost      int // rotated logs whose unread rest was not found
@@ -116,9 +119,54 @@ func (s Summary) LogValue() slog.Value {
 		slog.Int("malformed", s.Malformed), slog.Int64("cursor", s.Cursor), slog.Duration("elapsed", s.Elapsed))
 }
 
+// Opener opens MediaGoblin's database for one run; done closes it.
+type Opener func(ctx context.Context) (src Source, done func(), err error)
+
+// RunLogs reads only what the web server's logs gained since the last run,
+// and links it: what `sync --every` does between its full runs, every
+// second or so, so that a sign-up's IP is linked (and an IP ban that waited
+// for it queued) moments after the web server logged the sign-up. When the
+// new lines name sign-ups, the users MediaGoblin created after the cursor
+// are copied first (one range read on its primary key), so that no link
+// waits for the next full run; otherwise MediaGoblin is not read at all,
+// and a log that did not change costs a stat and a read of its state.
+func RunLogs(ctx context.Context, open Opener, reg *registry.DB, opts Options) (Summary, error) {
+	s := newRun(reg, opts)
+	err := s.logsOnly(ctx, open)
+	s.sum.Elapsed = s.opts.Now().Sub(s.start)
+	return s.sum, err
+}
+
+func (s *run) logsOnly(ctx context.Context, open Opener) error {
+	links, err := s.readLogs(ctx)
+	if err != nil || !links.changed {
+		return err
+	}
+	if len(links.links) > 0 {
+		src, done, err := open(ctx)
+		if err != nil {
+			return err
+		}
+		defer done()
+		s.src = src
+		if _, err := s.copyNew(ctx); err != nil {
+			return err
+		}
+	}
+	return s.applyLinks(ctx, links)
+}
+
 // Run performs one sync. On error the registry holds every batch committed
 // before it, and the summary counts them.
 func Run(ctx context.Context, src Source, reg *registry.DB, opts Options) (Summary, error) {
+	s := newRun(reg, opts)
+	s.src = src
+	err := s.do(ctx)
+	s.sum.Elapsed = s.opts.Now().Sub(s.start)
+	return s.sum, err
+}
+
+func newRun(reg *registry.DB, opts Options) *run {
 	if opts.Retention <= 0 {
 		opts.Retention = DefaultRetention
 	}
@@ -134,11 +182,9 @@ func Run(ctx context.Context, src Source, reg *registry.DB, opts Options) (Summa
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &run{src: src, reg: reg, opts: opts, start: opts.Now()}
+	s := &run{reg: reg, opts: opts, start: opts.Now()}
 	s.cutoff = s.start.Add(-opts.Retention)
-	err := s.do(ctx)
-	s.sum.Elapsed = opts.Now().Sub(s.start)
-	return s.sum, err
+	return s
 }
 
 type run struct {
@@ -392,6 +438,9 @@ type logRead struct {
 	ambiguous []string
 	positions map[string]accesslog.Position
 	linker    []byte
+	// changed: a log gained lines or moved (rotated); otherwise there is
+	// nothing to store.
+	changed bool
 }
 
 func (s *run) readLogs(ctx context.Context) (*logRead, error) {
@@ -417,9 +466,11 @@ func (s *run) readLogs(ctx context.Context) (*logRead, error) {
 			continue
 		}
 		var pos accesslog.Position
-		if v, err := s.reg.State(ctx, stateLogPrefix+abs); err != nil {
+		v, err := s.reg.State(ctx, stateLogPrefix+abs)
+		if err != nil {
 			return nil, err
-		} else if v != "" {
+		}
+		if v != "" {
 			if err := json.Unmarshal([]byte(v), &pos); err != nil {
 				s.opts.Log.Warn("unreadable log position; reading the log from its start", "log", abs, "err", err)
 				pos = accesslog.Position{}
@@ -439,6 +490,11 @@ func (s *run) readLogs(ctx context.Context) (*logRead, error) {
 			s.opts.Log.Info("malformed log lines skipped", "log", abs, "lines", st.Malformed)
 		}
 		out.positions[abs] = next
+		if st.Lines > 0 {
+			out.changed = true
+		} else if b, err := json.Marshal(next); err != nil || string(b) != v {
+			out.changed = true
+		}
 	}
 	out.links, out.ambiguous = linker.Result()
 	if out.linker, err = linker.State(); err != nil {
@@ -453,7 +509,7 @@ func (s *run) applyLinks(ctx context.Context, lr *logRead) error {
 	if len(lr.positions) == 0 {
 		return nil
 	}
-	var linked, ambiguous, unmatched int
+	var linked, ambiguous, unmatched, ipBans int
 	err := s.reg.Tx(ctx, func(tx *registry.Tx) error {
 		for _, k := range lr.links {
 			ip, source, err := tx.LinkedIP(ctx, k.Username)
@@ -484,10 +540,17 @@ func (s *run) applyLinks(ctx context.Context, lr *logRead) error {
 			if err != nil {
 				return err
 			}
-			if ok {
-				linked++
-			} else {
+			if !ok {
 				unmatched++
+				continue
+			}
+			linked++
+			queued, err := tx.QueueLinkedIPBan(ctx, k.Username, k.IP.String(), s.opts.Now())
+			if err != nil {
+				return err
+			}
+			if queued {
+				ipBans++
 			}
 		}
 		for _, name := range lr.ambiguous {
@@ -515,7 +578,7 @@ func (s *run) applyLinks(ctx context.Context, lr *logRead) error {
 	if err != nil {
 		return fmt.Errorf("store IP links: %w", err)
 	}
-	s.sum.Linked, s.sum.Ambiguous, s.sum.Unmatched = linked, ambiguous, unmatched
+	s.sum.Linked, s.sum.Ambiguous, s.sum.Unmatched, s.sum.IPBans = linked, ambiguous, unmatched, ipBans
 	if len(lr.ambiguous) > 0 {
 		s.opts.Log.Info("sign-ups left unlinked: the logs name several addresses", "usernames", lr.ambiguous)
 	}

@@ -1,0 +1,145 @@
+package signups_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
+	"github.com/bouncemilter/bouncemilter/internal/mediagoblin/mgtest"
+	"github.com/bouncemilter/bouncemilter/internal/registry"
+	"github.com/bouncemilter/bouncemilter/internal/signups"
+	"github.com/bouncemilter/bouncemilter/internal/testenv"
+)
+
+const sender = "notice@media.example.org"
+
+type env struct {
+	inst   *mgtest.Instance
+	reg    *registry.DB
+	copier *signups.Copier
+	opens  atomic.Int32
+	reads  atomic.Int32
+	fail   atomic.Bool
+}
+
+// counting wraps a Source to count the reads and fail on demand.
+type counting struct {
+	signups.Source
+	e *env
+}
+
+func (c counting) UsersByEmail(ctx context.Context, emails []string, afterID int64) ([]mediagoblin.User, error) {
+	c.e.reads.Add(1)
+	if c.e.fail.Load() {
+		return nil, mediagoblin.ErrUnavailable
+	}
+	return c.Source.UsersByEmail(ctx, emails, afterID)
+}
+
+func backends(t *testing.T, fn func(t *testing.T, e *env)) {
+	t.Run("sqlite", func(t *testing.T) { fn(t, newEnv(t, mgtest.NewSQLite(t, sender))) })
+	t.Run("postgres", func(t *testing.T) { fn(t, newEnv(t, mgtest.NewPostgres(t, testenv.Postgres(t), sender))) })
+}
+
+func newEnv(t *testing.T, inst *mgtest.Instance) *env {
+	t.Helper()
+	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := registry.Open(t.Context(), filepath.Join(t.TempDir(), "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() })
+	e := &env{inst: inst, reg: reg}
+	e.copier = &signups.Copier{
+		Registry: reg,
+		Open: func(ctx context.Context) (signups.Source, error) {
+			e.opens.Add(1)
+			db, err := mediagoblin.Open(ctx, cfg)
+			if err != nil {
+				return nil, err
+			}
+			t.Cleanup(func() { db.Close() })
+			return counting{db, e}, nil
+		},
+	}
+	return e
+}
+
+func TestCopySignups(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		now := time.Now().UTC().Truncate(time.Second)
+		old := e.inst.AddUser(t, mgtest.User{Username: "old", Email: "bot@nowhere.example", Created: now.Add(-time.Hour)})
+		if err := e.reg.SetState(ctx, registry.StateSyncCursor, registry.UserTarget(old)); err != nil {
+			t.Fatal(err)
+		}
+		bot := e.inst.AddUser(t, mgtest.User{Username: "bot", Email: "Bot@nowhere.example", Created: now})
+		e.inst.AddUser(t, mgtest.User{Username: "other", Email: "other@nowhere.example", Created: now})
+
+		got, err := e.copier.CopySignups(ctx, []string{"bot@NOWHERE.example"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Only the sign-up after the cursor: the one before it is the
+		// sync's business (it holds it, or it is too old).
+		if len(got) != 1 || got[0].UserID != bot || got[0].Username != "bot" || !got[0].Created.Equal(now) || got[0].Verified {
+			t.Fatalf("copied %+v", got)
+		}
+		if r, err := e.reg.RegistrationByName(ctx, "bot"); err != nil || r.Email != "Bot@nowhere.example" {
+			t.Errorf("registry holds %+v, %v", r, err)
+		}
+		for _, name := range []string{"old", "other"} {
+			if _, err := e.reg.RegistrationByName(ctx, name); !errors.Is(err, registry.ErrNotFound) {
+				t.Errorf("%s copied (%v)", name, err)
+			}
+		}
+		// A failed read is an error, and the next copy opens afresh.
+		e.fail.Store(true)
+		if _, err := e.copier.CopySignups(ctx, []string{"other@nowhere.example"}); !errors.Is(err, mediagoblin.ErrUnavailable) {
+			t.Errorf("failing source: err %v", err)
+		}
+		e.fail.Store(false)
+		if got, err := e.copier.CopySignups(ctx, []string{"other@nowhere.example"}); err != nil || len(got) != 1 {
+			t.Errorf("after the failure: %+v, %v", got, err)
+		}
+		if n := e.opens.Load(); n != 2 {
+			t.Errorf("opened MediaGoblin %d times, want 2", n)
+		}
+	})
+}
+
+func TestJournalFallsBackOnMiss(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		now := time.Now().UTC().Truncate(time.Second)
+		j := signups.Journal{Journal: e.reg, Copier: e.copier}
+		known := e.inst.AddUser(t, mgtest.User{Username: "known", Email: "known@nowhere.example", Created: now})
+		if err := e.reg.StoreRegistrations(ctx, []registry.Registration{{UserID: known, Username: "known", Email: "known@nowhere.example", Created: now, Synced: now}}); err != nil {
+			t.Fatal(err)
+		}
+		regs, err := j.RegistrationsByEmail(ctx, "known@nowhere.example")
+		if err != nil || len(regs) != 1 || e.reads.Load() != 0 {
+			t.Fatalf("a registry hit: %+v, %v, %d reads of MediaGoblin; want none", regs, err, e.reads.Load())
+		}
+		bot := e.inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example", Created: now})
+		regs, err = j.RegistrationsByEmail(ctx, "BOT@nowhere.example")
+		if err != nil || len(regs) != 1 || regs[0].UserID != bot {
+			t.Fatalf("a miss found in MediaGoblin: %+v, %v", regs, err)
+		}
+		if regs, err := j.RegistrationsByEmail(ctx, "nobody@nowhere.example"); err != nil || len(regs) != 0 {
+			t.Errorf("nobody: %+v, %v", regs, err)
+		}
+		// MediaGoblin down: a miss, not an error (the bounce is delivered).
+		e.fail.Store(true)
+		if regs, err := j.RegistrationsByEmail(ctx, "nobody@nowhere.example"); err != nil || len(regs) != 0 {
+			t.Errorf("MediaGoblin down: %+v, %v; want a plain miss", regs, err)
+		}
+	})
+}

@@ -48,7 +48,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		maxSize     = fs.Int("max-size", filter.DefaultMaxSize, "read at most this many bytes of a bounce; a longer one is never discarded")
 		sign        = fs.Bool("sign-return-path", true, "rewrite the envelope sender of MediaGoblin's mail to a signed local+TAG@domain address, so that forged bounces are recognised (needs recipient_delimiter = + in Postfix)")
 		delimiter   = fs.String("recipient-delimiter", "+", "Postfix's recipient_delimiter")
-		trustHdrs   = fs.Bool("trust-returned-headers", false, "also accept bounces whose returned headers match mail recorded as sent (only for setups where MediaGoblin's mail bypasses this Postfix)")
+		trustHdrs   = fs.Bool("trust-returned-headers", false, "with --sign-return-path=false only: also accept bounces whose returned From and To are exactly the sender and an address mail was recorded to. No authentication at all: anybody can write those headers (only for setups where MediaGoblin's mail bypasses this Postfix)")
 		discardSusp = fs.Bool("discard-suspect", false, "discard bounces that cannot be shown to answer this instance's mail, instead of delivering them")
 		grace       = fs.Duration("shutdown-grace", 10*time.Second, "on SIGTERM, wait this long for messages in flight")
 		neverBan    prefixFlag
@@ -71,6 +71,10 @@ Flags:
 		return 2
 	}
 
+	if *trustHdrs && *sign {
+		fmt.Fprintln(stderr, "bouncemilter serve: --trust-returned-headers needs --sign-return-path=false: with signed return paths a valid tag is the only proof a bounce is genuine")
+		return 2
+	}
 	// A bad socket spec is a usage error: say so before touching anything.
 	if _, _, err := filter.ParseSpec(*listen); err != nil {
 		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)

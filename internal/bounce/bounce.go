@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/mail"
 	"net/netip"
 	"strings"
 	"time"
@@ -63,7 +64,9 @@ type Journal interface {
 // TagVerifier checks the signed return path a bounce was addressed to (see
 // package returnpath).
 type TagVerifier interface {
-	Verify(bounceAddr, failedRecipient string, now time.Time) error
+	// VerifySender returns nil only when bounceAddr is sender with a valid
+	// tag for exactly failedRecipient.
+	VerifySender(sender, bounceAddr, failedRecipient string, now time.Time) error
 }
 
 // Handler turns bounces into journalled verdicts.
@@ -73,10 +76,11 @@ type Handler struct {
 	// Tags verifies signed return paths; nil when they are not in use.
 	Tags TagVerifier
 	// TrustReturnedHeaders accepts, as authentic, a bounce whose returned
-	// headers show a message from this instance to an address it recorded a
-	// send to. Only for setups where outgoing mail bypasses this Postfix,
-	// so that neither the signed return path nor the local path exists:
-	// returned headers are easy to forge.
+	// headers show a message from Sender to an address a send was recorded
+	// to (exact addresses, parsed from From and To). It is no
+	// authentication at all: anybody can write such headers. Only for
+	// setups where outgoing mail bypasses this Postfix, and only with Tags
+	// nil: with signed return paths a valid tag is the one proof.
 	TrustReturnedHeaders bool
 	// Sender is MediaGoblin's email_sender_address.
 	Sender string
@@ -170,17 +174,56 @@ func (h *Handler) decide(ctx context.Context, env Envelope, rep *dsn.Report, now
 			note("not a permanent no-such-address failure (%s %s %s)", rcpt.Action, rcpt.Status, rcpt.Reason)
 			continue
 		}
-		regs, err := h.Journal.RegistrationsByEmail(ctx, rcpt.Address)
+		candidates := literalAddresses(rcpt)
+		if len(candidates) == 0 {
+			// The parser derived, cleaned or guessed the address: it may
+			// be shown, never acted on.
+			note("address not literal in the report; not acted on")
+			continue
+		}
+		// Authenticity first, for each literal address: only an address
+		// this bounce is shown to answer is ever looked up, so a forged
+		// bounce cannot even make the journal (or what stands behind it)
+		// search for an address.
+		var (
+			addr, how string
+			whyNot    []string
+		)
+		for _, c := range candidates {
+			ok, why, err := h.authentic(ctx, env, rep, c, now)
+			if err != nil {
+				return nil, Outcome{}, err
+			}
+			if ok {
+				addr, how = c, why
+				break
+			}
+			whyNot = append(whyNot, why)
+		}
+		if addr == "" {
+			suspect = true
+			note("suspect: %s", strings.Join(whyNot, "; "))
+			continue
+		}
+		regs, err := h.Journal.RegistrationsByEmail(ctx, addr)
 		if err != nil {
 			return nil, Outcome{}, err
 		}
-		if len(regs) == 0 {
+		// The journal matches addresses without regard to case; act only
+		// on sign-ups with exactly the address the bounce proved.
+		var same []registry.Registration
+		for _, reg := range regs {
+			if SameAddress(reg.Email, addr) {
+				same = append(same, reg)
+			}
+		}
+		if len(same) == 0 {
 			note("no sign-up")
 			continue
 		}
 		matched = true
 		var eligible []registry.Registration
-		for _, reg := range regs {
+		for _, reg := range same {
 			allowed, err := h.Journal.Allowed(ctx, reg)
 			if err != nil {
 				return nil, Outcome{}, err
@@ -194,22 +237,13 @@ func (h *Handler) decide(ctx context.Context, env Envelope, rep *dsn.Report, now
 		if len(eligible) == 0 {
 			continue
 		}
-		ok, why, err := h.authentic(ctx, env, rep, rcpt, now)
-		if err != nil {
-			return nil, Outcome{}, err
-		}
-		if !ok {
-			suspect = true
-			note("suspect: %s", why)
-			continue
-		}
 		for _, reg := range eligible {
-			reason := banReason(rcpt, env.QueueID, now)
+			reason := banReason(rcpt, addr, env.QueueID, now)
 			actions = append(actions, registry.Action{UserID: reg.UserID, Kind: registry.BanAccount, Target: registry.UserTarget(reg.UserID), Reason: reason})
 			if reg.IP != "" {
 				actions = append(actions, registry.Action{UserID: reg.UserID, Kind: registry.BanIP, Target: reg.IP, Reason: reason})
 			}
-			note("%s disabled (%s)", reg.Username, why)
+			note("%s disabled (%s)", reg.Username, how)
 		}
 		handled++
 	}
@@ -218,11 +252,12 @@ func (h *Handler) decide(ctx context.Context, env Envelope, rep *dsn.Report, now
 	case len(actions) > 0:
 		out.Verdict = registry.VerdictActed
 		// A bounce that also reports an address we did not act on still
-		// tells the admin something: deliver it.
-		out.Discard = handled == reported
+		// tells the admin something, and one the parser cut short may
+		// report more than was read: deliver it.
+		out.Discard = handled == reported && !rep.Truncated
 	case suspect:
 		out.Verdict = registry.VerdictSuspect
-		out.Discard = h.DiscardSuspect
+		out.Discard = h.DiscardSuspect && !rep.Truncated
 	case matched:
 		out.Verdict = registry.VerdictIneligible
 	default:
@@ -231,42 +266,87 @@ func (h *Handler) decide(ctx context.Context, env Envelope, rep *dsn.Report, now
 	return actions, out, nil
 }
 
-// authentic reports whether a bounce for rcpt answers mail this instance
-// sent, and how that was shown.
-func (h *Handler) authentic(ctx context.Context, env Envelope, rep *dsn.Report, rcpt dsn.Recipient, now time.Time) (bool, string, error) {
+// literalAddresses returns the addresses of r that the report wrote
+// literally: Final-Recipient, then Original-Recipient when it differs.
+func literalAddresses(r dsn.Recipient) []string {
+	var out []string
+	if r.Literal && r.Address != "" {
+		out = append(out, r.Address)
+	}
+	if r.OriginalLiteral && r.OriginalAddress != "" && !(r.Literal && SameAddress(r.OriginalAddress, r.Address)) {
+		out = append(out, r.OriginalAddress)
+	}
+	return out
+}
+
+// SameAddress reports whether a and b are one address: the local part
+// compared exactly, the domain without regard to case (RFC 5321 section
+// 2.4 leaves the local part's case to the receiving server).
+func SameAddress(a, b string) bool {
+	i, j := strings.LastIndexByte(a, '@'), strings.LastIndexByte(b, '@')
+	if i < 0 || j < 0 {
+		return a == b
+	}
+	return a[:i] == b[:j] && strings.EqualFold(a[i:], b[j:])
+}
+
+// authentic reports whether a bounce about the literal address rcpt
+// answers mail this instance sent, and how that was shown. With signed
+// return paths that is the only proof there is: the bounce's address must
+// be the sender's, with a valid tag for exactly rcpt. Without them, a
+// bounce Postfix made itself for an address a send was recorded to counts,
+// and, when the admin asked for it, returned headers that name one.
+func (h *Handler) authentic(ctx context.Context, env Envelope, rep *dsn.Report, rcpt string, now time.Time) (bool, string, error) {
 	if h.Tags != nil {
 		for _, to := range env.Recipients {
-			if err := h.Tags.Verify(to, rcpt.Address, now); err == nil {
+			if err := h.Tags.VerifySender(h.Sender, to, rcpt, now); err == nil {
 				return true, "signed return path", nil
 			}
 		}
+		return false, "no valid tag for " + rcpt, nil
 	}
-	sent, err := h.Journal.SentTo(ctx, rcpt.Address, now.Add(-h.Policy.Window))
+	sent, err := h.Journal.SentTo(ctx, rcpt, now.Add(-h.Policy.Window))
 	if err != nil {
 		return false, "", err
 	}
 	switch {
 	case !sent:
-		return false, "no mail to this address was recorded", nil
+		return false, "no mail to " + rcpt + " was recorded", nil
 	case env.Client.Local():
 		return true, "generated by this Postfix", nil
-	case h.TrustReturnedHeaders && returnedMatches(rep.Original, rcpt.Address, h.Sender):
+	case h.TrustReturnedHeaders && returnedMatches(rep.Original, rcpt, h.Sender):
 		return true, "returned headers match a recorded send", nil
 	}
 	return false, "neither signed nor generated by this Postfix", nil
 }
 
 // returnedMatches reports whether the returned headers show a message from
-// sender to rcpt.
+// sender to rcpt: exactly one address in From, the sender, and rcpt among
+// the addresses in To. Anybody can write such headers: this is no
+// authentication at all, only a match.
 func returnedMatches(o dsn.Original, rcpt, sender string) bool {
-	return sender != "" &&
-		strings.Contains(strings.ToLower(o.From), strings.ToLower(sender)) &&
-		strings.Contains(strings.ToLower(o.To), registry.EmailKey(rcpt))
+	if sender == "" {
+		return false
+	}
+	from, err := mail.ParseAddressList(o.From)
+	if err != nil || len(from) != 1 || !strings.EqualFold(from[0].Address, sender) {
+		return false
+	}
+	to, err := mail.ParseAddressList(o.To)
+	if err != nil {
+		return false
+	}
+	for _, a := range to {
+		if SameAddress(a.Address, rcpt) {
+			return true
+		}
+	}
+	return false
 }
 
-func banReason(r dsn.Recipient, queueID string, now time.Time) string {
+func banReason(r dsn.Recipient, addr, queueID string, now time.Time) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "bouncemilter: mail to %s bounced permanently", r.Address)
+	fmt.Fprintf(&b, "bouncemilter: mail to %s bounced permanently", addr)
 	if r.Status != "" || r.Reason != "" {
 		fmt.Fprintf(&b, " (%s)", strings.TrimSpace(r.Status+" "+r.Reason))
 	}

@@ -110,8 +110,8 @@ func smtpEnv() Envelope {
 // failed recipient.
 type acceptTags map[string]string // failed recipient key → bounce address
 
-func (a acceptTags) Verify(bounceAddr, failedRecipient string, now time.Time) error {
-	if want, ok := a[registry.EmailKey(failedRecipient)]; ok && strings.EqualFold(want, bounceAddr) {
+func (a acceptTags) VerifySender(sender, bounceAddr, failedRecipient string, now time.Time) error {
+	if want, ok := a[registry.EmailKey(failedRecipient)]; ok && strings.EqualFold(want, bounceAddr) && sender != "" {
 		return nil
 	}
 	return errors.New("bad tag")
@@ -163,7 +163,7 @@ func TestHandle(t *testing.T) {
 			name:  "local bounce with no recorded send",
 			setup: func(t *testing.T, db *registry.DB) { signUp(t, db, bot()) },
 			env:   localEnv(), msg: "local-userunknown.eml",
-			verdict: registry.VerdictSuspect, detail: "no mail to this address was recorded",
+			verdict: registry.VerdictSuspect, detail: "no mail to Xk7bot@example.net was recorded",
 		},
 		{
 			name: "recorded send older than the window",
@@ -569,9 +569,12 @@ func TestHandleTrustReturnedHeaders(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			db := openRegistry(t)
-			signUp(t, db, bot())
+			// The remote's report writes the address in lower case.
+			r := bot()
+			r.Email = "xk7bot@example.net"
+			signUp(t, db, r)
 			if tt.send {
-				sent(t, db, botAddr, testNow.Add(-time.Minute))
+				sent(t, db, r.Email, testNow.Add(-time.Minute))
 			}
 			h := newHandler(db)
 			h.TrustReturnedHeaders, h.Sender = tt.trust, tt.sender

@@ -2,11 +2,16 @@ package bounce
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/bouncemilter/bouncemilter/internal/dsn"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
+	"github.com/bouncemilter/bouncemilter/internal/returnpath"
 )
 
 func addFixtures(f *testing.F, add func(msg []byte)) {
@@ -89,6 +94,76 @@ func FuzzHeaderOf(f *testing.F) {
 		}
 		if bytes.Contains([]byte(h), []byte("\n\n")) || bytes.Contains([]byte(h), []byte("\r\n\r\n")) {
 			t.Fatalf("headerOf(%q, %d) = %q runs into the body", msg, max, h)
+		}
+	})
+}
+
+// anyoneJournal has an eligible sign-up for every address it is asked
+// about, so that whatever the handler shows authentic, it acts on.
+type anyoneJournal struct {
+	byID    map[int64]string
+	actions []registry.Action
+}
+
+func (j *anyoneJournal) RegistrationsByEmail(ctx context.Context, addr string) ([]registry.Registration, error) {
+	id := int64(len(j.byID) + 1)
+	j.byID[id] = addr
+	return []registry.Registration{{UserID: id, Username: fmt.Sprint("u", id), Email: addr, Created: testNow.Add(-time.Minute)}}, nil
+}
+
+func (j *anyoneJournal) Allowed(context.Context, registry.Registration) (bool, error) { return false, nil }
+
+func (j *anyoneJournal) SentTo(context.Context, string, time.Time) (bool, error) { return true, nil }
+
+func (j *anyoneJournal) RecordBounce(ctx context.Context, b registry.Bounce, acts []registry.Action) (int64, error) {
+	j.actions = append(j.actions, acts...)
+	return 1, nil
+}
+
+// FuzzActsOnlyOnLiteralTagged asserts issue 9's rule over any message:
+// every address acted on is one the report wrote literally, as a
+// Final-Recipient or an Original-Recipient, and the bounce's address
+// carries a valid tag on the sender's address for exactly it.
+func FuzzActsOnlyOnLiteralTagged(f *testing.F) {
+	addFixtures(f, func(msg []byte) { f.Add(msg, "Xk7bot@example.net") })
+	const dsnMsg = "Content-Type: multipart/report; report-type=delivery-status; boundary=b\n\n--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; x\n\nFinal-Recipient: rfc822; %s\nOriginal-Recipient: rfc822; %s\nAction: failed\nStatus: 5.1.1\n\n--b--\n"
+	for _, a := range []string{"/victim@example.net", "|victim@example.net", `"victim@example.net"@evil.example`, "victim+2Fx@example.net", "Victim@EXAMPLE.net"} {
+		f.Add([]byte(fmt.Sprintf(dsnMsg, a, "victim@example.net")), a)
+		f.Add([]byte(fmt.Sprintf(dsnMsg, "<"+a+">", a)), a)
+	}
+	f.Add([]byte("From: MAILER-DAEMON\nSubject: failure notice\n\n<victim@example.net>:\nSorry, no mailbox here by that name. (#5.1.1)\n"), "victim@example.net")
+	keys, err := returnpath.LoadOrCreate(filepath.Join(f.TempDir(), "returnpath.keys"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	s := &returnpath.Signer{Keys: keys}
+	f.Fuzz(func(t *testing.T, msg []byte, signedFor string) {
+		to, err := s.Sign(testSender, signedFor, testNow)
+		if err != nil {
+			return
+		}
+		j := &anyoneJournal{byID: map[int64]string{}}
+		h := newHandler(nil)
+		h.Journal, h.Tags = j, s
+		if _, err := h.Handle(t.Context(), Envelope{Client: localClient, Recipients: []string{to}}, msg); err != nil {
+			t.Fatal(err)
+		}
+		if len(j.actions) == 0 {
+			return
+		}
+		rep, _ := dsn.Parse(bytes.NewReader(msg))
+		for _, a := range j.actions {
+			addr := j.byID[a.UserID]
+			literal := false
+			for _, r := range rep.Recipients {
+				literal = literal || r.Literal && r.Address == addr || r.OriginalLiteral && r.OriginalAddress == addr
+			}
+			if !literal {
+				t.Errorf("acted on %q, which the report does not write literally: %+v", addr, rep.Recipients)
+			}
+			if err := s.VerifySender(testSender, to, addr, testNow); err != nil {
+				t.Errorf("acted on %q without a valid tag: %v", addr, err)
+			}
 		}
 	})
 }

@@ -245,6 +245,21 @@ func (s *Signer) Verify(bounceAddr, failedRecipient string, now time.Time) error
 	return nil
 }
 
+// VerifySender is Verify that also requires the address without its tag
+// to be sender (compared without regard to case, as some servers fold the
+// case of the address they bounce to): a tag is only ever made on the
+// sender's address, so a valid tag on any other base was copied there.
+func (s *Signer) VerifySender(sender, bounceAddr, failedRecipient string, now time.Time) error {
+	delim, err := s.delimiter()
+	if err != nil {
+		return err
+	}
+	if base, _ := Split(bounceAddr, delim); !strings.EqualFold(normalize(base), normalize(sender)) || sender == "" {
+		return fmt.Errorf("verify %q: not a tag on %q: %w", bounceAddr, sender, ErrBadTag)
+	}
+	return s.Verify(bounceAddr, failedRecipient, now)
+}
+
 // Split returns addr without its tag, and the tag: the text after the last
 // delimiter in the local part. Split("notice+abc@d", "+") is ("notice@d",
 // "abc"). An address without the delimiter, or with a quoted local part, is

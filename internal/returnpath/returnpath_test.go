@@ -356,3 +356,33 @@ func TestRewrite(t *testing.T) {
 		t.Errorf("Rewrite of an unsignable sender = %q", got)
 	}
 }
+
+// A valid tag only counts on the sender's own address: copied onto another
+// local part or domain, it proves nothing.
+func TestVerifySender(t *testing.T) {
+	s := newSigner(t)
+	now := time.Date(2026, 11, 26, 9, 14, 8, 0, time.UTC)
+	good := mustSign(t, s, "notice@media.example.org", "bot@example.net", now)
+	_, tag := Split(good, "+")
+	tests := []struct {
+		sender, addr string
+		ok           bool
+	}{
+		{"notice@media.example.org", good, true},
+		{"notice@media.example.org", strings.ToUpper(good), true},
+		{"NOTICE@Media.Example.org", good, true},
+		{"notice@media.example.org", "other+" + tag + "@media.example.org", false},
+		{"notice@media.example.org", "notice+" + tag + "@evil.example", false},
+		{"notice@media.example.org", "notice+x+" + tag + "@media.example.org", false},
+		{"", good, false},
+	}
+	for _, tt := range tests {
+		err := s.VerifySender(tt.sender, tt.addr, "bot@example.net", now)
+		if (err == nil) != tt.ok {
+			t.Errorf("VerifySender(%q, %q) = %v, want ok %v", tt.sender, tt.addr, err, tt.ok)
+		}
+		if err != nil && !errors.Is(err, ErrBadTag) {
+			t.Errorf("VerifySender(%q, %q) = %v, want ErrBadTag", tt.sender, tt.addr, err)
+		}
+	}
+}

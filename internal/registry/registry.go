@@ -195,6 +195,9 @@ CREATE INDEX sends_sent ON sends(sent);
 	// same target; without this index that look-up read every action,
 	// and a flood of bounces slowed down as the journal grew.
 	`CREATE INDEX actions_target ON actions(target, kind);`,
+	// Shared feeds (package feed): what each peer listed, how its fetches
+	// went, and the IP bans the peers' listings led to. See feed.go.
+	feedSchema,
 }
 
 func (r *DB) migrate(ctx context.Context) error {

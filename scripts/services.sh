@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # services.sh prepares the services that bouncemilter's tests use, on Debian 12:
 #
-#   - installs postfix, fail2ban, postgresql, swaks, nftables, sqlite3, nginx-light
+#   - installs postfix, fail2ban, postgresql, swaks, nftables, sqlite3, nginx-light, minisign
 #     and apache2 when
 #     missing (Postfix preseeded to "No configuration", so nothing asks);
 #   - stops the system Postfix and fail2ban that the installation started: the
@@ -26,7 +26,7 @@ exec 3>&1 1>&2
 log() { printf 'services.sh: %s\n' "$*" >&2; }
 
 # nginx-light and apache2: the tests of contrib/nginx and contrib/apache run them.
-packages=(postfix fail2ban postgresql swaks nftables sqlite3 nginx-light apache2)
+packages=(postfix fail2ban postgresql swaks nftables sqlite3 nginx-light apache2 minisign)
 role=bouncemilter
 password=bouncemilter
 

@@ -10,6 +10,7 @@
 //	bouncemilter accounts review and restore what was done
 //	bouncemilter parse    show what a bounce message says
 //	bouncemilter keys     rotate the return-path signing key
+//	bouncemilter feed     publish and subscribe to signed feeds of vandal IPs and addresses
 //
 // Run `bouncemilter COMMAND --help` for each command's flags. This package
 // only parses flags and wires the internal packages together.
@@ -36,6 +37,8 @@ Usage:
                                   show what bounce messages say
   bouncemilter keys rotate [flags]
                                   make a new return-path signing key
+  bouncemilter feed keygen|export|pull|status [flags]
+                                  share proven vandal IPs and addresses with other hosters
 
 Run "bouncemilter COMMAND --help" for the flags of a command.
 `
@@ -64,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runParse(ctx, rest, stdout, stderr)
 	case "keys":
 		return runKeys(ctx, rest, stdout, stderr)
+	case "feed":
+		return runFeed(ctx, rest, stdout, stderr, log)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

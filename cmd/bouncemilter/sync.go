@@ -50,6 +50,9 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 	)
 	fs.Var(&accessLogs, "access-log", "web server access `log` in combined format (nginx or Apache), read incrementally across rotation; repeatable")
 	fs.Var(&signupLogs, "signup-log", "sign-up `log` written by contrib/nginx or contrib/apache (records the Location header: exact links); repeatable")
+	var ff feedFlags
+	ff.publish(fs, "feed-")
+	ff.subscribe(fs, "feed-")
 	fs.Var(&trusted, "trusted-proxy", "reverse proxy `address or CIDR` whose logged X-Forwarded-For is believed; repeatable (prefer the web server's realip/remoteip module)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -81,6 +84,11 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 		return 1
 	}
 	defer reg.Close()
+	feeds, err := ff.afterSync(reg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "bouncemilter sync: %v\n", err)
+		return 1
+	}
 
 	opts := syncer.Options{
 		Retention:      *retention,
@@ -112,6 +120,13 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 			fmt.Fprintf(stdout, "sync: %s\n", sum)
 		}
 		return nil
+	}
+
+	if feeds != nil {
+		// The feeds do not wait for MediaGoblin's database: a run
+		// exports and pulls even when the sync fails.
+		syncOnly := once
+		once = func(ctx context.Context) error { return errors.Join(syncOnly(ctx), feeds(ctx)) }
 	}
 
 	log.Info("sync", "database", cfg.SourceRedacted(), "registry", *regPath,

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/registry"
+)
+
+// TestFeedCommands: two instances publish with keygen and export, a third
+// pulls both with the peers file and shows their status.
+func TestFeedCommands(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	run := func(args ...string) string {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		if code := runFeed(ctx, args, &stdout, &stderr, newLogger(&stderr)); code != 0 {
+			t.Fatalf("feed %v = %d: %s%s", args, code, stdout.String(), stderr.String())
+		}
+		return stdout.String()
+	}
+	var peers strings.Builder
+	for _, name := range []string{"a", "b"} {
+		regPath := filepath.Join(dir, name, "registry.db")
+		reg, err := registry.Open(ctx, regPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		reg.Tx(ctx, func(tx *registry.Tx) error {
+			tx.UpsertRegistration(ctx, registry.Registration{UserID: 1, Username: "bot", Email: "bot@spam.example", Created: now, Synced: now})
+			_, err := tx.SetIP(ctx, "bot", "192.0.2.1", "signup-log")
+			return err
+		})
+		reg.RecordBounce(ctx, registry.Bounce{Received: now, Verdict: registry.VerdictActed, Report: "{}"}, []registry.Action{
+			{UserID: 1, Kind: registry.BanAccount, Target: "1", Reason: "t"}, {UserID: 1, Kind: registry.BanIP, Target: "192.0.2.1", Reason: "t"}})
+		reg.Close()
+		key := filepath.Join(dir, name, "feed.key")
+		if out := run("keygen", "--key", key); !strings.Contains(out, "public key") {
+			t.Errorf("keygen said %q", out)
+		}
+		www := filepath.Join(dir, name, "www")
+		if out := run("export", "--registry", regPath, "--key", key, "--name", name+".example", "--out", www); !strings.Contains(out, "1 IPs, 1 addresses") {
+			t.Errorf("export said %q", out)
+		}
+		srv := httptest.NewServer(http.FileServer(http.Dir(www)))
+		defer srv.Close()
+		pub, _ := os.ReadFile(key + ".pub")
+		lines := strings.Split(strings.TrimSpace(string(pub)), "\n")
+		peers.WriteString(name + " " + srv.URL + "/feed.json " + lines[len(lines)-1] + "\n")
+	}
+	peersFile := filepath.Join(dir, "peers")
+	os.WriteFile(peersFile, []byte(peers.String()), 0o644)
+	regC := filepath.Join(dir, "c", "registry.db")
+	if out := run("pull", "--registry", regC, "--peers", peersFile); !strings.Contains(out, "2 feeds accepted, 0 unchanged, 0 failed; 1 IPs banned") {
+		t.Errorf("pull said %q", out)
+	}
+	out := run("status", "--registry", regC, "--peers", peersFile)
+	if !strings.Contains(out, "PEER") || strings.Count(out, "\n") != 3 || strings.Contains(out, "never") {
+		t.Errorf("status:\n%s", out)
+	}
+	if out := run("status", "--registry", regC, "--json"); strings.Count(out, `"entries":2`) != 2 {
+		t.Errorf("status --json:\n%s", out)
+	}
+}

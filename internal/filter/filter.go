@@ -65,6 +65,10 @@ type Config struct {
 	// Signups, when set, is called for each message MediaGoblin sends,
 	// before it is recorded. Its errors are logged; the mail flows.
 	Signups SignupCopier
+	// Unread, when set, is called for each message accepted unread (not a
+	// bounce of MediaGoblin's mail, not MediaGoblin's own), for the
+	// metrics; the Handler and the SendRecorder see the others.
+	Unread func()
 }
 
 // DefaultMaxSize is the bounce size cap when Config.MaxSize is 0: a DSN

@@ -64,6 +64,7 @@ func (s *session) MailFrom(from string, m *milter.Modifier) (milter.Response, er
 	case registry.EmailKey(from) == registry.EmailKey(s.f.cfg.Sender):
 		s.kind = isOutgoing
 	default:
+		s.unread()
 		return milter.RespAccept, nil
 	}
 	s.counted = true
@@ -90,6 +91,7 @@ func (s *session) Header(name, value string, m *milter.Modifier) (milter.Respons
 		if !s.ownRcpt {
 			// A bounce, but not of MediaGoblin's mail: not ours to read.
 			s.done()
+			s.unread()
 			return milter.RespAccept, nil
 		}
 		// Postfix passes folded values with bare LF line breaks.
@@ -107,6 +109,7 @@ func (s *session) Headers(h textproto.MIMEHeader, m *milter.Modifier) (milter.Re
 	if s.kind == isBounce && !s.ownRcpt {
 		// A message with no header at all.
 		s.done()
+		s.unread()
 		return milter.RespAccept, nil
 	}
 	if s.kind == isBounce {
@@ -209,6 +212,12 @@ func (s *session) queueID(m *milter.Modifier) {
 	}
 	if id := m.Macros["i"]; id != "" {
 		s.env.QueueID = id
+	}
+}
+
+func (s *session) unread() {
+	if s.f.cfg.Unread != nil {
+		s.f.cfg.Unread()
 	}
 }
 

@@ -525,3 +525,12 @@ func (r *DB) LastSync(ctx context.Context) (run SyncRun, ok bool, err error) {
 	}
 	return run, true, nil
 }
+
+// PendingActions counts the actions waiting to be applied.
+func (r *DB) PendingActions(ctx context.Context) (int64, error) {
+	var n int64
+	if err := r.db.QueryRowContext(ctx, `SELECT count(*) FROM actions WHERE state = 'pending'`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count pending actions: %w", err)
+	}
+	return n, nil
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -66,7 +67,7 @@ func runAccountsList(ctx context.Context, args []string, stdout, stderr io.Write
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	reg, err := registry.Open(ctx, *regPath)
+	reg, err := openExisting(ctx, *regPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "bouncemilter accounts list: %v\n", err)
 		return 1
@@ -123,45 +124,66 @@ func runAccountsRestore(ctx context.Context, args []string, stdout, stderr io.Wr
 		fs.Usage()
 		return 2
 	}
-	reg, err := registry.Open(ctx, *regPath)
+	var ipBanner banner.Banner
+	switch *banKind {
+	case banner.KindFail2ban, banner.KindNFTables:
+		var err error
+		if ipBanner, err = banner.New(*banKind, banner.Options{Jail: *jail, Fail2banSocket: *socket}); err != nil {
+			fmt.Fprintf(stderr, "bouncemilter accounts restore: %v\n", err)
+			return 2
+		}
+	case banner.KindNone:
+	default:
+		fmt.Fprintf(stderr, "bouncemilter accounts restore: --banner %q cannot lift an IP ban here; use fail2ban, nftables, or none (the running milter lifts it)\n", *banKind)
+		return 2
+	}
+	reg, err := openExisting(ctx, *regPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "bouncemilter accounts restore: %v\n", err)
 		return 1
 	}
 	defer reg.Close()
 	status := 0
+	var queued []registry.Action
 	for _, name := range fs.Args() {
 		r, err := reg.RegistrationByName(ctx, name)
+		var acts []registry.Action
 		if err == nil {
-			_, err = reg.Restore(ctx, r.UserID, *note, time.Now())
+			acts, err = reg.Restore(ctx, r.UserID, *note, time.Now())
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "bouncemilter accounts restore %s: %v\n", name, err)
 			status = 1
 			continue
 		}
+		queued = append(queued, acts...)
 		fmt.Fprintf(stdout, "%s: restored and allow-listed\n", name)
 	}
 
-	// Lift the bans now if this process can; whatever it cannot do stays
-	// queued for the running milter's worker.
-	cfg, err := loadMediaGoblin(*mgConfig, "", log)
-	if err != nil {
-		fmt.Fprintf(stderr, "bouncemilter accounts restore: %v; the running milter will lift the bans\n", err)
-		return status
+	// Lift the bans now if this process can, and only those: whatever else
+	// is queued belongs to the running milter's worker, and so does what
+	// this process cannot do (with --banner none, the IP unbans).
+	var mine []registry.Action
+	for _, a := range queued {
+		if a.Kind == registry.UnbanIP && ipBanner == nil {
+			continue
+		}
+		mine = append(mine, a)
 	}
-	ipBanner, err := banner.New(*banKind, banner.Options{Jail: *jail, Fail2banSocket: *socket})
-	if err != nil {
-		fmt.Fprintf(stderr, "bouncemilter accounts restore: %v\n", err)
-		return 1
-	}
-	accounts := &worker.LazyAccounts{Open: func(ctx context.Context) (worker.Accounts, error) {
-		return mediagoblin.Open(ctx, cfg)
-	}}
-	w := worker.New(reg, accounts, ipBanner, log)
-	if _, err := w.RunOnce(ctx); err != nil {
-		fmt.Fprintf(stderr, "bouncemilter accounts restore: %v\n", err)
-		return 1
+	if len(mine) > 0 {
+		cfg, err := loadMediaGoblin(*mgConfig, "", log)
+		if err != nil {
+			fmt.Fprintf(stderr, "bouncemilter accounts restore: %v; the running milter will lift the bans\n", err)
+			return status
+		}
+		accounts := &worker.LazyAccounts{Open: func(ctx context.Context) (worker.Accounts, error) {
+			return mediagoblin.Open(ctx, cfg)
+		}}
+		w := worker.New(reg, accounts, ipBanner, log)
+		if _, err := w.Apply(ctx, mine); err != nil {
+			fmt.Fprintf(stderr, "bouncemilter accounts restore: %v\n", err)
+			return 1
+		}
 	}
 	for _, name := range fs.Args() {
 		r, err := reg.RegistrationByName(ctx, name)
@@ -179,6 +201,19 @@ func runAccountsRestore(ctx context.Context, args []string, stdout, stderr io.Wr
 		}
 	}
 	return status
+}
+
+// openExisting opens the registry at path for a command that must not
+// create one: a mistyped path is an error, not an empty registry.
+func openExisting(ctx context.Context, path string) (*registry.DB, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("registry %s: not a database file", path)
+	}
+	return registry.Open(ctx, path)
 }
 
 // allowFlag collects one kind of allow-list entry from a repeatable flag.

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -32,6 +33,12 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	regPath := fs.String("registry", defaultRegistry, "the registry SQLite database; the key file returnpath.keys lives beside it")
 	grace := fs.Duration("grace", returnpath.DefaultGrace, "how long the old key keeps verifying")
 	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	// --registry names the database file; a directory given instead would
+	// put the keys beside it, in its parent, where the milter never looks.
+	if fi, err := os.Stat(*regPath); err == nil && fi.IsDir() {
+		fmt.Fprintf(stderr, "bouncemilter keys rotate: --registry %s is a directory; give the registry database file (the keys live beside it)\n", *regPath)
 		return 2
 	}
 	path := filepath.Join(filepath.Dir(*regPath), "returnpath.keys")

@@ -65,3 +65,16 @@ func TestKeysRotate(t *testing.T) {
 		t.Errorf("keys without a subcommand = %d; want 2", code)
 	}
 }
+
+// --registry names the database: given its directory, rotate would write
+// a key file in the parent directory that no milter reads.
+func TestKeysRotateRefusesADirectory(t *testing.T) {
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	if code := runKeys(context.Background(), []string{"rotate", "--registry", dir}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "is a directory") {
+		t.Errorf("keys rotate --registry DIR = %d, %q; want 2 saying it is a directory", code, stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(dir), "returnpath.keys")); err == nil {
+		t.Error("a key file was written beside the directory")
+	}
+}

@@ -267,6 +267,47 @@ func parseKey(line string) (key, error) {
 	return k, nil
 }
 
+// keepOwner gives tmp the owner the key file must keep: that of the file it
+// replaces, or, for a new file made by root, that of its directory. A
+// rotation run by root would otherwise leave a file the milter, running as
+// its own user, can no longer read, and protection would silently stop.
+// When the owner cannot be kept, the file is not replaced.
+func keepOwner(tmp *os.File, path string, create bool) error {
+	var want fs.FileInfo
+	if create {
+		if os.Geteuid() != 0 {
+			return nil
+		}
+		fi, err := os.Stat(filepath.Dir(path))
+		if err != nil {
+			return err
+		}
+		want = fi
+	} else {
+		fi, err := os.Stat(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		want = fi
+	}
+	have, err := tmp.Stat()
+	if err != nil {
+		return err
+	}
+	uid, gid, ok := ownerOf(want)
+	huid, hgid, hok := ownerOf(have)
+	if !ok || !hok || uid == huid && gid == hgid {
+		return nil
+	}
+	if err := tmp.Chown(uid, gid); err != nil {
+		return fmt.Errorf("cannot keep the key file's owner %d:%d (run this as that user or as root): %w", uid, gid, err)
+	}
+	return nil
+}
+
 // writeKeys writes the file atomically: a temporary file in the same
 // directory, synced, then renamed over path (or, with excl, linked to path,
 // which fails with fs.ErrExist if path exists), then the directory synced so
@@ -297,6 +338,9 @@ func writeKeys(path string, keys []key, excl bool) (err error) {
 		}
 	}()
 	if _, err := tmp.Write(b.Bytes()); err != nil {
+		return err
+	}
+	if err := keepOwner(tmp, path, excl); err != nil {
 		return err
 	}
 	if err := tmp.Sync(); err != nil {

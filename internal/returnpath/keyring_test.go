@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/testenv"
 )
 
 func TestLoadOrCreate(t *testing.T) {
@@ -279,5 +281,50 @@ func TestNilKeyring(t *testing.T) {
 	}
 	if err := s.Verify("notice+"+strings.Repeat("a", TagLen)+"@d", rcpt, now); !errors.Is(err, ErrUnknownKey) {
 		t.Errorf("Verify without keys = %v, want ErrUnknownKey", err)
+	}
+}
+
+// Root rotating the keys of a milter that runs as its own user keeps the
+// file that user's: otherwise the milter can no longer read it on reload
+// or restart, and signing silently stops (issue 9 §6).
+func TestRotateKeepsOwner(t *testing.T) {
+	testenv.Require(t, os.Geteuid() == 0, "changing a file's owner needs root")
+	const nobody = 65534
+	dir := t.TempDir()
+	path := filepath.Join(dir, "returnpath.keys")
+	k, err := LoadOrCreate(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Rotate(time.Now(), DefaultGrace); err != nil {
+		t.Fatal(err)
+	}
+	owner := func(p string) (int, int) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		uid, gid, _ := ownerOf(fi)
+		return uid, gid
+	}
+	if uid, gid := owner(path); uid != nobody || gid != nobody {
+		t.Errorf("after rotation the key file belongs to %d:%d, want %d:%d", uid, gid, nobody, nobody)
+	}
+	// A new key file made by root belongs to the directory's owner.
+	sub := filepath.Join(dir, "lib")
+	if err := os.Mkdir(sub, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(sub, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadOrCreate(filepath.Join(sub, "returnpath.keys")); err != nil {
+		t.Fatal(err)
+	}
+	if uid, gid := owner(filepath.Join(sub, "returnpath.keys")); uid != nobody || gid != nobody {
+		t.Errorf("a new key file belongs to %d:%d, want the directory's %d:%d", uid, gid, nobody, nobody)
 	}
 }

@@ -138,6 +138,13 @@ func (w *Worker) RunOnce(ctx context.Context) (int, error) {
 	}
 }
 
+// Apply applies the given actions now, as RunOnce applies due ones, and
+// books each outcome; nothing else in the queue is touched. accounts
+// restore uses it for the unbans it queued itself.
+func (w *Worker) Apply(ctx context.Context, actions []registry.Action) (int, error) {
+	return w.applyAll(ctx, actions)
+}
+
 // applyAll applies a batch of due actions, oldest first, the account bans
 // among them together when the store can, so that the IP bans after them
 // find the account bans they wait for done.

@@ -111,7 +111,9 @@ func (j *anyoneJournal) RegistrationsByEmail(ctx context.Context, addr string) (
 	return []registry.Registration{{UserID: id, Username: fmt.Sprint("u", id), Email: addr, Created: testNow.Add(-time.Minute)}}, nil
 }
 
-func (j *anyoneJournal) Allowed(context.Context, registry.Registration) (bool, error) { return false, nil }
+func (j *anyoneJournal) Allowed(context.Context, registry.Registration) (bool, error) {
+	return false, nil
+}
 
 func (j *anyoneJournal) SentTo(context.Context, string, time.Time) (bool, error) { return true, nil }
 

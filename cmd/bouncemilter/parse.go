@@ -1,31 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/bouncemilter/bouncemilter/internal/dsn"
+	"github.com/bouncemilter/bouncemilter/internal/dsnfiles"
 )
-
-// parseResult is one line of "parse --json": the reports of every message
-// in one file, merged.
-type parseResult struct {
-	File       string          `json:"file"`
-	Bounce     bool            `json:"bounce"`
-	Kind       string          `json:"kind,omitempty"`
-	Format     string          `json:"format,omitempty"`
-	Recipients []dsn.Recipient `json:"recipients"`
-	Original   *dsn.Original   `json:"original,omitempty"`
-	Messages   int             `json:"messages,omitempty"`
-	Truncated  bool            `json:"truncated,omitempty"`
-	Error      string          `json:"error,omitempty"`
-}
 
 // runParse implements "bouncemilter parse [--json] FILE...": it reads each
 // file as a bounce (one message, or several in mbox form) and prints what it
@@ -54,79 +41,34 @@ func runParse(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 2
 	}
 	p := &dsn.Parser{MaxBytes: *maxBytes}
-	enc := json.NewEncoder(stdout)
+	// One write per file would cost more than parsing it.
+	out := bufio.NewWriter(stdout)
+	defer out.Flush()
+	enc := json.NewEncoder(out)
 	enc.SetEscapeHTML(false)
 	status := 0
-	for _, name := range fs.Args() {
-		if ctx.Err() != nil {
-			return 1
-		}
-		res := parseFile(p, name)
+	err := dsnfiles.ParseFiles(ctx, p, fs.Args(), 0, func(res dsnfiles.Result) error {
 		if res.Error != "" {
 			status = 1
-			fmt.Fprintf(stderr, "bouncemilter parse: %s: %s\n", name, res.Error)
+			out.Flush()
+			fmt.Fprintf(stderr, "bouncemilter parse: %s: %s\n", res.File, res.Error)
 		}
 		if *asJSON {
-			if err := enc.Encode(res); err != nil {
-				fmt.Fprintf(stderr, "bouncemilter parse: %v\n", err)
-				return 1
-			}
-			continue
+			return enc.Encode(res)
 		}
-		printSummary(stdout, res)
+		printSummary(out, res)
+		return nil
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "bouncemilter parse: %v\n", err)
+		return 1
 	}
 	return status
 }
 
-// parseFile parses one file and merges the reports of its messages.
-func parseFile(p *dsn.Parser, name string) parseResult {
-	res := parseResult{File: name, Recipients: []dsn.Recipient{}}
-	var r io.Reader
-	if name == "-" {
-		r = os.Stdin
-	} else {
-		f, err := os.Open(name)
-		if err != nil {
-			res.Error = err.Error()
-			return res
-		}
-		defer f.Close()
-		r = f
-	}
-	reports, err := p.ParseAll(r)
-	if err != nil {
-		res.Error = err.Error()
-	}
-	res.Messages = len(reports)
-	for _, rep := range reports {
-		if rep.Bounce {
-			res.Bounce = true
-		}
-		if res.Kind == "" || rep.Bounce && res.Kind != "bounce" {
-			res.Kind = rep.Kind
-		}
-		if res.Format == "" || rep.Bounce && len(rep.Recipients) > 0 && len(res.Recipients) == 0 {
-			res.Format = rep.Format
-		}
-		res.Truncated = res.Truncated || rep.Truncated
-		for _, rc := range rep.Recipients {
-			// Only failed and delayed recipients are what "parse"
-			// reports; a success notification lists none.
-			if rc.Action == "failed" || rc.Action == "delayed" {
-				res.Recipients = append(res.Recipients, rc)
-			}
-		}
-		if res.Original == nil && rep.Original != (dsn.Original{}) {
-			o := rep.Original
-			res.Original = &o
-		}
-	}
-	return res
-}
-
 // printSummary writes the human-readable form: one line per file, then one
 // indented line per recipient.
-func printSummary(w io.Writer, res parseResult) {
+func printSummary(w io.Writer, res dsnfiles.Result) {
 	switch {
 	case res.Error != "" && res.Messages == 0:
 		fmt.Fprintf(w, "%s: error: %s\n", res.File, res.Error)

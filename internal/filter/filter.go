@@ -69,6 +69,9 @@ type Config struct {
 	// bounce of MediaGoblin's mail, not MediaGoblin's own), for the
 	// metrics; the Handler and the SendRecorder see the others.
 	Unread func()
+	// Guard, when set, may stop MediaGoblin's mail to addresses that
+	// cannot receive it (discarded instead of sent).
+	Guard Guard
 }
 
 // DefaultMaxSize is the bounce size cap when Config.MaxSize is 0: a DSN

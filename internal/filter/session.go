@@ -140,6 +140,9 @@ func (s *session) Body(m *milter.Modifier) (resp milter.Response, err error) {
 	switch s.kind {
 	case isOutgoing:
 		s.outgoing(ctx, m)
+		if s.stopped(ctx) {
+			return milter.RespDiscard, nil
+		}
 		return milter.RespAccept, nil
 	case isBounce:
 		return s.bounce(ctx), nil

@@ -53,6 +53,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		grace       = fs.Duration("shutdown-grace", 10*time.Second, "on SIGTERM, wait this long for messages in flight")
 		neverBan    prefixFlag
 	)
+	var gf guardFlags
+	gf.register(fs)
 	fs.Var(&neverBan, "never-ban", "an address or CIDR never to ban (your reverse proxy, your office); repeatable. Loopback, link-local and multicast are never banned anyway")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: bouncemilter serve [flags]
@@ -126,6 +128,11 @@ Flags:
 		Log:                  log,
 		Queued:               w.Wake,
 	}
+	outGuard, err := gf.build(reg, handler.Policy, log, w.Wake)
+	if err != nil {
+		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
+		return 1
+	}
 	var rewriter filter.Rewriter
 	if *sign {
 		keys, err := returnpath.LoadOrCreate(filepath.Join(filepath.Dir(*regPath), "returnpath.keys"))
@@ -139,7 +146,7 @@ Flags:
 		go reloadOnHangup(ctx, keys, log)
 	}
 
-	f, err := filter.New(filter.Config{Sender: *sender, Delimiter: *delimiter, MaxSize: *maxSize, Signups: copier}, handler, reg, rewriter, log.With("component", "milter"))
+	f, err := filter.New(filter.Config{Sender: *sender, Delimiter: *delimiter, MaxSize: *maxSize, Signups: copier, Guard: outGuard}, handler, reg, rewriter, log.With("component", "milter"))
 	if err != nil {
 		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
 		return 1

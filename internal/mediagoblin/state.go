@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -72,3 +73,50 @@ func (d *DB) State(ctx context.Context, userID int64) (LiveState, error) {
 	sort.Strings(st.Privileges)
 	return st, nil
 }
+
+// CheckRights checks that the connection may do what the milter does:
+// read the users and their privileges, and write core__user_bans. It
+// changes nothing. An error names what is missing.
+func (d *DB) CheckRights(ctx context.Context) error {
+	if _, err := d.UsersAfter(ctx, 0, 1); err != nil {
+		return err
+	}
+	if _, _, err := d.IsBanned(ctx, 0); err != nil {
+		return err
+	}
+	switch d.backend {
+	case Postgres:
+		var missing []string
+		for _, want := range []struct{ table, rights string }{
+			{"core__users", "SELECT"}, {"core__local_users", "SELECT"}, {"core__privileges", "SELECT"},
+			{"core__privileges_users", "SELECT"}, {"core__user_bans", "SELECT"}, {"core__user_bans", "INSERT"},
+			{"core__user_bans", "DELETE"},
+		} {
+			var ok bool
+			if err := d.db.QueryRowContext(ctx, `SELECT has_table_privilege(current_user, $1, $2)`, want.table, want.rights).Scan(&ok); err != nil {
+				return d.wrap("check rights", err)
+			}
+			if !ok {
+				missing = append(missing, want.rights+" on "+want.table)
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("mediagoblin database %s: %w: %s", d.where, ErrNoRights, strings.Join(missing, ", "))
+		}
+	case SQLite:
+		// An immediate transaction takes the write lock, which a read-only
+		// file or directory refuses; rolled back, it writes nothing.
+		tx, err := d.db.BeginTx(ctx, nil)
+		if err == nil {
+			_, err = tx.ExecContext(ctx, `DELETE FROM core__user_bans WHERE 0`)
+			tx.Rollback()
+		}
+		if err != nil {
+			return fmt.Errorf("mediagoblin database %s: %w: %v", d.where, ErrNoRights, err)
+		}
+	}
+	return nil
+}
+
+// ErrNoRights: the database refuses what the milter needs to do.
+var ErrNoRights = errors.New("missing rights")

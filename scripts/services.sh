@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # services.sh prepares the services that bouncemilter's tests use, on Debian 12:
 #
-#   - installs postfix, fail2ban, postgresql, swaks, nftables, sqlite3, nginx-light, minisign
-#     and apache2 when
-#     missing (Postfix preseeded to "No configuration", so nothing asks);
+#   - installs postfix, fail2ban, postgresql, swaks, nftables, sqlite3, nginx-light,
+#     apache2, minisign, iproute2, curl and the Debian packages GNU MediaGoblin 0.15.0 runs
+#     on (for the end-to-end test with a real MediaGoblin) when missing (Postfix
+#     preseeded to "No configuration", so nothing asks), and disables at boot
+#     the daemons it installed (nginx and apache2 would fight for port 80; the
+#     tests start private instances of their own);
 #   - stops the system Postfix and fail2ban that the installation started: the
 #     tests run private instances of their own;
 #   - starts PostgreSQL without systemd and creates the role bouncemilter
-#     (password bouncemilter, CREATEDB, pg_signal_backend), which the tests use to create and drop
-#     a database of their own each.
+#     (password bouncemilter, CREATEDB, CREATEROLE, pg_signal_backend), which the tests use
+#     to create and drop a database of their own each, and a role with only the grants
+#     contrib/install.sh gives bouncemilter. This role stays, with its known password.
 #
 # It is idempotent. Its only output on stdout is the line that points the tests
 # at PostgreSQL, so a caller can run
@@ -26,7 +30,15 @@ exec 3>&1 1>&2
 log() { printf 'services.sh: %s\n' "$*" >&2; }
 
 # nginx-light and apache2: the tests of contrib/nginx and contrib/apache run them.
-packages=(postfix fail2ban postgresql swaks nftables sqlite3 nginx-light apache2 minisign)
+packages=(postfix fail2ban postgresql swaks nftables sqlite3 nginx-light apache2 minisign iproute2 curl)
+# GNU MediaGoblin 0.15.0's dependencies, as Debian 12 packages them (the
+# MediaGoblin tarball beside the checkout lists them in apt-packages.txt).
+packages+=(python3-alembic python3-babel python3-celery python3-configobj python3-email-validator
+	python3-exifread python3-feedgenerator python3-itsdangerous python3-jinja2 python3-jsonschema
+	python3-markdown python3-oauthlib python3-pastescript python3-paste python3-pastedeploy
+	python3-bcrypt python3-bleach python3-pyld python3-dateutil python3-requests python3-soundfile
+	python3-sqlalchemy python3-unidecode python3-waitress python3-werkzeug python3-wtforms
+	python3-pil python3-aiosmtpd python3-psycopg2)
 role=bouncemilter
 password=bouncemilter
 
@@ -79,6 +91,23 @@ if ((${#missing[@]})); then
 	fi
 	started_by_us=("${missing[@]}")
 fi
+
+# Nothing this script installed starts at boot: on a real server nginx and
+# apache2 would fight for port 80, and the tests start their own instances.
+for p in "${started_by_us[@]}"; do
+	case $p in
+	nginx-light) unit=nginx ;;
+	postfix | fail2ban | apache2 | postgresql) unit=$p ;;
+	*) continue ;;
+	esac
+	log "disabling $unit at boot"
+	if command -v deb-systemd-helper >/dev/null; then
+		deb-systemd-helper disable "$unit.service" >/dev/null 2>&1 || true
+	fi
+	if [[ -e /etc/init.d/$unit ]]; then
+		update-rc.d "$unit" disable >/dev/null 2>&1 || true
+	fi
+done
 
 # Stop the system instances the installation may have started anyway (a
 # policy-rc.d of someone else's may allow it). Only those we installed: a
@@ -138,9 +167,9 @@ pg_isready -h 127.0.0.1 -p "$port" >&2
 DO \$\$
 BEGIN
 	IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$role') THEN
-		CREATE ROLE $role LOGIN CREATEDB PASSWORD '$password';
+		CREATE ROLE $role LOGIN CREATEDB CREATEROLE PASSWORD '$password';
 	ELSE
-		ALTER ROLE $role LOGIN CREATEDB PASSWORD '$password';
+		ALTER ROLE $role LOGIN CREATEDB CREATEROLE PASSWORD '$password';
 	END IF;
 END
 \$\$;

@@ -116,6 +116,9 @@ func (t *Tx) recordBounce(ctx context.Context, b Bounce, actions []Action) (int6
 			return 0, err
 		}
 	}
+	if err := t.queueIPBansOfLinked(ctx, actions, id, b.Received); err != nil {
+		return 0, err
+	}
 	return id, nil
 }
 

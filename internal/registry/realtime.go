@@ -42,10 +42,9 @@ func (r *DB) StoreRegistrations(ctx context.Context, regs []Registration) error 
 // QueueLinkedIPBan is the second half of a ban whose bounce came before the
 // web server logged the sign-up's IP: sync calls it when it links username
 // to ip. If a bounce queued a ban of that account that is pending or
-// applied, and no IP ban of that user is pending or applied, a ban of ip is
-// queued with the account ban's reason, and true is returned. An
-// allow-listed IP is never queued. The worker lets it go ahead only once
-// MediaGoblin holds the account's ban, as for an IP known at bounce time.
+// applied, an IP ban is queued as for an IP known at bounce time (see
+// queueIPBan), and true is returned. The worker lets it go ahead only once
+// MediaGoblin holds the account's ban.
 func (t *Tx) QueueLinkedIPBan(ctx context.Context, username, ip string, now time.Time) (bool, error) {
 	var (
 		userID, bounceID int64
@@ -62,19 +61,59 @@ func (t *Tx) QueueLinkedIPBan(ctx context.Context, username, ip string, now time
 	if err != nil {
 		return false, fmt.Errorf("ban the IP of %s: %w", username, err)
 	}
+	return t.queueIPBan(ctx, Action{BounceID: bounceID, UserID: userID, Kind: BanIP, Target: ip, Reason: reason}, now)
+}
+
+// queueIPBansOfLinked closes the race between a bounce and the link of its
+// sign-up's IP: the handler read the registration before sync linked it,
+// and sync looked for the account ban before the bounce was journalled.
+// Both write in one transaction each, one after the other, so whichever
+// commits second sees the other: here, in the bounce's transaction, each
+// account ban without an IP ban gets one if its registration is now
+// linked.
+func (t *Tx) queueIPBansOfLinked(ctx context.Context, actions []Action, bounceID int64, now time.Time) error {
+	hasIP := map[int64]bool{}
+	for _, a := range actions {
+		if a.Kind == BanIP {
+			hasIP[a.UserID] = true
+		}
+	}
+	for _, a := range actions {
+		if a.Kind != BanAccount || hasIP[a.UserID] {
+			continue
+		}
+		var ip string
+		err := t.tx.QueryRowContext(ctx, `SELECT coalesce(ip, '') FROM registrations WHERE user_id = ?`, a.UserID).Scan(&ip)
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && ip == "") {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read the IP of user %d: %w", a.UserID, err)
+		}
+		if _, err := t.queueIPBan(ctx, Action{BounceID: bounceID, UserID: a.UserID, Kind: BanIP, Target: ip, Reason: a.Reason}, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// queueIPBan queues a, a ban of its user's sign-up IP, unless an IP ban of
+// that user is pending or applied already, or the IP is allow-listed. It
+// reports whether it queued one.
+func (t *Tx) queueIPBan(ctx context.Context, a Action, now time.Time) (bool, error) {
 	var skip bool
-	err = t.tx.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM actions WHERE user_id = ? AND kind = 'ban-ip'
+	err := t.tx.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM actions WHERE user_id = ? AND kind = 'ban-ip'
 			AND state IN ('pending', 'applied'))
-		OR EXISTS(SELECT 1 FROM allowlist WHERE kind = 'ip' AND value = ?)`, userID, ip).Scan(&skip)
+		OR EXISTS(SELECT 1 FROM allowlist WHERE kind = 'ip' AND value = ?)`, a.UserID, a.Target).Scan(&skip)
 	if err != nil {
-		return false, fmt.Errorf("ban the IP of %s: %w", username, err)
+		return false, fmt.Errorf("ban IP %s of user %d: %w", a.Target, a.UserID, err)
 	}
 	if skip {
 		return false, nil
 	}
-	id, err := t.queue(ctx, Action{BounceID: bounceID, UserID: userID, Kind: BanIP, Target: ip, Reason: reason}, now)
+	id, err := t.queue(ctx, a, now)
 	if err != nil {
-		return false, fmt.Errorf("ban the IP of %s: %w", username, err)
+		return false, fmt.Errorf("ban IP %s of user %d: %w", a.Target, a.UserID, err)
 	}
 	return id != 0, nil
 }

@@ -91,3 +91,52 @@ func TestSyncCursorAndStore(t *testing.T) {
 		t.Errorf("after StoreRegistrations: %+v, %v; want the IP kept", reg, err)
 	}
 }
+
+// The handler read the registration before sync linked its IP, and sync
+// looked for the account ban before the bounce was journalled: the bounce's
+// own transaction sees the link and queues the IP ban.
+func TestRecordBounceQueuesIPBanOfLinkedSignup(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t)
+	seed(t, db, Registration{UserID: 1, Username: "bot", Email: "bot@nowhere.example", Created: t0, Synced: t0})
+	if err := db.Tx(ctx, func(tx *Tx) error {
+		queued, err := tx.QueueLinkedIPBan(ctx, "bot", "192.0.2.1", t0) // no bounce yet
+		if queued {
+			t.Error("an IP ban queued before any bounce")
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.SetIP(ctx, "bot", "192.0.2.1", "signup-log")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The bounce's actions, as decided from the registration read before
+	// the link: no IP.
+	if _, err := db.RecordBounce(ctx, Bounce{Received: t0, Verdict: VerdictActed, Report: "{}"},
+		[]Action{{UserID: 1, Kind: BanAccount, Target: UserTarget(1), Reason: "bounced"}}); err != nil {
+		t.Fatal(err)
+	}
+	acts, err := db.Actions(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(acts) != 2 || acts[1].Kind != BanIP || acts[1].Target != "192.0.2.1" || acts[1].BounceID != acts[0].BounceID {
+		t.Errorf("actions = %+v, want the account ban and a ban of 192.0.2.1", acts)
+	}
+	// A bounce that names the IP itself queues it once.
+	seed(t, db, Registration{UserID: 2, Username: "bot2", Email: "bot2@nowhere.example", Created: t0, Synced: t0})
+	if err := db.Tx(ctx, func(tx *Tx) error { _, err := tx.SetIP(ctx, "bot2", "192.0.2.2", "signup-log"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.RecordBounce(ctx, Bounce{Received: t0, Verdict: VerdictActed, Report: "{}"}, []Action{
+		{UserID: 2, Kind: BanAccount, Target: UserTarget(2), Reason: "bounced"},
+		{UserID: 2, Kind: BanIP, Target: "192.0.2.2", Reason: "bounced"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if acts, _ := db.Actions(ctx, 2); len(acts) != 2 {
+		t.Errorf("actions of bot2 = %+v, want one IP ban", acts)
+	}
+}

@@ -117,7 +117,6 @@ Flags:
 			ro.ReadOnly = true
 			return openMediaGoblin(ctx, ro)
 		}}
-	w.Refusals = []error{mediagoblin.ErrPrivileged, mediagoblin.ErrVerified, mediagoblin.ErrNoSuchUser, banner.ErrProtected, banner.ErrUnbanUnsupported}
 
 	handler := &bounce.Handler{
 		Journal:              signups.Journal{Journal: reg, Copier: copier},

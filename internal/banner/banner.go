@@ -27,6 +27,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/refusal"
 )
 
 // Banner bans and unbans IP addresses.
@@ -44,12 +46,12 @@ var (
 	// banned: not a valid unicast address, loopback, unspecified,
 	// multicast, link-local, or inside an allow-listed prefix. Retrying
 	// cannot help.
-	ErrProtected = errors.New("address is protected from bans")
+	ErrProtected = refusal.New("address is protected from bans")
 
 	// ErrUnbanUnsupported is returned by LogFile's Unban when no
 	// fail2ban-client is configured: a line in a log can add a ban to
 	// fail2ban but cannot lift one.
-	ErrUnbanUnsupported = errors.New("a ban log cannot lift bans: configure the fail2ban jail (fail2ban-client, as root) or lift it by hand with `fail2ban-client set JAIL unbanip IP`")
+	ErrUnbanUnsupported = refusal.New("a ban log cannot lift bans: configure the fail2ban jail (fail2ban-client, as root) or lift it by hand with `fail2ban-client set JAIL unbanip IP`")
 )
 
 // Kinds of Banner that New builds.

@@ -2,11 +2,12 @@ package banner
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/refusal"
 )
 
 // A sign-up from IPv6 rarely comes from one address alone: a host holds a
@@ -71,7 +72,7 @@ func checkNet(p netip.Prefix, allow []netip.Prefix) error {
 
 // ErrDryRun is what the dry-run Banner answers to every ban: nothing was
 // banned, on purpose. Callers treat it as a refusal, never retried.
-var ErrDryRun = errors.New("dry run: nothing banned")
+var ErrDryRun = refusal.New("dry run: nothing banned")
 
 // DryRun logs the bans it is asked for and bans nothing (kind "dry-run"):
 // it lets an admin watch what bouncemilter would do before trusting it.

@@ -40,7 +40,9 @@ type recorder struct{ bans, unbans []string }
 func (r *recorder) Ban(ctx context.Context, ip netip.Addr, reason string) error {
 	return r.BanNet(ctx, single(ip), reason)
 }
-func (r *recorder) Unban(ctx context.Context, ip netip.Addr) error { return r.UnbanNet(ctx, single(ip)) }
+func (r *recorder) Unban(ctx context.Context, ip netip.Addr) error {
+	return r.UnbanNet(ctx, single(ip))
+}
 func (r *recorder) BanNet(ctx context.Context, p netip.Prefix, reason string) error {
 	r.bans = append(r.bans, netString(p))
 	return nil

@@ -29,16 +29,18 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
 	sqlite3 "github.com/mattn/go-sqlite3"
+
+	"github.com/bouncemilter/bouncemilter/internal/refusal"
 )
 
 // Errors callers branch on.
 var (
 	// ErrNoSuchUser: no local user has that id.
-	ErrNoSuchUser = errors.New("mediagoblin: no such user")
+	ErrNoSuchUser = refusal.New("mediagoblin: no such user")
 	// ErrPrivileged: the user is an admin or a moderator; never banned.
-	ErrPrivileged = errors.New("mediagoblin: user is an admin or moderator")
+	ErrPrivileged = refusal.New("mediagoblin: user is an admin or moderator")
 	// ErrVerified: the user holds 'active': their address received mail.
-	ErrVerified = errors.New("mediagoblin: user has verified their address")
+	ErrVerified = refusal.New("mediagoblin: user has verified their address")
 	// ErrUnavailable wraps failures to reach the database (down, refused,
 	// locked for too long): the operation may succeed if retried later.
 	ErrUnavailable = errors.New("mediagoblin: database unavailable")
@@ -301,7 +303,7 @@ func (d *DB) BanUsers(ctx context.Context, bans map[int64]string) (refused map[i
 		for id, reason := range bans {
 			err := d.ban(ctx, tx, id, reason)
 			switch {
-			case refusal(err):
+			case refusal.Is(err):
 				refused[id] = fmt.Errorf("ban user %d: %w", id, err)
 			case err != nil:
 				return err
@@ -336,11 +338,6 @@ func (d *DB) ban(ctx context.Context, tx *sql.Tx, userID int64, reason string) e
 	return err
 }
 
-// refusal reports whether err says an account must not be banned.
-func refusal(err error) bool {
-	return errors.Is(err, ErrNoSuchUser) || errors.Is(err, ErrPrivileged) || errors.Is(err, ErrVerified)
-}
-
 // UnbanUser deletes the user's ban, if any.
 func (d *DB) UnbanUser(ctx context.Context, userID int64) error {
 	return d.tx(ctx, fmt.Sprintf("unban user %d", userID), func(tx *sql.Tx) error {
@@ -371,7 +368,7 @@ func (d *DB) tx(ctx context.Context, what string, fn func(*sql.Tx) error) error 
 	}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
-		if refusal(err) {
+		if refusal.Is(err) {
 			return fmt.Errorf("%s: %w", what, err)
 		}
 		return d.wrap(what, err)

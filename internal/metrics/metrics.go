@@ -207,7 +207,9 @@ type Queue interface {
 // bouncemilter_actions_total with the action's kind and its result. The
 // kinds are learnt from DueActions, which hands the worker every action it
 // attempts.
-func (m *Metrics) WrapQueue(q Queue) Queue { return &queue{Queue: q, m: m, kinds: map[int64]registry.ActionKind{}} }
+func (m *Metrics) WrapQueue(q Queue) Queue {
+	return &queue{Queue: q, m: m, kinds: map[int64]registry.ActionKind{}}
+}
 
 type queue struct {
 	Queue

@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/bouncemilter/bouncemilter/internal/refusal"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 )
 
@@ -61,9 +62,6 @@ type Worker struct {
 	Queue    Queue
 	Accounts Accounts
 	Banner   Banner // nil: IP actions are refused
-	// Refusals are errors (compared with errors.Is) that mean an action
-	// must never be applied: it is marked refused instead of retried.
-	Refusals []error
 	Log      *slog.Logger
 	// Poll is how often the queue is read when nobody wakes the worker.
 	Poll time.Duration
@@ -78,7 +76,7 @@ type Worker struct {
 var errWaiting = errors.New("waiting for the account ban")
 
 // ErrNoBanner refuses IP actions when no banner is configured.
-var ErrNoBanner = errors.New("no IP banner configured")
+var ErrNoBanner = refusal.New("no IP banner configured")
 
 // New returns a worker; set the optional fields before Run.
 func New(q Queue, accounts Accounts, banner Banner, log *slog.Logger) *Worker {
@@ -260,7 +258,7 @@ func (w *Worker) do(ctx context.Context, a registry.Action) error {
 	return fmt.Errorf("%w: unknown kind %q", errBadAction, a.Kind)
 }
 
-var errBadAction = errors.New("malformed action")
+var errBadAction = refusal.New("malformed action")
 
 // ban bans ip for action a. When the banner is a BanChecker, the attempt is
 // marked in the journal, durably, before it begins; an attempt found marked
@@ -314,19 +312,11 @@ func (w *Worker) accountBanned(ctx context.Context, userID int64) error {
 	return fmt.Errorf("%w: the account ban was %s", errAccountNotBanned, last.State)
 }
 
-var errAccountNotBanned = errors.New("account not banned")
+var errAccountNotBanned = refusal.New("account not banned")
 
-func (w *Worker) refused(err error) bool {
-	if errors.Is(err, errBadAction) || errors.Is(err, errAccountNotBanned) || errors.Is(err, ErrNoBanner) {
-		return true
-	}
-	for _, r := range w.Refusals {
-		if errors.Is(err, r) {
-			return true
-		}
-	}
-	return false
-}
+// refused reports whether err means the action must never be applied (see
+// package refusal): it is booked refused instead of retried.
+func (w *Worker) refused(err error) bool { return refusal.Is(err) }
 
 // backoff doubles from 5 s with each failed attempt, up to MaxBackoff.
 func (w *Worker) backoff(attempts int) time.Duration {

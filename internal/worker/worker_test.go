@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncemilter/bouncemilter/internal/refusal"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 )
 
@@ -227,7 +228,7 @@ func TestIPBanWaitsForAccountBan(t *testing.T) {
 	}
 }
 
-var errVerified = errors.New("mediagoblin: account is verified")
+var errVerified = refusal.New("mediagoblin: account is verified")
 
 // When MediaGoblin refuses the account ban (the user verified meanwhile),
 // the IP belongs to a real user too: the IP ban is refused, never retried.
@@ -242,7 +243,6 @@ func TestIPBanRefusedWhenAccountBanRefused(t *testing.T) {
 	}}
 	journal(t, db, 42, "203.0.113.9", t0)
 	w := newWorker(db, tg, c)
-	w.Refusals = []error{errVerified}
 
 	if _, err := w.RunOnce(t.Context()); err != nil {
 		t.Fatal(err)
@@ -271,13 +271,13 @@ func TestIPBanRefusedWhenAccountBanRefused(t *testing.T) {
 	}
 }
 
-// Without the sentinel in Refusals the same error is an outage: retried.
+// An error that is not a refusal is an outage: retried.
 func TestUnknownErrorIsRetried(t *testing.T) {
 	db := openRegistry(t)
 	c := &clock{t: t0}
 	tg := &target{fail: func(call string) error {
 		if call == "ban-user 42" {
-			return fmt.Errorf("ban user 42: %w", errVerified)
+			return fmt.Errorf("ban user 42: %w", errors.New("database is locked"))
 		}
 		return nil
 	}}
@@ -636,13 +636,12 @@ func (b *batchTarget) BanUsers(ctx context.Context, bans map[int64]string) (map[
 func TestRunOnceBansAccountsTogether(t *testing.T) {
 	db := openRegistry(t)
 	c := &clock{t: t0}
-	errVerified := errors.New("verified meanwhile")
+	errVerified := refusal.New("verified meanwhile")
 	tg := &batchTarget{target: &target{}, refuse: map[int64]error{43: errVerified}}
 	for i, ip := range []string{"203.0.113.1", "203.0.113.2", "203.0.113.3"} {
 		journal(t, db, int64(41+i), ip, t0)
 	}
 	w := newWorker(db, tg, c)
-	w.Refusals = []error{errVerified}
 
 	if _, err := w.RunOnce(t.Context()); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncemilter/bouncemilter/internal/mediagoblin/mgtest"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 )
 
@@ -69,5 +70,61 @@ func TestFeedCommands(t *testing.T) {
 	}
 	if out := run("status", "--registry", regC, "--json"); strings.Count(out, `"entries":2`) != 2 {
 		t.Errorf("status --json:\n%s", out)
+	}
+}
+
+// TestSyncExportsAndPulls: sync with the feed flags exports this
+// instance's feed and pulls the peers' after its run, also when the sync
+// itself fails (MediaGoblin's database gone).
+func TestSyncExportsAndPulls(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	inst := mgtest.NewSQLite(t, "mg@example.org")
+	regPath := filepath.Join(dir, "registry.db")
+	key := filepath.Join(dir, "feed.key")
+	var stdout, stderr bytes.Buffer
+	if code := runFeed(ctx, []string{"keygen", "--key", key}, &stdout, &stderr, newLogger(&stderr)); code != 0 {
+		t.Fatal(stderr.String())
+	}
+	www := filepath.Join(dir, "www")
+	srv := httptest.NewServer(http.FileServer(http.Dir(www)))
+	defer srv.Close()
+	pub, _ := os.ReadFile(key + ".pub")
+	lines := strings.Split(strings.TrimSpace(string(pub)), "\n")
+	peers := filepath.Join(dir, "peers")
+	os.WriteFile(peers, []byte("self "+srv.URL+"/feed.json "+lines[len(lines)-1]+"\n"), 0o644)
+
+	args := []string{"--mediagoblin-config", inst.IniPath, "--registry", regPath,
+		"--feed-key", key, "--feed-name", "media.example.org", "--feed-out", www, "--feed-peers", peers}
+	if code, _, errOut := syncCmd(t, ctx, args...); code != 0 {
+		t.Fatalf("sync = %d: %s", code, errOut)
+	}
+	data, err := os.ReadFile(filepath.Join(www, "feed.json"))
+	if err != nil || !strings.Contains(string(data), `"name": "media.example.org"`) {
+		t.Fatalf("feed.json %q, %v", data, err)
+	}
+	reg, err := registry.Open(ctx, regPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := reg.FeedPeerState(ctx, "self")
+	reg.Close()
+	if st.LastAccepted.IsZero() {
+		t.Errorf("sync did not pull: %+v", st)
+	}
+
+	// MediaGoblin's database is gone: the sync fails, the feed is still
+	// made anew.
+	os.Remove(filepath.Join(inst.Dir, "mediagoblin.db"))
+	os.Chmod(inst.Dir, 0o500)
+	defer os.Chmod(inst.Dir, 0o755)
+	time.Sleep(1100 * time.Millisecond) // a new made time
+	code, _, errOut := syncCmd(t, ctx, args...)
+	after, _ := os.ReadFile(filepath.Join(www, "feed.json"))
+	if code == 0 {
+		t.Logf("sync succeeded without MediaGoblin's database: %s", errOut)
+	}
+	if string(after) == string(data) {
+		t.Errorf("the feed was not exported again when the sync failed (exit %d: %s)", code, errOut)
 	}
 }

@@ -564,3 +564,29 @@ func FuzzParsePeers(f *testing.F) {
 		ParsePeers(strings.NewReader(s))
 	})
 }
+
+// TestExpiryCapped: a peer that vouches for an entry for a century has it
+// count for MaxExpiry after its feed was made.
+func TestExpiryCapped(t *testing.T) {
+	ctx := context.Background()
+	a, b, c := newInstance(t, "a.example"), newInstance(t, "b.example"), newInstance(t, "c.example")
+	for _, in := range []*instance{a, b} {
+		in.prove(t, "x@spam.example", "192.0.2.1", t0)
+		f, err := Build(ctx, in.reg, in.name, 100*365*24*time.Hour, t0.Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := f.Marshal()
+		os.MkdirAll(in.dir, 0o755)
+		os.WriteFile(filepath.Join(in.dir, JSONFile), data, 0o644)
+		os.WriteFile(filepath.Join(in.dir, SignatureFile), Sign(in.key, data, f.Name, f.Made), 0o644)
+	}
+	s := subscriber(c, &clock{t: t0.Add(2 * time.Hour)}, a.peer(1), b.peer(1))
+	if sum, err := s.Pull(ctx); err != nil || sum.Banned != 1 {
+		t.Fatalf("pull %v, %v", sum, err)
+	}
+	bans, _ := c.reg.FeedBans(ctx)
+	if got, want := bans["192.0.2.1"].Expires, t0.Add(time.Hour+MaxExpiry); !got.Equal(want) {
+		t.Errorf("ban expires %v; want %v", got, want)
+	}
+}

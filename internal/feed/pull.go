@@ -157,13 +157,13 @@ func (s *Subscriber) pullOne(ctx context.Context, p Peer) (bool, error) {
 	}
 	entries := make([]registry.FeedEntry, 0, len(f.IPs)+len(f.Addresses))
 	for _, e := range f.IPs {
-		if e.Expires.After(now) {
-			entries = append(entries, entryOf(p.Name, "ip", e.IP, e.Seen))
+		if seen := capExpiry(e.Seen, made); seen.Expires.After(now) {
+			entries = append(entries, entryOf(p.Name, "ip", e.IP, seen))
 		}
 	}
 	for _, e := range f.Addresses {
-		if e.Expires.After(now) {
-			entries = append(entries, entryOf(p.Name, "address", e.SHA256, e.Seen))
+		if seen := capExpiry(e.Seen, made); seen.Expires.After(now) {
+			entries = append(entries, entryOf(p.Name, "address", e.SHA256, seen))
 		}
 	}
 	if err := s.Store.StoreFeed(ctx, p.Name, made, entries, now); err != nil {
@@ -174,6 +174,18 @@ func (s *Subscriber) pullOne(ctx context.Context, p Peer) (bool, error) {
 	}
 	s.log().Info("feed accepted", "peer", p.Name, "feed_name", f.Name, "made", f.Made, "ips", len(f.IPs), "addresses", len(f.Addresses))
 	return true, nil
+}
+
+// MaxExpiry caps how long after its feed was made an entry counts, however
+// long its publisher vouches for it: a dynamic address changes hands, and
+// a peer that stops publishing must not leave bans behind for years.
+const MaxExpiry = 365 * 24 * time.Hour
+
+func capExpiry(s Seen, made time.Time) Seen {
+	if limit := made.Add(MaxExpiry); s.Expires.After(limit) {
+		s.Expires = limit
+	}
+	return s
 }
 
 func entryOf(peer, kind, value string, seen Seen) registry.FeedEntry {

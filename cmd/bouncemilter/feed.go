@@ -100,14 +100,9 @@ func (f *feedFlags) subscriber(reg *registry.DB, log *slog.Logger) (*feed.Subscr
 	if *f.peers == "" {
 		return nil, nil
 	}
-	file, err := os.Open(*f.peers)
+	peers, err := loadPeers(*f.peers)
 	if err != nil {
 		return nil, err
-	}
-	defer file.Close()
-	peers, err := feed.ParsePeers(file)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", *f.peers, err)
 	}
 	if *f.threshold <= 0 || *f.timeout <= 0 || *f.maxSize <= 0 {
 		return nil, errors.New("--threshold, --feed-timeout and --feed-max-size must be positive")
@@ -131,6 +126,20 @@ func (f *feedFlags) exporter(reg *registry.DB) (func(ctx context.Context) (*feed
 	return func(ctx context.Context) (*feed.Feed, error) {
 		return feed.Export(ctx, reg, key, *f.name, *f.ttl, *f.out, time.Now())
 	}, nil
+}
+
+// loadPeers reads a peers file.
+func loadPeers(path string) ([]feed.Peer, error) {
+	file, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer file.Close()
+	peers, err := feed.ParsePeers(file)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return peers, nil
 }
 
 func runFeed(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) int {
@@ -247,15 +256,9 @@ func feedStatus(ctx context.Context, reg *registry.DB, peersFile string, asJSON 
 	var out []peerStatus
 	seen := map[string]bool{}
 	if peersFile != "" {
-		file, err := os.Open(peersFile)
+		peers, err := loadPeers(peersFile)
 		if err != nil {
 			fmt.Fprintf(stderr, "bouncemilter feed status: %v\n", err)
-			return 1
-		}
-		peers, err := feed.ParsePeers(file)
-		file.Close()
-		if err != nil {
-			fmt.Fprintf(stderr, "bouncemilter feed status: %s: %v\n", peersFile, err)
 			return 1
 		}
 		for _, p := range peers {

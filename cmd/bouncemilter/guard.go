@@ -4,7 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/bouncemilter/bouncemilter/internal/bounce"
@@ -49,14 +48,9 @@ func (g *guardFlags) build(reg *registry.DB, policy bounce.Policy, log *slog.Log
 		gd.DNS = res
 	}
 	if *g.peers != "" {
-		file, err := os.Open(*g.peers)
+		peers, err := loadPeers(*g.peers)
 		if err != nil {
 			return nil, err
-		}
-		defer file.Close()
-		peers, err := feed.ParsePeers(file)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", *g.peers, err)
 		}
 		gd.Peers = &feed.Subscriber{Peers: peers, Store: reg, Threshold: *g.threshold}
 	}

@@ -36,7 +36,7 @@ func parseExim(m *msg) []Recipient {
 	if len(rs) > 0 || len(failed) == 0 {
 		return rs
 	}
-	text := bodyBeforeReturned(m.text)
+	text := m.body()
 	for _, r := range failedOrder(m) {
 		r.Diagnostic = firstDiagnostic(text)
 		rs = append(rs, r)

@@ -158,7 +158,8 @@ func literalSourced(b []byte, addr string) bool {
 		return false
 	}
 	var hay []string
-	m := fuzzParser.read(skipFromLine(b))
+	budget := int64(1 << 40)
+	m := fuzzParser.read(skipFromLine(b), &budget)
 	hay = append(hay, string(b))
 	for depth := 0; m != nil && depth <= fuzzParser.MaxDepth; depth++ {
 		hay = append(hay, m.text)
@@ -169,7 +170,7 @@ func literalSourced(b []byte, addr string) bool {
 			break
 		}
 		hay = append(hay, string(m.returnedRaw))
-		m = fuzzParser.read(skipFromLine(m.returnedRaw))
+		m = fuzzParser.read(skipFromLine(m.returnedRaw), &budget)
 	}
 	for _, h := range hay {
 		for _, fl := range statusFields([]byte(h)) {

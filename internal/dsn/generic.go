@@ -64,31 +64,46 @@ var returnedMarkers = []string{
 // bodyBeforeReturned cuts s at the first returned-message marker at the
 // start of a line.
 func bodyBeforeReturned(s string) string {
-	low := asciiLower(s)
-	cut := len(s)
-	for _, mk := range returnedMarkers {
-		for off := 0; off < cut; {
-			i := strings.Index(low[off:], mk)
-			if i < 0 {
-				break
-			}
-			i += off
-			// Only at the start of a line (after optional blanks).
-			j := i
-			for j > 0 && (low[j-1] == ' ' || low[j-1] == '\t') {
-				j--
-			}
-			if j == 0 || low[j-1] == '\n' {
-				if i < cut {
-					cut = i
+	return s[:returnedCut(asciiLower(s))]
+}
+
+// returnedCut returns the offset of the first line of low (lowercased
+// text) that starts, after blanks, with a returned-message marker, or
+// len(low). One pass over the lines: each marker is tried only where a
+// line starts with its first byte.
+func returnedCut(low string) int {
+	for off := 0; off < len(low); {
+		i := off
+		for i < len(low) && (low[i] == ' ' || low[i] == '\t') {
+			i++
+		}
+		if i < len(low) && strings.IndexByte(markerFirstBytes, low[i]) >= 0 {
+			rest := low[i:]
+			for _, mk := range returnedMarkers {
+				if strings.HasPrefix(rest, mk) {
+					return i
 				}
-				break
 			}
-			off = i + len(mk)
+		}
+		nl := strings.IndexByte(low[i:], '\n')
+		if nl < 0 {
+			break
+		}
+		off = i + nl + 1
+	}
+	return len(low)
+}
+
+// markerFirstBytes are the first bytes of returnedMarkers.
+var markerFirstBytes = func() string {
+	var b []byte
+	for _, mk := range returnedMarkers {
+		if strings.IndexByte(string(b), mk[0]) < 0 {
+			b = append(b, mk[0])
 		}
 	}
-	return s[:cut]
-}
+	return string(b)
+}()
 
 // recipientLine returns the address a line names as a failed recipient,
 // the rest of the line after it, and whether the address is literal: the
@@ -288,7 +303,7 @@ func parseGeneric(m *msg) []Recipient {
 	if !strong && !bounceSubject(m) {
 		return nil
 	}
-	text := bodyBeforeReturned(m.text)
+	text := m.body()
 	ex := excluded(m)
 	rs := recipientLines(text, ex)
 	if len(rs) == 0 {
@@ -318,16 +333,23 @@ func parseGeneric(m *msg) []Recipient {
 }
 
 // textAfter returns m's text from the first of the signatures on (matched
-// case-insensitively), and whether one occurs.
+// case-insensitively) up to the returned message, and whether one occurs.
 func textAfter(m *msg, signatures []string) (string, bool) {
-	low := asciiLower(m.text)
+	low := m.lower()
+	// A mail system's own words come first: a signature is looked for
+	// near the top only, so that a long text is not scanned once per
+	// signature.
+	top := low[:min(len(low), signatureWindow)]
 	for _, sig := range signatures {
-		if i := strings.Index(low, sig); i >= 0 {
-			return m.text[i:], true
+		if i := strings.Index(top, sig); i >= 0 {
+			return m.text[i : i+returnedCut(low[i:])], true
 		}
 	}
 	return "", false
 }
+
+// signatureWindow is how far into the text signatures are looked for.
+const signatureWindow = 32 << 10
 
 // signedRecipients is what the recognisers of one MTA's plain-text format
 // share: find its signature, then read the recipient lines that follow, up
@@ -337,7 +359,6 @@ func signedRecipients(m *msg, signatures []string) []Recipient {
 	if !ok {
 		return nil
 	}
-	t = bodyBeforeReturned(t)
 	rs := recipientLines(t, excluded(m))
 	markDelayed(rs, t)
 	return rs
@@ -356,8 +377,9 @@ func recipientLines(text string, ex map[string]bool) []Recipient {
 		// The diagnostic runs to the next recipient; past a blank line
 		// only while no reply or status code has been seen (Gmail and
 		// Exchange put a paragraph between the two).
-		diag := []string{rest}
-		coded := hasCode(rest)
+		diag := []string{capString(rest, maxDiagnostic)}
+		size := len(diag[0])
+		coded := hasCode(diag[0])
 		j := i + 1
 		for n := 0; j < len(lines) && n < 16; j++ {
 			l := strings.TrimLeft(strings.TrimSpace(lines[j]), "> ")
@@ -370,9 +392,16 @@ func recipientLines(text string, ex map[string]bool) []Recipient {
 			if a, _, _, ok := recipientLine(lines[j]); ok && !strings.EqualFold(a, addr) {
 				break
 			}
-			diag = append(diag, l)
-			coded = coded || hasCode(l)
+			if size < maxDiagnostic {
+				l = capString(l, maxDiagnostic-size)
+				diag = append(diag, l)
+				size += len(l) + 1
+				coded = coded || hasCode(l)
+			}
 			n++
+		}
+		if len(rs) == DefaultMaxRecipients {
+			break
 		}
 		rs = append(rs, Recipient{Address: addr, Literal: literal, Diagnostic: strings.Join(diag, " ")})
 		i = j - 1
@@ -431,17 +460,16 @@ func recipientSentences(text string, ex map[string]bool) []Recipient {
 	}
 	var rs []Recipient
 	seen := map[string]bool{}
+	// One diagnostic per line, shared by the addresses on it: a line
+	// packed with addresses must not cost a copy of itself per address.
+	diagLine, diag := -1, ""
 	for i, l := range lines {
 		if strings.IndexByte(l, '@') < 0 {
 			continue
 		}
-		low := strings.ToLower(l)
-		if i > 0 {
-			low = strings.ToLower(lines[i-1]) + " " + low
-		}
 		hit := false
 		for _, w := range sentenceWords {
-			if strings.Contains(low, w) {
+			if containsFold(l, w) || i > 0 && containsFold(lines[i-1], w) {
 				hit = true
 				break
 			}
@@ -456,11 +484,14 @@ func recipientSentences(text string, ex map[string]bool) []Recipient {
 			}
 			off = next
 			k := strings.ToLower(a)
-			if ex[k] || seen[k] || isDaemonAddress(a) && !strings.Contains(l, "<"+a+">") {
+			if ex[k] || seen[k] || isDaemonAddress(a) && !bracketed(l, next-len(a), next) {
 				continue
 			}
 			seen[k] = true
-			rs = append(rs, Recipient{Address: a, Literal: literal, Diagnostic: sentenceDiagnostic(lines, i, nextCode)})
+			if diagLine != i {
+				diagLine, diag = i, sentenceDiagnostic(lines, i, nextCode)
+			}
+			rs = append(rs, Recipient{Address: a, Literal: literal, Diagnostic: diag})
 			if len(rs) >= DefaultMaxRecipients {
 				return rs
 			}
@@ -474,18 +505,64 @@ func recipientSentences(text string, ex map[string]bool) []Recipient {
 // have none.
 func sentenceDiagnostic(lines []string, i int, nextCode []int) string {
 	var b []string
-	for j := i; j < len(lines) && j < i+8; j++ {
+	size := 0
+	for j := i; j < len(lines) && j < i+8 && size < maxDiagnostic; j++ {
 		l := strings.TrimSpace(lines[j])
 		if l == "" && j > i {
 			break
 		}
+		l = capString(l, maxDiagnostic-size)
 		b = append(b, l)
+		size += len(l) + 1
 	}
 	d := strings.Join(b, " ")
 	if !hasCode(d) && nextCode[i] >= 0 {
-		d += " " + strings.TrimSpace(lines[nextCode[i]])
+		d += " " + capString(strings.TrimSpace(lines[nextCode[i]]), maxDiagnostic)
 	}
 	return d
+}
+
+// capString cuts s to at most n bytes.
+func capString(s string, n int) string {
+	if len(s) > n {
+		return s[:max(n, 0)]
+	}
+	return s
+}
+
+// containsFold reports whether s contains the lowercase ASCII word w in
+// any case, without lowercasing s.
+func containsFold(s, w string) bool {
+	for off := 0; off+len(w) <= len(s); {
+		i := indexFoldByte(s[off:], w[0])
+		if i < 0 {
+			return false
+		}
+		off += i
+		if off+len(w) <= len(s) && strings.EqualFold(s[off:off+len(w)], w) {
+			return true
+		}
+		off++
+	}
+	return false
+}
+
+// indexFoldByte returns the first index of the lowercase ASCII byte c, in
+// either case, in s.
+func indexFoldByte(s string, c byte) int {
+	if 'a' <= c && c <= 'z' {
+		i, j := strings.IndexByte(s, c), strings.IndexByte(s, c-'a'+'A')
+		if i < 0 || j >= 0 && j < i {
+			return j
+		}
+		return i
+	}
+	return strings.IndexByte(s, c)
+}
+
+// bracketed reports whether s[i:j] is in angle brackets.
+func bracketed(s string, i, j int) bool {
+	return i > 0 && j < len(s) && s[i-1] == '<' && s[j] == '>'
 }
 
 // nextAddress returns the first plausible address in s[off:], whether it
@@ -534,6 +611,9 @@ func failedOrder(m *msg) []Recipient {
 	var out []Recipient
 	for _, v := range m.header.Values("X-Failed-Recipients") {
 		for _, part := range strings.Split(v, ",") {
+			if len(out) == DefaultMaxRecipients {
+				return out
+			}
 			if a := addressIn(part); a != "" {
 				out = append(out, Recipient{Address: a, Literal: isLiteral(part, a)})
 			}
@@ -556,7 +636,7 @@ func firstDiagnostic(text string) string {
 // markDelayed sets the action of text-only recipients: a warning that
 // delivery is still being tried is "delayed", anything else "failed".
 func markDelayed(rs []Recipient, text string) {
-	low := strings.ToLower(text)
+	low := asciiLower(text)
 	delayed := strings.Contains(low, "will be retried") || strings.Contains(low, "still trying") ||
 		strings.Contains(low, "this is a warning") || strings.Contains(low, "will keep trying") ||
 		strings.Contains(low, "has not yet been delivered") || strings.Contains(low, "has been delayed") ||

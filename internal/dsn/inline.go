@@ -13,7 +13,7 @@ import "strings"
 
 // parseInlineStatus is the recogniser for such reports.
 func parseInlineStatus(m *msg) []Recipient {
-	low := asciiLower(m.text)
+	low := m.lower()
 	i := lineIndex(low, "final-recipient:")
 	if i < 0 {
 		return nil
@@ -23,9 +23,9 @@ func parseInlineStatus(m *msg) []Recipient {
 	if j := strings.LastIndex(low[:i], "\n\n"); j >= 0 {
 		i = j + 2
 	}
-	text := m.text[i:]
+	text := m.text[i : i+returnedCut(low[i:])]
 	var rep Report
-	parseDeliveryStatus(&rep, []byte(bodyBeforeReturned(text)), DefaultMaxRecipients)
+	parseDeliveryStatus(&rep, []byte(text), DefaultMaxRecipients)
 	return rep.Recipients
 }
 

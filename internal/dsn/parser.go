@@ -36,6 +36,10 @@ const (
 // recognisers look at: the explanation a mail server writes is at the top.
 const maxTextBytes = 256 << 10
 
+// maxStatusBytes bounds one delivery-status part (or returned header):
+// DefaultMaxRecipients recipients of a few fields each fit in far less.
+const maxStatusBytes = 1 << 20
+
 // Parser reads bounces within limits. The zero value uses the defaults.
 // A Parser has no mutable state and may be used by many goroutines.
 type Parser struct {
@@ -143,7 +147,12 @@ func (p *Parser) parseBytes(b []byte) (rep *Report, err error) {
 			err = fmt.Errorf("%w: %v", ErrInternal, v)
 		}
 	}()
-	m := p.read(b)
+	// Bytes copied out of MIME parts, across every level of attached
+	// messages, are held to the size of the message (and a little for
+	// the report parts of an attached bounce): a chain of forwarded
+	// messages is not copied again at each level.
+	budget := int64(len(b)) + 64<<10
+	m := p.read(b, &budget)
 	rep = p.recognise(m, 0)
 	rep.Original = m.original()
 	p.finish(rep)
@@ -178,17 +187,47 @@ type msg struct {
 	forwarded *msg
 	parts     int
 	truncated bool
+	stop      bool // a limit was reached: read no further part
+
+	// budget is what may still be copied out of parts, shared by the
+	// levels of attached messages.
+	budget *int64
+
+	// low and cut cache what every recogniser needs: the text with
+	// ASCII letters lowercased, and where the returned message starts
+	// in it.
+	low     string
+	lowDone bool
+	cut     int
+	cutDone bool
 }
 
-func (p *Parser) read(b []byte) *msg {
-	m := &msg{raw: b}
+// lower returns m.text with its ASCII letters lowercased; offsets into it
+// are offsets into m.text.
+func (m *msg) lower() string {
+	if !m.lowDone {
+		m.low, m.lowDone = asciiLower(m.text), true
+	}
+	return m.low
+}
+
+// body returns the text up to the returned message (bodyBeforeReturned).
+func (m *msg) body() string {
+	if !m.cutDone {
+		m.cut, m.cutDone = returnedCut(m.lower()), true
+	}
+	return m.text[:m.cut]
+}
+
+func (p *Parser) read(b []byte, budget *int64) *msg {
+	m := &msg{raw: b, budget: budget}
 	// An unknown charset or transfer encoding is no reason to stop: the
 	// entity is still readable (as raw bytes) and go-message says so.
-	e, _ := message.Read(bytes.NewReader(b))
+	e, _ := message.Read(headerCapped(m, b))
 	if e == nil {
 		// No header that can be read: the text recognisers may still
 		// find a bounce in it (some tools hand over the body alone).
-		m.text = capText(string(b))
+		m.text = capText(string(b[:min(len(b), maxTextBytes+1)]))
 		return m
 	}
 	m.header = e.Header
@@ -197,9 +236,29 @@ func (p *Parser) read(b []byte) *msg {
 	if m.text == "" && len(m.status) == 0 {
 		// A multipart message whose boundary never occurs, or one
 		// whose only text is in its preamble: read the body as text.
-		m.text = capText(string(rawBody(b)))
+		body := rawBody(b)
+		m.text = capText(string(body[:min(len(body), maxTextBytes+1)]))
 	}
 	return m
+}
+
+// maxHeaderBytes bounds the header block of a message: real ones are a
+// few kilobytes, and go-message reads a folded field slowly.
+const maxHeaderBytes = 128 << 10
+
+// headerCapped returns a reader of b whose header block is cut, at a line
+// end, to maxHeaderBytes (marking m truncated), without copying b.
+func headerCapped(m *msg, b []byte) io.Reader {
+	if len(b) <= maxHeaderBytes {
+		return bytes.NewReader(b)
+	}
+	end := len(b) - len(rawBody(b)) // where the body starts, or len(b)
+	if end <= maxHeaderBytes {
+		return bytes.NewReader(b)
+	}
+	cut := bytes.LastIndexByte(b[:maxHeaderBytes], '\n') + 1
+	m.truncated = true
+	return io.MultiReader(bytes.NewReader(b[:cut]), strings.NewReader("\r\n"), bytes.NewReader(b[end:]))
 }
 
 // rawBody returns what follows the header block of a message, whose lines
@@ -219,8 +278,10 @@ func rawBody(b []byte) []byte {
 // walk visits the MIME tree within the parser's limits and records the parts
 // the recognisers need (RFC 6522 section 3: the report's parts).
 func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
-	if depth > p.maxDepth() {
-		m.truncated = true
+	if depth > p.maxDepth() || *m.budget <= 0 {
+		// Stop reading altogether: every byte that follows would
+		// go through as many boundary scanners as there are levels.
+		m.truncated, m.stop = true, true
 		return
 	}
 	m.parts++
@@ -245,18 +306,37 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 				return
 			}
 			p.walk(m, part, depth+1)
-			if m.truncated && m.parts > p.maxParts() {
+			if m.stop || m.truncated && m.parts > p.maxParts() {
 				return
 			}
 		}
 	}
-	body := func() []byte {
-		b, _ := io.ReadAll(io.LimitReader(e.Body, p.maxBytes()))
+	// body copies the part out, up to limit bytes and within the
+	// budget. Where what is cut off could hold recipients (mark), the
+	// report is marked truncated; text beyond maxTextBytes is not.
+	body := func(limit int64, mark bool) []byte {
+		n := min(limit, p.maxBytes(), *m.budget)
+		var b []byte
+		if limit > maxStatusBytes {
+			// An attached message, maybe large. Decoded, it is no
+			// longer than the message it is in: one buffer of that
+			// size, not io.ReadAll's many.
+			buf := bytes.NewBuffer(make([]byte, 0, min(n, int64(len(m.raw)))+bytes.MinRead))
+			buf.ReadFrom(io.LimitReader(e.Body, n+1))
+			b = buf.Bytes()
+		} else {
+			b, _ = io.ReadAll(io.LimitReader(e.Body, n+1))
+		}
+		if int64(len(b)) > n {
+			b = b[:n]
+			m.truncated = m.truncated || mark || n < limit
+		}
+		*m.budget -= int64(len(b))
 		return b
 	}
 	switch mediaType {
 	case "message/delivery-status", "message/global-delivery-status":
-		m.status = append(m.status, body())
+		m.status = append(m.status, body(maxStatusBytes, true))
 	case "message/feedback-report":
 		m.feedback = true
 	case "message/rfc822", "message/global", "message/partial":
@@ -273,14 +353,14 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 			return
 		}
 		// It may be a bounce forwarded as an attachment: keep it whole.
-		b := body()
+		b := body(p.maxBytes(), true)
 		m.returnedRaw = b
 		if h, ok := readHeader(b); ok {
 			m.returned = &h
 		}
 	case "text/rfc822-headers", "message/global-headers":
 		if m.returned == nil {
-			if h, ok := readHeader(body()); ok {
+			if h, ok := readHeader(body(maxStatusBytes, false)); ok {
 				m.returned = &h
 			}
 		}
@@ -291,7 +371,7 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 			// no plain text came before it.
 			return
 		}
-		t := string(body())
+		t := string(body(maxTextBytes+1, false))
 		if mediaType == "text/html" {
 			t = stripTags(t)
 		}
@@ -299,7 +379,7 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 	default:
 		if depth == 0 {
 			// A single-part message of an odd type: look at it as text.
-			m.text = capText(string(body()))
+			m.text = capText(string(body(maxTextBytes+1, false)))
 		}
 	}
 }

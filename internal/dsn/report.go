@@ -101,7 +101,7 @@ func mergeText(rep *Report, m *msg) {
 	done := false
 	lines := func() []Recipient {
 		if !done {
-			text, done = recipientLines(bodyBeforeReturned(m.text), nil), true
+			text, done = recipientLines(m.body(), nil), true
 		}
 		return text
 	}
@@ -133,14 +133,28 @@ const maxDiagnostic = 2048
 func (p *Parser) finish(rep *Report) {
 	seen := make(map[string]int, len(rep.Recipients))
 	out := rep.Recipients[:0]
+	// Recipients of one report often share their diagnostic (one
+	// sentence naming them all): each distinct one is cleaned and
+	// classified once.
+	type outcome struct {
+		status, action, reason string
+		permanent              bool
+	}
+	diags := map[string]string{}
+	done := map[[4]string]outcome{}
 	for _, r := range rep.Recipients {
 		r.Address = normalizeAddress(r.Address)
 		if r.Address == "" {
 			continue
 		}
-		r.Diagnostic = collapseSpace(r.Diagnostic)
-		if len(r.Diagnostic) > maxDiagnostic {
-			r.Diagnostic = strings.ToValidUTF8(r.Diagnostic[:maxDiagnostic], "")
+		if d, ok := diags[r.Diagnostic]; ok {
+			r.Diagnostic = d
+		} else {
+			d = collapseSpace(r.Diagnostic)
+			if len(d) > maxDiagnostic {
+				d = strings.ToValidUTF8(d[:maxDiagnostic], "")
+			}
+			diags[r.Diagnostic], r.Diagnostic = d, d
 		}
 		key := strings.ToLower(r.Address)
 		if j, ok := seen[key]; ok {
@@ -152,7 +166,13 @@ func (p *Parser) finish(rep *Report) {
 			continue
 		}
 		seen[key] = len(out)
-		completeRecipient(&r)
+		k := [4]string{r.Status, r.Action, r.Reason, r.Diagnostic}
+		if o, ok := done[k]; ok {
+			r.Status, r.Action, r.Reason, r.Permanent = o.status, o.action, o.reason, o.permanent
+		} else {
+			completeRecipient(&r)
+			done[k] = outcome{r.Status, r.Action, r.Reason, r.Permanent}
+		}
 		out = append(out, r)
 	}
 	rep.Recipients = out

@@ -49,7 +49,7 @@ func headerOriginal(h *message.Header) Original {
 // quotedHeader finds the header of the returned message when it is quoted
 // in the text rather than attached (qmail, Exim, Sendmail without MIME).
 func (m *msg) quotedHeader() *message.Header {
-	cut := len(bodyBeforeReturned(m.text))
+	cut := len(m.body())
 	if cut >= len(m.text) {
 		return nil
 	}
@@ -117,7 +117,7 @@ func returnedRecipient(m *msg) (Recipient, bool) {
 		return Recipient{}, false
 	}
 	addr := addressIn(to)
-	text := bodyBeforeReturned(m.text)
+	text := m.body()
 	diag := firstDiagnostic(text)
 	// A delivery-status report is evidence enough; other mail must say
 	// why in words this package knows.

@@ -32,6 +32,31 @@ type field struct {
 // field marking each blank line (a group boundary).
 func statusFields(b []byte) []field {
 	var fs []field
+	eachField(b, func(f field) bool {
+		fs = append(fs, f)
+		return true
+	})
+	return fs
+}
+
+// eachField calls fn with each field of b in turn (see statusFields), a
+// field once its continuation lines are read, until fn returns false.
+func eachField(b []byte, fn func(field) bool) {
+	var cur field
+	have, blank := false, false
+	emit := func() bool {
+		if have {
+			have = false
+			if !fn(cur) {
+				return false
+			}
+		}
+		if blank {
+			blank = false
+			return fn(field{})
+		}
+		return true
+	}
 	for len(b) > 0 {
 		var line []byte
 		if i := bytes.IndexByte(b, '\n'); i >= 0 {
@@ -41,8 +66,10 @@ func statusFields(b []byte) []field {
 		}
 		line = bytes.TrimRight(line, "\r")
 		if len(bytes.TrimSpace(line)) == 0 {
-			if len(fs) > 0 && fs[len(fs)-1].name != "" {
-				fs = append(fs, field{})
+			// A blank line ends a group; several count once, and
+			// none before the first field.
+			if have {
+				blank = true
 			}
 			continue
 		}
@@ -50,11 +77,8 @@ func statusFields(b []byte) []field {
 			// Continuation (RFC 5322 section 2.2.3 folding). A
 			// field longer than maxFieldBytes is cut: no real one
 			// is, and appending without end would be quadratic.
-			if len(fs) > 0 && fs[len(fs)-1].name != "" {
-				f := &fs[len(fs)-1]
-				if len(f.value) < maxFieldBytes {
-					f.value += " " + string(bytes.TrimSpace(line))
-				}
+			if have && !blank && len(cur.value) < maxFieldBytes {
+				cur.value += " " + string(bytes.TrimSpace(line))
 			}
 			continue
 		}
@@ -66,9 +90,12 @@ func statusFields(b []byte) []field {
 		if strings.ContainsAny(name, " \t") {
 			continue
 		}
-		fs = append(fs, field{name: name, value: string(bytes.TrimSpace(line[i+1:]))})
+		if !emit() {
+			return
+		}
+		cur, have = field{name: name, value: string(bytes.TrimSpace(line[i+1:]))}, true
 	}
-	return fs
+	emit()
 }
 
 // parseDeliveryStatus reads one delivery-status body into rep.
@@ -78,6 +105,7 @@ func parseDeliveryStatus(rep *Report, b []byte, max int) {
 	// already holds, to split recipients when blank lines are missing.
 	var hasFinal, hasOrig, hasFields bool
 	var pending []field
+	full := false // max reached: the rest is not read
 	start := func() {
 		if cur == nil {
 			cur = &Recipient{}
@@ -104,23 +132,25 @@ func parseDeliveryStatus(rep *Report, b []byte, max int) {
 			if len(rep.Recipients) < max {
 				rep.Recipients = append(rep.Recipients, *cur)
 			} else {
-				rep.Truncated = true
+				rep.Truncated, full = true, true
 			}
 		}
 		cur, hasFinal, hasOrig, hasFields = nil, false, false, false
 	}
-	for _, f := range statusFields(b) {
+	// Reading stops at the first recipient over max: the rest of a
+	// huge report costs nothing.
+	eachField(b, func(f field) bool {
 		switch f.name {
 		case "":
 			flush()
 			pending = pending[:0]
-			continue
+			return !full
 		case "reporting-mta":
 			// Section 2.2.2: mta-name-type ";" mta-name.
 			if rep.ReportingMTA == "" {
 				rep.ReportingMTA = stripType(f.value)
 			}
-			continue
+			return true
 		case "original-recipient", "x-actual-recipient":
 			// Section 2.3.1. It comes before or just after
 			// Final-Recipient; after other fields it starts the next
@@ -134,7 +164,7 @@ func parseDeliveryStatus(rep *Report, b []byte, max int) {
 				cur.OriginalAddress = recipientAddress(f.value)
 				cur.OriginalLiteral = isLiteral(f.value, cur.OriginalAddress)
 			}
-			continue
+			return !full
 		case "final-recipient":
 			// Section 2.3.2.
 			if hasFinal {
@@ -144,19 +174,32 @@ func parseDeliveryStatus(rep *Report, b []byte, max int) {
 			hasFinal = true
 			cur.Address = recipientAddress(f.value)
 			cur.Literal = isLiteral(f.value, cur.Address)
-			continue
+			return !full
 		}
 		if cur == nil {
 			// A recipient's field before its Final-Recipient
 			// (Facebook puts Diagnostic-Code first), or a
 			// per-message field we do not need.
-			pending = append(pending, f)
-			continue
+			if recipientField(f.name) && len(pending) < 8 {
+				pending = append(pending, f)
+			}
+			return true
 		}
 		hasFields = true
 		applyRecipientField(cur, f)
-	}
+		return true
+	})
 	flush()
+}
+
+// recipientField reports the per-recipient fields applyRecipientField
+// reads.
+func recipientField(name string) bool {
+	switch name {
+	case "action", "status", "remote-mta", "diagnostic-code":
+		return true
+	}
+	return false
 }
 
 // applyRecipientField sets the per-recipient field f (RFC 3464 section

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -51,10 +52,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		trustHdrs   = fs.Bool("trust-returned-headers", false, "with --sign-return-path=false only: also accept bounces whose returned From and To are exactly the sender and an address mail was recorded to. No authentication at all: anybody can write those headers (only for setups where MediaGoblin's mail bypasses this Postfix)")
 		discardSusp = fs.Bool("discard-suspect", false, "discard bounces that cannot be shown to answer this instance's mail, instead of delivering them")
 		grace       = fs.Duration("shutdown-grace", 10*time.Second, "on SIGTERM, wait this long for messages in flight")
+		maxInflight = fs.Int("max-inflight", filter.DefaultMaxInFlight(), "read at most this many messages at once; a bounce beyond it is accepted unread, never delayed or refused")
+		sockGroup   = fs.String("socket-group", "", "with --listen unix:PATH: the socket's group, Postfix's (postfix); only the owner and this group can connect")
+		sockMode    = fs.String("socket-mode", "0660", "with --listen unix:PATH: the socket's permissions (octal)")
+		daemonName  = fs.String("bounce-daemon-name", "postfix-bounce", "the {daemon_name} of the cleanup service Postfix's bounce daemon uses (milter_macro_daemon_name in contrib/postfix/master.cf); only with --sign-return-path=false does it matter: a local bounce without it is not taken as Postfix's own. \"\": any local bounce is, and any local user can forge one")
 		neverBan    prefixFlag
+		mgClients   prefixFlag
 	)
 	var gf guardFlags
 	gf.register(fs)
+	fs.Var(&mgClients, "mediagoblin-client", "an address or CIDR MediaGoblin's SMTP connections to Postfix come from; repeatable. Only mail from these (default: loopback, over SMTP) counts as MediaGoblin's: recorded, its sender signed")
 	fs.Var(&neverBan, "never-ban", "an address or CIDR never to ban (your reverse proxy, your office); repeatable. Loopback, link-local and multicast are never banned anyway")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: bouncemilter serve [flags]
@@ -80,6 +87,11 @@ Flags:
 	// A bad socket spec is a usage error: say so before touching anything.
 	if _, _, err := filter.ParseSpec(*listen); err != nil {
 		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
+		return 2
+	}
+	mode, err := strconv.ParseUint(*sockMode, 8, 32)
+	if err != nil || mode > 0o777 {
+		fmt.Fprintf(stderr, "bouncemilter serve: --socket-mode %q is not an octal permission\n", *sockMode)
 		return 2
 	}
 	cfg, err := loadMediaGoblin(*mgConfig, *mgDB, log)
@@ -145,12 +157,13 @@ Flags:
 		go reloadOnHangup(ctx, keys, log)
 	}
 
-	f, err := filter.New(filter.Config{Sender: *sender, Delimiter: *delimiter, MaxSize: *maxSize, Signups: copier, Guard: outGuard}, handler, reg, rewriter, log.With("component", "milter"))
+	f, err := filter.New(filter.Config{Sender: *sender, Delimiter: *delimiter, MaxSize: *maxSize, Signups: copier, Guard: outGuard,
+		MediaGoblinClients: mgClients, BounceDaemonName: *daemonName, MaxInFlight: *maxInflight}, handler, reg, rewriter, log.With("component", "milter"))
 	if err != nil {
 		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
 		return 1
 	}
-	ln, err := filter.Listen(*listen)
+	ln, err := filter.Listen(*listen, filter.Socket{Group: *sockGroup, Mode: os.FileMode(mode)})
 	if err != nil {
 		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
 		return 1

@@ -39,6 +39,7 @@ func TestServeRefusesBrokenSetups(t *testing.T) {
 		// match: an error, not a warning.
 		{"mistyped mediagoblin.ini", []string{"--mediagoblin-config", filepath.Join(dir, "missing", "mediagoblin.ini")}, 1, "no such file"},
 		{"bad mediagoblin-db", []string{"--mediagoblin-config", good, "--mediagoblin-db", "mysql://x/y"}, 1, "unsupported database"},
+		{"bad socket mode", []string{"--socket-mode", "rw-rw----"}, 2, "not an octal permission"},
 		{"returned headers with signing on", []string{"--trust-returned-headers"}, 2, "needs --sign-return-path=false"},
 	}
 	for _, tt := range tests {

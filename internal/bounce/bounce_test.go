@@ -99,7 +99,7 @@ func newHandler(db *registry.DB) *Handler {
 }
 
 func localEnv() Envelope {
-	return Envelope{QueueID: "8D3F11A0B5", Client: localClient, Recipients: []string{testSender}}
+	return Envelope{QueueID: "8D3F11A0B5", Client: localClient, Recipients: []string{testSender}, Generated: true}
 }
 
 func smtpEnv() Envelope {

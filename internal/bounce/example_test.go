@@ -60,8 +60,10 @@ func ExampleHandler_Handle() {
 	}
 	env := bounce.Envelope{
 		QueueID: "8D3F11A0B5",
-		// Postfix's bounce daemon, as non_smtpd_milters see it.
+		// Postfix's bounce daemon, as non_smtpd_milters see it, and as
+		// package filter recognised it.
 		Client:     bounce.Client{Host: "localhost", Addr: netip.MustParseAddr("127.0.0.1")},
+		Generated:  true,
 		Recipients: []string{"notice@media.example.org"},
 	}
 	out, err := h.Handle(ctx, env, msg)

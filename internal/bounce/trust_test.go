@@ -99,7 +99,7 @@ func TestDecideActsOnlyOnLiteralAddresses(t *testing.T) {
 			sent(t, db, tt.signedTo, testNow.Add(-time.Minute))
 			h := newHandler(db)
 			h.Tags = s
-			env := Envelope{QueueID: "8D3F11A0B5", Client: localClient, Recipients: []string{sign(t, s, tt.signedTo, testNow.Add(-time.Minute))}}
+			env := Envelope{QueueID: "8D3F11A0B5", Client: localClient, Generated: true, Recipients: []string{sign(t, s, tt.signedTo, testNow.Add(-time.Minute))}}
 			acts, out, err := h.decide(t.Context(), env, report(tt.rcpt), testNow)
 			if err != nil {
 				t.Fatal(err)
@@ -133,7 +133,7 @@ func TestDecideLooksUpOnlyAuthenticAddresses(t *testing.T) {
 		tags bool
 		env  Envelope
 	}{
-		{"signing on, no tag, local client", true, Envelope{Client: localClient, Recipients: []string{testSender}}},
+		{"signing on, no tag, made by this Postfix", true, Envelope{Client: localClient, Recipients: []string{testSender}, Generated: true}},
 		{"signing on, tag for another address", true, Envelope{Client: smtpClient, Recipients: []string{tagOther}}},
 		{"signing off, over SMTP", false, Envelope{Client: smtpClient, Recipients: []string{testSender}}},
 	} {

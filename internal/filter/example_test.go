@@ -29,7 +29,7 @@ func ExampleFilter_Serve() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	ln, err := filter.Listen("inet:127.0.0.1:0")
+	ln, err := filter.Listen("inet:127.0.0.1:0", filter.Socket{})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -16,8 +16,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"runtime"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-milter"
@@ -65,6 +66,24 @@ type Config struct {
 	// Signups, when set, is called for each message MediaGoblin sends,
 	// before it is recorded. Its errors are logged; the mail flows.
 	Signups SignupCopier
+	// MediaGoblinClients are the SMTP clients whose mail from Sender counts
+	// as MediaGoblin's own (recorded, its sender signed). Empty means a
+	// loopback client with a real port: MediaGoblin on this machine,
+	// talking SMTP to Postfix. Mail submitted with sendmail (port 0) never
+	// counts: any local user could send it.
+	MediaGoblinClients []netip.Prefix
+	// BounceDaemonName is the {daemon_name} macro with which Postfix's
+	// bounce daemon's cleanup service shows its bounces to
+	// non_smtpd_milters (-o milter_macro_daemon_name in master.cf, see
+	// contrib/postfix). Only a bounce with it counts as made by this
+	// Postfix; local submissions through sendmail and pickup look the same
+	// otherwise. Empty: any local bounce counts, and any local user can
+	// forge one. It matters only without signed return paths.
+	BounceDaemonName string
+	// MaxInFlight caps the messages being read at once; a bounce or
+	// outgoing message beyond it is accepted unread (never delayed or
+	// refused). 0 means DefaultMaxInFlight.
+	MaxInFlight int
 	// Unread, when set, is called for each message accepted unread (not a
 	// bounce of MediaGoblin's mail, not MediaGoblin's own), for the
 	// metrics; the Handler and the SendRecorder see the others.
@@ -78,6 +97,14 @@ type Config struct {
 // with its returned message is rarely above a few hundred kilobytes.
 const DefaultMaxSize = 10 << 20
 
+// DefaultMaxInFlight is Config.MaxInFlight when 0: enough to keep every
+// core busy while some messages wait on the registry, and with each bounce
+// buffered up to MaxSize, a bound on memory (64 × 10 MB at most on a
+// machine of up to 8 cores).
+func DefaultMaxInFlight() int {
+	return max(16, 8*runtime.GOMAXPROCS(0))
+}
+
 // Filter is a milter server.
 type Filter struct {
 	cfg      Config
@@ -87,7 +114,7 @@ type Filter struct {
 	log      *slog.Logger
 	now      func() time.Time
 
-	inflight atomic.Int64
+	inflight *inflight
 }
 
 // New returns a Filter. sends and rewriter may be nil.
@@ -101,15 +128,23 @@ func New(cfg Config, h Handler, sends SendRecorder, rewriter Rewriter, log *slog
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight()
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Filter{cfg: cfg, handler: h, sends: sends, rewriter: rewriter, log: log, now: time.Now}, nil
+	return &Filter{cfg: cfg, handler: h, sends: sends, rewriter: rewriter, log: log, now: time.Now, inflight: newInflight()}, nil
 }
+
+// InFlight returns the number of messages between Postfix's MAIL command
+// and the milter's final answer.
+func (f *Filter) InFlight() int { return f.inflight.Load() }
 
 // Serve answers milter connections on ln until ctx is cancelled, then stops
 // accepting and waits up to grace for messages in flight to finish.
 func (f *Filter) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
+	ln = &listener{Listener: ln, f: f.inflight, log: f.log, sleep: time.Sleep}
 	srv := &milter.Server{
 		NewMilter: func() milter.Milter { return &session{f: f} },
 		Actions:   milter.OptChangeFrom,
@@ -130,17 +165,36 @@ func (f *Filter) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	if ctx.Err() == nil {
 		return fmt.Errorf("milter server: %w", err)
 	}
-	deadline := time.Now().Add(grace)
-	for f.inflight.Load() > 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if n := f.inflight.Load(); n > 0 {
-		f.log.Warn("stopped with messages in flight; Postfix applies milter_default_action to them", "messages", n)
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	select {
+	case <-f.inflight.Idle():
+	case <-timer.C:
+		f.log.Warn("stopped with messages in flight; Postfix applies milter_default_action to them", "messages", f.inflight.Load())
 	}
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
 	return err
+}
+
+// fromMediaGoblin reports whether mail from client may be MediaGoblin's:
+// a client of Config.MediaGoblinClients, or by default a loopback one, and
+// in any case one that connected over SMTP (a real port): port 0 is mail
+// made on this machine, which any local user can submit.
+func (f *Filter) fromMediaGoblin(c bounce.Client) bool {
+	if c.Port == 0 || !c.Addr.IsValid() {
+		return false
+	}
+	if len(f.cfg.MediaGoblinClients) == 0 {
+		return c.Addr.IsLoopback()
+	}
+	for _, p := range f.cfg.MediaGoblinClients {
+		if p.Contains(c.Addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // isOwn reports whether addr is the sender address, or a form of it with a

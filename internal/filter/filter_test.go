@@ -96,6 +96,12 @@ func dialLocal(t testing.TB, addr string) *conn {
 	return dial(t, addr, "localhost", "127.0.0.1", 0)
 }
 
+// dialMediaGoblin connects as Postfix's smtpd does for MediaGoblin, which
+// talks SMTP to Postfix from this machine.
+func dialMediaGoblin(t testing.TB, addr string) *conn {
+	return dial(t, addr, "localhost", "127.0.0.1", 46012)
+}
+
 func dialSMTP(t testing.TB, addr string) *conn {
 	return dial(t, addr, "mx1.example.net", "192.0.2.25", 41234)
 }
@@ -429,4 +435,16 @@ type handlerFunc func(ctx context.Context, env bounce.Envelope, msg []byte) (bou
 
 func (f handlerFunc) Handle(ctx context.Context, env bounce.Envelope, msg []byte) (bounce.Outcome, error) {
 	return f(ctx, env, msg)
+}
+
+// settled returns the count of messages in flight once it reached zero, or
+// after a second: the count drops just after the milter's answer is
+// written, which the client may read first.
+func (s *server) settled() int {
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if n := s.f.InFlight(); n == 0 {
+			return 0
+		}
+	}
+	return s.f.InFlight()
 }

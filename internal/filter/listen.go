@@ -5,15 +5,33 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/user"
+	"strconv"
 	"strings"
+	"syscall"
 )
+
+// Socket says who may connect to a unix socket that Listen makes: its
+// owner (this process's user) and its group. Connecting needs write
+// permission on the socket.
+type Socket struct {
+	// Group is the socket's group, a name or a number: Postfix's
+	// ("postfix"), so that smtpd and cleanup can connect. Empty keeps the
+	// process's group.
+	Group string
+	// Mode is the socket's permission bits; 0 means 0660: owner and group
+	// only.
+	Mode os.FileMode
+}
 
 // Listen opens the socket a milter spec names, in the forms Postfix's
 // smtpd_milters and Sendmail's X= accept: "inet:HOST:PORT", "inet:PORT@HOST",
 // "inet6:[HOST]:PORT", "unix:PATH" or "local:PATH". A stale unix socket left
-// by a crash is replaced; a new one is made group-writable so that a Postfix
-// in the socket's group can connect.
-func Listen(spec string) (net.Listener, error) {
+// by a crash is replaced; a new one is made with sock's group and mode from
+// the start, so that no other local user can connect to it even for a
+// moment (a milter connection can feed it forged bounces from a trusted
+// client).
+func Listen(spec string, sock Socket) (net.Listener, error) {
 	network, addr, err := ParseSpec(spec)
 	if err != nil {
 		return nil, err
@@ -33,11 +51,36 @@ func Listen(spec string) (net.Listener, error) {
 		}
 		os.Remove(addr)
 	}
+	mode := sock.Mode.Perm()
+	if mode == 0 {
+		mode = 0o660
+	}
+	gid := -1
+	if sock.Group != "" {
+		g, err := user.LookupGroup(sock.Group)
+		if err != nil {
+			if g, err = user.LookupGroupId(sock.Group); err != nil {
+				return nil, fmt.Errorf("listen on %s: socket group: %w", spec, err)
+			}
+		}
+		if gid, err = strconv.Atoi(g.Gid); err != nil {
+			return nil, fmt.Errorf("listen on %s: socket group %s: %w", spec, sock.Group, err)
+		}
+	}
+	// The socket is born owner-only; chown and chmod then open it to the
+	// group. The umask is the process's: serve calls Listen before it
+	// starts anything else that makes files.
+	old := syscall.Umask(0o177)
 	ln, err := net.Listen("unix", addr)
+	syscall.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", spec, err)
 	}
-	if err := os.Chmod(addr, 0o660); err != nil {
+	if err := os.Chown(addr, -1, gid); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("listen on %s: %w", spec, err)
+	}
+	if err := os.Chmod(addr, mode); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("listen on %s: %w", spec, err)
 	}

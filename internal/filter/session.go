@@ -29,9 +29,11 @@ const (
 type session struct {
 	f      *Filter
 	client bounce.Client
+	// daemon is the {daemon_name} macro of the connection: which Postfix
+	// service passed the message (see Config.BounceDaemonName).
+	daemon string
 
 	kind      kind
-	counted   bool // counted in f.inflight
 	env       bounce.Envelope
 	ownRcpt   bool
 	otherRcpt bool // also addressed to someone else: never discard
@@ -47,7 +49,19 @@ func (s *session) Connect(host, family string, port uint16, addr net.IP, m *milt
 	if ip, ok := netip.AddrFromSlice(addr); ok {
 		s.client.Addr = ip.Unmap()
 	}
+	if m != nil {
+		s.daemon = macro(m, "daemon_name")
+	}
 	return milter.RespContinue, nil
+}
+
+// macro returns the value of a macro Postfix may send with or without
+// braces.
+func macro(m *milter.Modifier, name string) string {
+	if v, ok := m.Macros["{"+name+"}"]; ok {
+		return v
+	}
+	return m.Macros[name]
 }
 
 func (s *session) Helo(name string, m *milter.Modifier) (milter.Response, error) {
@@ -61,14 +75,21 @@ func (s *session) MailFrom(from string, m *milter.Modifier) (milter.Response, er
 	switch {
 	case from == "":
 		s.kind = isBounce
-	case registry.EmailKey(from) == registry.EmailKey(s.f.cfg.Sender):
+		s.env.Generated = s.client.Local() && (s.f.cfg.BounceDaemonName == "" || s.daemon == s.f.cfg.BounceDaemonName)
+	case registry.EmailKey(from) == registry.EmailKey(s.f.cfg.Sender) && s.f.fromMediaGoblin(s.client):
 		s.kind = isOutgoing
 	default:
 		s.unread()
 		return milter.RespAccept, nil
 	}
-	s.counted = true
-	s.f.inflight.Add(1)
+	// This message is already counted (see inflight).
+	if n := s.f.inflight.Load(); n > s.f.cfg.MaxInFlight {
+		s.f.log.Warn("too many messages in flight; accepting this one unread", "queue_id", s.env.QueueID,
+			"in_flight", n, "max_inflight", s.f.cfg.MaxInFlight, "null_sender", from == "")
+		s.kind = undecided
+		s.unread()
+		return milter.RespAccept, nil
+	}
 	return milter.RespContinue, nil
 }
 
@@ -90,7 +111,6 @@ func (s *session) Header(name, value string, m *milter.Modifier) (milter.Respons
 	case isBounce:
 		if !s.ownRcpt {
 			// A bounce, but not of MediaGoblin's mail: not ours to read.
-			s.done()
 			s.unread()
 			return milter.RespAccept, nil
 		}
@@ -108,7 +128,6 @@ func (s *session) Headers(h textproto.MIMEHeader, m *milter.Modifier) (milter.Re
 	s.queueID(m)
 	if s.kind == isBounce && !s.ownRcpt {
 		// A message with no header at all.
-		s.done()
 		s.unread()
 		return milter.RespAccept, nil
 	}
@@ -127,7 +146,6 @@ func (s *session) BodyChunk(chunk []byte, m *milter.Modifier) (milter.Response, 
 
 func (s *session) Body(m *milter.Modifier) (resp milter.Response, err error) {
 	s.queueID(m)
-	defer s.done()
 	defer func() {
 		// Whatever goes wrong in here, the message is delivered.
 		if v := recover(); v != nil {
@@ -151,7 +169,6 @@ func (s *session) Body(m *milter.Modifier) (resp milter.Response, err error) {
 }
 
 func (s *session) Abort(m *milter.Modifier) error {
-	s.done()
 	s.reset()
 	return nil
 }
@@ -221,14 +238,6 @@ func (s *session) queueID(m *milter.Modifier) {
 func (s *session) unread() {
 	if s.f.cfg.Unread != nil {
 		s.f.cfg.Unread()
-	}
-}
-
-// done ends the current message's count in flight.
-func (s *session) done() {
-	if s.counted {
-		s.counted = false
-		s.f.inflight.Add(-1)
 	}
 }
 

@@ -64,7 +64,7 @@ func TestAcceptedUnread(t *testing.T) {
 			if n := len(h.Calls()); n != 0 {
 				t.Errorf("the handler read %d messages", n)
 			}
-			if n := srv.f.inflight.Load(); n != 0 {
+			if n := srv.settled(); n != 0 {
 				t.Errorf("%d messages still counted in flight", n)
 			}
 		})
@@ -123,7 +123,7 @@ func TestBounceDiscarded(t *testing.T) {
 			if rep.Original.Subject != "GNU MediaGoblin - Verify your email!" {
 				t.Errorf("returned message lost: %+v", rep.Original)
 			}
-			if n := srv.f.inflight.Load(); n != 0 {
+			if n := srv.settled(); n != 0 {
 				t.Errorf("%d messages still counted in flight", n)
 			}
 		})
@@ -166,7 +166,7 @@ func TestBounceDelivered(t *testing.T) {
 			if tt.cfg.MaxSize > 0 && len(calls[0].msg) > tt.cfg.MaxSize {
 				t.Errorf("read %d bytes with MaxSize %d", len(calls[0].msg), tt.cfg.MaxSize)
 			}
-			if n := srv.f.inflight.Load(); n != 0 {
+			if n := srv.settled(); n != 0 {
 				t.Errorf("%d messages still counted in flight", n)
 			}
 
@@ -213,7 +213,7 @@ func TestAbort(t *testing.T) {
 	if len(calls) != 1 || !bytes.HasPrefix(calls[0].msg, []byte("Return-Path: <>\r\nReceived:")) || bytes.Count(calls[0].msg, []byte("Return-Path: <>")) != 1 {
 		t.Errorf("handler calls after abort: %d, first message starts %q", len(calls), calls[0].msg[:min(60, len(calls[0].msg))])
 	}
-	if n := srv.f.inflight.Load(); n != 0 {
+	if n := srv.settled(); n != 0 {
 		t.Errorf("%d messages still counted in flight", n)
 	}
 }
@@ -240,7 +240,7 @@ func TestOutgoingRecorded(t *testing.T) {
 	db := openRegistry(t)
 	h := discarding()
 	srv := serve(t, Config{}, h, db, nil, time.Second)
-	c := dialLocal(t, srv.addr)
+	c := dialMediaGoblin(t, srv.addr)
 	m := verification("Xk7bot@example.net")
 	m.rcpts = append(m.rcpts, "second@example.com")
 	before := time.Now().Add(-time.Second)
@@ -280,7 +280,7 @@ func TestOutgoingRecorded(t *testing.T) {
 	if ok, err := db.SentTo(t.Context(), "XK7BOT@example.net", before); err != nil || !ok {
 		t.Errorf("SentTo = %v, %v", ok, err)
 	}
-	if n := srv.f.inflight.Load(); n != 0 {
+	if n := srv.settled(); n != 0 {
 		t.Errorf("%d messages still counted in flight", n)
 	}
 }
@@ -290,7 +290,7 @@ func TestOutgoingRecorded(t *testing.T) {
 func TestOutgoingRewritten(t *testing.T) {
 	log := &sendLog{}
 	srv := serve(t, Config{Delimiter: "+"}, discarding(), log, rewriter{"notice+d5ab12cd34ef@media.example.org"}, time.Second)
-	c := dialLocal(t, srv.addr)
+	c := dialMediaGoblin(t, srv.addr)
 	stage, act, mods := c.send(verification("Xk7bot@example.net"))
 	if stage != "eob" || act.Code != milter.ActAccept {
 		t.Fatalf("answered %q at %s", act.Code, stage)
@@ -306,7 +306,7 @@ func TestOutgoingRewritten(t *testing.T) {
 
 	// A Rewriter that keeps the sender asks for no change.
 	srv2 := serve(t, Config{}, discarding(), nil, rewriter{""}, time.Second)
-	_, act, mods = dialLocal(t, srv2.addr).send(verification("Xk7bot@example.net"))
+	_, act, mods = dialMediaGoblin(t, srv2.addr).send(verification("Xk7bot@example.net"))
 	if act.Code != milter.ActAccept || len(mods) != 0 {
 		t.Errorf("keeping the sender: %q with %+v", act.Code, mods)
 	}
@@ -392,7 +392,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// MediaGoblin sends the verification mail through sendmail.
-	if _, act, _ := dialLocal(t, srv.addr).send(verification("Xk7bot@example.net")); act.Code != milter.ActAccept {
+	if _, act, _ := dialMediaGoblin(t, srv.addr).send(verification("Xk7bot@example.net")); act.Code != milter.ActAccept {
 		t.Fatalf("verification mail: %q", act.Code)
 	}
 
@@ -434,7 +434,7 @@ func TestEndToEnd(t *testing.T) {
 		real.header[i].value = strings.ReplaceAll(f.value, "Xk7bot@Example.NET", "real@example.net")
 	}
 	real.body = bytes.ReplaceAll(bytes.ReplaceAll(real.body, []byte("Xk7bot@Example.NET"), []byte("real@example.net")), []byte("Xk7bot@example.net"), []byte("real@example.net"))
-	if _, act, _ := dialLocal(t, srv.addr).send(verification("real@example.net")); act.Code != milter.ActAccept {
+	if _, act, _ := dialMediaGoblin(t, srv.addr).send(verification("real@example.net")); act.Code != milter.ActAccept {
 		t.Fatalf("mail to the verified user: %q", act.Code)
 	}
 	if _, act, _ := dialLocal(t, srv.addr).send(real); act.Code != milter.ActAccept {
@@ -481,7 +481,7 @@ func TestEndToEndSigned(t *testing.T) {
 	h := &bounce.Handler{Journal: db, Policy: bounce.DefaultPolicy(), Sender: sender, Tags: signer}
 	srv := serve(t, Config{Delimiter: "+"}, h, db, signer, time.Second)
 
-	_, act, mods := dialLocal(t, srv.addr).send(verification("Xk7bot@example.net"))
+	_, act, mods := dialMediaGoblin(t, srv.addr).send(verification("Xk7bot@example.net"))
 	if act.Code != milter.ActAccept || len(mods) != 1 || mods[0].Code != milter.ActChangeFrom {
 		t.Fatalf("verification mail: %q with %+v, want accept with a new sender", act.Code, mods)
 	}
@@ -538,7 +538,7 @@ func (failingSends) RecordSends(ctx context.Context, sends []registry.Send) erro
 // the same.
 func TestOutgoingRecordFails(t *testing.T) {
 	srv := serve(t, Config{}, discarding(), failingSends{}, rewriter{"notice+d5ab12cd34ef@media.example.org"}, time.Second)
-	_, act, mods := dialLocal(t, srv.addr).send(verification("Xk7bot@example.net"))
+	_, act, mods := dialMediaGoblin(t, srv.addr).send(verification("Xk7bot@example.net"))
 	if act.Code != milter.ActAccept || len(mods) != 1 {
 		t.Errorf("answer %q with %+v, want accept with the sender signed", act.Code, mods)
 	}
@@ -564,7 +564,7 @@ func TestRegistryUnavailable(t *testing.T) {
 	if _, act, _ := dialLocal(t, srv.addr).send(bounceOf(t, sender)); act.Code != milter.ActAccept {
 		t.Errorf("bounce with the registry closed: %q, want accept", act.Code)
 	}
-	if _, act, _ := dialLocal(t, srv.addr).send(verification("Xk7bot@example.net")); act.Code != milter.ActAccept {
+	if _, act, _ := dialMediaGoblin(t, srv.addr).send(verification("Xk7bot@example.net")); act.Code != milter.ActAccept {
 		t.Errorf("outgoing mail with the registry closed: %q, want accept", act.Code)
 	}
 }

@@ -40,7 +40,7 @@ func TestOutgoingCopiesSignups(t *testing.T) {
 	srv := serve(t, Config{Signups: c}, discarding(), db, nil, time.Second)
 	m := verification("Xk7bot@example.net")
 	m.rcpts = append(m.rcpts, "second@example.com")
-	if _, act, _ := dialLocal(t, srv.addr).send(m); act.Code != milter.ActAccept {
+	if _, act, _ := dialMediaGoblin(t, srv.addr).send(m); act.Code != milter.ActAccept {
 		t.Fatalf("answer %q", act.Code)
 	}
 	dialLocal(t, srv.addr).send(ordinary("friend@else.example", "admin@media.example.org"))
@@ -60,7 +60,7 @@ func TestOutgoingCopyFails(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			srv := serve(t, Config{Signups: c, Timeout: 200 * time.Millisecond}, discarding(), openRegistry(t), rewriter{"notice+d5ab12cd34ef@media.example.org"}, time.Second)
 			start := time.Now()
-			_, act, mods := dialLocal(t, srv.addr).send(verification("Xk7bot@example.net"))
+			_, act, mods := dialMediaGoblin(t, srv.addr).send(verification("Xk7bot@example.net"))
 			if act.Code != milter.ActAccept || len(mods) != 1 {
 				t.Errorf("answer %q with %+v, want accept with the sender signed", act.Code, mods)
 			}

@@ -9,11 +9,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/bouncemilter/bouncemilter/internal/feed"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
+	"github.com/bouncemilter/bouncemilter/internal/sfs"
 )
 
 const feedUsage = `Usage:
@@ -43,6 +45,36 @@ type feedFlags struct {
 	name *string
 	out  *string
 	ttl  *time.Duration
+
+	sfsKey      *string
+	sfsURL      *string
+	sfsInterval *time.Duration
+}
+
+// report registers the StopForumSpam flags (sync only).
+func (f *feedFlags) report(fs *flag.FlagSet) {
+	f.sfsKey = fs.String("report-stopforumspam", "", "report each confirmed vandal (username, IP, address) to StopForumSpam with this API `key` (@PATH reads it from a file); restored and allow-listed accounts never")
+	f.sfsURL = fs.String("stopforumspam-url", sfs.DefaultURL, "StopForumSpam's submission `URL`")
+	f.sfsInterval = fs.Duration("stopforumspam-interval", sfs.DefaultInterval, "least time between two reports")
+}
+
+// reporter returns the StopForumSpam reporter the flags ask for, or nil.
+func (f *feedFlags) reporter(reg *registry.DB, log *slog.Logger) (*sfs.Reporter, error) {
+	if f.sfsKey == nil || *f.sfsKey == "" {
+		return nil, nil
+	}
+	key := *f.sfsKey
+	if path, ok := strings.CutPrefix(key, "@"); ok {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("--report-stopforumspam: %w", err)
+		}
+		key = strings.TrimSpace(string(data))
+	}
+	if key == "" || *f.sfsInterval <= 0 {
+		return nil, errors.New("--report-stopforumspam needs a key and a positive --stopforumspam-interval")
+	}
+	return &sfs.Reporter{Journal: reg, Key: key, URL: *f.sfsURL, Interval: *f.sfsInterval, Log: log.With("component", "stopforumspam")}, nil
 }
 
 // subscribe registers the subscription flags; sync names them with the
@@ -72,7 +104,11 @@ func (f *feedFlags) afterSync(reg *registry.DB, log *slog.Logger) (func(context.
 		return nil, err
 	}
 	sub, err := f.subscriber(reg, log)
-	if err != nil || (export == nil && sub == nil) {
+	if err != nil {
+		return nil, err
+	}
+	rep, err := f.reporter(reg, log)
+	if err != nil || (export == nil && sub == nil && rep == nil) {
 		return nil, err
 	}
 	return func(ctx context.Context) error {
@@ -89,6 +125,13 @@ func (f *feedFlags) afterSync(reg *registry.DB, log *slog.Logger) (func(context.
 				return fmt.Errorf("feed pull: %w", err)
 			}
 			log.Info("feed pulled", "summary", sum)
+		}
+		if rep != nil {
+			sum, err := rep.Run(ctx)
+			if err != nil {
+				return fmt.Errorf("report to StopForumSpam: %w", err)
+			}
+			log.Info("StopForumSpam reports", "summary", sum)
 		}
 		return nil
 	}, nil

@@ -94,16 +94,47 @@ func TestSyncExportsAndPulls(t *testing.T) {
 	peers := filepath.Join(dir, "peers")
 	os.WriteFile(peers, []byte("self "+srv.URL+"/feed.json "+lines[len(lines)-1]+"\n"), 0o644)
 
+	// One confirmed vandal, for StopForumSpam (a local server plays it).
+	reg, err := registry.Open(ctx, regPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	reg.Tx(ctx, func(tx *registry.Tx) error {
+		tx.UpsertRegistration(ctx, registry.Registration{UserID: 1, Username: "bot", Email: "bot@spam.example", Created: now, Synced: now})
+		_, err := tx.SetIP(ctx, "bot", "192.0.2.1", "signup-log")
+		return err
+	})
+	reg.RecordBounce(ctx, registry.Bounce{Received: now, Verdict: registry.VerdictActed, Report: "{}"}, []registry.Action{
+		{UserID: 1, Kind: registry.BanAccount, Target: "1", Reason: "t"}, {UserID: 1, Kind: registry.BanIP, Target: "192.0.2.1", Reason: "t"}})
+	acts, _ := reg.Actions(ctx, 1)
+	for _, a := range acts {
+		reg.MarkApplied(ctx, a.ID, now)
+	}
+	reg.Close()
+	var reports []string
+	sfsAPI := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.ParseForm()
+		reports = append(reports, r.PostForm.Get("api_key")+" "+r.PostForm.Get("username")+" "+r.PostForm.Get("ip_addr"))
+	}))
+	defer sfsAPI.Close()
+	keyFile := filepath.Join(dir, "sfs.key")
+	os.WriteFile(keyFile, []byte("SECRET\n"), 0o600)
+
 	args := []string{"--mediagoblin-config", inst.IniPath, "--registry", regPath,
-		"--feed-key", key, "--feed-name", "media.example.org", "--feed-out", www, "--feed-peers", peers}
+		"--feed-key", key, "--feed-name", "media.example.org", "--feed-out", www, "--feed-peers", peers,
+		"--report-stopforumspam", "@" + keyFile, "--stopforumspam-url", sfsAPI.URL}
 	if code, _, errOut := syncCmd(t, ctx, args...); code != 0 {
 		t.Fatalf("sync = %d: %s", code, errOut)
+	}
+	if len(reports) != 1 || reports[0] != "SECRET bot 192.0.2.1" {
+		t.Errorf("StopForumSpam got %q", reports)
 	}
 	data, err := os.ReadFile(filepath.Join(www, "feed.json"))
 	if err != nil || !strings.Contains(string(data), `"name": "media.example.org"`) {
 		t.Fatalf("feed.json %q, %v", data, err)
 	}
-	reg, err := registry.Open(ctx, regPath)
+	reg, err = registry.Open(ctx, regPath)
 	if err != nil {
 		t.Fatal(err)
 	}

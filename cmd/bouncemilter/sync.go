@@ -53,6 +53,7 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 	var ff feedFlags
 	ff.publish(fs, "feed-")
 	ff.subscribe(fs, "feed-")
+	ff.report(fs)
 	fs.Var(&trusted, "trusted-proxy", "reverse proxy `address or CIDR` whose logged X-Forwarded-For is believed; repeatable (prefer the web server's realip/remoteip module)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

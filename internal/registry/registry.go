@@ -198,6 +198,8 @@ CREATE INDEX sends_sent ON sends(sent);
 	// Shared feeds (package feed): what each peer listed, how its fetches
 	// went, and the IP bans the peers' listings led to. See feed.go.
 	feedSchema,
+	// Reports to StopForumSpam (package sfs). See sfs.go.
+	sfsSchema,
 }
 
 func (r *DB) migrate(ctx context.Context) error {

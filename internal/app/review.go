@@ -1,0 +1,95 @@
+package app
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
+	"github.com/bouncemilter/bouncemilter/internal/registry"
+	"github.com/bouncemilter/bouncemilter/internal/review"
+)
+
+// Show writes the whole story of the sign-ups who names (a username, an
+// address, or an IP: every sign-up from it) from the registry, with each
+// account's live state in MediaGoblin when cfg.MediaGoblinConfig is set
+// (read-only). A name the registry does not know is
+// registry.ErrNotFound.
+func Show(ctx context.Context, cfg Config, who string, asJSON bool, log *slog.Logger, out io.Writer) error {
+	reg, err := OpenExisting(ctx, cfg.Registry)
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	regs, err := reg.FindRegistrations(ctx, who)
+	if err != nil {
+		return err
+	}
+	var db *mediagoblin.DB
+	var dbErr error
+	if cfg.MediaGoblinConfig != "" && cfg.MediaGoblinConfig != NoMediaGoblin {
+		mg, err := cfg.mediaGoblin(log)
+		if err == nil {
+			mg.ReadOnly = true // the review never writes
+			db, err = mediagoblin.Open(ctx, mg)
+		}
+		if err != nil {
+			dbErr = err
+		} else {
+			defer db.Close()
+		}
+	}
+	accounts := make([]review.Account, 0, len(regs))
+	for _, r := range regs {
+		s, err := reg.Story(ctx, r)
+		if err != nil {
+			return err
+		}
+		a := review.Account{Story: s}
+		switch {
+		case dbErr != nil:
+			a.LiveError = dbErr.Error()
+		case db != nil:
+			if st, err := db.State(ctx, r.UserID); err != nil {
+				a.LiveError = err.Error()
+			} else {
+				a.Live = &st
+			}
+		}
+		accounts = append(accounts, a)
+	}
+	return review.WriteShow(out, accounts, asJSON)
+}
+
+// List writes the accounts whose ban matches f.
+func List(ctx context.Context, cfg Config, f registry.ListFilter, asJSON bool, out io.Writer) (int, error) {
+	reg, err := OpenExisting(ctx, cfg.Registry)
+	if err != nil {
+		return 0, err
+	}
+	defer reg.Close()
+	list, err := reg.DisabledAccountsWhere(ctx, f)
+	if err != nil {
+		return 0, err
+	}
+	return len(list), review.WriteList(out, list, asJSON)
+}
+
+// Stats writes the numbers of the last days days, and the top networks
+// and domains of their sign-ups.
+func Stats(ctx context.Context, cfg Config, days int, asJSON bool, out io.Writer) error {
+	if days < 1 || days > 366 {
+		return usage("--days %d: want 1 to 366", days)
+	}
+	reg, err := OpenExisting(ctx, cfg.Registry)
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	st, err := reg.Stats(ctx, time.Now(), days, 10)
+	if err != nil {
+		return err
+	}
+	return review.WriteStats(out, st, asJSON)
+}

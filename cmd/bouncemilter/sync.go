@@ -54,6 +54,7 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 	ff.publish(fs, "feed-")
 	ff.subscribe(fs, "feed-")
 	ff.report(fs)
+	trustUnix := fs.Bool("trust-unix-socket-proxy", false, "believe the logged X-Forwarded-For of requests that came over a unix socket (remote \"unix:\"): only when that socket is your reverse proxy's alone; any local user who can reach it can write the header")
 	fs.Var(&trusted, "trusted-proxy", "reverse proxy `address or CIDR` whose logged X-Forwarded-For is believed; repeatable (prefer the web server's realip/remoteip module)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -92,14 +93,15 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 	}
 
 	opts := syncer.Options{
-		Retention:      *retention,
-		Batch:          *batch,
-		RefreshLimit:   *refreshLimit,
-		AccessLogs:     accessLogs,
-		SignupLogs:     signupLogs,
-		TrustedProxies: trusted,
-		Window:         *window,
-		Log:            log,
+		Retention:       *retention,
+		Batch:           *batch,
+		RefreshLimit:    *refreshLimit,
+		AccessLogs:      accessLogs,
+		SignupLogs:      signupLogs,
+		TrustedProxies:  trusted,
+		TrustUnixSocket: *trustUnix,
+		Window:          *window,
+		Log:             log,
 	}
 	if isTerminal(stderr) && *every == 0 {
 		opts.Terminal = stderr

@@ -41,6 +41,10 @@ type Options struct {
 	// is the client (the web server's realip / remoteip module has
 	// already put the client there).
 	TrustedProxies []netip.Prefix
+	// TrustUnixSocket believes the X-Forwarded-For of requests that came
+	// over a unix socket (remote "unix:"): only for a proxy on this
+	// machine that is the socket's only user.
+	TrustUnixSocket bool
 }
 
 // Linker turns log entries into links, refusing any that the evidence does
@@ -103,7 +107,7 @@ func (l *Linker) Add(e Entry) {
 	if !e.IsRegisterPost() && e.Method != "GET" {
 		return
 	}
-	client, ok := e.Client(l.opts.TrustedProxies)
+	client, ok := e.Client(l.opts.TrustedProxies, l.opts.TrustUnixSocket)
 	if !ok {
 		return
 	}

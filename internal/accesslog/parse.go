@@ -353,10 +353,12 @@ func profileUser(path string) (string, bool) {
 }
 
 // Client returns the address of the client behind e: Remote, or, when
-// Remote is a trusted proxy (or a local socket, which only a proxy on this
-// machine can use), the right-most address of X-Forwarded-For that is not
-// itself trusted, as each trusted proxy appends the address it saw.
-func (e Entry) Client(trusted []netip.Prefix) (netip.Addr, bool) {
+// Remote is a trusted proxy, the right-most address of X-Forwarded-For that
+// is not itself trusted, as each trusted proxy appends the address it saw.
+// A request over a unix socket ("unix:") has no address of its own; its
+// X-Forwarded-For is believed only with trustUnix: any local user who can
+// reach the socket can write that header, and so have any IP banned.
+func (e Entry) Client(trusted []netip.Prefix, trustUnix bool) (netip.Addr, bool) {
 	remote, err := netip.ParseAddr(e.Remote)
 	isTrusted := func(a netip.Addr) bool {
 		for _, p := range trusted {
@@ -369,7 +371,7 @@ func (e Entry) Client(trusted []netip.Prefix) (netip.Addr, bool) {
 	if err == nil && !isTrusted(remote.Unmap()) {
 		return remote.Unmap(), true
 	}
-	if err != nil && !strings.HasPrefix(e.Remote, "unix:") {
+	if err != nil && !(trustUnix && strings.HasPrefix(e.Remote, "unix:")) {
 		return netip.Addr{}, false
 	}
 	hops := strings.Split(e.Forwarded, ",")

@@ -74,6 +74,26 @@ func TestParseLineMalformed(t *testing.T) {
 	}
 }
 
+// A unix socket's X-Forwarded-For is believed only when the admin says the
+// socket belongs to a proxy (issue 9 §6).
+func TestClientUnixSocket(t *testing.T) {
+	for _, tt := range []struct {
+		fwd       string
+		trustUnix bool
+		want      string
+	}{
+		{"198.51.100.78", false, ""},
+		{"198.51.100.78", true, "198.51.100.78"},
+		{"", true, ""},
+		{"garbage", true, ""},
+	} {
+		got, ok := Entry{Remote: "unix:", Forwarded: tt.fwd}.Client(nil, tt.trustUnix)
+		if (tt.want == "") != !ok || (ok && got.String() != tt.want) {
+			t.Errorf("Client(unix:, %q, trustUnix %v) = %v %v, want %q", tt.fwd, tt.trustUnix, got, ok, tt.want)
+		}
+	}
+}
+
 func TestClient(t *testing.T) {
 	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("10.0.0.0/8")}
 	tests := []struct {
@@ -90,12 +110,13 @@ func TestClient(t *testing.T) {
 		{"127.0.0.1", "garbage, 198.51.100.1", trusted, "198.51.100.1"},
 		{"127.0.0.1", "198.51.100.1, garbage", trusted, ""},
 		{"::ffff:203.0.113.7", "", nil, "203.0.113.7"},
-		{"unix:", "198.51.100.78", nil, "198.51.100.78"},
-		{"unix:", "", nil, ""},
+		// Over a unix socket, the header is believed only when told to
+		// (below).
+		{"unix:", "198.51.100.78", nil, ""},
 		{"not-an-ip", "198.51.100.1", trusted, ""},
 	}
 	for _, tt := range tests {
-		got, ok := Entry{Remote: tt.remote, Forwarded: tt.fwd}.Client(tt.trusted)
+		got, ok := Entry{Remote: tt.remote, Forwarded: tt.fwd}.Client(tt.trusted, false)
 		if (tt.want == "") != !ok || (ok && got.String() != tt.want) {
 			t.Errorf("Client(%q, %q) = %v %v, want %q", tt.remote, tt.fwd, got, ok, tt.want)
 		}
@@ -172,7 +193,7 @@ func FuzzParseLine(f *testing.F) {
 		e.IsRegisterPost()
 		e.ProfileUser()
 		e.LocationUser()
-		e.Client([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+		e.Client([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, true)
 		if e.Status < 100 || e.Status > 999 {
 			t.Errorf("status %d accepted", e.Status)
 		}

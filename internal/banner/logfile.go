@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -60,7 +61,10 @@ func NewLogFile(path string) (*LogFile, error) {
 func (l *LogFile) Path() string { return l.path }
 
 func (l *LogFile) open() (*os.File, error) {
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	// O_NOFOLLOW: whoever can write in the log's directory must not be able
+	// to point the milter's appends at another file (fail2ban reads the
+	// log as root).
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("ban log: %w", err)
 	}
@@ -116,7 +120,7 @@ func (l *LogFile) BannedSince(ctx context.Context, ip netip.Addr, since time.Tim
 
 // BannedNetSince is BannedSince for a network's line.
 func (l *LogFile) BannedNetSince(ctx context.Context, p netip.Prefix, since time.Time) (bool, error) {
-	f, err := os.Open(l.path)
+	f, err := os.OpenFile(l.path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return false, fmt.Errorf("ban log %s: %w", l.path, err)
 	}

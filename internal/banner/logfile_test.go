@@ -357,3 +357,40 @@ func BenchmarkLogFileBan(b *testing.B) {
 		}
 	}
 }
+
+// The ban log is never opened through a symbolic link: whoever can write
+// in its directory could otherwise point the milter's appends at another
+// file, or make fail2ban (which reads it as root) ban from one the milter
+// does not own (issue 9 §6).
+func TestLogFileRefusesSymlink(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "precious")
+	if err := os.WriteFile(target, []byte("keep me\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "bans.log")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewLogFile(link); err == nil {
+		t.Fatal("NewLogFile through a symlink succeeded")
+	}
+	// A link put in place after the milter started is refused too.
+	real := filepath.Join(dir, "real.log")
+	l, err := NewLogFile(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(real); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, real); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Ban(context.Background(), netip.MustParseAddr("203.0.113.7"), "test"); err == nil {
+		t.Error("Ban appended through a symlink")
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep me\n" {
+		t.Errorf("the link's target was written: %q", b)
+	}
+}

@@ -75,6 +75,8 @@ type Options struct {
 	SignupLogs []string
 	// TrustedProxies and Window: see accesslog.Options.
 	TrustedProxies []netip.Prefix
+	// TrustUnixSocket: see accesslog.Options.
+	TrustUnixSocket bool
 	Window         time.Duration
 	// Log receives periodic progress lines and notable events.
 	Log *slog.Logger
@@ -449,7 +451,7 @@ func (s *run) readLogs(ctx context.Context) (*logRead, error) {
 	if len(paths) == 0 {
 		return out, nil
 	}
-	linker := accesslog.NewLinker(accesslog.Options{Window: s.opts.Window, TrustedProxies: s.opts.TrustedProxies})
+	linker := accesslog.NewLinker(accesslog.Options{Window: s.opts.Window, TrustedProxies: s.opts.TrustedProxies, TrustUnixSocket: s.opts.TrustUnixSocket})
 	saved, err := s.reg.State(ctx, stateLinker)
 	if err != nil {
 		return nil, err

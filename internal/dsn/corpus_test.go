@@ -20,10 +20,10 @@ import (
 // root. BOUNCEMILTER_CORPUS names that directory (the one holding
 // expected.jsonl and eml/) elsewhere.
 
-// Targets of issue 3, over the corpus.
+// Targets of issues 3 and 10, over the corpus.
 const (
-	minRecall    = 0.97
-	minPrecision = 0.99
+	minRecall    = 0.99
+	minPrecision = 0.995
 	minStatus    = 0.95
 	minDetect    = 0.99
 )

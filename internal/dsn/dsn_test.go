@@ -128,6 +128,78 @@ var samples = map[string]want{
 		recipients: []Recipient{{Address: "jörg@intl.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
 		original:   Original{To: "jörg@intl.example", Subject: "GNU MediaGoblin - Verify your email!"},
 	},
+	// Free-text bounces of old and odd mail systems (issue 10), written
+	// from their documented or widely quoted formats.
+	"exchange55-smtpsvc-two-rcpts.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{
+			{Address: "first.gone@ex55.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true},
+			{Address: "second.gone@ex55.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true},
+		},
+	},
+	"lotusnotes-userunknown.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "nobody@notes.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
+	},
+	"groupwise-undeliverable.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "lost.user@gw.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
+	},
+	"iplanet-userunknown.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "absent@ms.iplanet.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
+	},
+	"gateway-homemade-wording.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "student42@uni.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
+	},
+	"sendmail-aol-fatal-errors.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{
+			{Address: "screenname1@aol.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true},
+			{Address: "screenname2@aol.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true},
+		},
+	},
+	"yahoo-old-unable.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "nobody.here@yahoo.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
+		original:   Original{To: "nobody.here@yahoo.example"},
+	},
+	"qmail-vpopmail-no-mailbox.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{
+			{Address: "no.box@vpop.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true},
+			{Address: "also.gone@vpop.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true},
+		},
+	},
+	"oneline-userunknown.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "nouser@tiny.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
+	},
+	// The report names the recipient; the returned message's From and
+	// To (the list and its poster) must never be taken for it.
+	"listserv-returned-from.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "member.gone@list.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
+		original:   Original{From: "poster@elsewhere.example", To: "announce@list.example"},
+	},
+	// Warnings: delayed, never failed, whatever the remote's code.
+	"exim-delay-keep-trying.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "full.box@exim.example", Action: "delayed", Status: "5.2.2", Reason: "mailboxfull"}},
+	},
+	"groupwise-delay-will-retry.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "slow.user@gw.example", Action: "delayed", Status: "5.2.2", Reason: "mailboxfull"}},
+	},
+	// Auto-replies with failure-like words are not bounces.
+	"vacation-failure-words.eml":           {kind: "vacation", recipients: []Recipient{}},
+	"exchange-oof-undeliverable-words.eml": {kind: "vacation", recipients: []Recipient{}},
+	// A rewritten recipient: both addresses (see TestRewrittenRecipient).
+	"postfix-rewritten-recipient.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "NoSuchUser@example.net", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
+	},
 	"forwarded-bounce.eml": {
 		bounce: true, kind: "bounce",
 		recipients: []Recipient{{Address: "bot123@example.net", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},

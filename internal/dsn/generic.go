@@ -38,6 +38,8 @@ var returnedMarkers = []string{
 	"-----original message-----",
 	"--- original message follows",
 	"original message follows",
+	"original message:",
+	"original message header",
 	"----- the following is a copy of the message",
 	"--- the header of the original message",
 	"----- the header of the original message",
@@ -158,6 +160,15 @@ func recipientLine(line string) (addr, rest string, literal, ok bool) {
 		addr = strings.TrimRight(addr, ":,;")
 		addr = strings.TrimSuffix(addr, "...")
 		addr = strings.TrimRight(addr, ".")
+		// "name <addr>": the bracketed address is the one
+		// (RFC 5322 name-addr), even when the name looks like
+		// another address.
+		if r := strings.TrimLeft(rest, " \t"); len(r) > 0 && r[0] == '<' {
+			if k := strings.IndexByte(r, '>'); k > 0 && plausibleAddress(r[1:k]) {
+				start += j + (len(rest) - len(r)) + 1
+				addr, rest = r[1:k], r[k+1:]
+			}
+		}
 	}
 	// An address in quotes as a whole ("a@b.example":, GMX) is read
 	// without them; a quote inside is a quoted local part.
@@ -369,6 +380,7 @@ func signedRecipients(m *msg, signatures []string) []Recipient {
 func recipientLines(text string, ex map[string]bool) []Recipient {
 	lines := textLines(text)
 	var rs []Recipient
+	index := map[string]int{}
 	for i := 0; i < len(lines); i++ {
 		addr, rest, literal, ok := recipientLine(lines[i])
 		if !ok || isDaemonAddress(addr) && rest != "" || sentBy(lines, i) {
@@ -400,11 +412,22 @@ func recipientLines(text string, ex map[string]bool) []Recipient {
 			}
 			n++
 		}
+		i = j - 1
+		d := strings.Join(diag, " ")
+		if k, ok := index[strings.ToLower(addr)]; ok {
+			// Named again (Sendmail's list, then its transcript):
+			// one recipient, with the diagnostic that has a code.
+			if !hasCode(rs[k].Diagnostic) && hasCode(d) {
+				rs[k].Diagnostic = d
+			}
+			rs[k].Literal = rs[k].Literal || literal && rs[k].Address == addr
+			continue
+		}
 		if len(rs) == DefaultMaxRecipients {
 			break
 		}
-		rs = append(rs, Recipient{Address: addr, Literal: literal, Diagnostic: strings.Join(diag, " ")})
-		i = j - 1
+		index[strings.ToLower(addr)] = len(rs)
+		rs = append(rs, Recipient{Address: addr, Literal: literal, Diagnostic: d})
 	}
 	// A recipient line that names the bounce's own addressee is the
 	// original sender quoted, unless nothing else was found.
@@ -516,10 +539,36 @@ func sentenceDiagnostic(lines []string, i int, nextCode []int) string {
 		size += len(l) + 1
 	}
 	d := strings.Join(b, " ")
-	if !hasCode(d) && nextCode[i] >= 0 {
+	switch {
+	case hasCode(d):
+	case nextCode[i] >= 0:
 		d += " " + capString(strings.TrimSpace(lines[nextCode[i]]), maxDiagnostic)
+	default:
+		// No code anywhere: the reason is in words, often in the
+		// paragraph that follows ("Possible causes: ...").
+		d += " " + nextParagraph(lines, i+len(b))
 	}
 	return d
+}
+
+// nextParagraph returns the lines of the paragraph that starts after
+// lines[i:] (blank lines skipped), joined and capped.
+func nextParagraph(lines []string, i int) string {
+	for i < len(lines) && strings.TrimSpace(lines[i]) == "" {
+		i++
+	}
+	var b []string
+	size := 0
+	for ; i < len(lines) && len(b) < 6 && size < maxDiagnostic; i++ {
+		l := strings.TrimSpace(lines[i])
+		if l == "" {
+			break
+		}
+		l = capString(l, maxDiagnostic-size)
+		b = append(b, l)
+		size += len(l) + 1
+	}
+	return strings.Join(b, " ")
 }
 
 // capString cuts s to at most n bytes.
@@ -633,14 +682,26 @@ func firstDiagnostic(text string) string {
 	return ""
 }
 
+// delayPhrases are how warnings say that delivery goes on: a report in
+// these words is a delay, never a failure.
+var delayPhrases = []string{"will be retried", "still trying", "this is a warning", "will keep trying", "keep trying to deliver",
+	"has not yet been delivered", "not been delivered yet", "has been delayed", "is delayed", "delivery attempts will continue",
+	"will continue to try", "will try again", "will retry", "no action is required on your part",
+	"you do not need to resend", "you don't need to resend", "warning message only", "still in the queue",
+	"temporarily deferred", "delivery delayed", "delayed mail"}
+
 // markDelayed sets the action of text-only recipients: a warning that
 // delivery is still being tried is "delayed", anything else "failed".
 func markDelayed(rs []Recipient, text string) {
 	low := asciiLower(text)
-	delayed := strings.Contains(low, "will be retried") || strings.Contains(low, "still trying") ||
-		strings.Contains(low, "this is a warning") || strings.Contains(low, "will keep trying") ||
-		strings.Contains(low, "has not yet been delivered") || strings.Contains(low, "has been delayed") ||
-		strings.Contains(low, "is a temporary error") && !strings.Contains(low, "permanent")
+	delayed := false
+	for _, p := range delayPhrases {
+		if strings.Contains(low, p) {
+			delayed = true
+			break
+		}
+	}
+	delayed = delayed || strings.Contains(low, "is a temporary error") && !strings.Contains(low, "permanent")
 	for i := range rs {
 		if rs[i].Action != "" {
 			continue

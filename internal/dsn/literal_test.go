@@ -154,3 +154,36 @@ func TestReturnedToNeverLiteral(t *testing.T) {
 		t.Errorf("format %q, recipients %+v; want one returned-to recipient, not literal", rep.Format, rep.Recipients)
 	}
 }
+
+// TestRewrittenRecipient checks that a report whose Original-Recipient
+// differs from its Final-Recipient gives both, each literal.
+func TestRewrittenRecipient(t *testing.T) {
+	rep, err := Parse(strings.NewReader(string(sample(t, "postfix-rewritten-recipient.eml"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Recipients) != 1 {
+		t.Fatalf("recipients = %+v", rep.Recipients)
+	}
+	r := rep.Recipients[0]
+	if r.Address != "NoSuchUser@example.net" || !r.Literal || r.OriginalAddress != "Old.Name@example.com" || !r.OriginalLiteral {
+		t.Errorf("recipient = %+v; want NoSuchUser@example.net and Old.Name@example.com, both literal", r)
+	}
+}
+
+// TestFreeTextLiteral checks that the recipients the free-text samples
+// name on a line of their own, or in a sentence, are literal.
+func TestFreeTextLiteral(t *testing.T) {
+	for _, name := range []string{"exchange55-smtpsvc-two-rcpts.eml", "lotusnotes-userunknown.eml", "groupwise-undeliverable.eml",
+		"gateway-homemade-wording.eml", "sendmail-aol-fatal-errors.eml", "oneline-userunknown.eml", "listserv-returned-from.eml"} {
+		rep, err := Parse(strings.NewReader(string(sample(t, name))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rep.Recipients {
+			if !r.Literal {
+				t.Errorf("%s: %s not literal", name, r.Address)
+			}
+		}
+	}
+}

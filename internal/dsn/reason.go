@@ -81,6 +81,7 @@ var reasonPhrases = []struct {
 		"the recipient was not found", "mailbox name not allowed", "user does not have", "unknown e-mail address",
 		"destination address doesn't exist", "no mailbox here", "recipient does not exist", "rcpt unknown",
 		"the email address you entered couldn't be found", "not found in directory",
+		"no longer exists", "account has been closed", "account is closed", "account closed",
 		// Office 365's directory-based edge blocking refuses unknown
 		// recipients with 5.4.1 and these words.
 		"recipient address rejected: access denied"}},

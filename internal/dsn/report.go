@@ -105,11 +105,23 @@ func mergeText(rep *Report, m *msg) {
 		}
 		return text
 	}
+	var failed []Recipient
+	if m.headerOK {
+		failed = failedOrder(m)
+	}
 	for i := range rep.Recipients {
 		r := &rep.Recipients[i]
-		if !plausibleAddress(r.Address) && len(lines()) == len(rep.Recipients) {
-			// Swapped in from the text: shown, never literal.
-			r.Address, r.Literal = lines()[i].Address, false
+		if !plausibleAddress(r.Address) && !localAddress(r.Address) {
+			// Final-Recipient names no address (a file, a pipe, a
+			// source route): the report's own header (Exim's
+			// X-Failed-Recipients) or text may. Swapped in: shown,
+			// never literal.
+			switch {
+			case len(failed) == len(rep.Recipients):
+				r.Address, r.Literal = failed[i].Address, false
+			case len(lines()) == len(rep.Recipients):
+				r.Address, r.Literal = lines()[i].Address, false
+			}
 		}
 		if r.Diagnostic != "" {
 			continue

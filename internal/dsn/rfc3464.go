@@ -117,7 +117,7 @@ func parseDeliveryStatus(rep *Report, b []byte, max int) {
 	}
 	flush := func() {
 		if cur != nil && (cur.Address != "" || cur.OriginalAddress != "") {
-			if !plausibleAddress(cur.Address) {
+			if !plausibleAddress(cur.Address) && !localAddress(cur.Address) {
 				// RFC 3464 section 2.3.2 makes Final-Recipient
 				// required and an address; some MTAs give only
 				// Original-Recipient, a source route
@@ -328,6 +328,23 @@ func sameAddress(raw, addr string) bool {
 		return false
 	}
 	return asciiLower(strings.TrimRight(raw[i+1:], ".")) == addr[j+1:]
+}
+
+// localAddress reports an address at a host of the local network
+// ("user@mailhub0"): a domain of one label, which RFC 5321 allows between
+// hosts that know it. It is the address that failed, though never literal
+// (literalForm wants a dotted domain).
+func localAddress(s string) bool {
+	at := strings.LastIndexByte(s, '@')
+	if at <= 0 || at == len(s)-1 || !plausibleAddress(s[:at]+"@x.invalid") {
+		return false
+	}
+	for _, c := range []byte(s[at+1:]) {
+		if !isAlnum(c) && c != '-' {
+			return false
+		}
+	}
+	return true
 }
 
 // cleanAddress picks the address out of "<a@b>", "a@b (comment)",

@@ -31,5 +31,31 @@ func isAutoReply(m *msg) bool {
 		}
 	}
 	auto := strings.ToLower(h.Get("Auto-Submitted"))
-	return strings.HasPrefix(auto, "auto-replied") && !daemonFrom(m) && !bounceSubject(m)
+	if strings.HasPrefix(auto, "auto-replied") && !daemonFrom(m) && !bounceSubject(m) {
+		return true
+	}
+	// A person's responder that sets none of the fields above
+	// (vacation(1) sets only Precedence, or nothing): its own words.
+	// Failure-like words in it ("will not be delivered", "rejected")
+	// do not make it a bounce.
+	return !fromDaemon(m) && (strings.Contains(strings.ToLower(h.Get("X-Mailer")), "vacation") || awayWording(m))
+}
+
+// awayPhrases are how people say they are away.
+var awayPhrases = []string{"i am on vacation", "i'm on vacation", "i am out of the office", "i'm out of the office",
+	"i am currently out", "i'm currently out", "i am away", "i'm away", "i will be out of the office", "out of office",
+	"on annual leave", "on parental leave", "on maternity leave", "i am on leave", "i'm on leave",
+	"limited access to e-mail", "limited access to email", "i will be back", "i will return", "back in the office"}
+
+// awayWording reports whether the first lines of m's text say that
+// someone is away.
+func awayWording(m *msg) bool {
+	top := m.text[:min(len(m.text), 1<<10)]
+	low := asciiLower(top)
+	for _, p := range awayPhrases {
+		if strings.Contains(low, p) {
+			return true
+		}
+	}
+	return false
 }

@@ -45,7 +45,14 @@ func daemonFrom(m *msg) bool {
 			return true
 		}
 	}
-	return false
+	// List servers answer from LIST-admin, LIST-owner, LIST-bounces
+	// (Mailman, fml, ezmlm) or owner-LIST (Majordomo, LISTSERV).
+	for _, s := range []string{"-admin", "-owner", "-bounces", "-errors"} {
+		if strings.HasSuffix(local, s) && len(local) > len(s) {
+			return true
+		}
+	}
+	return strings.HasPrefix(local, "owner-") && len(local) > 6
 }
 
 // bounceSubjects are words of the Subject of bounces, in the languages the
@@ -76,9 +83,36 @@ func bounceSubject(m *msg) bool {
 }
 
 // looksLikeBounce is the gate for the generic text recognisers: mail from a
-// mail system, or with a bounce's subject and headers.
+// mail system, with a bounce's subject and headers, or in the words mail
+// systems use.
 func looksLikeBounce(m *msg) bool {
-	return fromDaemon(m) || bounceSubject(m) && (m.header.Get("X-Failed-Recipients") != "" || m.header.Get("Auto-Submitted") != "")
+	return fromDaemon(m) || bounceSubject(m) && (m.header.Get("X-Failed-Recipients") != "" || m.header.Get("Auto-Submitted") != "") ||
+		daemonWording(m)
+}
+
+// daemonPhrases are what mail systems of every kind write, in their own
+// wording, when they return a message: found near the top of a text, they
+// make it a report whoever sent it (a gateway, a home-made script), to be
+// believed only where an address stands next to them.
+var daemonPhrases = []string{"could not be delivered", "couldn't be delivered", "was not delivered", "wasn't delivered",
+	"were not delivered", "cannot be delivered", "can't be delivered", "undeliverable to", "was undeliverable",
+	"did not reach the following", "unable to deliver", "wasn't able to deliver", "was not able to deliver",
+	"permanent fatal errors", "delivery has failed", "delivery failed", "delivery to the following",
+	"not yet been delivered", "has not been delivered", "could not deliver", "failed to deliver", "returned to sender",
+	"non-delivery", "nondelivery", "delivery status notification"}
+
+// daemonWording reports whether the top of m's text speaks like a mail
+// system returning a message.
+func daemonWording(m *msg) bool {
+	top := m.body()
+	top = top[:min(len(top), 4<<10)]
+	low := asciiLower(top)
+	for _, p := range daemonPhrases {
+		if strings.Contains(low, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // isListMail reports mail sent to a list or in bulk (RFC 2369 List-*
@@ -110,7 +144,7 @@ func mayBeBounce(m *msg) bool {
 	if isListMail(m) && !daemon {
 		return false
 	}
-	return daemon || bounceSubject(m) || m.header.Get("X-Failed-Recipients") != ""
+	return daemon || bounceSubject(m) || m.header.Get("X-Failed-Recipients") != "" || daemonWording(m)
 }
 
 // asciiLower lowercases A to Z only, so that indexes into the result are

@@ -2,218 +2,214 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
+	"github.com/bouncemilter/bouncemilter/internal/app"
 	"github.com/bouncemilter/bouncemilter/internal/banner"
-	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
-	"github.com/bouncemilter/bouncemilter/internal/worker"
 )
 
 const accountsUsage = `Usage:
-  bouncemilter accounts list    [--registry PATH] [--json]
-  bouncemilter accounts restore [--registry PATH] [--mediagoblin-config PATH] [--note TEXT] USERNAME...
+  bouncemilter accounts list    [--registry PATH] [--state STATE]... [--since WHEN] [--ip CIDR] [--domain DOMAIN] [--json]
+  bouncemilter accounts show    [--registry PATH] [--mediagoblin-config PATH] [--json] USER|EMAIL|IP...
+  bouncemilter accounts stats   [--registry PATH] [--days N] [--json]
+  bouncemilter accounts restore [--registry PATH] [--mediagoblin-config PATH] [--banner fail2ban|nftables|none] [--note TEXT] USERNAME...
   bouncemilter accounts allow   [--registry PATH] [--note TEXT] (--user NAME | --email ADDRESS | --ip ADDRESS)...
+
+Flags may come before or after the names. --registry and --mediagoblin-config
+default to the configuration file's (` + DefaultConfig + `).
 `
+
+// reviewKeys are the settings of the configuration file the accounts
+// commands take: where things are, not how serve runs.
+var reviewKeys = map[string]bool{"registry": true, "mediagoblin-config": true, "mediagoblin-db": true,
+	"fail2ban-jail": true, "fail2ban-socket": true, "ipv6-prefix": true}
 
 func runAccounts(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, accountsUsage)
 		return 2
 	}
+	run := map[string]func(context.Context, []string, io.Writer, io.Writer, *slog.Logger) int{
+		"list": runAccountsList, "show": runAccountsShow, "stats": runAccountsStats,
+		"restore": runAccountsRestore, "allow": runAccountsAllow,
+	}
 	switch args[0] {
-	case "list":
-		return runAccountsList(ctx, args[1:], stdout, stderr)
-	case "restore":
-		return runAccountsRestore(ctx, args[1:], stdout, stderr, log)
-	case "allow":
-		return runAccountsAllow(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, accountsUsage)
 		return 0
+	}
+	if f, ok := run[args[0]]; ok {
+		return f(ctx, args[1:], stdout, stderr, log)
 	}
 	fmt.Fprintf(stderr, "bouncemilter accounts: unknown command %q\n%s", args[0], accountsUsage)
 	return 2
 }
 
-// disabledJSON is one line of `accounts list --json`.
-type disabledJSON struct {
-	UserID   int64     `json:"user_id"`
-	Username string    `json:"username"`
-	Email    string    `json:"email"`
-	IP       string    `json:"ip"`
-	IPSource string    `json:"ip_source,omitempty"`
-	SignedUp time.Time `json:"signed_up"`
-	Disabled time.Time `json:"disabled"`
-	State    string    `json:"state"`
-	Reason   string    `json:"reason"`
-	QueueID  string    `json:"queue_id,omitempty"`
+// accountsFlags makes the flag set of one accounts command, with
+// --registry (and --mediagoblin-config when mg) bound into cfg.
+func accountsFlags(name string, cfg *app.Config, mg bool, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("accounts "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), accountsUsage+"\nFlags of accounts "+name+":\n"); fs.PrintDefaults() }
+	fs.StringVar(&cfg.Registry, "registry", cfg.Registry, "the registry SQLite `database`")
+	if mg {
+		fs.StringVar(&cfg.MediaGoblinConfig, "mediagoblin-config", cfg.MediaGoblinConfig, "MediaGoblin's `mediagoblin.ini`, to read (show) or lift (restore) the account's ban; \"\" or none: do without")
+		fs.StringVar(&cfg.MediaGoblinDB, "mediagoblin-db", cfg.MediaGoblinDB, "connect to MediaGoblin's database with this `URL` instead of sql_engine")
+	}
+	return fs
 }
 
-func runAccountsList(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("accounts list", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	regPath := fs.String("registry", defaultRegistry, "the registry SQLite database")
-	asJSON := fs.Bool("json", false, "print one JSON object per account per line")
-	if err := fs.Parse(args); err != nil {
+// stateFlag collects --state values.
+type stateFlag []registry.ActionState
+
+func (s *stateFlag) String() string { return "" }
+
+func (s *stateFlag) Set(v string) error {
+	for _, x := range strings.Split(v, ",") {
+		switch st := registry.ActionState(strings.TrimSpace(x)); st {
+		case registry.Pending, registry.Applied, registry.Undone, registry.Cancelled, registry.Refused:
+			*s = append(*s, st)
+		default:
+			return fmt.Errorf("unknown state %q (want pending, applied, undone, cancelled or refused)", x)
+		}
+	}
+	return nil
+}
+
+// sinceFlag is a point in time: a duration ago (7d, 36h) or a date.
+type sinceFlag struct{ t *time.Time }
+
+func (s sinceFlag) String() string { return "" }
+
+func (s sinceFlag) Set(v string) error {
+	if d, ok := strings.CutSuffix(v, "d"); ok {
+		var n int
+		if _, err := fmt.Sscanf(d, "%d", &n); err == nil && fmt.Sprint(n) == d && n >= 0 {
+			*s.t = time.Now().AddDate(0, 0, -n)
+			return nil
+		}
+	}
+	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+		*s.t = time.Now().Add(-d)
+		return nil
+	}
+	for _, layout := range []string{time.DateOnly, "2006-01-02T15:04", time.DateTime, time.RFC3339} {
+		if t, err := time.ParseInLocation(layout, v, time.UTC); err == nil {
+			*s.t = t
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is neither a duration (7d, 36h) nor a date (2026-11-20, 2026-11-20T10:00)", v)
+}
+
+// networkFlag is an address or a CIDR prefix.
+type networkFlag struct{ p *netip.Prefix }
+
+func (n networkFlag) String() string { return "" }
+
+func (n networkFlag) Set(v string) error {
+	var p prefixFlag
+	if err := p.Set(v); err != nil {
+		return err
+	}
+	*n.p = p[0]
+	return nil
+}
+
+func runAccountsList(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) int {
+	cfg := app.Defaults()
+	fs := accountsFlags("list", &cfg, false, stderr)
+	var (
+		f      registry.ListFilter
+		states stateFlag
+	)
+	asJSON := fs.Bool("json", false, "print a JSON array (empty when there is nothing)")
+	fs.Var(&states, "state", "the ban's `state`: pending, applied, undone, cancelled, refused (repeatable or comma-separated; default pending,applied: the accounts disabled now)")
+	fs.Var(sinceFlag{&f.Since}, "since", "only accounts disabled since `WHEN`: a duration ago (7d, 36h) or a UTC date (2026-11-20)")
+	fs.Var(networkFlag{&f.Network}, "ip", "only sign-ups from this `address or CIDR`")
+	fs.StringVar(&f.Domain, "domain", "", "only addresses at this `domain` or its subdomains")
+	if err := parseFlags(fs, args, reviewKeys); err != nil {
+		return exitCode(err)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bouncemilter accounts list: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
-	reg, err := openExisting(ctx, *regPath)
-	if err != nil {
-		fmt.Fprintf(stderr, "bouncemilter accounts list: %v\n", err)
-		return 1
-	}
-	defer reg.Close()
-	list, err := reg.DisabledAccounts(ctx)
-	if err != nil {
-		fmt.Fprintf(stderr, "bouncemilter accounts list: %v\n", err)
-		return 1
-	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		for _, d := range list {
-			enc.Encode(disabledJSON{
-				UserID: d.UserID, Username: d.Username, Email: d.Email, IP: d.IP, IPSource: d.IPSource,
-				SignedUp: d.Created, Disabled: d.When, State: string(d.State), Reason: d.Reason, QueueID: d.QueueID,
-			})
-		}
-		return 0
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "USERNAME\tEMAIL\tIP\tSIGNED UP\tDISABLED\tSTATE\tWHY")
-	for _, d := range list {
-		ip := d.IP
-		if ip == "" {
-			ip = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Username, d.Email, ip,
-			d.Created.Format(time.DateTime), d.When.Format(time.DateTime), d.State, d.Reason)
-	}
-	tw.Flush()
-	if len(list) == 0 {
+	f.States = states
+	n, err := app.List(ctx, cfg, f, *asJSON, stdout)
+	if err == nil && n == 0 && !*asJSON {
 		fmt.Fprintln(stderr, "no disabled accounts")
 	}
-	return 0
+	return exit(stderr, "accounts list", err)
 }
 
-func runAccountsRestore(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) int {
-	fs := flag.NewFlagSet("accounts restore", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var (
-		regPath  = fs.String("registry", defaultRegistry, "the registry SQLite database")
-		mgConfig = fs.String("mediagoblin-config", defaultMediaGoblinConfig, "MediaGoblin's mediagoblin.ini, to lift the account ban at once")
-		banKind  = fs.String("banner", "fail2ban", "how to lift the IP ban: fail2ban (fail2ban-client; needs root), nftables, or none (leave it to the running milter)")
-		jail     = fs.String("fail2ban-jail", "bouncemilter", "the fail2ban jail to unban from")
-		socket   = fs.String("fail2ban-socket", "", "fail2ban's socket, when not the system's (fail2ban-client -s)")
-		note     = fs.String("note", "false positive", "why, for the allow-list")
-	)
-	fs.Usage = func() { fmt.Fprint(stderr, accountsUsage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		return 2
+func runAccountsShow(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) int {
+	cfg := app.Defaults()
+	cfg.MediaGoblinConfig = ""
+	fs := accountsFlags("show", &cfg, true, stderr)
+	asJSON := fs.Bool("json", false, "print a JSON array, one object per sign-up")
+	if err := parseFlags(fs, args, reviewKeys); err != nil {
+		return exitCode(err)
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
 		return 2
 	}
-	var ipBanner banner.Banner
-	switch *banKind {
-	case banner.KindFail2ban, banner.KindNFTables:
-		var err error
-		if ipBanner, err = banner.New(*banKind, banner.Options{Jail: *jail, Fail2banSocket: *socket}); err != nil {
-			fmt.Fprintf(stderr, "bouncemilter accounts restore: %v\n", err)
-			return 2
-		}
-	case banner.KindNone:
-	default:
-		fmt.Fprintf(stderr, "bouncemilter accounts restore: --banner %q cannot lift an IP ban here; use fail2ban, nftables, or none (the running milter lifts it)\n", *banKind)
-		return 2
-	}
-	reg, err := openExisting(ctx, *regPath)
-	if err != nil {
-		fmt.Fprintf(stderr, "bouncemilter accounts restore: %v\n", err)
-		return 1
-	}
-	defer reg.Close()
 	status := 0
-	var queued []registry.Action
-	for _, name := range fs.Args() {
-		r, err := reg.RegistrationByName(ctx, name)
-		var acts []registry.Action
-		if err == nil {
-			acts, err = reg.Restore(ctx, r.UserID, *note, time.Now())
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "bouncemilter accounts restore %s: %v\n", name, err)
+	for _, who := range fs.Args() {
+		err := app.Show(ctx, cfg, who, *asJSON, log, stdout)
+		if errors.Is(err, registry.ErrNotFound) {
+			fmt.Fprintf(stderr, "bouncemilter accounts show: no sign-up of %q in the registry\n", who)
 			status = 1
 			continue
 		}
-		queued = append(queued, acts...)
-		fmt.Fprintf(stdout, "%s: restored and allow-listed\n", name)
-	}
-
-	// Lift the bans now if this process can, and only those: whatever else
-	// is queued belongs to the running milter's worker, and so does what
-	// this process cannot do (with --banner none, the IP unbans).
-	var mine []registry.Action
-	for _, a := range queued {
-		if a.Kind == registry.UnbanIP && ipBanner == nil {
-			continue
-		}
-		mine = append(mine, a)
-	}
-	if len(mine) > 0 {
-		cfg, err := loadMediaGoblin(*mgConfig, "", log)
-		if err != nil {
-			fmt.Fprintf(stderr, "bouncemilter accounts restore: %v; the running milter will lift the bans\n", err)
-			return status
-		}
-		accounts := &worker.LazyAccounts{Open: func(ctx context.Context) (worker.Accounts, error) {
-			return mediagoblin.Open(ctx, cfg)
-		}}
-		w := worker.New(reg, accounts, ipBanner, log)
-		if _, err := w.Apply(ctx, mine); err != nil {
-			fmt.Fprintf(stderr, "bouncemilter accounts restore: %v\n", err)
-			return 1
-		}
-	}
-	for _, name := range fs.Args() {
-		r, err := reg.RegistrationByName(ctx, name)
-		if err != nil {
-			continue
-		}
-		acts, err := reg.Actions(ctx, r.UserID)
-		if err != nil {
-			continue
-		}
-		for _, a := range acts {
-			if a.State == registry.Pending && (a.Kind == registry.UnbanAccount || a.Kind == registry.UnbanIP) {
-				fmt.Fprintf(stderr, "%s: %s %s not done yet (%s); the running milter retries it\n", name, a.Kind, a.Target, orNone(a.LastError))
-			}
+		if code := exit(stderr, "accounts show", err); code != 0 {
+			return code
 		}
 	}
 	return status
 }
 
-// openExisting opens the registry at path for a command that must not
-// create one: a mistyped path is an error, not an empty registry.
-func openExisting(ctx context.Context, path string) (*registry.DB, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("registry: %w", err)
+func runAccountsStats(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) int {
+	cfg := app.Defaults()
+	fs := accountsFlags("stats", &cfg, false, stderr)
+	days := fs.Int("days", 14, "how many days, today included")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	if err := parseFlags(fs, args, reviewKeys); err != nil {
+		return exitCode(err)
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("registry %s: not a database file", path)
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bouncemilter accounts stats: unexpected arguments %q\n", fs.Args())
+		return 2
 	}
-	return registry.Open(ctx, path)
+	return exit(stderr, "accounts stats", app.Stats(ctx, cfg, *days, *asJSON, stdout))
+}
+
+func runAccountsRestore(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) int {
+	cfg := app.Defaults()
+	cfg.Banner = banner.KindFail2ban
+	fs := accountsFlags("restore", &cfg, true, stderr)
+	fs.StringVar(&cfg.Banner, "banner", cfg.Banner, "how to lift the IP ban: fail2ban (fail2ban-client; needs root), nftables, or none (leave it to the running milter)")
+	fs.StringVar(&cfg.Jail, "fail2ban-jail", cfg.Jail, "the fail2ban jail to unban from")
+	fs.StringVar(&cfg.Fail2banSocket, "fail2ban-socket", cfg.Fail2banSocket, "fail2ban's socket, when not the system's (fail2ban-client -s)")
+	fs.IntVar(&cfg.IPv6Prefix, "ipv6-prefix", cfg.IPv6Prefix, "serve's --ipv6-prefix: an IPv6 sign-up's network is lifted with its address")
+	note := fs.String("note", "false positive", "why, for the allow-list")
+	if err := parseFlags(fs, args, reviewKeys); err != nil {
+		return exitCode(err)
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	return exit(stderr, "accounts restore", app.Restore(ctx, cfg, fs.Args(), *note, log, stdout, stderr))
 }
 
 // allowFlag collects one kind of allow-list entry from a repeatable flag.
@@ -246,18 +242,17 @@ func (f allowFlag) Set(v string) error {
 
 // runAccountsAllow protects usernames, addresses and IPs from every future
 // action, before anything happened to them (restore does it after).
-func runAccountsAllow(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("accounts allow", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func runAccountsAllow(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) int {
+	cfg := app.Defaults()
+	fs := accountsFlags("allow", &cfg, false, stderr)
 	var entries []allowEntry
-	regPath := fs.String("registry", defaultRegistry, "the registry SQLite database")
+	regPath := &cfg.Registry
 	note := fs.String("note", "", "why, for the record")
 	fs.Var(allowFlag{registry.AllowUser, &entries}, "user", "a MediaGoblin username never to disable; repeatable")
 	fs.Var(allowFlag{registry.AllowEmail, &entries}, "email", "an address whose sign-ups are never disabled; repeatable")
 	fs.Var(allowFlag{registry.AllowIP, &entries}, "ip", "a sign-up IP whose accounts are never disabled; repeatable")
-	fs.Usage = func() { fmt.Fprint(stderr, accountsUsage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if err := parseFlags(fs, args, reviewKeys); err != nil {
+		return exitCode(err)
 	}
 	if len(entries) == 0 || fs.NArg() > 0 {
 		fs.Usage()
@@ -279,9 +274,3 @@ func runAccountsAllow(ctx context.Context, args []string, stdout, stderr io.Writ
 	return 0
 }
 
-func orNone(s string) string {
-	if s == "" {
-		return "not tried"
-	}
-	return s
-}

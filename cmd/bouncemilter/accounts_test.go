@@ -58,10 +58,15 @@ func TestAccountsListAndAllow(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("accounts list --json = %d: %s", code, errOut)
 	}
-	var got disabledJSON
-	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &got); err != nil {
+	var list []struct {
+		Username, IP string
+		QueueID      string `json:"queue_id"`
+		Disabled     time.Time
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 1 {
 		t.Fatalf("accounts list --json printed %q: %v", out, err)
 	}
+	got := list[0]
 	if got.Username != "spambot" || got.IP != "203.0.113.7" || got.QueueID != "4F0B4985FFD" || !got.Disabled.Equal(now) {
 		t.Errorf("accounts list --json = %+v", got)
 	}

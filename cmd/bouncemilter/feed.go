@@ -211,11 +211,8 @@ func runFeed(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 		fmt.Fprintf(stderr, "bouncemilter feed: unknown command %q\n\n%s", sub, feedUsage)
 		return 2
 	}
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if err := parseFlags(fs, args[1:], nil); err != nil {
+		return exitCode(err)
 	}
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "bouncemilter feed %s: %v\n", sub, err)

@@ -23,7 +23,7 @@ func TestFeedCommands(t *testing.T) {
 	run := func(args ...string) string {
 		t.Helper()
 		var stdout, stderr bytes.Buffer
-		if code := runFeed(ctx, args, &stdout, &stderr, newLogger(&stderr)); code != 0 {
+		if code := runFeed(ctx, args, &stdout, &stderr, newLogger(&stderr, "text")); code != 0 {
 			t.Fatalf("feed %v = %d: %s%s", args, code, stdout.String(), stderr.String())
 		}
 		return stdout.String()
@@ -83,7 +83,7 @@ func TestSyncExportsAndPulls(t *testing.T) {
 	regPath := filepath.Join(dir, "registry.db")
 	key := filepath.Join(dir, "feed.key")
 	var stdout, stderr bytes.Buffer
-	if code := runFeed(ctx, []string{"keygen", "--key", key}, &stdout, &stderr, newLogger(&stderr)); code != 0 {
+	if code := runFeed(ctx, []string{"keygen", "--key", key}, &stdout, &stderr, newLogger(&stderr, "text")); code != 0 {
 		t.Fatal(stderr.String())
 	}
 	www := filepath.Join(dir, "www")

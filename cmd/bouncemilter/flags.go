@@ -35,3 +35,21 @@ func (p *prefixFlag) Set(v string) error {
 	*p = append(*p, pr.Masked())
 	return nil
 }
+
+// wordsFlag is a command and its arguments in one flag, split at spaces.
+type wordsFlag struct{ words *[]string }
+
+func (w wordsFlag) String() string {
+	if w.words == nil || len(*w.words) == 0 {
+		return "postconf"
+	}
+	return strings.Join(*w.words, " ")
+}
+
+func (w wordsFlag) Set(v string) error {
+	*w.words = strings.Fields(v)
+	if len(*w.words) == 0 {
+		return fmt.Errorf("empty command")
+	}
+	return nil
+}

@@ -32,8 +32,8 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, keysUsage+"\nFlags:\n"); fs.PrintDefaults() }
 	regPath := fs.String("registry", defaultRegistry, "the registry SQLite database; the key file returnpath.keys lives beside it")
 	grace := fs.Duration("grace", returnpath.DefaultGrace, "how long the old key keeps verifying")
-	if err := fs.Parse(args[1:]); err != nil {
-		return 2
+	if err := parseFlags(fs, args[1:], map[string]bool{"registry": true}); err != nil {
+		return exitCode(err)
 	}
 	// --registry names the database file; a directory given instead would
 	// put the keys beside it, in its parent, where the milter never looks.

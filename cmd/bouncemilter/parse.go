@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -30,11 +29,8 @@ func runParse(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			"A file may hold one message or several in mbox form. \"-\" reads standard input.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if err := parseFlags(fs, args, nil); err != nil {
+		return exitCode(err)
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()

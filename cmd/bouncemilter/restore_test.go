@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncemilter/bouncemilter/internal/app"
 	"github.com/bouncemilter/bouncemilter/internal/banner"
 	"github.com/bouncemilter/bouncemilter/internal/mediagoblin/mgtest"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
@@ -101,7 +102,7 @@ func (w *restoreWorld) restore(t *testing.T, extra ...string) (string, int) {
 
 // states returns "kind target state" for every action of user.
 func (w *restoreWorld) states(t *testing.T, user int64) map[string]registry.ActionState {
-	reg, err := openExisting(context.Background(), w.regPath)
+	reg, err := app.OpenExisting(context.Background(), w.regPath)
 	if err != nil {
 		t.Fatal(err)
 	}

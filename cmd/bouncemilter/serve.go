@@ -2,243 +2,121 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
-	"path/filepath"
 	"strconv"
-	"sync"
-	"syscall"
-	"time"
 
-	"github.com/bouncemilter/bouncemilter/internal/banner"
-	"github.com/bouncemilter/bouncemilter/internal/bounce"
-	"github.com/bouncemilter/bouncemilter/internal/filter"
-	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
-	"github.com/bouncemilter/bouncemilter/internal/registry"
-	"github.com/bouncemilter/bouncemilter/internal/returnpath"
-	"github.com/bouncemilter/bouncemilter/internal/signups"
-	"github.com/bouncemilter/bouncemilter/internal/worker"
+	"github.com/bouncemilter/bouncemilter/internal/app"
 )
 
-// Defaults shared by the commands.
-const (
-	defaultMediaGoblinConfig = "/srv/mediagoblin.example.org/mediagoblin/mediagoblin.ini"
-	defaultRegistry          = "/var/lib/bouncemilter/registry.db"
-	defaultBanLog            = "/var/log/bouncemilter/bans.log"
-	defaultListen            = "inet:127.0.0.1:8891"
-)
-
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var (
-		listen      = fs.String("listen", defaultListen, "milter socket: inet:HOST:PORT or unix:PATH (as in Postfix's smtpd_milters)")
-		mgConfig    = fs.String("mediagoblin-config", defaultMediaGoblinConfig, "MediaGoblin's `mediagoblin.ini` (mediagoblin_local.ini beside it is preferred); gives the database and email_sender_address. \"none\": run without MediaGoblin (first run: account bans wait in the queue)")
-		mgDB        = fs.String("mediagoblin-db", "", "connect to MediaGoblin's database with this `URL` (sql_engine syntax) instead of sql_engine, e.g. bouncemilter's own PostgreSQL role: postgresql:///mediagoblin")
-		sender      = fs.String("sender", "", "the address bounces come back to; default: email_sender_address from the MediaGoblin config")
-		regPath     = fs.String("registry", defaultRegistry, "the registry SQLite database (created if missing); the signing key lives beside it")
-		banKind     = fs.String("banner", "log", "how to ban IPs: log (a line in --ban-log for fail2ban), fail2ban (fail2ban-client), nftables, or none")
-		banLog      = fs.String("ban-log", defaultBanLog, "with --banner log: the file fail2ban's bouncemilter jail watches")
-		jail        = fs.String("fail2ban-jail", "bouncemilter", "the fail2ban jail to ban in and unban from")
-		socket      = fs.String("fail2ban-socket", "", "fail2ban's socket, when not the system's (fail2ban-client -s)")
-		window      = fs.Duration("window", bounce.DefaultPolicy().Window, "act only on sign-ups younger than this")
-		maxSize     = fs.Int("max-size", filter.DefaultMaxSize, "read at most this many bytes of a bounce; a longer one is never discarded")
-		sign        = fs.Bool("sign-return-path", true, "rewrite the envelope sender of MediaGoblin's mail to a signed local+TAG@domain address, so that forged bounces are recognised (needs recipient_delimiter = + in Postfix)")
-		delimiter   = fs.String("recipient-delimiter", "+", "Postfix's recipient_delimiter")
-		trustHdrs   = fs.Bool("trust-returned-headers", false, "with --sign-return-path=false only: also accept bounces whose returned From and To are exactly the sender and an address mail was recorded to. No authentication at all: anybody can write those headers (only for setups where MediaGoblin's mail bypasses this Postfix)")
-		discardSusp = fs.Bool("discard-suspect", false, "discard bounces that cannot be shown to answer this instance's mail, instead of delivering them")
-		grace       = fs.Duration("shutdown-grace", 10*time.Second, "on SIGTERM, wait this long for messages in flight")
-		maxInflight = fs.Int("max-inflight", filter.DefaultMaxInFlight(), "read at most this many messages at once; a bounce beyond it is accepted unread, never delayed or refused")
-		sockGroup   = fs.String("socket-group", "", "with --listen unix:PATH: the socket's group, Postfix's (postfix); only the owner and this group can connect")
-		sockMode    = fs.String("socket-mode", "0660", "with --listen unix:PATH: the socket's permissions (octal)")
-		daemonName  = fs.String("bounce-daemon-name", "postfix-bounce", "the {daemon_name} of the cleanup service Postfix's bounce daemon uses (milter_macro_daemon_name in contrib/postfix/master.cf); only with --sign-return-path=false does it matter: a local bounce without it is not taken as Postfix's own. \"\": any local bounce is, and any local user can forge one")
-		neverBan    prefixFlag
-		mgClients   prefixFlag
-	)
-	var gf guardFlags
-	gf.register(fs)
-	fs.Var(&mgClients, "mediagoblin-client", "an address or CIDR MediaGoblin's SMTP connections to Postfix come from; repeatable. Only mail from these (default: loopback, over SMTP) counts as MediaGoblin's: recorded, its sender signed")
-	fs.Var(&neverBan, "never-ban", "an address or CIDR never to ban (your reverse proxy, your office); repeatable. Loopback, link-local and multicast are never banned anyway")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: bouncemilter serve [flags]
+const serveUsage = `Usage: bouncemilter serve [flags]
 
 Runs the milter that Postfix's smtpd_milters and non_smtpd_milters point at
 (see contrib/postfix), and the worker that applies its decisions: bans in
 MediaGoblin's core__user_bans and IP bans. Mail that is not a bounce of
 MediaGoblin's own mail is accepted unread. On SIGTERM it finishes the
 messages in flight; on SIGHUP it re-reads the return-path signing keys.
+Settings come from --config (default ` + DefaultConfig + `) and the
+flags; a flag wins.
 
 Flags:
-`)
-		fs.PrintDefaults()
+`
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), serveUsage); fs.PrintDefaults() }
+	cfg := app.Defaults()
+	bindCommon(fs, &cfg)
+	bindServe(fs, &cfg)
+	if err := parseFlags(fs, args, allKeys); err != nil {
+		return exitCode(err)
 	}
-	if err := fs.Parse(args); err != nil {
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bouncemilter serve: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
+	return exit(stderr, "serve", app.Serve(ctx, cfg, log))
+}
 
-	if *trustHdrs && *sign {
-		fmt.Fprintln(stderr, "bouncemilter serve: --trust-returned-headers needs --sign-return-path=false: with signed return paths a valid tag is the only proof a bounce is genuine")
+// exit reports err and turns it into an exit status: 2 for a usage error,
+// 1 for any other.
+func exit(stderr io.Writer, cmd string, err error) int {
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "bouncemilter %s: %v\n", cmd, err)
+	if errors.Is(err, app.ErrUsage) {
 		return 2
 	}
-	// A bad socket spec is a usage error: say so before touching anything.
-	if _, _, err := filter.ParseSpec(*listen); err != nil {
-		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
-		return 2
-	}
-	mode, err := strconv.ParseUint(*sockMode, 8, 32)
-	if err != nil || mode > 0o777 {
-		fmt.Fprintf(stderr, "bouncemilter serve: --socket-mode %q is not an octal permission\n", *sockMode)
-		return 2
-	}
-	cfg, err := loadMediaGoblin(*mgConfig, *mgDB, log)
-	if err != nil {
-		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
-		return 1
-	}
-	if *sender == "" {
-		*sender = cfg.EmailSender
-	}
-
-	reg, err := registry.Open(ctx, *regPath)
-	if err != nil {
-		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
-		return 1
-	}
-	defer reg.Close()
-
-	ipBanner, err := banner.New(*banKind, banner.Options{LogPath: *banLog, Jail: *jail, Fail2banSocket: *socket, Allow: neverBan})
-	if err != nil {
-		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
-		return 1
-	}
-
-	accounts := &worker.LazyAccounts{Open: func(ctx context.Context) (worker.Accounts, error) {
-		return openMediaGoblin(ctx, cfg)
-	}}
-	w := worker.New(reg, accounts, ipBanner, log.With("component", "worker"))
-	// An IP ban queued by sync (its sign-up's IP was linked after the
-	// bounce) is applied within a second.
-	w.Poll = time.Second
-	copier := &signups.Copier{Registry: reg, Log: log.With("component", "signups"),
-		Open: func(ctx context.Context) (signups.Source, error) {
-			ro := cfg
-			ro.ReadOnly = true
-			return openMediaGoblin(ctx, ro)
-		}}
-
-	handler := &bounce.Handler{
-		Journal:              signups.Journal{Journal: reg, Copier: copier},
-		Policy:               bounce.Policy{Window: *window, Skew: bounce.DefaultPolicy().Skew},
-		Sender:               *sender,
-		TrustReturnedHeaders: *trustHdrs,
-		DiscardSuspect:       *discardSusp,
-		Log:                  log,
-		Queued:               w.Wake,
-	}
-	outGuard, err := gf.build(reg, handler.Policy, log, w.Wake)
-	if err != nil {
-		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
-		return 1
-	}
-	var rewriter filter.Rewriter
-	if *sign {
-		keys, err := returnpath.LoadOrCreate(filepath.Join(filepath.Dir(*regPath), "returnpath.keys"))
-		if err != nil {
-			fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
-			return 1
-		}
-		signer := &returnpath.Signer{Keys: keys, MaxAge: *window, Delimiter: *delimiter}
-		handler.Tags = signer
-		rewriter = signer
-		go reloadOnHangup(ctx, keys, log)
-	}
-
-	f, err := filter.New(filter.Config{Sender: *sender, Delimiter: *delimiter, MaxSize: *maxSize, Signups: copier, Guard: outGuard,
-		MediaGoblinClients: mgClients, BounceDaemonName: *daemonName, MaxInFlight: *maxInflight}, handler, reg, rewriter, log.With("component", "milter"))
-	if err != nil {
-		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
-		return 1
-	}
-	ln, err := filter.Listen(*listen, filter.Socket{Group: *sockGroup, Mode: os.FileMode(mode)})
-	if err != nil {
-		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
-		return 1
-	}
-	log.Info("serving", "listen", *listen, "sender", *sender, "registry", *regPath, "banner", *banKind,
-		"mediagoblin", cfg.SourceRedacted(), "signed_return_path", *sign)
-
-	var wg sync.WaitGroup
-	wctx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		w.Run(wctx)
-	}()
-	err = f.Serve(ctx, ln, *grace)
-	// Let the worker finish what the last sessions queued, briefly.
-	w.Wake()
-	time.Sleep(100 * time.Millisecond)
-	stopWorker()
-	wg.Wait()
-	if err != nil {
-		fmt.Fprintf(stderr, "bouncemilter serve: %v\n", err)
-		return 1
-	}
-	log.Info("stopped")
-	return 0
+	return 1
 }
 
-// loadMediaGoblin reads MediaGoblin's config; db, when set, replaces its
-// database. "none" is the explicit first-run mode: MediaGoblin's default
-// sender, no database (account bans wait in the queue). A path that does
-// not exist is an error: a mistyped path must not leave the milter running
-// on defaults that never match anything.
-func loadMediaGoblin(path, db string, log *slog.Logger) (mediagoblin.Config, error) {
-	if path == "none" {
-		log.Warn("running without MediaGoblin (--mediagoblin-config none): bounces are judged against the registry only and account bans wait",
-			"sender", mediagoblin.DefaultEmailSender)
-		return mediagoblin.Config{EmailSender: mediagoblin.DefaultEmailSender}, nil
-	}
-	cfg, err := mediagoblin.LoadConfig(path)
-	if err != nil {
-		return cfg, err
-	}
-	if db != "" {
-		err = cfg.UseDatabase(db)
-	}
-	return cfg, err
+// bindCommon defines the flags every command that reads MediaGoblin and the
+// registry shares.
+func bindCommon(fs *flag.FlagSet, cfg *app.Config) {
+	fs.StringVar(&cfg.MediaGoblinConfig, "mediagoblin-config", cfg.MediaGoblinConfig, "MediaGoblin's `mediagoblin.ini` (mediagoblin_local.ini beside it is preferred); gives the database and email_sender_address. \"none\" (serve only): run without MediaGoblin (first run: account bans wait in the queue)")
+	fs.StringVar(&cfg.MediaGoblinDB, "mediagoblin-db", cfg.MediaGoblinDB, "connect to MediaGoblin's database with this `URL` (sql_engine syntax) instead of sql_engine, e.g. bouncemilter's own PostgreSQL role: postgresql:///mediagoblin")
+	fs.StringVar(&cfg.Registry, "registry", cfg.Registry, "the registry SQLite `database` (created if missing); the signing key lives beside it")
 }
 
-// errNoMediaGoblin keeps account actions waiting in first-run mode.
-var errNoMediaGoblin = fmt.Errorf("no MediaGoblin configured (--mediagoblin-config none): %w", mediagoblin.ErrUnavailable)
-
-func openMediaGoblin(ctx context.Context, cfg mediagoblin.Config) (*mediagoblin.DB, error) {
-	if cfg.Backend == "" {
-		return nil, errNoMediaGoblin
-	}
-	return mediagoblin.Open(ctx, cfg)
+// bindServe defines serve's own flags.
+func bindServe(fs *flag.FlagSet, cfg *app.Config) {
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "milter socket: inet:HOST:PORT or unix:PATH (as in Postfix's smtpd_milters)")
+	fs.StringVar(&cfg.Sender, "sender", cfg.Sender, "the address bounces come back to; default: email_sender_address from the MediaGoblin config")
+	fs.StringVar(&cfg.Banner, "banner", cfg.Banner, "how to ban IPs: log (a line in --ban-log for fail2ban), fail2ban (fail2ban-client), nftables, none, or dry-run (journal and log what would be banned, ban nothing: neither accounts nor IPs)")
+	fs.StringVar(&cfg.BanLog, "ban-log", cfg.BanLog, "with --banner log: the file fail2ban's bouncemilter jail watches")
+	fs.StringVar(&cfg.Jail, "fail2ban-jail", cfg.Jail, "the fail2ban jail to ban in and unban from")
+	fs.StringVar(&cfg.Fail2banSocket, "fail2ban-socket", cfg.Fail2banSocket, "fail2ban's socket, when not the system's (fail2ban-client -s)")
+	fs.DurationVar(&cfg.BanDuration, "ban-duration", cfg.BanDuration, "how long an IP ban lasts: nftables' element timeout; the jail's bantime with --banner fail2ban (set at the first ban); with --banner log the jail's bantime decides (doctor compares)")
+	fs.IntVar(&cfg.IPv6Prefix, "ipv6-prefix", cfg.IPv6Prefix, "ban the network of this many bits around an IPv6 sign-up address (64: the subnet a host picks addresses from at will); 128 or 0: the address alone. Never a network that holds a --never-ban address")
+	fs.DurationVar(&cfg.Window, "window", cfg.Window, "act only on sign-ups younger than this")
+	fs.IntVar(&cfg.MaxSize, "max-size", cfg.MaxSize, "read at most this many bytes of a bounce; a longer one is never discarded")
+	fs.BoolVar(&cfg.SignReturnPath, "sign-return-path", cfg.SignReturnPath, "rewrite the envelope sender of MediaGoblin's mail to a signed local+TAG@domain address, so that forged bounces are recognised (needs recipient_delimiter = + in Postfix)")
+	fs.StringVar(&cfg.Delimiter, "recipient-delimiter", cfg.Delimiter, "Postfix's recipient_delimiter")
+	fs.BoolVar(&cfg.TrustReturnedHeaders, "trust-returned-headers", cfg.TrustReturnedHeaders, "with --sign-return-path=false only: also accept bounces whose returned From and To are exactly the sender and an address mail was recorded to. No authentication at all: anybody can write those headers (only for setups where MediaGoblin's mail bypasses this Postfix)")
+	fs.BoolVar(&cfg.DiscardSuspect, "discard-suspect", cfg.DiscardSuspect, "discard bounces that cannot be shown to answer this instance's mail, instead of delivering them")
+	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", cfg.ShutdownGrace, "on SIGTERM, wait this long for messages in flight and the actions they queued")
+	fs.IntVar(&cfg.MaxInFlight, "max-inflight", cfg.MaxInFlight, "read at most this many messages at once; a bounce beyond it is accepted unread, never delayed or refused")
+	fs.StringVar(&cfg.SocketGroup, "socket-group", cfg.SocketGroup, "with --listen unix:PATH: the socket's group, Postfix's (postfix); only the owner and this group can connect")
+	fs.Var(octalMode{&cfg.SocketMode}, "socket-mode", "with --listen unix:PATH: the socket's permissions (octal)")
+	fs.StringVar(&cfg.BounceDaemonName, "bounce-daemon-name", cfg.BounceDaemonName, "the {daemon_name} of the cleanup service Postfix's bounce daemon uses (milter_macro_daemon_name in contrib/postfix/master.cf); only with --sign-return-path=false does it matter: a local bounce without it is not taken as Postfix's own. \"\": any local bounce is, and any local user can forge one")
+	fs.Var((*prefixFlag)(&cfg.MediaGoblinClients), "mediagoblin-client", "an address or CIDR MediaGoblin's SMTP connections to Postfix come from; repeatable. Only mail from these (default: loopback, over SMTP) counts as MediaGoblin's: recorded, its sender signed")
+	fs.Var((*prefixFlag)(&cfg.NeverBan), "never-ban", "an address or CIDR never to ban (your reverse proxy, your office); repeatable. Loopback, link-local and multicast are never banned anyway")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "serve Prometheus metrics on this `HOST:PORT` at /metrics (e.g. 127.0.0.1:9464); empty: no metrics")
+	gf := &guardFlags{}
+	gf.register(fs)
+	cfg.Guard = gf.build
 }
 
-// reloadOnHangup re-reads the signing keys on SIGHUP, so that a key rotated
-// from the command line is used without a restart.
-func reloadOnHangup(ctx context.Context, keys *returnpath.Keyring, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			if err := keys.Reload(); err != nil {
-				log.Error("reloading signing keys failed; keeping the old ones", "err", err)
-				continue
-			}
-			log.Info("signing keys reloaded")
-		}
-	}
+// defineServe defines serve's flags on fs, for the list of settings a
+// configuration file may hold.
+func defineServe(fs *flag.FlagSet) {
+	cfg := app.Defaults()
+	bindCommon(fs, &cfg)
+	bindServe(fs, &cfg)
 }
+
+// octalMode is a permission flag written in octal.
+type octalMode struct{ m *os.FileMode }
+
+func (o octalMode) String() string {
+	if o.m == nil {
+		return "0660"
+	}
+	return fmt.Sprintf("%#o", uint32(*o.m))
+}
+
+func (o octalMode) Set(v string) error {
+	n, err := strconv.ParseUint(v, 8, 32)
+	if err != nil || n > 0o777 {
+		return fmt.Errorf("%q is not an octal permission", v)
+	}
+	*o.m = os.FileMode(n)
+	return nil
+}
+

@@ -80,6 +80,9 @@ type Config struct {
 	AccessLogs     []string
 	SignupLogs     []string
 	TrustedProxies []netip.Prefix
+	// TrustUnixSocket believes X-Forwarded-For of requests that came over
+	// a unix socket (see syncer.Options).
+	TrustUnixSocket bool
 	Retention      time.Duration
 	Every          time.Duration
 	Follow         time.Duration

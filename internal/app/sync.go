@@ -42,14 +42,15 @@ func Sync(ctx context.Context, cfg Config, log *slog.Logger, out, terminal io.Wr
 	}
 
 	opts := syncer.Options{
-		Retention:      cfg.Retention,
-		Batch:          cfg.Batch,
-		RefreshLimit:   cfg.RefreshLimit,
-		AccessLogs:     cfg.AccessLogs,
-		SignupLogs:     cfg.SignupLogs,
-		TrustedProxies: cfg.TrustedProxies,
-		Window:         cfg.LinkWindow,
-		Log:            log,
+		Retention:       cfg.Retention,
+		Batch:           cfg.Batch,
+		RefreshLimit:    cfg.RefreshLimit,
+		AccessLogs:      cfg.AccessLogs,
+		SignupLogs:      cfg.SignupLogs,
+		TrustedProxies:  cfg.TrustedProxies,
+		TrustUnixSocket: cfg.TrustUnixSocket,
+		Window:          cfg.LinkWindow,
+		Log:             log,
 	}
 	if cfg.Every == 0 {
 		opts.Terminal = terminal

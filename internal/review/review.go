@@ -305,6 +305,7 @@ func WriteList(w io.Writer, list []registry.Disabled, asJSON bool) error {
 	line(w, row, "USERNAME", "EMAIL", "IP", "DISABLED", "STATE")
 	for _, d := range list {
 		line(w, row, fit(d.Username, 14), fit(d.Email, 24), fit(orDash(d.IP), 17), d.When.UTC().Format("01-02 15:04"), d.State)
+		line(w, "  why: %s", d.Reason)
 	}
 	return nil
 }

@@ -149,8 +149,8 @@ type dashes struct{ w io.Writer }
 
 func (d dashes) Write(p []byte) (int, error) {
 	q := bytes.ReplaceAll(p, []byte("\n  -"), []byte("\n  --"))
-	if bytes.HasPrefix(q, []byte("  -")) {
-		q = append([]byte("  -"), q...)
+	if bytes.HasPrefix(q, []byte("  -")) && !bytes.HasPrefix(q, []byte("  --")) {
+		q = append([]byte("  --"), q[3:]...)
 	}
 	if _, err := d.w.Write(q); err != nil {
 		return 0, err

@@ -101,7 +101,7 @@ func TestParseUsage(t *testing.T) {
 	}{
 		{nil, 2, "Usage: bouncemilter parse"},
 		{[]string{"--help"}, 0, "-json"},
-		{[]string{"--no-such-flag", "x"}, 2, "flag provided but not defined"},
+		{[]string{"--no-such-flag", "x"}, 2, "unknown flag: --no-such-flag"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := runParse(context.Background(), c.args, &stdout, &stderr); code != c.code {

@@ -86,7 +86,7 @@ func TestSyncCommandFailures(t *testing.T) {
 		want string
 	}{
 		{"help", []string{"--help"}, 0, "-access-log"},
-		{"bad flag", []string{"--nope"}, 2, "flag provided but not defined"},
+		{"bad flag", []string{"--nope"}, 2, "unknown flag: --nope"},
 		{"bad proxy", []string{"--trusted-proxy", "nowhere"}, 2, "not an address"},
 		{"missing config", []string{"--mediagoblin-config", filepath.Join(dir, "none", "mediagoblin.ini"), "--registry", reg}, 1, "no such file"},
 		{"database down", []string{"--mediagoblin-config", downIni, "--registry", reg}, 1, "unavailable"},

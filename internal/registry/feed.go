@@ -255,15 +255,6 @@ func (r *DB) StoreFeed(ctx context.Context, peer string, made time.Time, entries
 // the same peer.
 var ErrStale = errors.New("not newer than the feed last accepted")
 
-// ForgetFeedPeer drops what a peer that is no longer configured listed.
-func (r *DB) ForgetFeedPeer(ctx context.Context, peer string) error {
-	_, err := r.exec(ctx, `DELETE FROM feed_entries WHERE peer = ?`, peer)
-	if err != nil {
-		return fmt.Errorf("forget feed peer %s: %w", peer, err)
-	}
-	return nil
-}
-
 // FeedEntries returns the entries of kind ("ip" or "address") that have
 // not expired at now, with value when value is not "".
 func (r *DB) FeedEntries(ctx context.Context, kind, value string, now time.Time) ([]FeedEntry, error) {

@@ -18,8 +18,10 @@ import (
 
 	"aead.dev/minisign"
 
+	"github.com/bouncemilter/bouncemilter/internal/banner"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 	"github.com/bouncemilter/bouncemilter/internal/testenv"
+	"github.com/bouncemilter/bouncemilter/internal/worker"
 )
 
 var t0 = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
@@ -588,5 +590,68 @@ func TestExpiryCapped(t *testing.T) {
 	bans, _ := c.reg.FeedBans(ctx)
 	if got, want := bans["192.0.2.1"].Expires, t0.Add(time.Hour+MaxExpiry); !got.Equal(want) {
 		t.Errorf("ban expires %v; want %v", got, want)
+	}
+}
+
+// banLog records what the worker's banner was asked to do.
+type banLog struct {
+	mu     sync.Mutex
+	banned map[netip.Addr]bool
+}
+
+func (b *banLog) Ban(ctx context.Context, ip netip.Addr, reason string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.banned[ip] = true
+	return nil
+}
+
+func (b *banLog) Unban(ctx context.Context, ip netip.Addr) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.banned, ip)
+	return nil
+}
+
+type noAccounts struct{}
+
+func (noAccounts) BanUser(ctx context.Context, id int64, reason string) error { return nil }
+func (noAccounts) UnbanUser(ctx context.Context, id int64) error              { return nil }
+
+// TestSharedBansThroughTheWorker: the bans the listings call for are
+// applied, and lifted, by the same worker and banner as local ones, and
+// the never-ban guard of the banner refuses what it protects.
+func TestSharedBansThroughTheWorker(t *testing.T) {
+	ctx := context.Background()
+	a, b, c := newInstance(t, "a.example"), newInstance(t, "b.example"), newInstance(t, "c.example")
+	for _, in := range []*instance{a, b} {
+		in.prove(t, "x@spam.example", "192.0.2.1", t0)
+		in.prove(t, "y@spam.example", "198.51.100.1", t0)
+		in.export(t, t0.Add(time.Hour))
+	}
+	clk := &clock{t: t0.Add(2 * time.Hour)}
+	s := subscriber(c, clk, a.peer(1), b.peer(1))
+	if _, err := s.Pull(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bl := &banLog{banned: map[netip.Addr]bool{}}
+	w := worker.New(c.reg, noAccounts{}, banner.Guarded(bl, []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}), nil)
+	w.Now = clk.now
+	if _, err := w.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !bl.banned[netip.MustParseAddr("192.0.2.1")] || bl.banned[netip.MustParseAddr("198.51.100.1")] {
+		t.Errorf("banner holds %v; want 192.0.2.1 and not the never-ban network", bl.banned)
+	}
+	// The listings expire: the worker lifts the ban.
+	clk.set(t0.Add(DefaultTTL + time.Hour))
+	if _, err := s.Pull(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(bl.banned) != 0 {
+		t.Errorf("banner still holds %v after the listings expired", bl.banned)
 	}
 }

@@ -250,8 +250,13 @@ func (w *Worker) do(ctx context.Context, a registry.Action) error {
 		if a.Kind == registry.UnbanIP {
 			return w.Banner.Unban(ctx, ip)
 		}
-		if err := w.accountBanned(ctx, a.UserID); err != nil {
-			return err
+		// User 0: no account stands behind the ban (the peers' feeds
+		// asked for it), and reading all of user 0's actions for each
+		// such ban would grow with their number.
+		if a.UserID != 0 {
+			if err := w.accountBanned(ctx, a.UserID); err != nil {
+				return err
+			}
 		}
 		return w.ban(ctx, a, ip)
 	}

@@ -103,6 +103,22 @@ func (p *Parser) ParseAll(r io.Reader) ([]*Report, error) {
 	}
 }
 
+// ParseAllBytes is ParseAll of messages already in memory: a single
+// message is read without copying it.
+func (p *Parser) ParseAllBytes(b []byte) ([]*Report, error) {
+	if bytes.HasPrefix(b, []byte("From ")) {
+		return p.ParseAll(bytes.NewReader(b))
+	}
+	rep, err := p.ParseBytes(b)
+	if rep == nil {
+		return nil, err
+	}
+	if errors.Is(err, ErrTooLarge) {
+		err = nil // kept as rep.Truncated
+	}
+	return []*Report{rep}, err
+}
+
 // sizedReader is a reader that knows how many bytes it holds.
 type sizedReader struct {
 	io.Reader

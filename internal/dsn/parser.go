@@ -102,11 +102,17 @@ func ParseAll(r io.Reader) ([]*Report, error) {
 // the message exceeds MaxBytes (ErrTooLarge: the report of what was read is
 // returned too) or on ErrInternal.
 func (p *Parser) Parse(r io.Reader) (*Report, error) {
-	limit := p.maxBytes()
-	b, err := readAll(r, limit+1)
+	b, err := readAll(r, p.maxBytes()+1)
 	if err != nil {
 		return nil, fmt.Errorf("read message: %w", err)
 	}
+	return p.ParseBytes(b)
+}
+
+// ParseBytes is Parse of a message already in memory, which it reads
+// without copying and does not change.
+func (p *Parser) ParseBytes(b []byte) (*Report, error) {
+	limit := p.maxBytes()
 	var tooLarge error
 	if int64(len(b)) > limit {
 		b = b[:limit]
@@ -188,6 +194,10 @@ type msg struct {
 	parts     int
 	truncated bool
 	stop      bool // a limit was reached: read no further part
+
+	// quoted caches quotedHeader.
+	quoted     *message.Header
+	quotedDone bool
 
 	// budget is what may still be copied out of parts, shared by the
 	// levels of attached messages.

@@ -47,8 +47,16 @@ func headerOriginal(h *message.Header) Original {
 }
 
 // quotedHeader finds the header of the returned message when it is quoted
-// in the text rather than attached (qmail, Exim, Sendmail without MIME).
+// in the text rather than attached (qmail, Exim, Sendmail without MIME),
+// once per message.
 func (m *msg) quotedHeader() *message.Header {
+	if !m.quotedDone {
+		m.quoted, m.quotedDone = m.findQuotedHeader(), true
+	}
+	return m.quoted
+}
+
+func (m *msg) findQuotedHeader() *message.Header {
 	cut := len(m.body())
 	if cut >= len(m.text) {
 		return nil
@@ -62,23 +70,22 @@ func (m *msg) quotedHeader() *message.Header {
 	rest = strings.TrimLeft(rest, "\n \t")
 	// Quoted headers end at the first blank line; lines that are not
 	// fields (quoting marks, junk) are dropped on the way.
-	var b strings.Builder
-	for _, f := range statusFields([]byte(headerBlock(rest))) {
+	var fs []field
+	eachField([]byte(headerBlock(rest)), func(f field) bool {
 		if f.name == "" {
-			break
+			return false
 		}
-		b.WriteString(f.name)
-		b.WriteString(": ")
-		b.WriteString(f.value)
-		b.WriteString("\r\n")
-	}
-	if b.Len() == 0 {
+		fs = append(fs, f)
+		return true
+	})
+	if len(fs) == 0 {
 		return nil
 	}
-	b.WriteString("\r\n")
-	h, ok := readHeader([]byte(b.String()))
-	if !ok {
-		return nil
+	// Header.Add puts a field before the others of its name; added
+	// last to first, Get finds the first, as in the quoted text.
+	var h message.Header
+	for i := len(fs) - 1; i >= 0; i-- {
+		h.Add(fs[i].name, fs[i].value)
 	}
 	return &h
 }

@@ -6,9 +6,7 @@
 package dsnfiles
 
 import (
-	"bytes"
 	"context"
-	"io"
 	"os"
 	"runtime"
 
@@ -35,19 +33,21 @@ type Result struct {
 // Error set.
 func ParseFile(p *dsn.Parser, name string) Result {
 	res := Result{File: name, Recipients: []dsn.Recipient{}}
-	var r io.Reader = os.Stdin
-	if name != "-" {
-		// Read whole: the parser then knows the size and allocates
-		// once. dsn.Parser.MaxBytes caps what it parses; the file is
-		// one the operator named, not mail from a stranger.
-		b, err := os.ReadFile(name)
-		if err != nil {
+	var reports []*dsn.Report
+	var err error
+	if name == "-" {
+		reports, err = p.ParseAll(os.Stdin)
+	} else {
+		// Read whole and parsed in place. dsn.Parser.MaxBytes caps
+		// what is parsed; the file is one the operator named, not
+		// mail from a stranger.
+		var b []byte
+		if b, err = os.ReadFile(name); err != nil {
 			res.Error = err.Error()
 			return res
 		}
-		r = bytes.NewReader(b)
+		reports, err = p.ParseAllBytes(b)
 	}
-	reports, err := p.ParseAll(r)
 	if err != nil {
 		res.Error = err.Error()
 	}

@@ -58,6 +58,45 @@ func TestRealMediaGoblinPostgres(t *testing.T) {
 	runRealMediaGoblin(t, true)
 }
 
+// BenchmarkRealSignupToBan measures, with the real MediaGoblin on SQLite,
+// the time from MediaGoblin answering a bot's sign-up (its mail sent, the
+// web server about to log it) to its account banned in MediaGoblin, and to
+// its IP in fail2ban's nftables set: each bot from an address of its own,
+// one after the other. The world takes about half a minute to build.
+//
+//	go test -run '^$' -bench RealSignupToBan -benchtime 10x ./e2e/
+func BenchmarkRealSignupToBan(b *testing.B) {
+	w := newRealWorld(b, false)
+	var account, ip []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		addr := fmt.Sprintf("203.0.113.%d", 100+i%100)
+		if out, err := exec.Command("ip", "-n", w.clientNS, "addr", "replace", addr+"/24", "dev", "eth0").CombinedOutput(); err != nil {
+			b.Fatalf("ip addr add %s: %v\n%s", addr, err, out)
+		}
+		bot := w.client(fmt.Sprintf("botbench%d", i), addr, fmt.Sprintf("botbench%d@mail.example.net", i))
+		w.signUp(bot)
+		a := w.waitFor(60*time.Second, bot.name+" banned", func() bool {
+			banned, _ := w.banned(bot)
+			return banned
+		})
+		n := w.waitFor(60*time.Second, addr+" in the nftables set", func() bool { return w.nftBanned(addr) })
+		account, ip = append(account, a.Sub(bot.signedUp)), append(ip, n.Sub(bot.signedUp))
+	}
+	b.StopTimer()
+	report := func(ds []time.Duration, unit string) {
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		var sum time.Duration
+		for _, d := range ds {
+			sum += d
+		}
+		b.ReportMetric(float64(sum.Milliseconds())/float64(len(ds)), "ms-mean-"+unit)
+		b.ReportMetric(float64(ds[len(ds)-1].Milliseconds()), "ms-max-"+unit)
+	}
+	report(account, "account")
+	report(ip, "ip")
+}
+
 // client is one browser: its source address and cookie jar.
 type client struct {
 	name, ip, email, jar string

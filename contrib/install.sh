@@ -252,21 +252,34 @@ fi
 if step units "4. The systemd units"; then
 units=$root/etc/systemd/system
 run install -d "$units"
-listen=$milter
+# install_edited installs file as dest with the replacements given as
+# "FROM|TO" pairs (FROM a sed expression), those that change something.
+install_edited() {
+	local src=$1 dest=$2 pair sedargs=()
+	shift 2
+	for pair in "$@"; do
+		[[ ${pair%%|*} == "${pair#*|}" ]] || sedargs+=(-e "s|$pair|g")
+	done
+	if ((${#sedargs[@]} == 0)); then
+		run install -m 0644 "$src" "$dest"
+		return
+	fi
+	show sed "${sedargs[@]}" "$src" ">" "$dest"
+	$dry || sed "${sedargs[@]}" "$src" >"$dest"
+}
 for unit in bouncemilter.service bouncemilter-sync.service; do
 	# The shipped units with this instance's paths.
-	sedargs=(-e "s|/usr/local/bin/bouncemilter|$bin|"
-		-e "s|/srv/mediagoblin.example.org/mediagoblin/mediagoblin.ini|$mgconfig|"
-		-e "s|/var/lib/bouncemilter|$state|g" -e "s|/var/log/bouncemilter|$logs|g"
-		-e "s|--listen [^ ]*|--listen $listen|"
-		-e "s|/var/log/nginx/access.log|$access_log|"
-		-e "s|/var/log/nginx/mediagoblin-signup.log|$signup_log|"
-		-e "s|^SupplementaryGroups=.*|SupplementaryGroups=adm $mggroup|")
+	edits=("/usr/local/bin/bouncemilter|$bin"
+		"/srv/mediagoblin.example.org/mediagoblin/mediagoblin.ini|$mgconfig"
+		"/var/lib/bouncemilter|$state" "/var/log/bouncemilter|$logs"
+		"/var/log/nginx/access.log|$access_log"
+		"/var/log/nginx/mediagoblin-signup.log|$signup_log")
+	default=$(sed -n 's/^[[:space:]]*--listen \([^ ]*\).*/\1/p' "contrib/systemd/$unit")
+	[[ -n $default ]] && edits+=("--listen $default|--listen $milter")
 	if [[ -n $mgdb ]]; then
-		sedargs+=(-e "s|--mediagoblin-config \([^ ]*\)|--mediagoblin-config \1 --mediagoblin-db $mgdb|")
+		edits+=("--mediagoblin-config \([^ ]*\)|--mediagoblin-config \1 --mediagoblin-db $mgdb")
 	fi
-	show sed "${sedargs[@]}" "contrib/systemd/$unit" ">" "$units/$unit"
-	$dry || sed "${sedargs[@]}" "contrib/systemd/$unit" >"$units/$unit"
+	install_edited "contrib/systemd/$unit" "$units/$unit" "${edits[@]}"
 done
 if [[ -z $root ]]; then
 	run systemctl daemon-reload
@@ -278,11 +291,8 @@ fi
 
 if step fail2ban "5. fail2ban: the filter and the jail (banaction nftables)"; then
 run install -D -m 0644 contrib/fail2ban/filter.d/bouncemilter.conf "$root/etc/fail2ban/filter.d/bouncemilter.conf"
-show sed "s|/var/log/bouncemilter|$logs|g" contrib/fail2ban/jail.d/bouncemilter.conf ">" "$root/etc/fail2ban/jail.d/bouncemilter.conf"
-if ! $dry; then
-	install -d "$root/etc/fail2ban/jail.d"
-	sed "s|/var/log/bouncemilter|$logs|g" contrib/fail2ban/jail.d/bouncemilter.conf >"$root/etc/fail2ban/jail.d/bouncemilter.conf"
-fi
+run install -d "$root/etc/fail2ban/jail.d"
+install_edited contrib/fail2ban/jail.d/bouncemilter.conf "$root/etc/fail2ban/jail.d/bouncemilter.conf" "/var/log/bouncemilter|$logs"
 if [[ -z $root ]]; then
 	run fail2ban-client reload
 fi

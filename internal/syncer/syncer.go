@@ -77,7 +77,7 @@ type Options struct {
 	TrustedProxies []netip.Prefix
 	// TrustUnixSocket: see accesslog.Options.
 	TrustUnixSocket bool
-	Window         time.Duration
+	Window          time.Duration
 	// Log receives periodic progress lines and notable events.
 	Log *slog.Logger
 	// Terminal, when set, receives a progress line redrawn in place

@@ -17,35 +17,7 @@ const (
 // doubling the wait from 5 s up to 10 min, and returns to interval after a
 // success. It returns ctx's error.
 func Every(ctx context.Context, interval time.Duration, log *slog.Logger, run func(context.Context) error) error {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	backoff := time.Duration(0)
-	for {
-		wait := interval
-		if err := run(ctx); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			switch {
-			case backoff == 0:
-				backoff = min(minBackoff, interval)
-			default:
-				backoff = min(backoff*2, maxBackoff)
-			}
-			wait = backoff
-			log.Error("sync failed; retrying", "err", err, "retry_in", wait)
-		} else {
-			backoff = 0
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
+	return Follow(ctx, interval, 0, log, run, nil)
 }
 
 // Follow is Every for `sync --every` with the web logs followed as they
@@ -57,8 +29,8 @@ func Every(ctx context.Context, interval time.Duration, log *slog.Logger, run fu
 // either, the next attempt is a full run, retried with back-off as in
 // Every. A poll of zero, or not shorter than interval, is Every.
 func Follow(ctx context.Context, interval, poll time.Duration, log *slog.Logger, full, logs func(context.Context) error) error {
-	if poll <= 0 || poll >= interval {
-		return Every(ctx, interval, log, full)
+	if poll <= 0 || poll >= interval || logs == nil {
+		poll = interval
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -70,7 +42,7 @@ func Follow(ctx context.Context, interval, poll time.Duration, log *slog.Logger,
 	for {
 		wait := poll
 		run := logs
-		if now := time.Now(); !now.Before(nextFull) {
+		if now := time.Now(); run == nil || !now.Before(nextFull) {
 			run, nextFull = full, now.Add(interval)
 		}
 		if err := run(ctx); err != nil {

@@ -183,6 +183,20 @@ var samples = map[string]want{
 		recipients: []Recipient{{Address: "member.gone@list.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
 		original:   Original{From: "poster@elsewhere.example", To: "announce@list.example"},
 	},
+	"gateway-several-on-one-line.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{
+			{Address: "first.gone@corp.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true},
+			{Address: "second.gone@corp.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true},
+			{Address: "third.gone@corp.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true},
+		},
+	},
+	// The returned header quoted without a marker: its From and To are
+	// not the failed recipient.
+	"text-quoted-header-no-marker.eml": {
+		bounce: true, kind: "bounce",
+		recipients: []Recipient{{Address: "reader.gone@lists.example", Action: "failed", Status: "5.1.1", Reason: "userunknown", Permanent: true}},
+	},
 	// Warnings: delayed, never failed, whatever the remote's code.
 	"exim-delay-keep-trying.eml": {
 		bounce: true, kind: "bounce",

@@ -163,7 +163,7 @@ func recipientLine(line string) (addr, rest string, literal, ok bool) {
 		// "name <addr>": the bracketed address is the one
 		// (RFC 5322 name-addr), even when the name looks like
 		// another address.
-		if r := strings.TrimLeft(rest, " \t"); len(r) > 0 && r[0] == '<' {
+		if r := strings.TrimLeft(rest, " \t"); len(r) > 0 && r[0] == '<' && !strings.ContainsAny(t[j-1:j], ",;") {
 			if k := strings.IndexByte(r, '>'); k > 0 && plausibleAddress(r[1:k]) {
 				start += j + (len(rest) - len(r)) + 1
 				addr, rest = r[1:k], r[k+1:]
@@ -230,9 +230,7 @@ func addressLabel(label string) bool {
 	if len(label) > 40 || strings.Count(label, " ") > 5 {
 		return false
 	}
-	switch label {
-	case "to", "from", "cc", "bcc", "reply-to", "sender", "return-path", "subject", "date", "sent", "message-id",
-		"received", "envelope-from", "delivered-to", "x-original-to", "in-reply-to", "references", "errors-to":
+	if messageField(label) {
 		return false
 	}
 	if strings.HasPrefix(label, "x-") {
@@ -243,6 +241,18 @@ func addressLabel(label string) bool {
 		if strings.Contains(label, w) {
 			return true
 		}
+	}
+	return false
+}
+
+// messageField reports the names of header fields of a message (lowercase):
+// quoted from the returned message, they name its sender and recipients,
+// never the failures.
+func messageField(name string) bool {
+	switch name {
+	case "to", "from", "cc", "bcc", "reply-to", "sender", "return-path", "subject", "date", "sent", "message-id",
+		"received", "envelope-from", "delivered-to", "x-original-to", "in-reply-to", "references", "errors-to":
+		return true
 	}
 	return false
 }
@@ -386,6 +396,11 @@ func recipientLines(text string, ex map[string]bool) []Recipient {
 		if !ok || isDaemonAddress(addr) && rest != "" || sentBy(lines, i) {
 			continue
 		}
+		// Several recipients may share the line ("a@x, b@y: 550 ...").
+		names := []Recipient{{Address: addr, Literal: literal}}
+		if more, after := listedAfter(lines[i], addr); len(more) > 0 {
+			names, rest = append(names, more...), after
+		}
 		// The diagnostic runs to the next recipient; past a blank line
 		// only while no reply or status code has been seen (Gmail and
 		// Exchange put a paragraph between the two).
@@ -414,20 +429,24 @@ func recipientLines(text string, ex map[string]bool) []Recipient {
 		}
 		i = j - 1
 		d := strings.Join(diag, " ")
-		if k, ok := index[strings.ToLower(addr)]; ok {
-			// Named again (Sendmail's list, then its transcript):
-			// one recipient, with the diagnostic that has a code.
-			if !hasCode(rs[k].Diagnostic) && hasCode(d) {
-				rs[k].Diagnostic = d
+		for _, r := range names {
+			if k, ok := index[strings.ToLower(r.Address)]; ok {
+				// Named again (Sendmail's list, then its
+				// transcript): one recipient, with the
+				// diagnostic that has a code.
+				if !hasCode(rs[k].Diagnostic) && hasCode(d) {
+					rs[k].Diagnostic = d
+				}
+				rs[k].Literal = rs[k].Literal || r.Literal && rs[k].Address == r.Address
+				continue
 			}
-			rs[k].Literal = rs[k].Literal || literal && rs[k].Address == addr
-			continue
+			if len(rs) == DefaultMaxRecipients {
+				break
+			}
+			index[strings.ToLower(r.Address)] = len(rs)
+			r.Diagnostic = d
+			rs = append(rs, r)
 		}
-		if len(rs) == DefaultMaxRecipients {
-			break
-		}
-		index[strings.ToLower(addr)] = len(rs)
-		rs = append(rs, Recipient{Address: addr, Literal: literal, Diagnostic: d})
 	}
 	// A recipient line that names the bounce's own addressee is the
 	// original sender quoted, unless nothing else was found.
@@ -441,6 +460,41 @@ func recipientLines(text string, ex map[string]bool) []Recipient {
 		return keep
 	}
 	return rs
+}
+
+// listedAfter returns the addresses that follow addr on line in a list
+// ("a@x, <b@y>; c@z"), each read as nextAddress reads it, and the text
+// after the list.
+func listedAfter(line, addr string) ([]Recipient, string) {
+	low := asciiLower(line)
+	p := strings.Index(low, asciiLower(addr))
+	if p < 0 {
+		return nil, ""
+	}
+	off := p + len(addr)
+	var more []Recipient
+	for len(more) < DefaultMaxRecipients {
+		q := off
+		for q < len(line) && line[q] == '>' {
+			q++
+		}
+		if q >= len(line) || line[q] != ',' && line[q] != ';' {
+			break
+		}
+		for q < len(line) && strings.IndexByte(" \t,;<", line[q]) >= 0 {
+			q++
+		}
+		a, literal, next := nextAddress(line, q)
+		if a == "" || !strings.HasPrefix(low[q:], asciiLower(a)) {
+			break
+		}
+		more = append(more, Recipient{Address: a, Literal: literal})
+		off = next
+	}
+	if len(more) == 0 {
+		return nil, ""
+	}
+	return more, strings.TrimLeft(strings.TrimSpace(line[off:]), ">:.,;- ")
 }
 
 // hasCode reports whether s holds an SMTP reply code or a status code.
@@ -488,6 +542,11 @@ func recipientSentences(text string, ex map[string]bool) []Recipient {
 	diagLine, diag := -1, ""
 	for i, l := range lines {
 		if strings.IndexByte(l, '@') < 0 {
+			continue
+		}
+		// A header line of the returned message, quoted without a
+		// marker before it: its addresses did not fail.
+		if t := strings.TrimLeft(l, " \t>"); isHeaderLine(t) && messageField(strings.ToLower(t[:strings.IndexByte(t, ':')])) {
 			continue
 		}
 		hit := false

@@ -59,6 +59,8 @@ func TestLiteralMarking(t *testing.T) {
 		{"exim genuine", fmt.Sprintf(eximTemplate, victim), []lit{{victim, true}}},
 		{"sentence genuine", fmt.Sprintf(sentenceTemplate, victim), []lit{{victim, true}}},
 		{"sentence in brackets", fmt.Sprintf(sentenceTemplate, "<"+victim+">"), []lit{{victim, true}}},
+		{"exim name-addr", fmt.Sprintf(eximTemplate, "someone@example.org <victim@example.net>:"), []lit{{victim, true}}},
+		{"exim list", fmt.Sprintf(eximTemplate, "a@example.org, |victim@example.net"), []lit{{"a@example.org", true}}},
 		{"exim quoted whole", fmt.Sprintf(eximTemplate, `"victim@example.net":`), []lit{{victim, true}}},
 		{"x-failed-recipients genuine", fmt.Sprintf(failedHeaderTemplate, victim), []lit{{victim, true}}},
 		{"xtext-looking text address is what was written", fmt.Sprintf(qmailTemplate, "victim+2Bbox@example.net"), []lit{{"victim+2Bbox@example.net", true}}},
@@ -175,7 +177,7 @@ func TestRewrittenRecipient(t *testing.T) {
 // name on a line of their own, or in a sentence, are literal.
 func TestFreeTextLiteral(t *testing.T) {
 	for _, name := range []string{"exchange55-smtpsvc-two-rcpts.eml", "lotusnotes-userunknown.eml", "groupwise-undeliverable.eml",
-		"gateway-homemade-wording.eml", "sendmail-aol-fatal-errors.eml", "oneline-userunknown.eml", "listserv-returned-from.eml"} {
+		"gateway-homemade-wording.eml", "sendmail-aol-fatal-errors.eml", "gateway-several-on-one-line.eml", "oneline-userunknown.eml", "listserv-returned-from.eml"} {
 		rep, err := Parse(strings.NewReader(string(sample(t, name))))
 		if err != nil {
 			t.Fatal(err)

@@ -34,7 +34,7 @@ const (
 
 // maxTextBytes bounds how much human-readable text the plain-text
 // recognisers look at: the explanation a mail server writes is at the top.
-const maxTextBytes = 256 << 10
+const maxTextBytes = 64 << 10
 
 // maxStatusBytes bounds one delivery-status part (or returned header):
 // DefaultMaxRecipients recipients of a few fields each fit in far less.

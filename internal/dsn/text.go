@@ -99,7 +99,8 @@ var daemonPhrases = []string{"could not be delivered", "couldn't be delivered", 
 	"did not reach the following", "unable to deliver", "wasn't able to deliver", "was not able to deliver",
 	"permanent fatal errors", "delivery has failed", "delivery failed", "delivery to the following",
 	"not yet been delivered", "has not been delivered", "could not deliver", "failed to deliver", "returned to sender",
-	"non-delivery", "nondelivery", "delivery status notification"}
+	"non-delivery", "nondelivery", "delivery status notification", "the original message was received at",
+	"this report relates to your message"}
 
 // daemonWording reports whether the top of m's text speaks like a mail
 // system returning a message.

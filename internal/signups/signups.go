@@ -12,6 +12,8 @@
 // already, or too old to act on.
 //
 // It never decides anything and never writes to MediaGoblin's database.
+// After a failure it pauses (DefaultPause), so that a database that is down
+// costs the mail and the bounces nothing.
 // Errors are returned for the caller to log: a failed copy must never
 // delay or refuse mail, and a bounce that still finds no sign-up is
 // delivered as before.
@@ -19,6 +21,7 @@ package signups
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -46,6 +49,14 @@ type Registry interface {
 // sign-up.
 const DefaultTimeout = 2 * time.Second
 
+// DefaultPause is how long copies are not tried after one failed: while
+// MediaGoblin's database is down or locked, mail and bounces must not each
+// wait for a timeout.
+const DefaultPause = 10 * time.Second
+
+// ErrPaused is returned, without trying, while copies pause after a failure.
+var ErrPaused = errors.New("signups: MediaGoblin's database failed moments ago; not tried")
+
 // Copier copies sign-ups from MediaGoblin into the registry. The zero value
 // is not usable: set Open and Registry.
 type Copier struct {
@@ -56,11 +67,15 @@ type Copier struct {
 	Registry Registry
 	// Timeout bounds one copy; zero means DefaultTimeout.
 	Timeout time.Duration
-	Log     *slog.Logger
-	Now     func() time.Time
+	// Pause is how long copies are not tried after a failure; zero means
+	// DefaultPause.
+	Pause time.Duration
+	Log   *slog.Logger
+	Now   func() time.Time
 
-	mu  sync.Mutex
-	src Source
+	mu     sync.Mutex
+	src    Source
+	paused time.Time // no copy tried before this
 }
 
 // CopySignups copies the sign-ups of MediaGoblin's users with these
@@ -109,11 +124,15 @@ func (c *Copier) CopySignups(ctx context.Context, emails []string) ([]registry.R
 func (c *Copier) source(ctx context.Context) (Source, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.now().Before(c.paused) {
+		return nil, ErrPaused
+	}
 	if c.src != nil {
 		return c.src, nil
 	}
 	src, err := c.Open(ctx)
 	if err != nil {
+		c.pause()
 		return nil, err
 	}
 	c.src = src
@@ -121,10 +140,12 @@ func (c *Copier) source(ctx context.Context) (Source, error) {
 }
 
 // forget drops a source that failed, closing it, so that the next copy
-// opens a fresh one (MediaGoblin's database may have been restarted).
+// opens a fresh one (MediaGoblin's database may have been restarted), and
+// pauses copies.
 func (c *Copier) forget(src Source) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.pause()
 	if c.src != src {
 		return
 	}
@@ -132,6 +153,15 @@ func (c *Copier) forget(src Source) {
 	if cl, ok := src.(interface{ Close() error }); ok {
 		cl.Close()
 	}
+}
+
+// pause stops copies for a while; c.mu is held.
+func (c *Copier) pause() {
+	d := c.Pause
+	if d <= 0 {
+		d = DefaultPause
+	}
+	c.paused = c.now().Add(d)
 }
 
 func (c *Copier) now() time.Time {

@@ -105,9 +105,16 @@ func TestCopySignups(t *testing.T) {
 		if _, err := e.copier.CopySignups(ctx, []string{"other@nowhere.example"}); !errors.Is(err, mediagoblin.ErrUnavailable) {
 			t.Errorf("failing source: err %v", err)
 		}
+		// For a while after, no copy is tried: mail and bounces do not
+		// each wait for a database that is down.
 		e.fail.Store(false)
+		reads := e.reads.Load()
+		if _, err := e.copier.CopySignups(ctx, []string{"other@nowhere.example"}); !errors.Is(err, signups.ErrPaused) || e.reads.Load() != reads {
+			t.Errorf("right after the failure: err %v, %d reads; want ErrPaused without a read", err, e.reads.Load()-reads)
+		}
+		e.copier.Now = func() time.Time { return time.Now().Add(signups.DefaultPause) }
 		if got, err := e.copier.CopySignups(ctx, []string{"other@nowhere.example"}); err != nil || len(got) != 1 {
-			t.Errorf("after the failure: %+v, %v", got, err)
+			t.Errorf("after the pause: %+v, %v", got, err)
 		}
 		if n := e.opens.Load(); n != 2 {
 			t.Errorf("opened MediaGoblin %d times, want 2", n)

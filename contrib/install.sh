@@ -11,7 +11,8 @@
 #   3. Postfix: contrib/postfix/main.cf, appending bouncemilter to milter
 #      lists already there (an OpenDKIM entry stays); running it again adds
 #      nothing twice
-#   4. the systemd units, then systemctl enable --now
+#   4. /etc/bouncemilter/bouncemilter.conf (unless it exists) and the systemd
+#      units, then systemctl enable --now
 #   5. fail2ban's filter and jail (banaction nftables), then a reload
 #   6. nginx's sign-up log format, then a reload
 #
@@ -249,9 +250,6 @@ else
 fi
 fi
 
-if step units "4. The systemd units"; then
-units=$root/etc/systemd/system
-run install -d "$units"
 # install_edited installs file as dest with the replacements given as
 # "FROM|TO" pairs (FROM a sed expression), those that change something.
 install_edited() {
@@ -267,17 +265,37 @@ install_edited() {
 	show sed "${sedargs[@]}" "$src" ">" "$dest"
 	$dry || sed "${sedargs[@]}" "$src" >"$dest"
 }
-for unit in bouncemilter.service bouncemilter-sync.service; do
-	# The shipped units with this instance's paths.
-	edits=("/usr/local/bin/bouncemilter|$bin"
-		"/srv/mediagoblin.example.org/mediagoblin/mediagoblin.ini|$mgconfig"
+
+if step units "4. The configuration file and the systemd units"; then
+# serve, sync and doctor read their settings from one file; an existing one
+# is the admin's and stays as it is.
+conf=$root/etc/bouncemilter/bouncemilter.conf
+if [[ -e $conf ]]; then
+	echo "  $conf exists: keeping it (compare with contrib/bouncemilter.conf)"
+else
+	run install -d -m 0755 "$(dirname "$conf")"
+	edits=("/srv/mediagoblin.example.org/mediagoblin/mediagoblin.ini|$mgconfig"
 		"/var/lib/bouncemilter|$state" "/var/log/bouncemilter|$logs"
 		"/var/log/nginx/access.log|$access_log"
-		"/var/log/nginx/mediagoblin-signup.log|$signup_log")
-	default=$(sed -n 's/^[[:space:]]*--listen \([^ ]*\).*/\1/p' "contrib/systemd/$unit")
-	[[ -n $default ]] && edits+=("--listen $default|--listen $milter")
+		"/var/log/nginx/mediagoblin-signup.log|$signup_log"
+		"^listen = .*|listen = $milter")
 	if [[ -n $mgdb ]]; then
-		edits+=("--mediagoblin-config \([^ ]*\)|--mediagoblin-config \1 --mediagoblin-db $mgdb")
+		edits+=("^# mediagoblin-db = .*|mediagoblin-db = $mgdb")
+	fi
+	install_edited contrib/bouncemilter.conf "$conf" "${edits[@]}"
+	# It may hold MediaGoblin's database password: root's, readable by the
+	# service's group.
+	run chmod 0640 "$conf"
+	$dry || chgrp "$user" "$conf" 2>/dev/null || true
+fi
+units=$root/etc/systemd/system
+run install -d "$units"
+for unit in bouncemilter.service bouncemilter-sync.service; do
+	# The shipped units: their settings are in the configuration file,
+	# which they name when it is not the default one (--root).
+	edits=("/usr/local/bin/bouncemilter|$bin")
+	if [[ -n $root ]]; then
+		edits+=("^\(ExecStart=[^ ]* [a-z]*\)|\1 --config $conf")
 	fi
 	install_edited "contrib/systemd/$unit" "$units/$unit" "${edits[@]}"
 done

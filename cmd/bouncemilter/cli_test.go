@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/bouncemilter/bouncemilter/internal/app"
 	"github.com/bouncemilter/bouncemilter/internal/mediagoblin/mgtest"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
+	"github.com/bouncemilter/bouncemilter/internal/testenv"
 )
 
 func runCLI(args ...string) (stdout, stderr string, code int) {
@@ -222,5 +226,43 @@ listen = inet:127.0.0.1:1
 	_, errOut, _ = runCLI("sync", "--registry", filepath.Join(dir, "new.db"), "--mediagoblin-config", inst.IniPath, "--log-format=json")
 	if !strings.Contains(errOut, `"msg":"sync done"`) {
 		t.Errorf("sync --log-format=json:\n%s", errOut)
+	}
+}
+
+// contrib/bouncemilter.conf names every setting of serve and sync (most
+// commented out, at their defaults), and serve, sync and doctor read it.
+func TestSampleConfig(t *testing.T) {
+	path := filepath.Join(testenv.RepoRoot(t), "contrib", "bouncemilter.conf")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, define := range []func(*flag.FlagSet){defineServe, defineSync} {
+		fs := flag.NewFlagSet("", flag.ContinueOnError)
+		define(fs)
+		fs.VisitAll(func(f *flag.Flag) {
+			if !regexp.MustCompile(`(?m)^(# )?` + regexp.QuoteMeta(f.Name) + ` =( |$)`).Match(data) {
+				t.Errorf("the sample lacks %s", f.Name)
+			}
+		})
+	}
+	for _, cmd := range []string{"serve", "sync", "doctor"} {
+		fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+		var errOut bytes.Buffer
+		fs.SetOutput(&errOut)
+		cfg := app.Defaults()
+		switch cmd {
+		case "serve":
+			bindCommon(fs, &cfg)
+			bindServe(fs, &cfg)
+		case "sync":
+			bindCommon(fs, &cfg)
+			bindSync(fs, &cfg, true)
+		case "doctor":
+			bindDoctor(fs, &cfg)
+		}
+		if err := parseFlags(fs, []string{"--config", path}, allKeys); err != nil {
+			t.Errorf("%s with the sample: %v: %s", cmd, err, errOut.String())
+		}
 	}
 }

@@ -182,6 +182,11 @@ func (d *doctor) postfix(ctx context.Context) {
 		}
 		return strings.TrimSpace(string(out)), nil
 	}
+	// Without postconf's answer nothing else of Postfix can be checked.
+	if _, err := get("mail_version"); err != nil {
+		d.add(Fail, "postfix", "apt-get install postfix, or name your instance: --postconf 'postconf -c /etc/postfix-NAME'", "%v", err)
+		return
+	}
 	network, addr, err := filter.ParseSpec(d.cfg.Listen)
 	if err != nil {
 		d.add(Fail, "milter socket", "set --listen to inet:127.0.0.1:8891 or unix:/run/bouncemilter/milter.sock", "%v", err)
@@ -456,7 +461,11 @@ func (d *doctor) banner(ctx context.Context) {
 	}
 	jailFix := "cp contrib/fail2ban/filter.d/bouncemilter.conf /etc/fail2ban/filter.d/ && cp contrib/fail2ban/jail.d/bouncemilter.conf /etc/fail2ban/jail.d/ && fail2ban-client reload"
 	if _, err := client("status", d.cfg.Jail); err != nil {
-		d.add(Fail, "fail2ban jail", jailFix, "%v", err)
+		fix := jailFix
+		if strings.Contains(err.Error(), "Failed to access socket") {
+			fix = "systemctl enable --now fail2ban"
+		}
+		d.add(Fail, "fail2ban jail", fix, "%v", err)
 		return
 	}
 	d.ok("fail2ban jail", "%s is running", d.cfg.Jail)
@@ -543,6 +552,10 @@ func (d *doctor) webLogs() {
 		return
 	}
 	for _, p := range logs {
+		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+			d.add(Fail, "web log", "let the web server write it (contrib/nginx, contrib/apache), or drop it from the settings", "%v", err)
+			continue
+		}
 		if err := d.access(p, 4); err != nil {
 			d.add(Fail, "web log", fmt.Sprintf("adduser %s adm   (Debian's web logs are group adm)", d.cfg.ServiceUser), "%v", err)
 			continue

@@ -172,7 +172,12 @@ case $backend in
 sqlite)
 	# Reading MediaGoblin's settings and writing core__user_bans: the group
 	# of MediaGoblin's user, with group write on the database and on its
-	# directory, where SQLite writes its journal beside the database.
+	# directory, where SQLite writes its journal beside the database. Keep
+	# the database in a directory of its own: group write beside
+	# mediagoblin.ini would let the group create a mediagoblin_local.ini.
+	if [[ $(dirname "$dbfile") == "$here" ]]; then
+		echo "  note: $dbfile sits beside mediagoblin.ini; move it to a directory of its own (see README)"
+	fi
 	run usermod -a -G "$mggroup" "$user"
 	run chgrp "$mggroup" "$mgconfig" "$dbfile" "$(dirname "$dbfile")"
 	run chmod g+r "$mgconfig"

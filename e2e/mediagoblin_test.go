@@ -242,6 +242,17 @@ func newRealWorld(t testing.TB, postgres bool) *realWorld {
 	_, err = user.Lookup(mgUser)
 	testenv.Require(t, err == nil, "no user "+mgUser+" to run MediaGoblin as")
 
+	// The system user bouncemilter is one per machine: another run of this
+	// test (another checkout's, say) must not delete it under this one.
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "bouncemilter-e2e-real.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatalf("lock %s: %v", lock.Name(), err)
+	}
+	t.Cleanup(func() { lock.Close() })
+
 	w := &realWorld{t: t, postgres: postgres, services: map[string]*exec.Cmd{}, logs: map[string]*bytes.Buffer{}}
 	w.base, err = os.MkdirTemp("", "bmrmg")
 	if err != nil {

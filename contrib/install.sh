@@ -283,7 +283,7 @@ else
 		"/var/lib/bouncemilter|$state" "/var/log/bouncemilter|$logs"
 		"/var/log/nginx/access.log|$access_log"
 		"/var/log/nginx/mediagoblin-signup.log|$signup_log"
-		"^listen = .*|listen = $milter")
+		"listen = inet:127.0.0.1:8891|listen = $milter")
 	if [[ -n $mgdb ]]; then
 		edits+=("^# mediagoblin-db = .*|mediagoblin-db = $mgdb")
 	fi
@@ -291,7 +291,9 @@ else
 	# It may hold MediaGoblin's database password: root's, readable by the
 	# service's group.
 	run chmod 0640 "$conf"
-	$dry || chgrp "$user" "$conf" 2>/dev/null || true
+	if [[ -z $root ]]; then
+		run chgrp "$user" "$conf"
+	fi
 fi
 units=$root/etc/systemd/system
 run install -d "$units"

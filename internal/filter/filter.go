@@ -97,12 +97,14 @@ type Config struct {
 // with its returned message is rarely above a few hundred kilobytes.
 const DefaultMaxSize = 10 << 20
 
-// DefaultMaxInFlight is Config.MaxInFlight when 0: enough to keep every
-// core busy while some messages wait on the registry, and with each bounce
-// buffered up to MaxSize, a bound on memory (64 × 10 MB at most on a
-// machine of up to 8 cores).
+// DefaultMaxInFlight is Config.MaxInFlight when 0. A bounce over the limit
+// is delivered unread, so the limit must not be below what Postfix hands
+// over at once in a flood: its default_process_limit is 100 smtpd and
+// cleanup processes, each with one message at a time. More cores read more
+// at once. With each bounce buffered up to MaxSize, memory stays bounded
+// (100 × 10 MB on a machine of up to 6 cores).
 func DefaultMaxInFlight() int {
-	return max(16, 8*runtime.GOMAXPROCS(0))
+	return max(100, 16*runtime.GOMAXPROCS(0))
 }
 
 // Filter is a milter server.

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -265,4 +267,30 @@ func TestSampleConfig(t *testing.T) {
 			t.Errorf("%s with the sample: %v: %s", cmd, err, errOut.String())
 		}
 	}
+}
+
+// FuzzConfigFile: whatever the file holds, reading it gives settings or an
+// error naming the line, never a panic.
+func FuzzConfigFile(f *testing.F) {
+	sample, err := os.ReadFile(filepath.Join("..", "..", "contrib", "bouncemilter.conf"))
+	if err == nil {
+		f.Add(string(sample))
+	}
+	f.Add("registry = \"/x\"\nnever-ban = 10.0.0.0/8\nnever-ban = ::1\n")
+	f.Add("window = \"\\x\"\n= \n;\n#\nlisten=\n")
+	f.Fuzz(func(t *testing.T, content string) {
+		path := filepath.Join(t.TempDir(), "c.conf")
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		cfg := app.Defaults()
+		bindCommon(fs, &cfg)
+		bindServe(fs, &cfg)
+		err := parseFlags(fs, []string{"--config", path}, allKeys)
+		if err != nil && !errors.Is(err, errUsage) {
+			t.Fatalf("an error that is not a usage error: %v", err)
+		}
+	})
 }

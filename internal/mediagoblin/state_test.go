@@ -2,11 +2,17 @@ package mediagoblin_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net/url"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
 	"github.com/bouncemilter/bouncemilter/internal/mediagoblin/mgtest"
+	"github.com/bouncemilter/bouncemilter/internal/testenv"
 )
 
 func TestState(t *testing.T) {
@@ -43,4 +49,76 @@ func TestState(t *testing.T) {
 			}
 		}
 	})
+}
+
+// CheckRights names what a role of bouncemilter's own lacks, as doctor
+// shows it: here the right to write core__user_bans.
+func TestCheckRightsPostgres(t *testing.T) {
+	ctx := context.Background()
+	dbURL := testenv.Postgres(t)
+	inst := mgtest.NewPostgres(t, dbURL, sender)
+	role := fmt.Sprintf("bm_rights_%d", time.Now().UnixNano()%1e9)
+	admin := inst.SQL()
+	if _, err := admin.Exec(`CREATE ROLE ` + role + ` LOGIN PASSWORD 'pw'`); err != nil {
+		testenv.Require(t, false, "the test role may not create roles: "+err.Error())
+	}
+	t.Cleanup(func() {
+		admin.Exec(`DROP OWNED BY ` + role)
+		admin.Exec(`DROP ROLE ` + role)
+	})
+	for _, q := range []string{
+		`GRANT USAGE ON SCHEMA public TO ` + role,
+		`GRANT SELECT ON core__users, core__local_users, core__privileges, core__privileges_users, core__user_bans TO ` + role,
+	} {
+		if _, err := admin.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, _ := url.Parse(dbURL)
+	u.User = url.UserPassword(role, "pw")
+	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.UseDatabase(strings.Replace(u.String(), "postgres://", "postgresql://", 1)); err != nil {
+		t.Fatal(err)
+	}
+	db, err := mediagoblin.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.CheckRights(ctx)
+	if !errors.Is(err, mediagoblin.ErrNoRights) || !strings.Contains(err.Error(), "INSERT on core__user_bans, DELETE on core__user_bans") {
+		t.Fatalf("CheckRights without the ban grants = %v", err)
+	}
+	if _, err := admin.Exec(`GRANT INSERT, DELETE ON core__user_bans TO ` + role); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CheckRights(ctx); err != nil {
+		t.Fatalf("CheckRights with every grant = %v", err)
+	}
+}
+
+// On SQLite the check takes the write lock: a connection that may not
+// write (here a read-only one) fails it.
+func TestCheckRightsSQLite(t *testing.T) {
+	ctx := context.Background()
+	inst := mgtest.NewSQLite(t, sender)
+	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ro := range []bool{false, true} {
+		cfg.ReadOnly = ro
+		db, err := mediagoblin.Open(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = db.CheckRights(ctx)
+		db.Close()
+		if got := errors.Is(err, mediagoblin.ErrNoRights); got != ro {
+			t.Errorf("read-only %v: CheckRights = %v", ro, err)
+		}
+	}
 }

@@ -101,6 +101,23 @@ func (p postfix) send(host, ip string, port uint16, from, rcpt, queueID string, 
 	return act.Code
 }
 
+// serve runs Serve until stop is called, which returns what Serve did.
+func serve(t *testing.T, cfg Config, log *slog.Logger) (pf postfix, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- Serve(ctx, cfg, log) }()
+	addr := strings.TrimPrefix(cfg.Listen, "inet:")
+	testenv.WaitFor(t, 10*time.Second, "the milter to listen", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return postfix{t, addr}, func() error { cancel(); return <-served }
+}
+
 func scrape(t *testing.T, addr string) string {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
@@ -142,18 +159,7 @@ func TestCommands(t *testing.T) {
 	cfg.SignReturnPath = false
 	cfg.ShutdownGrace = 2 * time.Second
 
-	sctx, stop := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- Serve(sctx, cfg, log) }()
-	milterAddr := strings.TrimPrefix(cfg.Listen, "inet:")
-	testenv.WaitFor(t, 10*time.Second, "the milter to listen", func() bool {
-		c, err := net.Dial("tcp", milterAddr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	pf := postfix{t, milterAddr}
+	pf, stop := serve(t, cfg, log)
 
 	// MediaGoblin's verification mail, an ordinary message, then the
 	// bounce Postfix makes when the remote server refuses the address.
@@ -190,8 +196,7 @@ func TestCommands(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
-	stop()
-	if err := <-served; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
 
@@ -318,18 +323,7 @@ func TestDryRun(t *testing.T) {
 	}
 	reg.Close()
 
-	sctx, stop := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- Serve(sctx, cfg, log) }()
-	addr := strings.TrimPrefix(cfg.Listen, "inet:")
-	testenv.WaitFor(t, 10*time.Second, "the milter to listen", func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	pf := postfix{t, addr}
+	pf, stop := serve(t, cfg, log)
 	verify := []byte("Subject: GNU MediaGoblin - Verify your email!\nFrom: " + sender + "\nTo: Xk7bot@example.net\n\nx\n")
 	pf.send("localhost", "127.0.0.1", 41000, sender, "Xk7bot@example.net", "OUT1", verify)
 	dsn, _ := os.ReadFile(filepath.Join(testenv.RepoRoot(t), "internal", "bounce", "testdata", "local-userunknown.eml"))
@@ -337,8 +331,7 @@ func TestDryRun(t *testing.T) {
 	testenv.WaitFor(t, 10*time.Second, "the dry run to refuse both bans", func() bool {
 		return strings.Contains(logs.String(), "dry run: would ban")
 	})
-	stop()
-	if err := <-served; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if ok, _ := inst.Banned(t, bot); ok {

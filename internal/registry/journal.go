@@ -258,33 +258,7 @@ type Disabled struct {
 // DisabledAccounts lists the accounts with a ban that is pending or
 // applied, newest first.
 func (r *DB) DisabledAccounts(ctx context.Context) ([]Disabled, error) {
-	rows, err := r.db.QueryContext(ctx, `
-SELECT r.user_id, r.username, r.email, r.created, r.verified, r.privileged, coalesce(r.ip, ''), coalesce(r.ip_source, ''), r.synced,
-	a.id, a.state, a.reason, a.created, coalesce(b.detail, ''), coalesce(b.queue_id, '')
-FROM actions a
-JOIN registrations r ON r.user_id = a.user_id
-LEFT JOIN bounces b ON b.id = a.bounce_id
-WHERE a.kind = 'ban-account' AND a.state IN ('pending', 'applied')
-ORDER BY a.created DESC, a.id DESC`)
-	if err != nil {
-		return nil, fmt.Errorf("list disabled accounts: %w", err)
-	}
-	defer rows.Close()
-	var out []Disabled
-	for rows.Next() {
-		var (
-			d                     Disabled
-			created, synced, when int64
-			state                 string
-		)
-		if err := rows.Scan(&d.UserID, &d.Username, &d.Email, &created, &d.Verified, &d.Privileged, &d.IP, &d.IPSource, &synced,
-			&d.ActionID, &state, &d.Reason, &when, &d.Detail, &d.QueueID); err != nil {
-			return nil, fmt.Errorf("list disabled accounts: %w", err)
-		}
-		d.Created, d.Synced, d.When, d.State = fromUnix(created), fromUnix(synced), fromUnix(when), ActionState(state)
-		out = append(out, d)
-	}
-	return out, rows.Err()
+	return r.DisabledAccountsWhere(ctx, ListFilter{})
 }
 
 // Bounce returns one journalled bounce.

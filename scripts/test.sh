@@ -56,10 +56,24 @@ for pkgdir in $(go list -f '{{.Dir}}' ./internal/...); do
 	pkg=./${pkgdir#"$PWD"/}
 	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$pkgdir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
 		echo "-- $pkg $target"
-		go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-10s}" "$pkg" >.tmp/fuzz.log 2>&1 || {
-			status=1
-			tail -30 .tmp/fuzz.log
-		}
+		if go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-10s}" "$pkg" >.tmp/fuzz.log 2>&1; then
+			continue
+		fi
+		# Go 1.26's fuzz coordinator can fail a target with a bare
+		# "context deadline exceeded" when -fuzztime ends while a worker
+		# is mid-call on a busy machine (golang/go#75804, fixed in Go
+		# 1.27). That is no finding: a real one writes its failing input.
+		# Such a run is said and tried once more; anything else fails.
+		if grep -q 'context deadline exceeded' .tmp/fuzz.log && ! grep -q 'Failing input written to' .tmp/fuzz.log; then
+			echo "   fuzz coordinator stopped at the deadline without a finding (golang/go#75804); once more"
+			go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-10s}" "$pkg" >.tmp/fuzz.log 2>&1 && continue
+			if grep -q 'context deadline exceeded' .tmp/fuzz.log && ! grep -q 'Failing input written to' .tmp/fuzz.log; then
+				echo "   again without a finding; not counted as a failure"
+				continue
+			fi
+		fi
+		status=1
+		tail -30 .tmp/fuzz.log
 	done
 done
 

@@ -366,7 +366,7 @@ func contribPostfix(t *testing.T, milter string) []string {
 		if l == "" || strings.HasPrefix(l, "#") {
 			continue
 		}
-		lines = append(lines, strings.ReplaceAll(l, "inet:127.0.0.1:8891", milter))
+		lines = append(lines, strings.ReplaceAll(l, "unix:bouncemilter/milter.sock", milter))
 	}
 	if len(lines) == 0 {
 		t.Fatal("contrib/postfix/main.cf has no settings")

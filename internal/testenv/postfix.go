@@ -14,9 +14,10 @@ import (
 // Postfix is a private Postfix instance on loopback, with its own
 // configuration directory, queue and log, started with `postfix -c DIR`.
 type Postfix struct {
-	Dir  string // configuration directory: main.cf, master.cf
-	SMTP string // host:port of its smtpd
-	Log  string // its maillog_file
+	Dir   string // configuration directory: main.cf, master.cf
+	SMTP  string // host:port of its smtpd
+	Log   string // its maillog_file
+	Queue string // its queue_directory, where relative unix: milter paths point
 }
 
 // PostfixConfig says how to set up a private Postfix.
@@ -27,6 +28,9 @@ type PostfixConfig struct {
 	// Main holds extra main.cf lines ("name = value"), applied last, e.g.
 	// the lines of contrib/postfix.
 	Main []string
+	// Master holds extra master.cf service lines; one naming a service
+	// and type already there replaces it.
+	Master []string
 }
 
 // masterCF is Debian's master.cf, trimmed to the services a relay needs,
@@ -67,8 +71,8 @@ func StartPostfix(t testing.TB, cfg PostfixConfig) *Postfix {
 	Require(t, os.Geteuid() == 0, "a private Postfix needs root")
 
 	dir := t.TempDir()
-	p := &Postfix{Dir: filepath.Join(dir, "etc"), SMTP: FreeAddr(t, "127.0.0.1"), Log: filepath.Join(dir, "maillog")}
-	queue := filepath.Join(dir, "queue")
+	p := &Postfix{Dir: filepath.Join(dir, "etc"), SMTP: FreeAddr(t, "127.0.0.1"), Log: filepath.Join(dir, "maillog"), Queue: filepath.Join(dir, "queue")}
+	queue := p.Queue
 	data := filepath.Join(dir, "data")
 	for _, d := range []string{p.Dir, queue, data} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -121,7 +125,7 @@ func StartPostfix(t testing.TB, cfg PostfixConfig) *Postfix {
 	main = append(main, cfg.Main...)
 	writeFile(t, filepath.Join(p.Dir, "main.cf"), strings.Join(main, "\n")+"\n")
 	_, port, _ := net.SplitHostPort(p.SMTP)
-	writeFile(t, filepath.Join(p.Dir, "master.cf"), fmt.Sprintf(masterCF, "127.0.0.1:"+port))
+	writeFile(t, filepath.Join(p.Dir, "master.cf"), withServices(fmt.Sprintf(masterCF, "127.0.0.1:"+port), cfg.Master))
 
 	if out, err := exec.Command(postfix, "-c", p.Dir, "start").CombinedOutput(); err != nil {
 		t.Fatalf("postfix start: %v\n%s", err, out)
@@ -145,6 +149,31 @@ func StartPostfix(t testing.TB, cfg PostfixConfig) *Postfix {
 		return err == nil
 	})
 	return p
+}
+
+// withServices adds the master.cf lines extra to master, each replacing
+// the line of the same service and type.
+func withServices(master string, extra []string) string {
+	lines := strings.Split(strings.TrimSuffix(master, "\n"), "\n")
+	key := func(l string) string {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			return l
+		}
+		return f[0] + "/" + f[1]
+	}
+	for _, e := range extra {
+		replaced := false
+		for i, l := range lines {
+			if key(l) == key(e) {
+				lines[i], replaced = e, true
+			}
+		}
+		if !replaced {
+			lines = append(lines, e)
+		}
+	}
+	return strings.Join(lines, "\n") + "\n"
 }
 
 // Flush asks Postfix to retry deferred mail now.

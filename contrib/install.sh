@@ -145,7 +145,14 @@ esac
 # The milter socket: contrib/postfix/main.cf's, a unix socket moved under --root.
 if [[ -z $milter ]]; then
 	milter=$(sed -n 's/^smtpd_milters[[:space:]]*=[[:space:]]*//p' contrib/postfix/main.cf)
-	[[ $milter == unix:* && -n $root ]] && milter=unix:$root${milter#unix:}
+	[[ $milter == unix:/* && -n $root ]] && milter=unix:$root${milter#unix:}
+fi
+# Postfix resolves a relative unix: milter path against its queue_directory;
+# serve needs the full path.
+listen=$milter
+if [[ $milter == unix:* && $milter != unix:/* ]]; then
+	queue=$("${postconf[@]}" -h queue_directory 2>/dev/null || echo /var/spool/postfix)
+	listen=unix:$root$queue/${milter#unix:}
 fi
 
 if step build "1. Build (Go >= 1.25 and gcc: the SQLite driver is cgo)"; then
@@ -283,7 +290,12 @@ else
 		"/var/lib/bouncemilter|$state" "/var/log/bouncemilter|$logs"
 		"/var/log/nginx/access.log|$access_log"
 		"/var/log/nginx/mediagoblin-signup.log|$signup_log"
-		"listen = inet:127.0.0.1:8891|listen = $milter")
+	)
+	[[ $listen == unix:/var/spool/postfix/bouncemilter/milter.sock ]] || edits+=("^listen = .*|listen = $listen")
+	if [[ $listen != unix:* ]]; then
+		# Not a unix socket: no socket group.
+		edits+=("^socket-group = .*|# socket-group =")
+	fi
 	if [[ -n $mgdb ]]; then
 		edits+=("^# mediagoblin-db = .*|mediagoblin-db = $mgdb")
 	fi
@@ -301,6 +313,13 @@ for unit in bouncemilter.service bouncemilter-sync.service; do
 	# The shipped units: their settings are in the configuration file,
 	# which they name when it is not the default one (--root).
 	edits=("/usr/local/bin/bouncemilter|$bin")
+	if [[ $listen == unix:/* ]]; then
+		sockdir=$(dirname "${listen#unix:}")
+		[[ $sockdir == /var/spool/postfix/bouncemilter ]] || edits+=("0750 /var/spool/postfix/bouncemilter$|0750 $sockdir")
+	else
+		# Not a unix socket: no socket directory.
+		edits+=("^ExecStartPre=.*install -d .*$|")
+	fi
 	if [[ -n $root ]]; then
 		edits+=("^\(ExecStart=[^ ]* [a-z]*\)|\1 --config $conf")
 	fi

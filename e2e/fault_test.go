@@ -169,8 +169,10 @@ func newFlood(t testing.TB, inst *mgtest.Instance, n int) *flood {
 		}
 		f.msgs = append(f.msgs, loadtest.Bounce(sender, to, failed, loadtest.QueueID(i+1)))
 	}
+	// Every bounce of the flood is read: these tests are about the journal
+	// and the actions, and a bounce over --max-inflight is accepted unread.
 	f.args = []string{"serve", "--listen", "inet:" + f.addr, "--mediagoblin-config", inst.IniPath,
-		"--registry", f.registry, "--banner", "log", "--ban-log", f.banLog}
+		"--registry", f.registry, "--banner", "log", "--ban-log", f.banLog, "--max-inflight", "1000"}
 	return f
 }
 

@@ -303,7 +303,7 @@ else
 	# It may hold MediaGoblin's database password: root's, readable by the
 	# service's group.
 	run chmod 0640 "$conf"
-	if [[ -z $root ]]; then
+	if [[ -z $root ]] || id -u "$user" >/dev/null 2>&1; then
 		run chgrp "$user" "$conf"
 	fi
 fi

@@ -575,10 +575,22 @@ func (w *realWorld) startService(name, unit string) {
 	cmd.Dir = "/"
 	w.start(name, cmd)
 	if name == "serve" {
+		// The socket is in the configuration file the unit names (or a
+		// --listen of its own).
 		listen := ""
 		for i, a := range argv {
-			if a == "--listen" && i+1 < len(argv) {
+			if i+1 >= len(argv) {
+				break
+			}
+			switch a {
+			case "--listen":
 				listen = strings.TrimPrefix(argv[i+1], "inet:")
+			case "--config":
+				for _, l := range strings.Split(readText(argv[i+1]), "\n") {
+					if k, v, ok := strings.Cut(l, "="); ok && strings.TrimSpace(k) == "listen" && listen == "" {
+						listen = strings.TrimPrefix(strings.TrimSpace(v), "inet:")
+					}
+				}
 			}
 		}
 		testenv.WaitFor(t, 20*time.Second, "the milter to listen on "+listen, func() bool {

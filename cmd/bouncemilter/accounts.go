@@ -273,4 +273,3 @@ func runAccountsAllow(ctx context.Context, args []string, stdout, stderr io.Writ
 	}
 	return 0
 }
-

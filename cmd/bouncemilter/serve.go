@@ -119,4 +119,3 @@ func (o octalMode) Set(v string) error {
 	*o.m = os.FileMode(n)
 	return nil
 }
-

@@ -83,12 +83,12 @@ type Config struct {
 	// TrustUnixSocket believes X-Forwarded-For of requests that came over
 	// a unix socket (see syncer.Options).
 	TrustUnixSocket bool
-	Retention      time.Duration
-	Every          time.Duration
-	Follow         time.Duration
-	LinkWindow     time.Duration
-	Batch          int
-	RefreshLimit   int
+	Retention       time.Duration
+	Every           time.Duration
+	Follow          time.Duration
+	LinkWindow      time.Duration
+	Batch           int
+	RefreshLimit    int
 	// AfterSync, when set, builds what runs after each sync run (the
 	// feeds' export and pull).
 	AfterSync func(reg *registry.DB, log *slog.Logger) (func(context.Context) error, error)

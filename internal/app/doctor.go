@@ -15,6 +15,7 @@ func Doctor(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (f
 		Listen:            cfg.Listen,
 		Postconf:          cfg.Postconf,
 		MediaGoblinConfig: cfg.MediaGoblinConfig,
+		MediaGoblinDB:     cfg.MediaGoblinDB,
 		Registry:          cfg.Registry,
 		ServiceUser:       cfg.ServiceUser,
 		Banner:            cfg.Banner,

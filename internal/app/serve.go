@@ -104,7 +104,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	fcfg := filter.Config{Sender: sender, Delimiter: cfg.Delimiter, MaxSize: cfg.MaxSize, Signups: copier, Guard: outGuard,
 		MediaGoblinClients: cfg.MediaGoblinClients, BounceDaemonName: cfg.BounceDaemonName, MaxInFlight: cfg.MaxInFlight}
 	var (
-		h     filter.Handler       = handler
+		h     filter.Handler      = handler
 		sends filter.SendRecorder = reg
 	)
 	if m != nil {

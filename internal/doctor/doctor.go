@@ -76,7 +76,10 @@ type Config struct {
 	Delimiter string
 
 	MediaGoblinConfig string
-	Registry          string
+	// MediaGoblinDB replaces sql_engine, as serve --mediagoblin-db: the
+	// rights checked are those of the role serve connects as.
+	MediaGoblinDB string
+	Registry      string
 	// KeyFile is the return-path signing key; "" when signing is off.
 	KeyFile string
 	// ServiceUser is the user serve and sync run as (default
@@ -326,7 +329,15 @@ func (d *doctor) handshake(ctx context.Context) {
 }
 
 func (d *doctor) mediagoblin(ctx context.Context) {
+	if d.cfg.MediaGoblinConfig == "none" {
+		d.add(Warn, "mediagoblin config", "set --mediagoblin-config to your instance's mediagoblin.ini",
+			"none: the first-run mode, where account bans wait in the queue")
+		return
+	}
 	cfg, err := mediagoblin.LoadConfig(d.cfg.MediaGoblinConfig)
+	if err == nil && d.cfg.MediaGoblinDB != "" {
+		err = cfg.UseDatabase(d.cfg.MediaGoblinDB)
+	}
 	if err != nil {
 		d.add(Fail, "mediagoblin config", "set --mediagoblin-config to your instance's mediagoblin.ini, readable by "+d.cfg.ServiceUser, "%v", err)
 		return

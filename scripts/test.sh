@@ -49,7 +49,7 @@ if ((test_status != 0)); then
 fi
 
 echo "== go test -race (concurrent packages)"
-go test -count=1 -race ./internal/registry/ ./internal/filter/ ./internal/worker/ ./internal/returnpath/ || status=1
+go test -count=1 -race ./internal/registry/ ./internal/filter/ ./internal/worker/ ./internal/returnpath/ ./internal/app/ ./internal/metrics/ || status=1
 
 echo "== fuzz (${FUZZTIME:-10s} per target)"
 for pkgdir in $(go list -f '{{.Dir}}' ./internal/...); do

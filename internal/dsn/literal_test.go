@@ -121,26 +121,32 @@ func TestLiteralMarking(t *testing.T) {
 	}
 }
 
-// TestOriginalRecipientBothLiteral checks that a rewritten recipient is
-// reported with both addresses, each marked literal.
-func TestOriginalRecipientBothLiteral(t *testing.T) {
-	msg := fmt.Sprintf(dsnTemplate, "Original-Recipient: rfc822; Victim@Example.NET\r\nFinal-Recipient: rfc822; box123@mail.example.net\r\n")
-	rep, err := Parse(strings.NewReader(msg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rep.Recipients) != 1 {
-		t.Fatalf("recipients = %+v", rep.Recipients)
-	}
-	r := rep.Recipients[0]
-	if r.Address != "box123@mail.example.net" || !r.Literal || r.OriginalAddress != "Victim@example.net" || !r.OriginalLiteral {
-		t.Errorf("recipient = %+v; want both addresses, both literal", r)
-	}
-	// An xtext-encoded ORCPT copied as is: decoded, so not literal.
-	msg = fmt.Sprintf(dsnTemplate, "Original-Recipient: rfc822; victim+2Bbox@example.net\r\nFinal-Recipient: rfc822; box123@mail.example.net\r\n")
-	rep, _ = Parse(strings.NewReader(msg))
-	if r := rep.Recipients[0]; r.OriginalAddress != "victim+box@example.net" || r.OriginalLiteral || !r.Literal {
-		t.Errorf("xtext original: %+v; want decoded and not literal", r)
+// TestRewrittenRecipient checks that a report whose Original-Recipient
+// differs from its Final-Recipient gives both, each literal, and that an
+// xtext-encoded ORCPT copied as is comes decoded and not literal.
+func TestRewrittenRecipient(t *testing.T) {
+	for _, c := range []struct {
+		name, msg   string
+		final, orig string
+		origLiteral bool
+	}{
+		{"template", fmt.Sprintf(dsnTemplate, "Original-Recipient: rfc822; Victim@Example.NET\r\nFinal-Recipient: rfc822; box123@mail.example.net\r\n"),
+			"box123@mail.example.net", "Victim@example.net", true},
+		{"postfix sample", string(sample(t, "postfix-rewritten-recipient.eml")), "NoSuchUser@example.net", "Old.Name@example.com", true},
+		{"xtext", fmt.Sprintf(dsnTemplate, "Original-Recipient: rfc822; victim+2Bbox@example.net\r\nFinal-Recipient: rfc822; box123@mail.example.net\r\n"),
+			"box123@mail.example.net", "victim+box@example.net", false},
+	} {
+		rep, err := Parse(strings.NewReader(c.msg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Recipients) != 1 {
+			t.Fatalf("%s: recipients = %+v", c.name, rep.Recipients)
+		}
+		r := rep.Recipients[0]
+		if r.Address != c.final || !r.Literal || r.OriginalAddress != c.orig || r.OriginalLiteral != c.origLiteral {
+			t.Errorf("%s: recipient = %+v; want %s (literal) and %s (literal %v)", c.name, r, c.final, c.orig, c.origLiteral)
+		}
 	}
 }
 
@@ -154,22 +160,6 @@ func TestReturnedToNeverLiteral(t *testing.T) {
 	}
 	if rep.Format != "returned-to" || len(rep.Recipients) != 1 || rep.Recipients[0].Literal {
 		t.Errorf("format %q, recipients %+v; want one returned-to recipient, not literal", rep.Format, rep.Recipients)
-	}
-}
-
-// TestRewrittenRecipient checks that a report whose Original-Recipient
-// differs from its Final-Recipient gives both, each literal.
-func TestRewrittenRecipient(t *testing.T) {
-	rep, err := Parse(strings.NewReader(string(sample(t, "postfix-rewritten-recipient.eml"))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rep.Recipients) != 1 {
-		t.Fatalf("recipients = %+v", rep.Recipients)
-	}
-	r := rep.Recipients[0]
-	if r.Address != "NoSuchUser@example.net" || !r.Literal || r.OriginalAddress != "Old.Name@example.com" || !r.OriginalLiteral {
-		t.Errorf("recipient = %+v; want NoSuchUser@example.net and Old.Name@example.com, both literal", r)
 	}
 }
 

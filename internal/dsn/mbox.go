@@ -37,14 +37,7 @@ func (p *Parser) ParseAll(r io.Reader) ([]*Report, error) {
 		r = io.MultiReader(bytes.NewReader(head[:n]), r)
 	}
 	if string(head[:n]) != "From " {
-		rep, err := p.Parse(r)
-		if rep == nil {
-			return nil, err
-		}
-		if errors.Is(err, ErrTooLarge) {
-			err = nil // kept as rep.Truncated
-		}
-		return []*Report{rep}, err
+		return single(p.Parse(r))
 	}
 	br := bufio.NewReader(r)
 	limit := p.maxBytes()
@@ -109,12 +102,17 @@ func (p *Parser) ParseAllBytes(b []byte) ([]*Report, error) {
 	if bytes.HasPrefix(b, []byte("From ")) {
 		return p.ParseAll(bytes.NewReader(b))
 	}
-	rep, err := p.ParseBytes(b)
+	return single(p.ParseBytes(b))
+}
+
+// single is ParseAll's answer for a file of one message: a message over
+// MaxBytes is no error there, its report is marked Truncated.
+func single(rep *Report, err error) ([]*Report, error) {
 	if rep == nil {
 		return nil, err
 	}
 	if errors.Is(err, ErrTooLarge) {
-		err = nil // kept as rep.Truncated
+		err = nil
 	}
 	return []*Report{rep}, err
 }

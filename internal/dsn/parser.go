@@ -24,10 +24,12 @@ var ErrInternal = errors.New("dsn: internal error")
 
 // Default limits, chosen for a milter that reads one bounce at a time:
 // Postfix returns at most bounce_size_limit (50 000) bytes of the original
-// message, so real bounces are far below these.
+// message, so real bounces are far below these. A bounce reports the
+// recipients of one message that failed at one server; MediaGoblin's mail
+// has one.
 const (
 	DefaultMaxBytes      = 10 << 20
-	DefaultMaxRecipients = 1000
+	DefaultMaxRecipients = 100
 	DefaultMaxDepth      = 10
 	DefaultMaxParts      = 100
 )
@@ -254,7 +256,7 @@ func (p *Parser) read(b []byte, budget *int64) *msg {
 
 // maxHeaderBytes bounds the header block of a message: real ones are a
 // few kilobytes, and go-message reads a folded field slowly.
-const maxHeaderBytes = 128 << 10
+const maxHeaderBytes = 64 << 10
 
 // headerCapped returns a reader of b whose header block is cut, at a line
 // end, to maxHeaderBytes (marking m truncated), without copying b.

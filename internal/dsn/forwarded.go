@@ -11,7 +11,7 @@ package dsn
 // forwarded returns the report of the bounce attached to m, or nil when
 // there is none.
 func (p *Parser) forwarded(m *msg, depth int) *Report {
-	if len(m.returnedRaw) == 0 || depth >= p.maxDepth() {
+	if len(m.returnedRaw) == 0 || depth >= p.maxDepth() || *m.budget <= 0 {
 		return nil
 	}
 	inner := p.read(skipFromLine(m.returnedRaw), m.budget)

@@ -511,7 +511,10 @@ func sentBy(lines []string, i int) bool {
 		if l == "" {
 			continue
 		}
-		return strings.HasSuffix(l, "sent by") || strings.HasSuffix(l, "from") || strings.HasSuffix(l, "from:")
+		// "to the address" (no colon) ends an instruction: "send
+		// mail ... to the address <list-request address>".
+		return strings.HasSuffix(l, "sent by") || strings.HasSuffix(l, "from") || strings.HasSuffix(l, "from:") ||
+			strings.HasSuffix(l, "to the address")
 	}
 	return false
 }
@@ -566,7 +569,7 @@ func recipientSentences(text string, ex map[string]bool) []Recipient {
 			}
 			off = next
 			k := strings.ToLower(a)
-			if ex[k] || seen[k] || isDaemonAddress(a) && !bracketed(l, next-len(a), next) {
+			if ex[k] || seen[k] || isDaemonAddress(a) && !bracketed(l, next-len(a), next) || contactBefore(l, next-len(a)) {
 				continue
 			}
 			seen[k] = true
@@ -666,6 +669,14 @@ func indexFoldByte(s string, c byte) int {
 		return i
 	}
 	return strings.IndexByte(s, c)
+}
+
+// contactBefore reports whether the words before s[i] offer the address
+// as a contact ("For further assistance, please contact <a@b>"), not as
+// a failure.
+func contactBefore(s string, i int) bool {
+	before := s[:max(i, 0)]
+	return containsFold(before, "contact") || containsFold(before, "assistance") || containsFold(before, "questions")
 }
 
 // bracketed reports whether s[i:j] is in angle brackets.

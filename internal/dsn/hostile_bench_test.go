@@ -114,7 +114,7 @@ func genuineWithPhoto(size int) []byte {
 
 // writeBase64 writes about n bytes of random base64 in 76-column lines.
 func writeBase64(b *bytes.Buffer, n int) {
-	raw := make([]byte, max(n, 0)*3/4)
+	raw := make([]byte, max(n, 0)*3/4*76/78) // 76 columns and CRLF
 	rand.New(rand.NewSource(1)).Read(raw)
 	s := base64.StdEncoding.EncodeToString(raw)
 	for len(s) > 76 {

@@ -245,11 +245,15 @@ func (p *Parser) read(b []byte, budget *int64) *msg {
 	m.header = e.Header
 	m.headerOK = true
 	p.walk(m, e, 0)
-	if m.text == "" && len(m.status) == 0 {
+	if m.text == "" && len(m.status) == 0 && *budget > 0 {
 		// A multipart message whose boundary never occurs, or one
-		// whose only text is in its preamble: read the body as text.
+		// whose only text is in its preamble: read the body as text
+		// (within the budget: a chain of attached messages that used
+		// it up gets no text at each level).
 		body := rawBody(b)
-		m.text = capText(string(body[:min(len(body), maxTextBytes+1)]))
+		body = body[:min(int64(len(body)), maxTextBytes+1, *budget)]
+		*budget -= int64(len(body))
+		m.text = capText(string(body))
 	}
 	return m
 }

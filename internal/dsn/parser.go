@@ -345,7 +345,12 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 		}
 		if int64(len(b)) > n {
 			b = b[:n]
-			m.truncated = m.truncated || mark || n < limit
+			if mark || n < limit {
+				// Cut where recipients may follow, or out of
+				// budget: read no further part, so that the rest
+				// is not scanned for boundaries at every level.
+				m.truncated, m.stop = true, true
+			}
 		}
 		*m.budget -= int64(len(b))
 		return b

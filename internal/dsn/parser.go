@@ -278,15 +278,19 @@ func headerCapped(m *msg, b []byte) io.Reader {
 }
 
 // rawBody returns what follows the header block of a message, whose lines
-// end in LF or CRLF.
+// end in LF or CRLF, or nil when no blank line ends it. One pass over the
+// lines of the header, however long it is.
 func rawBody(b []byte) []byte {
-	lf := bytes.Index(b, []byte("\n\n"))
-	crlf := bytes.Index(b, []byte("\r\n\r\n"))
-	switch {
-	case crlf >= 0 && (lf < 0 || crlf < lf):
-		return b[crlf+4:]
-	case lf >= 0:
-		return b[lf+2:]
+	for off := 0; off < len(b); {
+		i := bytes.IndexByte(b[off:], '\n')
+		if i < 0 {
+			return nil
+		}
+		line := b[off : off+i]
+		off += i + 1
+		if len(line) == 0 || len(line) == 1 && line[0] == '\r' {
+			return b[off:]
+		}
 	}
 	return nil
 }

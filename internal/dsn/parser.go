@@ -36,7 +36,7 @@ const (
 
 // maxTextBytes bounds how much human-readable text the plain-text
 // recognisers look at: the explanation a mail server writes is at the top.
-const maxTextBytes = 64 << 10
+const maxTextBytes = 32 << 10
 
 // maxStatusBytes bounds one delivery-status part (or returned header):
 // DefaultMaxRecipients recipients of a few fields each fit in far less.
@@ -245,11 +245,11 @@ func (p *Parser) read(b []byte, budget *int64) *msg {
 	m.header = e.Header
 	m.headerOK = true
 	p.walk(m, e, 0)
-	if m.text == "" && len(m.status) == 0 && *budget > 0 {
+	if m.text == "" && len(m.status) == 0 && *budget > 0 && !m.stop {
 		// A multipart message whose boundary never occurs, or one
 		// whose only text is in its preamble: read the body as text
-		// (within the budget: a chain of attached messages that used
-		// it up gets no text at each level).
+		// (within the budget, and not when a limit stopped the walk:
+		// a structure too deep or too large is not read again as text).
 		body := rawBody(b)
 		body = body[:min(int64(len(body)), maxTextBytes+1, *budget)]
 		*budget -= int64(len(body))

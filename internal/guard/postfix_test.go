@@ -17,8 +17,8 @@ import (
 	"github.com/bouncemilter/bouncemilter/internal/testenv"
 )
 
-// contribMain returns contrib/postfix/main.cf's settings, for the milter at
-// spec.
+// contribMain returns contrib/postfix/main.cf's settings, with the milter
+// at spec.
 func contribMain(t *testing.T, spec string) []string {
 	t.Helper()
 	f, err := os.Open(filepath.Join(testenv.RepoRoot(t), "contrib", "postfix", "main.cf"))
@@ -29,9 +29,15 @@ func contribMain(t *testing.T, spec string) []string {
 	var lines []string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if l := strings.TrimSpace(sc.Text()); l != "" && !strings.HasPrefix(l, "#") {
-			lines = append(lines, strings.ReplaceAll(l, "inet:127.0.0.1:8891", spec))
+		l := strings.TrimSpace(sc.Text())
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
 		}
+		// Whatever socket contrib names, the milter here is the test's.
+		if name, _, _ := strings.Cut(l, "="); strings.HasSuffix(strings.TrimSpace(name), "_milters") {
+			l = strings.TrimSpace(name) + " = " + spec
+		}
+		lines = append(lines, l)
 	}
 	return lines
 }

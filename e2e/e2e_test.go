@@ -388,9 +388,15 @@ func plainMail(from, to, subject string) string {
 
 // dsnMessage is a bounce in Postfix's format, as anyone can send one.
 func dsnMessage(failed, marker string) string {
+	return reportMessage(failed, failed, failed, "Undelivered Mail Returned to Sender "+marker)
+}
+
+// reportMessage is a bounce in Postfix's format with the given
+// Final-Recipient, Original-Recipient, returned message's To and subject.
+func reportMessage(final, original, returnedTo, subject string) string {
 	return `From: MAILER-DAEMON@mx.remote.test (Mail Delivery System)
 To: ` + sender + `
-Subject: Undelivered Mail Returned to Sender ` + marker + `
+Subject: ` + subject + `
 MIME-Version: 1.0
 Content-Type: multipart/report; report-type=delivery-status; boundary="B1"
 
@@ -400,24 +406,24 @@ Content-Type: text/plain
 I'm sorry to have to inform you that your message could not
 be delivered to one or more recipients.
 
-<` + failed + `>: host mx.nowhere.example said: 550 5.1.1 User unknown
+<` + final + `>: host mx.nowhere.example said: 550 5.1.1 User unknown
 
 --B1
 Content-Type: message/delivery-status
 
 Reporting-MTA: dns; mx.remote.test
 
-Final-Recipient: rfc822; ` + failed + `
-Original-Recipient: rfc822;` + failed + `
+Final-Recipient: rfc822; ` + final + `
+Original-Recipient: rfc822;` + original + `
 Action: failed
 Status: 5.1.1
-Diagnostic-Code: smtp; 550 5.1.1 <` + failed + `>: User unknown
+Diagnostic-Code: smtp; 550 5.1.1 <` + final + `>: User unknown
 
 --B1
 Content-Type: text/rfc822-headers
 
 From: ` + sender + `
-To: ` + failed + `
+To: ` + returnedTo + `
 Subject: GNU MediaGoblin - Verify your email!
 
 --B1--

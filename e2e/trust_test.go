@@ -57,14 +57,8 @@ var lookalikes = []string{
 
 func TestLookalikeSignups(t *testing.T) {
 	testenv.Require(t, os.Geteuid() == 0, "the end-to-end test runs Postfix, which needs root")
-	inst := mgtest.NewSQLite(t, sender)
-	w := &world{t: t, dir: t.TempDir(), inst: inst}
-	w.registry = filepath.Join(w.dir, "lib", "registry.db")
-	w.banLog = filepath.Join(w.dir, "bans.log")
-
-	now := time.Now().UTC()
-	victim := inst.AddUser(t, mgtest.User{Username: "victim", Email: victimAddr, Created: now.Add(-time.Minute)})
-	genuine := inst.AddUser(t, mgtest.User{Username: "genuinebot", Email: "genuinebot@nowhere.example", Created: now.Add(-time.Minute)})
+	w, victim, genuine := newVictimWorld(t)
+	inst, now := w.inst, time.Now().UTC()
 	inst.AddUser(t, mgtest.User{Username: "attacker", Email: attackerAddr, Created: now.Add(-time.Minute)})
 	for i, addr := range lookalikes {
 		inst.AddUser(t, mgtest.User{Username: fmt.Sprintf("lookalike%d", i), Email: addr, Created: now.Add(-time.Minute)})
@@ -73,15 +67,9 @@ func TestLookalikeSignups(t *testing.T) {
 	writeAccessLog(t, accessLog, now.Add(-time.Minute), []signup{{ip: "198.51.100.20", username: "victim"}, {ip: botIP, username: "genuinebot"}})
 	w.run("sync", "--mediagoblin-config", inst.IniPath, "--registry", w.registry, "--access-log", accessLog)
 
-	// nowhere.example and evil.example: a server that knows the victim
+	// nowhere.example and evil.example: the server that knows the victim
 	// only. attacker.example: the attacker's, which accepts the first
 	// message and refuses everything after.
-	w.remote = testenv.StartSMTPServer(t, "127.0.0.2:0", func(rcpt string) string {
-		if rcpt == victimAddr {
-			return ""
-		}
-		return "550 5.1.1 <" + rcpt + ">: Recipient address rejected: User unknown"
-	})
 	var attackerMu sync.Mutex
 	attackerAccepted := false
 	attackerSrv := testenv.StartSMTPServer(t, "127.0.0.4:0", func(rcpt string) string {
@@ -239,6 +227,26 @@ func (w *world) waitQueueEmpty() {
 	})
 }
 
+// newVictimWorld is a MediaGoblin where the victim and a genuine bot
+// signed up a minute ago, and the server of nowhere.example, which knows the
+// victim only.
+func newVictimWorld(t *testing.T) (w *world, victim, genuine int64) {
+	inst := mgtest.NewSQLite(t, sender)
+	w = &world{t: t, dir: t.TempDir(), inst: inst}
+	w.registry = filepath.Join(w.dir, "lib", "registry.db")
+	w.banLog = filepath.Join(w.dir, "bans.log")
+	now := time.Now().UTC()
+	victim = inst.AddUser(t, mgtest.User{Username: "victim", Email: victimAddr, Created: now.Add(-time.Minute)})
+	genuine = inst.AddUser(t, mgtest.User{Username: "genuinebot", Email: "genuinebot@nowhere.example", Created: now.Add(-time.Minute)})
+	w.remote = testenv.StartSMTPServer(t, "127.0.0.2:0", func(rcpt string) string {
+		if rcpt == victimAddr {
+			return ""
+		}
+		return "550 5.1.1 <" + rcpt + ">: Recipient address rejected: User unknown"
+	})
+	return w, victim, genuine
+}
+
 // startServeUnix runs serve as shipped: on the unix socket contrib/postfix
 // names, under Postfix's queue directory, reachable by Postfix's group.
 func (w *world) startServeUnix(extra ...string) {
@@ -331,37 +339,7 @@ func sendORCPT(addr, from, to, orcpt, msg string) error {
 
 // forgedDSN is a well-formed report, as an attacker's server writes it.
 func forgedDSN(final, original, returnedTo string) string {
-	return `From: MAILER-DAEMON@mx.attacker.example (Mail Delivery System)
-To: ` + sender + `
-Subject: Undelivered Mail Returned to Sender
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=delivery-status; boundary="B1"
-
---B1
-Content-Type: text/plain
-
-<` + victimAddr + `>: host mx.nowhere.example said: 550 5.1.1 User unknown
-
---B1
-Content-Type: message/delivery-status
-
-Reporting-MTA: dns; mx.attacker.example
-
-Final-Recipient: rfc822; ` + final + `
-Original-Recipient: rfc822;` + original + `
-Action: failed
-Status: 5.1.1
-Diagnostic-Code: smtp; 550 5.1.1 <` + victimAddr + `>: User unknown
-
---B1
-Content-Type: text/rfc822-headers
-
-From: ` + sender + `
-To: ` + returnedTo + `
-Subject: GNU MediaGoblin - Verify your email!
-
---B1--
-`
+	return reportMessage(final, original, returnedTo, "Undelivered Mail Returned to Sender")
 }
 
 // textBounce names the failed address in its text only, as old servers do.
@@ -423,20 +401,9 @@ func TestUnsignedLocalBounces(t *testing.T) {
 		{"unnamed", "", true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			inst := mgtest.NewSQLite(t, sender)
-			w := &world{t: t, dir: t.TempDir(), inst: inst}
-			w.registry = filepath.Join(w.dir, "lib", "registry.db")
-			w.banLog = filepath.Join(w.dir, "bans.log")
-			now := time.Now().UTC()
-			victim := inst.AddUser(t, mgtest.User{Username: "victim", Email: victimAddr, Created: now.Add(-time.Minute)})
-			genuine := inst.AddUser(t, mgtest.User{Username: "genuinebot", Email: "genuinebot@nowhere.example", Created: now.Add(-time.Minute)})
+			w, victim, genuine := newVictimWorld(t)
+			inst := w.inst
 			w.run("sync", "--mediagoblin-config", inst.IniPath, "--registry", w.registry)
-			w.remote = testenv.StartSMTPServer(t, "127.0.0.2:0", func(rcpt string) string {
-				if rcpt == victimAddr {
-					return ""
-				}
-				return "550 5.1.1 <" + rcpt + ">: User unknown"
-			})
 			w.home = testenv.StartSMTPServer(t, "127.0.0.3:0", nil)
 			w.postfix = testenv.StartPostfix(t, testenv.PostfixConfig{
 				Transports: map[string]string{

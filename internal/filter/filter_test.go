@@ -438,10 +438,11 @@ func (f handlerFunc) Handle(ctx context.Context, env bounce.Envelope, msg []byte
 }
 
 // settled returns the count of messages in flight once it reached zero, or
-// after a second: the count drops just after the milter's answer is
-// written, which the client may read first.
+// after 5 s: the count drops just after the milter's answer is written,
+// which the client may read first, or when the server reads the end of a
+// dropped connection.
 func (s *server) settled() int {
-	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 		if n := s.f.InFlight(); n == 0 {
 			return 0
 		}

@@ -195,3 +195,46 @@ func TestMboxOversizedMessage(t *testing.T) {
 		}
 	}
 }
+
+// A report whose MIME ends without its closing boundary has still been read
+// to its end: it is not truncated, so the milter may discard it. One whose
+// part header cannot be read has parts left unread: it is.
+func TestUnclosedMultipart(t *testing.T) {
+	whole := string(sample(t, "postfix-multi-rcpt.eml"))
+	last := strings.LastIndex(whole, "\n--")
+	if last < 0 {
+		t.Fatal("sample has no closing boundary")
+	}
+	for _, c := range []struct {
+		name      string
+		msg       string
+		truncated bool
+	}{
+		{"whole", whole, false},
+		{"no closing boundary", whole[:last+1], false},
+		{"unreadable part header", whole[:last+1] + "--" + boundaryOf(t, whole) + "\nContent-Type text/plain\n\nx\n", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rep, err := Parse(strings.NewReader(c.msg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !rep.Bounce || len(rep.Recipients) == 0 {
+				t.Fatalf("not read as a bounce: %+v", rep)
+			}
+			if rep.Truncated != c.truncated {
+				t.Errorf("Truncated = %v, want %v", rep.Truncated, c.truncated)
+			}
+		})
+	}
+}
+
+func boundaryOf(t *testing.T, msg string) string {
+	t.Helper()
+	i := strings.Index(msg, `boundary="`)
+	if i < 0 {
+		t.Fatal("no boundary parameter")
+	}
+	rest := msg[i+len(`boundary="`):]
+	return rest[:strings.IndexByte(rest, '"')]
+}

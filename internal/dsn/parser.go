@@ -320,7 +320,11 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 		for {
 			part, err := mr.NextPart()
 			if part == nil || (err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err)) {
-				if err != nil && err != io.EOF {
+				// A message that ends without its closing boundary
+				// (a reporting MTA that cut the returned message short)
+				// has been read to its end: nothing of it is left
+				// unread, so it is not truncated. Any other error is.
+				if err != nil && !endedEarly(err) {
 					m.truncated = true
 				}
 				return
@@ -465,4 +469,12 @@ func stripTags(s string) string {
 	}
 	r := strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&", "&nbsp;", " ", "&quot;", `"`, "&#64;", "@")
 	return r.Replace(b.String())
+}
+
+// endedEarly reports whether a multipart reader's error says only that the
+// input ended before the closing boundary. go-message wraps the cause with
+// %v ("multipart: NextPart: EOF"), so only its text tells.
+func endedEarly(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		strings.HasSuffix(err.Error(), ": EOF") || strings.HasSuffix(err.Error(), ": unexpected EOF")
 }

@@ -186,7 +186,8 @@ func (d *doctor) postfix(ctx context.Context) {
 		return strings.TrimSpace(string(out)), nil
 	}
 	// Without postconf's answer nothing else of Postfix can be checked.
-	if _, err := get("mail_version"); err != nil {
+	queue, err := get("queue_directory")
+	if err != nil {
 		d.add(Fail, "postfix", "apt-get install postfix, or name your instance: --postconf 'postconf -c /etc/postfix-NAME'", "%v", err)
 		return
 	}
@@ -201,7 +202,7 @@ func (d *doctor) postfix(ctx context.Context) {
 		switch {
 		case err != nil:
 			d.add(Fail, "postfix "+name, "apt-get install postfix", "%v", err)
-		case hasMilter(v, network, addr):
+		case hasMilter(v, network, addr, queue):
 			d.ok("postfix "+name, "has %s", d.cfg.Listen)
 		default:
 			d.add(Fail, "postfix "+name, fix, "%q does not name %s", v, d.cfg.Listen)
@@ -235,8 +236,9 @@ func (d *doctor) postfix(ctx context.Context) {
 	}
 }
 
-// hasMilter reports whether a Postfix milter list names the socket.
-func hasMilter(list, network, addr string) bool {
+// hasMilter reports whether a Postfix milter list names the socket; a
+// relative unix: path is Postfix's, under its queue directory.
+func hasMilter(list, network, addr, queue string) bool {
 	for _, f := range strings.FieldsFunc(list, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' }) {
 		f = strings.Trim(f, "{}")
 		n, a, err := filter.ParseSpec(f)
@@ -246,9 +248,9 @@ func hasMilter(list, network, addr string) bool {
 		if n == network && a == addr {
 			return true
 		}
-		// Postfix may name 127.0.0.1 as localhost, or a socket relative
-		// to its queue directory when smtpd is chrooted.
-		if n == network && network == "unix" && filepath.Base(a) == filepath.Base(addr) {
+		// Postfix may name 127.0.0.1 as localhost, and a socket relative
+		// to its queue directory (where a chrooted smtpd finds it).
+		if n == network && network == "unix" && !filepath.IsAbs(a) && filepath.Join(queue, a) == filepath.Clean(addr) {
 			return true
 		}
 		if h, p, err := splitHostPort(a); err == nil && n == network {

@@ -329,6 +329,8 @@ func TestHasMilter(t *testing.T) {
 		{"{ inet:127.0.0.1:8891, default_action=accept }", "inet:127.0.0.1:8891", true},
 		{"unix:/run/other.sock, inet:8891@127.0.0.1", "inet:127.0.0.1:8891", true},
 		{"unix:bouncemilter/milter.sock", "unix:/var/spool/postfix/bouncemilter/milter.sock", true},
+		{"unix:other/milter.sock", "unix:/var/spool/postfix/bouncemilter/milter.sock", false},
+		{"unix:/run/bouncemilter/milter.sock", "unix:/run/bouncemilter/milter.sock", true},
 		{"inet:127.0.0.1:8892", "inet:127.0.0.1:8891", false},
 		{"", "inet:127.0.0.1:8891", false},
 	} {
@@ -336,7 +338,7 @@ func TestHasMilter(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := hasMilter(tc.list, n, a); got != tc.want {
+		if got := hasMilter(tc.list, n, a, "/var/spool/postfix"); got != tc.want {
 			t.Errorf("hasMilter(%q, %s) = %v", tc.list, tc.spec, got)
 		}
 	}

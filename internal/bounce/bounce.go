@@ -115,7 +115,8 @@ const maxJournalledHeader = 16 << 10
 // message: nothing was journalled.
 func (h *Handler) Handle(ctx context.Context, env Envelope, msg []byte) (Outcome, error) {
 	now := h.now()
-	rep, parseErr := dsn.Parse(bytes.NewReader(msg))
+	// The message is already in memory: parse it without another copy.
+	rep, parseErr := new(dsn.Parser).ParseBytes(msg)
 	b := registry.Bounce{
 		Received:   now,
 		QueueID:    env.QueueID,

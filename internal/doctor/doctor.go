@@ -196,9 +196,15 @@ func (d *doctor) postfix(ctx context.Context) {
 		d.add(Fail, "milter socket", "set --listen to inet:127.0.0.1:8891 or unix:/run/bouncemilter/milter.sock", "%v", err)
 		return
 	}
+	// What Postfix should name: a socket under its queue directory by the
+	// relative path a chrooted smtpd can follow.
+	spec := d.cfg.Listen
+	if rel, err := filepath.Rel(queue, addr); network == "unix" && err == nil && !strings.HasPrefix(rel, "..") {
+		spec = "unix:" + rel
+	}
 	for _, name := range []string{"smtpd_milters", "non_smtpd_milters"} {
 		v, err := get(name)
-		fix := fmt.Sprintf("%s -e '%s = %s' && postfix reload   (append if you use other milters)", pc, name, d.cfg.Listen)
+		fix := fmt.Sprintf("%s -e '%s = %s' && postfix reload   (append if you use other milters)", pc, name, spec)
 		switch {
 		case err != nil:
 			d.add(Fail, "postfix "+name, "apt-get install postfix", "%v", err)

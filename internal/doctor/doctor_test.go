@@ -3,7 +3,6 @@ package doctor
 import (
 	"bytes"
 	"context"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,11 +26,13 @@ const sender = "notice@media.example.org"
 // fail2ban whose jail watches the ban log, and a web log; every file owned
 // as install.sh leaves it, for the service user nobody.
 type setup struct {
-	cfg     Config
-	postfix *testenv.Postfix
-	f2b     *testenv.Fail2ban
-	reg     *registry.DB
-	dir     string
+	// contribMilter is contrib/postfix/main.cf's smtpd_milters.
+	contribMilter string
+	cfg           Config
+	postfix       *testenv.Postfix
+	f2b           *testenv.Fail2ban
+	reg           *registry.DB
+	dir           string
 }
 
 func newSetup(t *testing.T) *setup {
@@ -42,14 +43,8 @@ func newSetup(t *testing.T) *setup {
 	testenv.Require(t, err == nil, "fail2ban is not installed (apt-get install fail2ban)")
 	s := &setup{}
 
-	// The real milter.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := "inet:" + ln.Addr().String()
-
-	// Postfix with contrib's settings, the socket being ours.
+	// Postfix with contrib's settings as they are: the milter on a unix
+	// socket under the queue directory.
 	var main []string
 	contrib, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), "contrib", "postfix", "main.cf"))
 	if err != nil {
@@ -59,12 +54,25 @@ func newSetup(t *testing.T) *setup {
 		if l = strings.TrimSpace(l); l == "" || strings.HasPrefix(l, "#") {
 			continue
 		}
-		if name, _, _ := strings.Cut(l, "="); strings.HasSuffix(strings.TrimSpace(name), "milters") {
-			l = strings.TrimSpace(name) + " = " + listen
+		if name, v, _ := strings.Cut(l, "="); strings.TrimSpace(name) == "smtpd_milters" {
+			s.contribMilter = strings.TrimSpace(v)
 		}
 		main = append(main, l)
 	}
 	s.postfix = testenv.StartPostfix(t, testenv.PostfixConfig{Main: main})
+
+	// The real milter, where Postfix looks for it.
+	rel, ok := strings.CutPrefix(s.contribMilter, "unix:")
+	if !ok || filepath.IsAbs(rel) {
+		t.Fatalf("contrib/postfix/main.cf names %q, not a socket under the queue directory", s.contribMilter)
+	}
+	sock := filepath.Join(s.postfix.Queue, rel)
+	os.MkdirAll(filepath.Dir(sock), 0o750)
+	listen := "unix:" + sock
+	ln, err := filter.Listen(listen, filter.Socket{Group: "postfix"})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// Files a service user reads: a directory every user can reach.
 	s.dir, err = os.MkdirTemp("", "doctor")
@@ -216,10 +224,10 @@ func TestDoctor(t *testing.T) {
 			s.postconf(t, "non_smtpd_milters =")
 			s.postconf(t, "internal_mail_filter_classes =")
 			return func() {
-				s.postconf(t, "non_smtpd_milters = "+cfg.Listen)
+				s.postconf(t, "non_smtpd_milters = "+s.contribMilter)
 				s.postconf(t, "internal_mail_filter_classes = bounce")
 			}
-		}, "postfix non_smtpd_milters", Fail, "non_smtpd_milters = " + s.cfg.Listen},
+		}, "postfix non_smtpd_milters", Fail, "non_smtpd_milters = " + s.contribMilter},
 		{"no recipient delimiter", func(t *testing.T, cfg *Config) func() {
 			s.postconf(t, "recipient_delimiter =")
 			return func() { s.postconf(t, "recipient_delimiter = +") }

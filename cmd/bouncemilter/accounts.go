@@ -17,14 +17,20 @@ import (
 )
 
 const accountsUsage = `Usage:
-  bouncemilter accounts list    [--registry PATH] [--state STATE]... [--since WHEN] [--ip CIDR] [--domain DOMAIN] [--json]
-  bouncemilter accounts show    [--registry PATH] [--mediagoblin-config PATH] [--json] USER|EMAIL|IP...
-  bouncemilter accounts stats   [--registry PATH] [--days N] [--json]
-  bouncemilter accounts restore [--registry PATH] [--mediagoblin-config PATH] [--banner fail2ban|nftables|none] [--note TEXT] USERNAME...
-  bouncemilter accounts allow   [--registry PATH] [--note TEXT] (--user NAME | --email ADDRESS | --ip ADDRESS)...
+  bouncemilter accounts list [--registry PATH] [--state STATE]... [--since WHEN]
+                             [--ip CIDR] [--domain DOMAIN] [--json]
+  bouncemilter accounts show [--registry PATH] [--mediagoblin-config PATH]
+                             [--json] USER|EMAIL|IP...
+  bouncemilter accounts stats [--registry PATH] [--days N] [--json]
+  bouncemilter accounts restore [--registry PATH] [--mediagoblin-config PATH]
+                             [--banner fail2ban|nftables|none] [--note TEXT]
+                             USERNAME...
+  bouncemilter accounts allow [--registry PATH] [--note TEXT]
+                             (--user NAME | --email ADDRESS | --ip ADDRESS)...
 
 Flags may come before or after the names. --registry and --mediagoblin-config
-default to the configuration file's (` + DefaultConfig + `).
+default to those of the configuration file,
+` + DefaultConfig + `.
 `
 
 // reviewKeys are the settings of the configuration file the accounts

@@ -30,27 +30,31 @@ import (
 	"syscall"
 )
 
-const usage = `bouncemilter: a Postfix milter that disables MediaGoblin sign-ups whose verification mail bounces
+const usage = `bouncemilter: a Postfix milter that disables MediaGoblin sign-ups whose
+verification mail bounces
 
 Usage:
-  bouncemilter serve    [flags]   run the milter and the action worker
-  bouncemilter sync     [flags]   copy MediaGoblin sign-ups and their IPs into the registry
+  bouncemilter serve [flags]      run the milter and the action worker
+  bouncemilter sync [flags]       copy MediaGoblin sign-ups and their IPs into
+                                  the registry
   bouncemilter accounts list|show|stats|restore|allow [flags]
                                   review what was done and why, the numbers per
                                   day, restore a false positive, allow-list
-  bouncemilter doctor   [flags]   check Postfix, the milter, MediaGoblin, fail2ban,
-                                  the registry and sync, with the fix for each problem
-  bouncemilter parse    [--json] FILE...
+  bouncemilter doctor [flags]     check Postfix, the milter, MediaGoblin,
+                                  fail2ban, the registry and sync, each problem
+                                  with its fix
+  bouncemilter parse [--json] FILE...
                                   show what bounce messages say
   bouncemilter keys rotate [flags]
                                   make a new return-path signing key
   bouncemilter feed keygen|export|pull|status [flags]
-                                  share proven vandal IPs and addresses with other hosters
+                                  share proven vandal IPs and addresses with
+                                  other hosters
 
 Run "bouncemilter COMMAND --help" for the flags of a command. Flags may come
-before or after names. serve, sync and doctor read ` + DefaultConfig + `
-(or --config FILE); a flag on the command line wins. --log-format json
-makes every command log JSON lines.
+before or after names. serve, sync and doctor read
+` + DefaultConfig + ` (or --config FILE); a flag on the
+command line wins. --log-format json makes every command log JSON lines.
 `
 
 func main() {

@@ -20,8 +20,8 @@ Runs the milter that Postfix's smtpd_milters and non_smtpd_milters point at
 MediaGoblin's core__user_bans and IP bans. Mail that is not a bounce of
 MediaGoblin's own mail is accepted unread. On SIGTERM it finishes the
 messages in flight; on SIGHUP it re-reads the return-path signing keys.
-Settings come from --config (default ` + DefaultConfig + `) and the
-flags; a flag wins.
+Settings come from the flags and from --config (default
+` + DefaultConfig + `); a flag wins.
 
 Flags:
 `

@@ -18,8 +18,8 @@ admin/moderator) into the registry, refreshes recent unverified ones, prunes
 those older than --retention, and links sign-ups to their IP address from the
 web server's logs. Reads MediaGoblin's database only. Runs once and exits
 non-zero on any error, or with --every keeps running and retries with
-back-off. Settings come from --config (default ` + DefaultConfig + `)
-and the flags; a flag wins.
+back-off. Settings come from the flags and from --config (default
+` + DefaultConfig + `); a flag wins.
 
 Flags:
 `

@@ -47,7 +47,7 @@ if [[ -z ${MEDIAGOBLIN_CONFIG:-} && ! -e $mgconfig ]]; then
 	echo "serve.sh: no MediaGoblin at $mgconfig: first-run mode (--mediagoblin-config none); set MEDIAGOBLIN_CONFIG" >&2
 	mgconfig=none
 fi
-echo "serve.sh: milter on inet:127.0.0.1:8891; Postfix settings: contrib/postfix/main.cf" >&2
+echo "serve.sh: milter on inet:127.0.0.1:8891; for a first try point Postfix's smtpd_milters and non_smtpd_milters there, with the other lines of contrib/postfix/main.cf (which names the unix socket the installed service listens on)" >&2
 exec bin/bouncemilter serve \
 	--registry "$state/registry.db" \
 	--ban-log "$logs/bans.log" \

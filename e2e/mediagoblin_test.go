@@ -232,6 +232,7 @@ type realWorld struct {
 	postfix          *testenv.Postfix
 	f2bDir           string
 	f2bSocket        string
+	milter           string // host:port the milter listens on
 
 	mu       sync.Mutex
 	services map[string]*exec.Cmd
@@ -456,6 +457,9 @@ http {
 func (w *realWorld) install() {
 	t := w.t
 	w.registry = filepath.Join(w.root, "var", "lib", "bouncemilter", "registry.db")
+	// Postfix and the milter meet on loopback here: the unix socket of
+	// contrib/postfix lives in the system's Postfix queue directory.
+	w.milter = testenv.FreeAddr(t, "127.0.0.1")
 	if _, err := user.Lookup("bouncemilter"); err != nil {
 		// The script creates the service user: remove it when done.
 		t.Cleanup(func() {
@@ -467,7 +471,7 @@ func (w *realWorld) install() {
 	}
 	args := []string{"--binary", binary, "--mediagoblin-config", w.mgIni, "--mediagoblin-user", mgUser,
 		"--access-log", filepath.Join(w.base, "nginx", "access.log"), "--signup-log", filepath.Join(w.base, "nginx", "signup.log"),
-		"--postfix-config", w.postfix.Dir, "--milter", "inet:" + testenv.FreeAddr(t, "127.0.0.1")}
+		"--postfix-config", w.postfix.Dir, "--milter", "inet:" + w.milter}
 	var role, password string
 	if w.postgres {
 		// bouncemilter connects as a role of its own with only the

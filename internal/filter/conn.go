@@ -17,8 +17,8 @@ import (
 // ('Q'), a final answer (accept, discard, reject, tempfail, reply code), or
 // the connection's end, whichever comes first.
 type inflight struct {
-	mu    sync.Mutex
-	n     int
+	mu   sync.Mutex
+	n    int
 	idle chan struct{} // closed while n == 0
 }
 

@@ -47,6 +47,9 @@ func Show(ctx context.Context, cfg Config, who string, asJSON bool, log *slog.Lo
 			return err
 		}
 		a := review.Account{Story: s}
+		if a.ListedBy, err = listedBy(ctx, reg, r, time.Now()); err != nil {
+			return err
+		}
 		switch {
 		case dbErr != nil:
 			a.LiveError = dbErr.Error()
@@ -89,6 +92,9 @@ func Stats(ctx context.Context, cfg Config, days int, asJSON bool, out io.Writer
 	defer reg.Close()
 	st, err := reg.Stats(ctx, time.Now(), days, 10)
 	if err != nil {
+		return err
+	}
+	if st.Peers, err = peerCounts(ctx, reg, st.Since, time.Now()); err != nil {
 		return err
 	}
 	return review.WriteStats(out, st, asJSON)

@@ -426,3 +426,11 @@ func (r *DB) ListedBy(ctx context.Context, kind, value string, now time.Time) ([
 	}
 	return out, nil
 }
+
+// PeerCount says how many of this instance's disabled sign-ups a peer also
+// listed: by their IP, and by their address.
+type PeerCount struct {
+	Peer      string `json:"peer"`
+	IPs       int64  `json:"ips"`
+	Addresses int64  `json:"addresses"`
+}

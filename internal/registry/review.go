@@ -344,6 +344,10 @@ type Stats struct {
 	// the most sign-ups since Since; Domains the address domains.
 	Networks []Count
 	Domains  []Count
+	// Peers counts, for each peer, the accounts disabled since Since
+	// whose IP or address it also listed (package feed; filled by the
+	// caller, which knows how feeds hash addresses).
+	Peers []PeerCount
 }
 
 // Stats counts, per UTC day for the days days up to now, the bounces by

@@ -27,6 +27,16 @@ type Account struct {
 	Live  *mediagoblin.LiveState
 	// LiveError says why the live state could not be read.
 	LiveError string
+	// ListedBy are the peers whose feeds also list the sign-up's IP or
+	// address.
+	ListedBy ListedBy
+}
+
+// ListedBy names the peers whose unexpired feed entries hold a sign-up's
+// IP, and its address.
+type ListedBy struct {
+	IP      []string `json:"ip"`
+	Address []string `json:"address"`
 }
 
 const stamp = "2006-01-02 15:04:05"
@@ -128,6 +138,10 @@ func writeAccount(w io.Writer, a Account) {
 	}
 	line(w, "  signed up    %s UTC from %s", when(r.Created), ip)
 	line(w, "  registry     verified %s, admin/moderator %s, last synced %s", yesNo(r.Verified), yesNo(r.Privileged), when(r.Synced))
+	if l := a.ListedBy; len(l.IP)+len(l.Address) > 0 {
+		para(w, "  peers        ", "IP listed by ", orDash(strings.Join(l.IP, ", ")))
+		para(w, "               ", "address listed by ", orDash(strings.Join(l.Address, ", ")))
+	}
 	switch {
 	case a.Live != nil && !a.Live.Exists:
 		line(w, "  mediagoblin  no such account any more")
@@ -228,6 +242,7 @@ type accountJSON struct {
 	Allow      []allowJSON            `json:"allow_list"`
 	MediaGob   *mediagoblin.LiveState `json:"mediagoblin,omitempty"`
 	MediaErr   string                 `json:"mediagoblin_error,omitempty"`
+	ListedBy   *ListedBy              `json:"listed_by,omitempty"`
 }
 
 type sendJSON struct {
@@ -279,6 +294,9 @@ func toJSON(a Account) accountJSON {
 	out := accountJSON{UserID: r.UserID, Username: r.Username, Email: r.Email, SignedUp: r.Created, IP: r.IP, IPSource: r.IPSource,
 		Verified: r.Verified, Privileged: r.Privileged, Synced: r.Synced, MediaGob: a.Live, MediaErr: a.LiveError,
 		Sends: []sendJSON{}, Bounces: []bounceJSON{}, Actions: []actionJSON{}, Allow: []allowJSON{}}
+	if l := a.ListedBy; len(l.IP)+len(l.Address) > 0 {
+		out.ListedBy = &l
+	}
 	for _, snd := range s.Sends {
 		out.Sends = append(out.Sends, sendJSON{snd.Sent, snd.QueueID, snd.Subject})
 	}
@@ -344,6 +362,8 @@ type statsJSON struct {
 	Days     []dayJSON        `json:"days"`
 	Networks []registry.Count `json:"networks"`
 	Domains  []registry.Count `json:"domains"`
+	// Peers: how many of the disabled sign-ups each peer also listed.
+	Peers []registry.PeerCount `json:"peers"`
 }
 
 type dayJSON struct {
@@ -371,6 +391,10 @@ func WriteStats(w io.Writer, st registry.Stats, asJSON bool) error {
 		}
 		if out.Domains == nil {
 			out.Domains = []registry.Count{}
+		}
+		out.Peers = st.Peers
+		if out.Peers == nil {
+			out.Peers = []registry.PeerCount{}
 		}
 		return writeJSON(w, out)
 	}
@@ -401,6 +425,13 @@ func WriteStats(w io.Writer, st registry.Stats, asJSON bool) error {
 		}
 		for _, c := range top.list {
 			line(w, "%-44s %9d %9d", fit(c.Key, 44), c.SignUps, c.Disabled)
+		}
+	}
+	if len(st.Peers) > 0 {
+		fmt.Fprintln(w)
+		line(w, "%-44s %9s %9s", "PEERS THAT ALSO LISTED THEM", "IPS", "ADDRESSES")
+		for _, p := range st.Peers {
+			line(w, "%-44s %9d %9d", fit(p.Peer, 44), p.IPs, p.Addresses)
 		}
 	}
 	return nil

@@ -152,7 +152,9 @@ fi
 listen=$milter
 if [[ $milter == unix:* && $milter != unix:/* ]]; then
 	queue=$("${postconf[@]}" -h queue_directory 2>/dev/null || echo /var/spool/postfix)
-	listen=unix:$root$queue/${milter#unix:}
+	# Postfix's settings are the system's (or --postfix-config's) even
+	# under --root: so is its queue directory.
+	listen=unix:$queue/${milter#unix:}
 fi
 
 if step build "1. Build (Go >= 1.25 and gcc: the SQLite driver is cgo)"; then

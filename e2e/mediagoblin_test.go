@@ -232,7 +232,6 @@ type realWorld struct {
 	postfix          *testenv.Postfix
 	f2bDir           string
 	f2bSocket        string
-	milter           string // host:port the milter listens on
 
 	mu       sync.Mutex
 	services map[string]*exec.Cmd
@@ -457,9 +456,6 @@ http {
 func (w *realWorld) install() {
 	t := w.t
 	w.registry = filepath.Join(w.root, "var", "lib", "bouncemilter", "registry.db")
-	// Postfix and the milter meet on loopback here: the unix socket of
-	// contrib/postfix lives in the system's Postfix queue directory.
-	w.milter = testenv.FreeAddr(t, "127.0.0.1")
 	if _, err := user.Lookup("bouncemilter"); err != nil {
 		// The script creates the service user: remove it when done.
 		t.Cleanup(func() {
@@ -471,7 +467,7 @@ func (w *realWorld) install() {
 	}
 	args := []string{"--binary", binary, "--mediagoblin-config", w.mgIni, "--mediagoblin-user", mgUser,
 		"--access-log", filepath.Join(w.base, "nginx", "access.log"), "--signup-log", filepath.Join(w.base, "nginx", "signup.log"),
-		"--postfix-config", w.postfix.Dir, "--milter", "inet:" + w.milter}
+		"--postfix-config", w.postfix.Dir}
 	var role, password string
 	if w.postgres {
 		// bouncemilter connects as a role of its own with only the
@@ -573,19 +569,39 @@ func (w *realWorld) startService(name, unit string) {
 	joined := strings.ReplaceAll(text, "\\\n", " ")
 	var argv []string
 	var runAs string
+	var extra []string // SupplementaryGroups
+	var pre [][]string // ExecStartPre with "+": run with full privileges
 	for _, l := range strings.Split(joined, "\n") {
 		switch {
+		case strings.HasPrefix(l, "ExecStartPre=+"):
+			pre = append(pre, strings.Fields(strings.TrimPrefix(l, "ExecStartPre=+")))
 		case strings.HasPrefix(l, "ExecStart="):
 			argv = strings.Fields(strings.TrimPrefix(l, "ExecStart="))
 		case strings.HasPrefix(l, "User="):
 			runAs = strings.TrimPrefix(l, "User=")
+		case strings.HasPrefix(l, "SupplementaryGroups="):
+			extra = append(extra, strings.Fields(strings.TrimPrefix(l, "SupplementaryGroups="))...)
 		}
 	}
 	if len(argv) == 0 || runAs == "" {
 		t.Fatalf("%s has no ExecStart or no User:\n%s", unit, text)
 	}
+	for _, p := range pre {
+		if out, err := exec.Command(p[0], p[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: ExecStartPre %s: %v\n%s", unit, strings.Join(p, " "), err, out)
+		}
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: credential(t, runAs)}
+	cred := credential(t, runAs)
+	for _, name := range extra {
+		g, err := user.LookupGroup(name)
+		if err != nil {
+			t.Fatalf("%s: SupplementaryGroups=%s: %v", unit, name, err)
+		}
+		gid, _ := strconv.Atoi(g.Gid)
+		cred.Groups = append(cred.Groups, uint32(gid))
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	cmd.Dir = "/"
 	w.start(name, cmd)
 	if name == "serve" {
@@ -598,17 +614,21 @@ func (w *realWorld) startService(name, unit string) {
 			}
 			switch a {
 			case "--listen":
-				listen = strings.TrimPrefix(argv[i+1], "inet:")
+				listen = argv[i+1]
 			case "--config":
 				for _, l := range strings.Split(readText(argv[i+1]), "\n") {
 					if k, v, ok := strings.Cut(l, "="); ok && strings.TrimSpace(k) == "listen" && listen == "" {
-						listen = strings.TrimPrefix(strings.TrimSpace(v), "inet:")
+						listen = strings.TrimSpace(v)
 					}
 				}
 			}
 		}
+		network, addr := "tcp", strings.TrimPrefix(listen, "inet:")
+		if path, ok := strings.CutPrefix(listen, "unix:"); ok {
+			network, addr = "unix", path
+		}
 		testenv.WaitFor(t, 20*time.Second, "the milter to listen on "+listen, func() bool {
-			c, err := net.DialTimeout("tcp", listen, time.Second)
+			c, err := net.DialTimeout(network, addr, time.Second)
 			if err == nil {
 				c.Close()
 			}

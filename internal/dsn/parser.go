@@ -1,13 +1,16 @@
 package dsn
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-message"
+	"github.com/emersion/go-message/textproto"
 	// Bounces arrive in every legacy charset there is (ISO-2022-JP,
 	// Windows-1252, KOI8-R, ...); this registers their decoders with
 	// go-message.
@@ -235,7 +238,7 @@ func (p *Parser) read(b []byte, budget *int64) *msg {
 	m := &msg{raw: b, budget: budget}
 	// An unknown charset or transfer encoding is no reason to stop: the
 	// entity is still readable (as raw bytes) and go-message says so.
-	e, _ := message.Read(headerCapped(m, b))
+	e, _ := readEntity(m, b)
 	if e == nil {
 		// No header that can be read: the text recognisers may still
 		// find a bounce in it (some tools hand over the body alone).
@@ -376,8 +379,11 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 			// The report part came first (RFC 6522 section 3 puts
 			// it before the returned message): only the header of
 			// the returned message is needed, not its body.
-			if e, _ := message.Read(e.Body); e != nil {
-				m.returned = &e.Header
+			br := getBufio(io.LimitReader(e.Body, maxEntityHeaderBytes))
+			h, err := textproto.ReadHeader(br)
+			putBufio(br)
+			if err == nil {
+				m.returned = &message.Header{Header: h}
 			}
 			return
 		}
@@ -416,10 +422,57 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 // readHeader parses a header block; what a broken header yields up to the
 // error is kept, since returned headers are often cut short.
 func readHeader(b []byte) (message.Header, bool) {
-	if e, _ := message.Read(bytes.NewReader(b)); e != nil {
-		return e.Header, true
+	if h, _, err := headerPrefix(b); err == nil {
+		return message.Header{Header: h}, true
 	}
 	return message.Header{}, false
+}
+
+// readEntity is message.Read of the message b, whose header block
+// headerCapped cuts to maxHeaderBytes. When it is not cut, the body is read
+// from b itself rather than through message.Read's own buffered reader: one
+// 4 KiB buffer and one copy less per message.
+func readEntity(m *msg, b []byte) (*message.Entity, error) {
+	r := headerCapped(m, b)
+	if _, ok := r.(*bytes.Reader); !ok {
+		return message.Read(r)
+	}
+	h, n, err := headerPrefix(b)
+	if err != nil {
+		return nil, err
+	}
+	return message.New(message.Header{Header: h}, bytes.NewReader(b[n:]))
+}
+
+// maxEntityHeaderBytes is go-message's own bound on a header block
+// (message.Read fails beyond it); the shortcuts around message.Read keep it.
+const maxEntityHeaderBytes = 1 << 20
+
+// headerPrefix reads the header block at the start of b as message.Read
+// does (the same reader, the same bound) and returns it with the length of
+// the header block, blank line included.
+func headerPrefix(b []byte) (textproto.Header, int, error) {
+	r := bytes.NewReader(b[:min(len(b), maxEntityHeaderBytes)])
+	br := getBufio(r)
+	h, err := textproto.ReadHeader(br)
+	n := int(r.Size()) - r.Len() - br.Buffered()
+	putBufio(br)
+	return h, n, err
+}
+
+// bufioPool holds the buffered readers the header reader needs, so that
+// each message does not allocate its own: it holds no state between uses.
+var bufioPool = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
+
+func getBufio(r io.Reader) *bufio.Reader {
+	br := bufioPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+func putBufio(br *bufio.Reader) {
+	br.Reset(nil)
+	bufioPool.Put(br)
 }
 
 func capText(s string) string {

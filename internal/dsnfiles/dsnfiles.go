@@ -32,6 +32,14 @@ type Result struct {
 // reports of its messages. A file that cannot be read gives a Result with
 // Error set.
 func ParseFile(p *dsn.Parser, name string) Result {
+	return parseFile(p, name, nil)
+}
+
+// parseFile is ParseFile reading the file into *buf when it is small
+// enough, so that a worker parsing many files reuses one buffer (and its
+// pages) instead of allocating one per file. Package dsn copies what its
+// reports keep, so the buffer may be overwritten once the file is parsed.
+func parseFile(p *dsn.Parser, name string, buf *[]byte) Result {
 	res := Result{File: name, Recipients: []dsn.Recipient{}}
 	var reports []*dsn.Report
 	var err error
@@ -42,7 +50,7 @@ func ParseFile(p *dsn.Parser, name string) Result {
 		// what is parsed; the file is one the operator named, not
 		// mail from a stranger.
 		var b []byte
-		if b, err = os.ReadFile(name); err != nil {
+		if b, err = readFile(name, buf); err != nil {
 			res.Error = err.Error()
 			return res
 		}
@@ -94,13 +102,14 @@ func ParseFiles(ctx context.Context, p *dsn.Parser, names []string, workers int,
 	// capacity bounds how far ahead of emit the workers run.
 	type slot = chan []Result
 	queue := make(chan slot, 2*workers)
-	jobs := make(chan func(), workers)
+	jobs := make(chan func(*[]byte), workers)
 	done := make(chan struct{})
 	defer close(done)
 	for range workers {
 		go func() {
+			var buf []byte
 			for job := range jobs {
-				job()
+				job(&buf)
 			}
 		}()
 	}
@@ -117,13 +126,13 @@ func ParseFiles(ctx context.Context, p *dsn.Parser, names []string, workers int,
 			case <-ctx.Done():
 				return
 			}
-			job := func() {
+			job := func(buf *[]byte) {
 				out := make([]Result, 0, len(part))
 				for _, name := range part {
 					if ctx.Err() != nil {
 						break
 					}
-					out = append(out, ParseFile(p, name))
+					out = append(out, parseFile(p, name, buf))
 				}
 				s <- out
 			}
@@ -149,6 +158,22 @@ func ParseFiles(ctx context.Context, p *dsn.Parser, names []string, workers int,
 	}
 	return ctx.Err()
 }
+
+// readFile returns the contents of the file name. A regular file of at
+// most maxReuse bytes is read into *buf (grown when needed), anything else
+// into a buffer of its own, as os.ReadFile does.
+func readFile(name string, buf *[]byte) ([]byte, error) {
+	if buf != nil {
+		if b, ok, err := readSmall(name, buf); ok || err != nil {
+			return b, err
+		}
+	}
+	return os.ReadFile(name)
+}
+
+// maxReuse bounds the buffer a worker keeps: bounces are a few kilobytes,
+// and a large file (an mbox of many) is read once into its own buffer.
+const maxReuse = 1 << 20
 
 // maxBatch caps the files of one batch, so that a run of large files
 // still spreads over the workers.

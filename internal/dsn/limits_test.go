@@ -238,3 +238,14 @@ func boundaryOf(t *testing.T, msg string) string {
 	rest := msg[i+len(`boundary="`):]
 	return rest[:strings.IndexByte(rest, '"')]
 }
+
+// TestCapTextBytes checks that the one-copy form of capText gives the same
+// text, also where the cut falls inside a line end.
+func TestCapTextBytes(t *testing.T) {
+	long := strings.Repeat("a", maxTextBytes-1) + "\r\nb"
+	for _, s := range []string{"", "a\r\nb", "\r\r\n", "a\rb\n\r", "\r\n\r\n", long, long[:maxTextBytes], strings.Repeat("\r\n", maxTextBytes)} {
+		if got, want := capTextBytes([]byte(s)), capText(s); got != want {
+			t.Errorf("capTextBytes(%.20q...) = %.20q..., want %.20q...", s, got, want)
+		}
+	}
+}

@@ -341,10 +341,14 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 	// body copies the part out, up to limit bytes and within the
 	// budget. Where what is cut off could hold recipients (mark), the
 	// report is marked truncated; text beyond maxTextBytes is not.
-	body := func(limit int64, mark bool) []byte {
+	// With scratch, the bytes are read into *scratch and valid until
+	// it is used again.
+	body := func(limit int64, mark bool, scratch *[]byte) []byte {
 		n := min(limit, p.maxBytes(), *m.budget)
 		var b []byte
-		if limit > maxStatusBytes {
+		if scratch != nil {
+			b = readInto(io.LimitReader(e.Body, n+1), scratch)
+		} else if limit > maxStatusBytes {
 			// An attached message, maybe large. Decoded, it is no
 			// longer than the message it is in: one buffer of that
 			// size, not io.ReadAll's many.
@@ -368,7 +372,7 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 	}
 	switch mediaType {
 	case "message/delivery-status", "message/global-delivery-status":
-		m.status = append(m.status, body(maxStatusBytes, true))
+		m.status = append(m.status, body(maxStatusBytes, true, nil))
 	case "message/feedback-report":
 		m.feedback = true
 	case "message/rfc822", "message/global", "message/partial":
@@ -388,16 +392,18 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 			return
 		}
 		// It may be a bounce forwarded as an attachment: keep it whole.
-		b := body(p.maxBytes(), true)
+		b := body(p.maxBytes(), true, nil)
 		m.returnedRaw = b
 		if h, ok := readHeader(b); ok {
 			m.returned = &h
 		}
 	case "text/rfc822-headers", "message/global-headers":
 		if m.returned == nil {
-			if h, ok := readHeader(body(maxStatusBytes, false)); ok {
+			sp := getScratch()
+			if h, ok := readHeader(body(maxStatusBytes, false, sp)); ok {
 				m.returned = &h
 			}
+			putScratch(sp)
 		}
 	case "text/plain", "text/html", "text/enriched":
 		if m.text != "" && depth > 0 {
@@ -406,16 +412,51 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 			// no plain text came before it.
 			return
 		}
-		t := string(body(maxTextBytes+1, false))
-		if mediaType == "text/html" {
-			t = stripTags(t)
+		sp := getScratch()
+		if b := body(maxTextBytes+1, false, sp); mediaType == "text/html" {
+			m.text = capText(stripTags(string(b)))
+		} else {
+			m.text = capTextBytes(b)
 		}
-		m.text = capText(t)
+		putScratch(sp)
 	default:
 		if depth == 0 {
 			// A single-part message of an odd type: look at it as text.
-			m.text = capText(string(body(maxTextBytes+1, false)))
+			sp := getScratch()
+			m.text = capTextBytes(body(maxTextBytes+1, false, sp))
+			putScratch(sp)
 		}
+	}
+}
+
+// readInto is io.ReadAll into *scratch, which it grows as needed.
+func readInto(r io.Reader, scratch *[]byte) []byte {
+	b := (*scratch)[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			break
+		}
+	}
+	*scratch = b
+	return b
+}
+
+// scratchPool holds buffers that part bodies are read into when only a
+// string (or parsed header) made from them is kept: one allocation of the
+// right size instead of io.ReadAll's growing ones. It holds no state
+// between uses.
+var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
+func getScratch() *[]byte { return scratchPool.Get().(*[]byte) }
+
+func putScratch(b *[]byte) {
+	if cap(*b) <= 64<<10 {
+		scratchPool.Put(b)
 	}
 }
 
@@ -473,6 +514,23 @@ func getBufio(r io.Reader) *bufio.Reader {
 func putBufio(br *bufio.Reader) {
 	br.Reset(nil)
 	bufioPool.Put(br)
+}
+
+// capTextBytes is capText(string(b)) with one copy, changing b.
+func capTextBytes(b []byte) string {
+	b = b[:min(len(b), maxTextBytes)]
+	if bytes.IndexByte(b, '\r') < 0 {
+		return string(b)
+	}
+	w := 0
+	for i := 0; i < len(b); i++ {
+		if b[i] == '\r' && i+1 < len(b) && b[i+1] == '\n' {
+			continue
+		}
+		b[w] = b[i]
+		w++
+	}
+	return string(b[:w])
 }
 
 func capText(s string) string {

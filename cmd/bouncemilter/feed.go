@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -21,21 +24,25 @@ import (
 const feedUsage = `Usage:
   bouncemilter feed keygen --key PATH
   bouncemilter feed export --registry PATH --key PATH --name NAME --out DIR [--ttl DURATION]
-  bouncemilter feed pull   --registry PATH --peers FILE [--threshold N] [--never-ban CIDR]...
-  bouncemilter feed status --registry PATH [--peers FILE] [--json]
+  bouncemilter feed pull   --registry PATH [--peers FILE] [--peer LINE]... [--threshold N]
+                           [--never-ban CIDR]... [--config FILE]
+  bouncemilter feed status --registry PATH [--peers FILE] [--peer LINE]... [--json]
 
 Shares what this instance proved with other MediaGoblin hosters. keygen makes
 a minisign key pair (PATH secret, PATH.pub public). export writes feed.json,
 feed.json.minisig and feed.txt into DIR for your web server to publish. pull
 fetches the peers' feeds, verifies them, and bans the IPs that peers whose
 weights add up to --threshold list. The peers file has one peer a line:
-NAME URL-OF-FEED.JSON PUBLIC-KEY [WEIGHT].
+NAME URL-OF-FEED.JSON PUBLIC-KEY [WEIGHT]; --peer takes one such line.
+Without --peers and --peer, pull and status read feed-peers and feed-peer
+from the configuration file that serve and sync read.
 `
 
 // feedFlags are the subscription and publication flags, shared by `feed
 // pull`/`feed export` and `sync --every`.
 type feedFlags struct {
 	peers     *string
+	peerLines listFlag
 	threshold *float64
 	timeout   *time.Duration
 	maxSize   *int64
@@ -81,6 +88,7 @@ func (f *feedFlags) reporter(reg *registry.DB, log *slog.Logger) (*sfs.Reporter,
 // prefix "feed-".
 func (f *feedFlags) subscribe(fs *flag.FlagSet, prefix string) {
 	f.peers = fs.String(prefix+"peers", "", "peers `file`: one peer a line, NAME URL PUBLIC-KEY [WEIGHT]")
+	fs.Var(&f.peerLines, prefix+"peer", "one peer, `\"NAME URL PUBLIC-KEY [WEIGHT]\"`, as a line of the peers file; repeatable (a configuration file takes one line per peer)")
 	f.threshold = fs.Float64(prefix+"threshold", feed.DefaultThreshold, "ban an IP when peers whose weights add up to this list it (peers with one key count once)")
 	f.timeout = fs.Duration("feed-timeout", feed.DefaultTimeout, "time allowed to fetch one peer's feed and signature")
 	f.maxSize = fs.Int64("feed-max-size", feed.DefaultMaxSize, "largest feed.json accepted, in bytes")
@@ -140,10 +148,10 @@ func (f *feedFlags) afterSync(reg *registry.DB, log *slog.Logger) (func(context.
 // subscriber returns the subscriber the flags describe, or nil without
 // --peers.
 func (f *feedFlags) subscriber(reg *registry.DB, log *slog.Logger) (*feed.Subscriber, error) {
-	if *f.peers == "" {
+	if *f.peers == "" && len(f.peerLines) == 0 {
 		return nil, nil
 	}
-	peers, err := loadPeers(*f.peers)
+	peers, err := loadPeers(*f.peers, f.peerLines)
 	if err != nil {
 		return nil, err
 	}
@@ -171,18 +179,56 @@ func (f *feedFlags) exporter(reg *registry.DB) (func(ctx context.Context) (*feed
 	}, nil
 }
 
-// loadPeers reads a peers file.
-func loadPeers(path string) ([]feed.Peer, error) {
-	file, err := os.Open(path)
-	if err != nil {
-		return nil, err
+// loadPeers reads the peers of a peers file (none when path is "") and of
+// lines, each one line of such a file; a name may appear once in all.
+func loadPeers(path string, lines []string) ([]feed.Peer, error) {
+	var text []byte
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		text = append(data, '\n')
 	}
-	defer file.Close()
-	peers, err := feed.ParsePeers(file)
+	for _, l := range lines {
+		text = append(text, l+"\n"...)
+	}
+	peers, err := feed.ParsePeers(bytes.NewReader(text))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", cmp.Or(path, "--peer"), err)
 	}
 	return peers, nil
+}
+
+// peersFromConfig fills the subscription flags that the command line left
+// empty from the configuration file that serve and sync read (--config, or
+// DefaultConfig when it exists): its feed-peers, feed-peer, feed-threshold
+// and feed-never-ban settings.
+func (f *feedFlags) peersFromConfig(config string) error {
+	if *f.peers != "" || len(f.peerLines) > 0 {
+		return nil
+	}
+	conf := flag.NewFlagSet("config", flag.ContinueOnError)
+	conf.SetOutput(io.Discard)
+	defineSync(conf)
+	// The flags were set through pflag, which fs.Visit does not see: a
+	// path other than the default was given.
+	var args []string
+	if config != DefaultConfig {
+		args = []string{"--config", config}
+	}
+	if err := parseFlags(conf, args, allKeys); err != nil {
+		return fmt.Errorf("configuration file %s: %w", config, err)
+	}
+	*f.peers = conf.Lookup("feed-peers").Value.String()
+	f.peerLines = *conf.Lookup("feed-peer").Value.(*listFlag)
+	if *f.threshold == feed.DefaultThreshold {
+		*f.threshold, _ = strconv.ParseFloat(conf.Lookup("feed-threshold").Value.String(), 64)
+	}
+	if len(f.neverBan) == 0 {
+		f.neverBan = *conf.Lookup("feed-never-ban").Value.(*prefixFlag)
+	}
+	return nil
 }
 
 func runFeed(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) int {
@@ -197,22 +243,30 @@ func runFeed(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 	var ff feedFlags
 	regPath := fs.String("registry", defaultRegistry, "the registry SQLite database")
 	asJSON := new(bool)
+	var config *string
 	switch sub {
 	case "keygen":
 		ff.key = fs.String("key", "", "where to write the secret key (PATH.pub gets the public key)")
 	case "export":
 		ff.publish(fs, "")
-	case "pull":
+	case "pull", "status":
 		ff.subscribe(fs, "")
-	case "status":
-		ff.peers = fs.String("peers", "", "peers `file`, to list configured peers never fetched too")
-		asJSON = fs.Bool("json", false, "print one JSON object per peer")
+		config = fs.String("config", DefaultConfig, "without --peers or --peer: the configuration `file` whose feed-peers, feed-peer, feed-threshold and feed-never-ban settings to use")
+		if sub == "status" {
+			asJSON = fs.Bool("json", false, "print one JSON object per peer")
+		}
 	default:
 		fmt.Fprintf(stderr, "bouncemilter feed: unknown command %q\n\n%s", sub, feedUsage)
 		return 2
 	}
 	if err := parseFlags(fs, args[1:], nil); err != nil {
 		return exitCode(err)
+	}
+	if config != nil {
+		if err := ff.peersFromConfig(*config); err != nil {
+			fmt.Fprintf(stderr, "bouncemilter feed %s: %v\n", sub, err)
+			return 2
+		}
 	}
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "bouncemilter feed %s: %v\n", sub, err)
@@ -252,8 +306,8 @@ func runFeed(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 		}
 		fmt.Fprintf(stdout, "feed %s made %s: %d IPs, %d addresses, in %s\n", f.Name, f.Made.Format(time.RFC3339), len(f.IPs), len(f.Addresses), *ff.out)
 	case "pull":
-		if *ff.peers == "" {
-			fmt.Fprintln(stderr, "bouncemilter feed pull: --peers is required")
+		if *ff.peers == "" && len(ff.peerLines) == 0 {
+			fmt.Fprintln(stderr, "bouncemilter feed pull: no peers: give --peers or --peer, or feed-peers or feed-peer in the configuration file")
 			return 2
 		}
 		s, err := ff.subscriber(reg, log)
@@ -269,7 +323,7 @@ func runFeed(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 			return 1
 		}
 	case "status":
-		return feedStatus(ctx, reg, *ff.peers, *asJSON, stdout, stderr)
+		return feedStatus(ctx, reg, *ff.peers, ff.peerLines, *asJSON, stdout, stderr)
 	}
 	return 0
 }
@@ -287,7 +341,7 @@ type peerStatus struct {
 	LastError    string    `json:"last_error,omitempty"`
 }
 
-func feedStatus(ctx context.Context, reg *registry.DB, peersFile string, asJSON bool, stdout, stderr io.Writer) int {
+func feedStatus(ctx context.Context, reg *registry.DB, peersFile string, peerLines []string, asJSON bool, stdout, stderr io.Writer) int {
 	known, err := reg.FeedPeers(ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "bouncemilter feed status: %v\n", err)
@@ -295,8 +349,9 @@ func feedStatus(ctx context.Context, reg *registry.DB, peersFile string, asJSON 
 	}
 	var out []peerStatus
 	seen := map[string]bool{}
-	if peersFile != "" {
-		peers, err := loadPeers(peersFile)
+	configured := peersFile != "" || len(peerLines) > 0
+	if configured {
+		peers, err := loadPeers(peersFile, peerLines)
 		if err != nil {
 			fmt.Fprintf(stderr, "bouncemilter feed status: %v\n", err)
 			return 1
@@ -312,7 +367,7 @@ func feedStatus(ctx context.Context, reg *registry.DB, peersFile string, asJSON 
 		}
 	}
 	for _, st := range known {
-		if !seen[st.Name] && peersFile == "" {
+		if !seen[st.Name] && !configured {
 			out = append(out, statusOf(st, "", 0))
 		}
 	}

@@ -71,6 +71,22 @@ func TestFeedCommands(t *testing.T) {
 	if out := run("status", "--registry", regC, "--json"); strings.Count(out, `"entries":2`) != 2 {
 		t.Errorf("status --json:\n%s", out)
 	}
+
+	// The same peers as feed-peer lines of the configuration file that
+	// serve and sync read: feed pull and status use them too.
+	var conf strings.Builder
+	for _, l := range strings.Split(strings.TrimSpace(peers.String()), "\n") {
+		conf.WriteString("feed-peer = " + l + "\n")
+	}
+	confFile := filepath.Join(dir, "bouncemilter.conf")
+	os.WriteFile(confFile, []byte(conf.String()), 0o644)
+	regD := filepath.Join(dir, "d", "registry.db")
+	if out := run("pull", "--registry", regD, "--config", confFile); !strings.Contains(out, "2 feeds accepted, 0 unchanged, 0 failed; 1 IPs banned") {
+		t.Errorf("pull with the configuration file said %q", out)
+	}
+	if out := run("status", "--registry", regD, "--config", confFile); strings.Count(out, "\n") != 3 {
+		t.Errorf("status with the configuration file:\n%s", out)
+	}
 }
 
 // TestSyncExportsAndPulls: sync with the feed flags exports this

@@ -19,6 +19,7 @@ type guardFlags struct {
 	resolver  *string
 	timeout   *time.Duration
 	peers     *string
+	peerLines listFlag
 	threshold *float64
 }
 
@@ -27,6 +28,7 @@ func (g *guardFlags) register(fs *flag.FlagSet) {
 	g.resolver = fs.String("resolver", "", "DNS server (`HOST[:PORT]`) the guard asks whether a recipient domain takes mail (null MX, or no MX and no A/AAAA); \"system\": the first nameserver of /etc/resolv.conf; empty: no DNS checks")
 	g.timeout = fs.Duration("guard-timeout", guard.DefaultTimeout, "time bound of one domain check; a check that fails or times out lets the mail go")
 	g.peers = fs.String("feed-peers", "", "peers `file` (as for feed pull): addresses enough of them list are known bad")
+	fs.Var(&g.peerLines, "feed-peer", "one peer, `\"NAME URL PUBLIC-KEY [WEIGHT]\"`, as a line of the peers file; repeatable")
 	g.threshold = fs.Float64("feed-threshold", feed.DefaultThreshold, "sum of peer weights that makes an address known bad")
 }
 
@@ -47,8 +49,8 @@ func (g *guardFlags) build(reg *registry.DB, policy bounce.Policy, log *slog.Log
 		}
 		gd.DNS = res
 	}
-	if *g.peers != "" {
-		peers, err := loadPeers(*g.peers)
+	if *g.peers != "" || len(g.peerLines) > 0 {
+		peers, err := loadPeers(*g.peers, g.peerLines)
 		if err != nil {
 			return nil, err
 		}

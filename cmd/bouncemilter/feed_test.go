@@ -15,6 +15,40 @@ import (
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 )
 
+// proveBot journals, in the registry at regPath, what a bounce proved of
+// the sign-up bot@spam.example from 192.0.2.1; applied: as the worker has
+// applied its bans.
+func proveBot(t *testing.T, regPath string, applied bool) {
+	t.Helper()
+	ctx := context.Background()
+	reg, err := registry.Open(ctx, regPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	now := time.Now()
+	err = reg.Tx(ctx, func(tx *registry.Tx) error {
+		if err := tx.UpsertRegistration(ctx, registry.Registration{UserID: 1, Username: "bot", Email: "bot@spam.example", Created: now, Synced: now}); err != nil {
+			return err
+		}
+		_, err := tx.SetIP(ctx, "bot", "192.0.2.1", "signup-log")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.RecordBounce(ctx, registry.Bounce{Received: now, Verdict: registry.VerdictActed, Report: "{}"}, []registry.Action{
+		{UserID: 1, Kind: registry.BanAccount, Target: "1", Reason: "t"}, {UserID: 1, Kind: registry.BanIP, Target: "192.0.2.1", Reason: "t"}}); err != nil {
+		t.Fatal(err)
+	}
+	if applied {
+		acts, _ := reg.Actions(ctx, 1)
+		for _, a := range acts {
+			reg.MarkApplied(ctx, a.ID, now)
+		}
+	}
+}
+
 // TestFeedCommands: two instances publish with keygen and export, a third
 // pulls both with the peers file and shows their status.
 func TestFeedCommands(t *testing.T) {
@@ -31,19 +65,7 @@ func TestFeedCommands(t *testing.T) {
 	var peers strings.Builder
 	for _, name := range []string{"a", "b"} {
 		regPath := filepath.Join(dir, name, "registry.db")
-		reg, err := registry.Open(ctx, regPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		now := time.Now()
-		reg.Tx(ctx, func(tx *registry.Tx) error {
-			tx.UpsertRegistration(ctx, registry.Registration{UserID: 1, Username: "bot", Email: "bot@spam.example", Created: now, Synced: now})
-			_, err := tx.SetIP(ctx, "bot", "192.0.2.1", "signup-log")
-			return err
-		})
-		reg.RecordBounce(ctx, registry.Bounce{Received: now, Verdict: registry.VerdictActed, Report: "{}"}, []registry.Action{
-			{UserID: 1, Kind: registry.BanAccount, Target: "1", Reason: "t"}, {UserID: 1, Kind: registry.BanIP, Target: "192.0.2.1", Reason: "t"}})
-		reg.Close()
+		proveBot(t, regPath, false)
 		key := filepath.Join(dir, name, "feed.key")
 		if out := run("keygen", "--key", key); !strings.Contains(out, "public key") {
 			t.Errorf("keygen said %q", out)
@@ -111,23 +133,7 @@ func TestSyncExportsAndPulls(t *testing.T) {
 	os.WriteFile(peers, []byte("self "+srv.URL+"/feed.json "+lines[len(lines)-1]+"\n"), 0o644)
 
 	// One confirmed vandal, for StopForumSpam (a local server plays it).
-	reg, err := registry.Open(ctx, regPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	reg.Tx(ctx, func(tx *registry.Tx) error {
-		tx.UpsertRegistration(ctx, registry.Registration{UserID: 1, Username: "bot", Email: "bot@spam.example", Created: now, Synced: now})
-		_, err := tx.SetIP(ctx, "bot", "192.0.2.1", "signup-log")
-		return err
-	})
-	reg.RecordBounce(ctx, registry.Bounce{Received: now, Verdict: registry.VerdictActed, Report: "{}"}, []registry.Action{
-		{UserID: 1, Kind: registry.BanAccount, Target: "1", Reason: "t"}, {UserID: 1, Kind: registry.BanIP, Target: "192.0.2.1", Reason: "t"}})
-	acts, _ := reg.Actions(ctx, 1)
-	for _, a := range acts {
-		reg.MarkApplied(ctx, a.ID, now)
-	}
-	reg.Close()
+	proveBot(t, regPath, true)
 	var reports []string
 	sfsAPI := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.ParseForm()
@@ -150,7 +156,7 @@ func TestSyncExportsAndPulls(t *testing.T) {
 	if err != nil || !strings.Contains(string(data), `"name": "media.example.org"`) {
 		t.Fatalf("feed.json %q, %v", data, err)
 	}
-	reg, err = registry.Open(ctx, regPath)
+	reg, err := registry.Open(ctx, regPath)
 	if err != nil {
 		t.Fatal(err)
 	}

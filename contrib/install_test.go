@@ -105,3 +105,57 @@ func TestInstallDryRun(t *testing.T) {
 		t.Errorf("dry run created %v", entries)
 	}
 }
+
+// The README's "Installing it for real" shows the dry run of this script:
+// every command it shows is one the script runs, in the same order. Lines
+// that depend on the machine (whether the user exists, what main.cf holds
+// already) are compared by the setting they change.
+func TestReadmeShowsTheScript(t *testing.T) {
+	_, err := exec.LookPath("postconf")
+	testenv.Require(t, err == nil, "Postfix is not installed (apt-get install postfix)")
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(readme)
+	start := strings.Index(text, "```\n# 1. Build")
+	if start < 0 {
+		t.Fatal("README shows no dry run of contrib/install.sh")
+	}
+	block := text[start+4:]
+	block = block[:strings.Index(block, "```")]
+	out, err := exec.Command("./install.sh", "--dry-run").CombinedOutput()
+	if err != nil {
+		t.Fatalf("install.sh --dry-run: %v\n%s", err, out)
+	}
+	key := func(l string) string {
+		switch {
+		case strings.HasPrefix(l, "+ postconf -e '"):
+			name, _, _ := strings.Cut(strings.TrimPrefix(l, "+ postconf -e '"), " ")
+			return "postconf " + name
+		case strings.HasPrefix(l, "  ") && strings.Contains(l, " already holds "),
+			strings.HasPrefix(l, "  recipient_delimiter is "):
+			// The setting is there already: nothing to run.
+			name, _, _ := strings.Cut(strings.TrimSpace(l), " ")
+			return "postconf " + name
+		case strings.HasPrefix(l, "+ useradd "):
+			return ""
+		}
+		return l
+	}
+	commands := func(s string) []string {
+		var out []string
+		for _, l := range strings.Split(s, "\n") {
+			if strings.HasPrefix(l, "+ ") || strings.HasPrefix(l, "# ") || strings.HasPrefix(l, "  ") {
+				if k := key(l); k != "" {
+					out = append(out, k)
+				}
+			}
+		}
+		return out
+	}
+	want, got := commands(block), commands(string(out))
+	if strings.Join(want, "\n") != strings.Join(got, "\n") {
+		t.Errorf("README's install guide and install.sh --dry-run differ:\nREADME:\n%s\n\nscript:\n%s", strings.Join(want, "\n"), strings.Join(got, "\n"))
+	}
+}

@@ -58,6 +58,10 @@ type Parser struct {
 	MaxDepth int
 	// MaxParts caps how many MIME parts of one message are looked at.
 	MaxParts int
+
+	// keepUnread makes the header reader keep the fields unreadField
+	// names, for the test that leaving them out changes no report.
+	keepUnread bool
 }
 
 func (p *Parser) maxBytes() int64 {
@@ -207,6 +211,8 @@ type msg struct {
 	// budget is what may still be copied out of parts, shared by the
 	// levels of attached messages.
 	budget *int64
+	// keepUnread is Parser.keepUnread.
+	keepUnread bool
 
 	// low and cut cache what every recogniser needs: the text with
 	// ASCII letters lowercased, and where the returned message starts
@@ -235,7 +241,7 @@ func (m *msg) body() string {
 }
 
 func (p *Parser) read(b []byte, budget *int64) *msg {
-	m := &msg{raw: b, budget: budget}
+	m := &msg{raw: b, budget: budget, keepUnread: p != nil && p.keepUnread}
 	// An unknown charset or transfer encoding is no reason to stop: the
 	// entity is still readable (as raw bytes) and go-message says so.
 	e, _ := readEntity(m, b)
@@ -394,13 +400,13 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 		// It may be a bounce forwarded as an attachment: keep it whole.
 		b := body(p.maxBytes(), true, nil)
 		m.returnedRaw = b
-		if h, ok := readHeader(b); ok {
+		if h, ok := m.readHeader(b); ok {
 			m.returned = &h
 		}
 	case "text/rfc822-headers", "message/global-headers":
 		if m.returned == nil {
 			sp := getScratch()
-			if h, ok := readHeader(body(maxStatusBytes, false, sp)); ok {
+			if h, ok := m.readHeader(body(maxStatusBytes, false, sp)); ok {
 				m.returned = &h
 			}
 			putScratch(sp)
@@ -462,8 +468,8 @@ func putScratch(b *[]byte) {
 
 // readHeader parses a header block; what a broken header yields up to the
 // error is kept, since returned headers are often cut short.
-func readHeader(b []byte) (message.Header, bool) {
-	if h, _, err := headerPrefix(b); err == nil {
+func (m *msg) readHeader(b []byte) (message.Header, bool) {
+	if h, _, err := headerPrefix(b, m.keepUnread); err == nil {
 		return message.Header{Header: h}, true
 	}
 	return message.Header{}, false
@@ -478,7 +484,7 @@ func readEntity(m *msg, b []byte) (*message.Entity, error) {
 	if _, ok := r.(*bytes.Reader); !ok {
 		return message.Read(r)
 	}
-	h, n, err := headerPrefix(b)
+	h, n, err := headerPrefix(b, m.keepUnread)
 	if err != nil {
 		return nil, err
 	}
@@ -492,13 +498,107 @@ const maxEntityHeaderBytes = 1 << 20
 // headerPrefix reads the header block at the start of b as message.Read
 // does (the same reader, the same bound) and returns it with the length of
 // the header block, blank line included.
-func headerPrefix(b []byte) (textproto.Header, int, error) {
-	r := bytes.NewReader(b[:min(len(b), maxEntityHeaderBytes)])
+//
+// The fields no recogniser reads (unreadField) are left out before
+// go-message parses the block: trace and signature fields are most of a
+// bounce's header, and parsing a field costs several allocations.
+func headerPrefix(b []byte, keepUnread bool) (textproto.Header, int, error) {
+	b = b[:min(len(b), maxEntityHeaderBytes)]
+	sp := getScratch()
+	defer putScratch(sp)
+	src, n := b, -1
+	if kept, end, ok := skipUnread(b, sp); ok && !keepUnread {
+		src, n = kept, end
+	}
+	r := bytes.NewReader(src)
 	br := getBufio(r)
 	h, err := textproto.ReadHeader(br)
-	n := int(r.Size()) - r.Len() - br.Buffered()
+	if n < 0 {
+		n = int(r.Size()) - r.Len() - br.Buffered()
+	}
 	putBufio(br)
 	return h, n, err
+}
+
+// skipUnread copies the header block at the start of b, through the blank
+// line that ends it, into *scratch without the fields unreadField names,
+// and returns it with the length of the block in b. It gives up (ok false)
+// when there is nothing to leave out, when no blank line ends the block, or
+// when the block starts with a continuation line: go-message then reads b
+// itself, errors and all. A continuation line goes with its field, as
+// go-message reads it.
+func skipUnread(b []byte, scratch *[]byte) (kept []byte, n int, ok bool) {
+	if len(b) == 0 || b[0] == ' ' || b[0] == '\t' {
+		return nil, 0, false
+	}
+	out := (*scratch)[:0]
+	drop, dropped := false, false
+	for off := 0; off < len(b); {
+		i := bytes.IndexByte(b[off:], '\n')
+		if i < 0 {
+			break
+		}
+		line := b[off : off+i+1]
+		off += i + 1
+		switch {
+		case len(line) == 1 || len(line) == 2 && line[0] == '\r':
+			if !dropped {
+				return nil, 0, false
+			}
+			out = append(out, line...)
+			*scratch = out
+			return out, off, true
+		case line[0] == ' ' || line[0] == '\t':
+		default:
+			drop = unreadField(line)
+			dropped = dropped || drop
+		}
+		if !drop {
+			out = append(out, line...)
+		}
+	}
+	*scratch = out
+	return nil, 0, false
+}
+
+// unreadField reports whether the header line starts a field that no
+// recogniser reads and that go-message would accept: trace fields and
+// signatures, which make up most of a bounce's header. A field that any
+// code of this package (or go-message: Content-*) reads must never be
+// listed here; TestUnreadFields checks that the reports do not change.
+func unreadField(line []byte) bool {
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 {
+		return false
+	}
+	name := bytes.TrimRight(line[:colon], " \t")
+	if len(name) == 0 {
+		return false
+	}
+	for _, c := range name {
+		// go-message's own test for a field name: anything else makes
+		// the header unreadable, and so must stay.
+		if c < 33 || c > 126 {
+			return false
+		}
+	}
+	if hasPrefixFold(name, "x-ms-exchange-") || hasPrefixFold(name, "x-microsoft-") {
+		return true
+	}
+	for _, k := range unreadFields {
+		if len(k) == len(name) && bytes.EqualFold(name, []byte(k)) {
+			return true
+		}
+	}
+	return false
+}
+
+var unreadFields = [...]string{"received", "x-received", "dkim-signature", "x-google-dkim-signature",
+	"authentication-results", "arc-seal", "arc-message-signature", "arc-authentication-results",
+	"received-spf", "x-gm-message-state", "x-google-smtp-source"}
+
+func hasPrefixFold(b []byte, prefix string) bool {
+	return len(b) >= len(prefix) && bytes.EqualFold(b[:len(prefix)], []byte(prefix))
 }
 
 // bufioPool holds the buffered readers the header reader needs, so that

@@ -1,0 +1,77 @@
+package dsn
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+// TestUnreadFields checks that leaving out the header fields unreadField
+// names changes no report: over every sample, and the corpus of real
+// bounces when it is there. The samples must hold such fields, or the test
+// proves nothing.
+func TestUnreadFields(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "dsn", "*"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no samples: %v", err)
+	}
+	dir := os.Getenv("BOUNCEMILTER_CORPUS")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "..", "shared", "corpus", "sisimai")
+	}
+	more, _ := filepath.Glob(filepath.Join(dir, "eml", "*"))
+	files = append(files, more...)
+	var skipping, keeping Parser
+	keeping.keepUnread = true
+	left := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var scratch []byte
+		if _, _, ok := skipUnread(skipFromLine(b), &scratch); ok {
+			left++
+		}
+		got, gotErr := skipping.ParseAllBytes(b)
+		want, wantErr := keeping.ParseAllBytes(b)
+		if !reflect.DeepEqual(got, want) || (gotErr == nil) != (wantErr == nil) {
+			t.Errorf("%s: without the unread fields\n%+v, %v\nwith them\n%+v, %v", f, got, gotErr, want, wantErr)
+		}
+	}
+	if left == 0 {
+		t.Errorf("no sample has a field to leave out")
+	}
+	t.Logf("%d of %d messages had fields left out", left, len(files))
+}
+
+// TestUnreadField checks which fields are left out: never one that a
+// recogniser or go-message reads, nor one go-message would refuse.
+func TestUnreadField(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want bool
+	}{
+		{"Received: from a by b\r\n", true},
+		{"RECEIVED : from a\n", true},
+		{"DKIM-Signature: v=1\n", true},
+		{"ARC-Seal: i=1\n", true},
+		{"X-MS-Exchange-Organization-SCL: 1\n", true},
+		{"X-Microsoft-Antispam: BCL:0\n", true},
+		{"Received x: from a\n", false}, // go-message refuses the name
+		{"Received\n", false},
+		{": x\n", false},
+		{"X-Received-By: x\n", false},
+		{"Content-Type: text/plain\n", false},
+		{"X-Failed-Recipients: a@example.org\n", false},
+		{"From: a@example.org\n", false},
+		{"Return-Path: <>\n", false},
+		{"Auto-Submitted: auto-replied\n", false},
+		{"Subject: Undelivered Mail\n", false},
+	} {
+		if got := unreadField([]byte(tc.line)); got != tc.want {
+			t.Errorf("unreadField(%q) = %v, want %v", tc.line, got, tc.want)
+		}
+	}
+}

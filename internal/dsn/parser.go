@@ -389,12 +389,13 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 			// The report part came first (RFC 6522 section 3 puts
 			// it before the returned message): only the header of
 			// the returned message is needed, not its body.
-			br := getBufio(io.LimitReader(e.Body, maxEntityHeaderBytes))
-			h, err := textproto.ReadHeader(br)
-			putBufio(br)
-			if err == nil {
-				m.returned = &message.Header{Header: h}
+			sp := getScratch()
+			if b, err := readHeaderBlock(e.Body, sp); err == nil {
+				if h, ok := m.readHeader(b); ok {
+					m.returned = &h
+				}
 			}
+			putScratch(sp)
 			return
 		}
 		// It may be a bounce forwarded as an attachment: keep it whole.
@@ -475,6 +476,57 @@ func (m *msg) readHeader(b []byte) (message.Header, bool) {
 	return message.Header{}, false
 }
 
+// readHeaderBlock reads the lines of r into *scratch up to the blank line
+// that ends a header block (included), the end of r, or an error, within
+// go-message's bound: what message.Read would parse as the header, and no
+// more of the body. The error is what message.Read would fail with (the end
+// of r is none: a header may end there).
+func readHeaderBlock(r io.Reader, scratch *[]byte) ([]byte, error) {
+	br := getBufio(&headerLimit{r: r, n: maxEntityHeaderBytes})
+	defer putBufio(br)
+	b := (*scratch)[:0]
+	start := true // at the start of a line
+	var err error
+	for {
+		var line []byte
+		line, err = br.ReadSlice('\n')
+		b = append(b, line...)
+		if err != nil && err != bufio.ErrBufferFull {
+			break
+		}
+		if start && err == nil && (len(line) == 1 || len(line) == 2 && line[0] == '\r') {
+			break
+		}
+		start = err == nil
+	}
+	*scratch = b
+	if err == io.EOF {
+		err = nil
+	}
+	return b, err
+}
+
+// headerLimit is message.Read's bound on a header block: past it, reading
+// fails (where io.LimitReader would end, and a header may end at the end).
+type headerLimit struct {
+	r io.Reader
+	n int64
+}
+
+var errHeaderTooLarge = errors.New("header block too large")
+
+func (l *headerLimit) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errHeaderTooLarge
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
 // readEntity is message.Read of the message b, whose header block
 // headerCapped cuts to maxHeaderBytes. When it is not cut, the body is read
 // from b itself rather than through message.Read's own buffered reader: one
@@ -503,21 +555,20 @@ const maxEntityHeaderBytes = 1 << 20
 // go-message parses the block: trace and signature fields are most of a
 // bounce's header, and parsing a field costs several allocations.
 func headerPrefix(b []byte, keepUnread bool) (textproto.Header, int, error) {
-	b = b[:min(len(b), maxEntityHeaderBytes)]
 	sp := getScratch()
 	defer putScratch(sp)
-	src, n := b, -1
-	if kept, end, ok := skipUnread(b, sp); ok && !keepUnread {
-		src, n = kept, end
+	if kept, end, ok := skipUnread(b[:min(len(b), maxEntityHeaderBytes)], sp); ok && !keepUnread {
+		// The block ends within the bound: the bound plays no part.
+		br := getBufio(bytes.NewReader(kept))
+		defer putBufio(br)
+		h, err := textproto.ReadHeader(br)
+		return h, end, err
 	}
-	r := bytes.NewReader(src)
-	br := getBufio(r)
+	r := bytes.NewReader(b)
+	br := getBufio(&headerLimit{r: r, n: maxEntityHeaderBytes})
+	defer putBufio(br)
 	h, err := textproto.ReadHeader(br)
-	if n < 0 {
-		n = int(r.Size()) - r.Len() - br.Buffered()
-	}
-	putBufio(br)
-	return h, n, err
+	return h, len(b) - r.Len() - br.Buffered(), err
 }
 
 // skipUnread copies the header block at the start of b, through the blank

@@ -1,10 +1,13 @@
 package dsn
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // TestUnreadFields checks that leaving out the header fields unreadField
@@ -72,6 +75,33 @@ func TestUnreadField(t *testing.T) {
 	} {
 		if got := unreadField([]byte(tc.line)); got != tc.want {
 			t.Errorf("unreadField(%q) = %v, want %v", tc.line, got, tc.want)
+		}
+	}
+}
+
+// TestReadHeaderBlock checks that the header of a returned message read
+// from its part stops at the blank line, and fails where message.Read
+// fails: on a read error before the blank line (a part cut short, without
+// its closing boundary) and past go-message's bound, not at a plain end.
+func TestReadHeaderBlock(t *testing.T) {
+	big := "Subject: x\r\n" + strings.Repeat("X-Pad: "+strings.Repeat("y", 100)+"\r\n", maxEntityHeaderBytes/100)
+	for _, tc := range []struct {
+		name    string
+		r       io.Reader
+		want    string
+		wantErr bool
+	}{
+		{"blank line", strings.NewReader("To: a\r\nSubject: b\r\n\r\nbody\r\n"), "To: a\r\nSubject: b\r\n\r\n", false},
+		{"LF", strings.NewReader("To: a\n\nbody\n"), "To: a\n\n", false},
+		{"end", strings.NewReader("To: a\n"), "To: a\n", false},
+		{"cut short", io.MultiReader(strings.NewReader("To: a\n"), iotest.ErrReader(io.ErrUnexpectedEOF)), "To: a\n", true},
+		{"too large", strings.NewReader(big + "\r\n"), big[:maxEntityHeaderBytes], true},
+		{"long line", strings.NewReader("X: " + strings.Repeat("z", 5000) + "\n\nbody"), "X: " + strings.Repeat("z", 5000) + "\n\n", false},
+	} {
+		var scratch []byte
+		got, err := readHeaderBlock(tc.r, &scratch)
+		if string(got) != tc.want || (err != nil) != tc.wantErr {
+			t.Errorf("%s: got %.40q (%d bytes), %v; want %.40q (%d bytes), error %v", tc.name, got, len(got), err, tc.want, len(tc.want), tc.wantErr)
 		}
 	}
 }

@@ -1,6 +1,9 @@
 package dsn
 
-import "strings"
+import (
+	"strings"
+	"sync"
+)
 
 // This file names the cause of a failure in Sisimai's vocabulary
 // (https://libsisimai.org/en/reason/), from the status code (RFC 3463) and
@@ -158,20 +161,13 @@ func classifyText(status, diag string) string {
 		}
 	}
 	d := strings.ToLower(diag)
-	if d != "" {
-		for i, rp := range reasonPhrases {
-			for _, p := range rp.phrases {
-				if !strings.Contains(d, p) {
-					continue
-				}
-				if i == len(reasonPhrases)-1 && strings.HasPrefix(sub, "1.") {
-					// A bare "rejected" of a destination
-					// address (x.1.x, RFC 3463 section 3.2).
-					return "userunknown"
-				}
-				return rp.reason
-			}
+	if i := firstPhraseGroup(d); i >= 0 {
+		if i == len(reasonPhrases)-1 && strings.HasPrefix(sub, "1.") {
+			// A bare "rejected" of a destination address (x.1.x,
+			// RFC 3463 section 3.2).
+			return "userunknown"
 		}
+		return reasonPhrases[i].reason
 	}
 	if sub == "" {
 		if d == "" {
@@ -190,3 +186,39 @@ func classifyText(status, diag string) string {
 	}
 	return "undefined"
 }
+
+// firstPhraseGroup returns the index of the first group of reasonPhrases
+// with a phrase that occurs in d, or -1: what looking for each phrase of
+// each group in turn finds, in one pass over d instead of one per phrase
+// (there are some two hundred).
+func firstPhraseGroup(d string) int {
+	idx := phraseIndex()
+	best := len(reasonPhrases)
+	for i := 0; i < len(d) && best > 0; i++ {
+		for _, r := range idx[d[i]] {
+			if r.group < best && strings.HasPrefix(d[i:], r.phrase) {
+				best = r.group
+			}
+		}
+	}
+	if best == len(reasonPhrases) {
+		return -1
+	}
+	return best
+}
+
+type phraseRef struct {
+	phrase string
+	group  int
+}
+
+// phraseIndex lists the phrases of reasonPhrases by their first byte.
+var phraseIndex = sync.OnceValue(func() *[256][]phraseRef {
+	var idx [256][]phraseRef
+	for g, rp := range reasonPhrases {
+		for _, p := range rp.phrases {
+			idx[p[0]] = append(idx[p[0]], phraseRef{p, g})
+		}
+	}
+	return &idx
+})

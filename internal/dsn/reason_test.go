@@ -1,6 +1,11 @@
 package dsn
 
-import "testing"
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
 
 func TestFindStatus(t *testing.T) {
 	for _, c := range []struct{ in, want string }{
@@ -52,6 +57,49 @@ func TestClassify(t *testing.T) {
 	} {
 		if got := classify(c.status, c.diag); got != c.want {
 			t.Errorf("classify(%q, %q) = %q, want %q", c.status, c.diag, got, c.want)
+		}
+	}
+}
+
+// TestFirstPhraseGroup checks the one-pass search against looking for each
+// phrase in turn, over every phrase in and around other text, and over the
+// diagnostics of the samples' reports.
+func TestFirstPhraseGroup(t *testing.T) {
+	naive := func(d string) int {
+		for i, rp := range reasonPhrases {
+			for _, p := range rp.phrases {
+				if strings.Contains(d, p) {
+					return i
+				}
+			}
+		}
+		return -1
+	}
+	inputs := []string{"", "x", "550 5.1.1 <a@b>: recipient address rejected: user unknown in local recipient table"}
+	for _, rp := range reasonPhrases {
+		for _, p := range rp.phrases {
+			if p == "" {
+				t.Fatalf("empty phrase in %s", rp.reason)
+			}
+			inputs = append(inputs, p, "550 "+p+" here", p[:len(p)-1], "mailbox full; "+p)
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "dsn", "*"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reps, _ := new(Parser).ParseAllBytes(b)
+		for _, rep := range reps {
+			for _, r := range rep.Recipients {
+				inputs = append(inputs, strings.ToLower(r.Diagnostic))
+			}
+		}
+	}
+	for _, d := range inputs {
+		if got, want := firstPhraseGroup(d), naive(d); got != want {
+			t.Errorf("firstPhraseGroup(%q) = %d, want %d", d, got, want)
 		}
 	}
 }

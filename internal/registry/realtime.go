@@ -61,7 +61,58 @@ func (t *Tx) QueueLinkedIPBan(ctx context.Context, username, ip string, now time
 	if err != nil {
 		return false, fmt.Errorf("ban the IP of %s: %w", username, err)
 	}
+	allowed, err := t.ipAllowed(ctx, ip)
+	if err != nil {
+		return false, err
+	}
+	if allowed {
+		return false, t.liftAccountBanOfAllowedIP(ctx, userID, ip, now)
+	}
 	return t.queueIPBan(ctx, Action{BounceID: bounceID, UserID: userID, Kind: BanIP, Target: ip, Reason: reason}, now)
+}
+
+// ipAllowed reports whether ip is allow-listed.
+func (t *Tx) ipAllowed(ctx context.Context, ip string) (bool, error) {
+	var ok bool
+	if err := t.tx.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM allowlist WHERE kind = 'ip' AND value = ?)`, ip).Scan(&ok); err != nil {
+		return false, fmt.Errorf("allow-list check for %s: %w", ip, err)
+	}
+	return ok, nil
+}
+
+// liftAccountBanOfAllowedIP undoes the account ban a bounce queued before
+// sync linked the sign-up to an allow-listed IP. Had the link come first,
+// the allow-list would have kept the bounce from acting at all (a sign-up
+// from an allow-listed IP is never acted on); the order in which the web
+// server's log line and the bounce arrive must not decide that. As in
+// Restore, a pending ban is cancelled and an applied one undone, each with
+// an unban queued, since a worker may be applying the ban right now.
+func (t *Tx) liftAccountBanOfAllowedIP(ctx context.Context, userID int64, ip string, now time.Time) error {
+	rows, err := t.tx.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions
+		WHERE user_id = ? AND kind = 'ban-account' AND state IN ('pending', 'applied') AND bounce_id IS NOT NULL
+		ORDER BY id`, userID)
+	if err != nil {
+		return fmt.Errorf("lift the ban of user %d: %w", userID, err)
+	}
+	bans, err := collectActions(rows)
+	if err != nil {
+		return fmt.Errorf("lift the ban of user %d: %w", userID, err)
+	}
+	for _, ban := range bans {
+		state := Undone
+		if ban.State == Pending {
+			state = Cancelled
+		}
+		if _, err := t.tx.ExecContext(ctx, `UPDATE actions SET state = ?, done = ? WHERE id = ?`, string(state), unix(now), ban.ID); err != nil {
+			return fmt.Errorf("lift the ban of user %d: %w", userID, err)
+		}
+		undo := Action{UserID: userID, Kind: UnbanAccount, Target: ban.Target,
+			Reason: "sign-up IP " + ip + " is allow-listed"}
+		if _, err := t.Queue(ctx, undo, now); err != nil {
+			return fmt.Errorf("lift the ban of user %d: %w", userID, err)
+		}
+	}
+	return nil
 }
 
 // queueIPBansOfLinked closes the race between a bounce and the link of its
@@ -89,6 +140,16 @@ func (t *Tx) queueIPBansOfLinked(ctx context.Context, actions []Action, bounceID
 		}
 		if err != nil {
 			return fmt.Errorf("read the IP of user %d: %w", a.UserID, err)
+		}
+		allowed, err := t.ipAllowed(ctx, ip)
+		if err != nil {
+			return err
+		}
+		if allowed {
+			if err := t.liftAccountBanOfAllowedIP(ctx, a.UserID, ip, now); err != nil {
+				return err
+			}
+			continue
 		}
 		if _, err := t.queueIPBan(ctx, Action{BounceID: bounceID, UserID: a.UserID, Kind: BanIP, Target: ip, Reason: a.Reason}, now); err != nil {
 			return err

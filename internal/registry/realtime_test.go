@@ -57,6 +57,17 @@ func TestQueueLinkedIPBan(t *testing.T) {
 			t.Errorf("QueueLinkedIPBan(%s, %s) = %v, want %v", c.name, c.ip, got, c.want)
 		}
 	}
+	// The office sign-up's bounce came before its allow-listed IP was
+	// linked: had the link come first, nothing would have been done, so the
+	// account ban is lifted.
+	office, err := db.Actions(ctx, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(office) != 2 || office[0].Kind != BanAccount || office[0].State != Cancelled ||
+		office[1].Kind != UnbanAccount || office[1].State != Pending || office[1].Target != UserTarget(4) {
+		t.Errorf("actions of the office sign-up = %+v", office)
+	}
 	acts, err := db.Actions(ctx, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -138,5 +149,21 @@ func TestRecordBounceQueuesIPBanOfLinkedSignup(t *testing.T) {
 	}
 	if acts, _ := db.Actions(ctx, 2); len(acts) != 2 {
 		t.Errorf("actions of bot2 = %+v, want one IP ban", acts)
+	}
+	// Linked meanwhile to an allow-listed IP: the account ban the handler
+	// decided without the IP is cancelled in the same transaction.
+	seed(t, db, Registration{UserID: 3, Username: "office", Email: "office@nowhere.example", Created: t0, Synced: t0})
+	if err := db.Allow(ctx, AllowIP, "192.0.2.3", "office NAT", t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Tx(ctx, func(tx *Tx) error { _, err := tx.SetIP(ctx, "office", "192.0.2.3", "signup-log"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.RecordBounce(ctx, Bounce{Received: t0, Verdict: VerdictActed, Report: "{}"},
+		[]Action{{UserID: 3, Kind: BanAccount, Target: UserTarget(3), Reason: "bounced"}}); err != nil {
+		t.Fatal(err)
+	}
+	if acts, _ := db.Actions(ctx, 3); len(acts) != 2 || acts[0].State != Cancelled || acts[1].Kind != UnbanAccount {
+		t.Errorf("actions of the office sign-up = %+v, want its ban cancelled", acts)
 	}
 }

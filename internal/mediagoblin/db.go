@@ -338,10 +338,18 @@ func (d *DB) ban(ctx context.Context, tx *sql.Tx, userID int64, reason string) e
 	return err
 }
 
-// UnbanUser deletes the user's ban, if any.
+// BanReasonPrefix starts the reason of every ban bouncemilter makes.
+const BanReasonPrefix = "bouncemilter:"
+
+// UnbanUser deletes the user's ban if bouncemilter made it (its reason
+// starts with BanReasonPrefix). A ban a moderator gave through
+// MediaGoblin's own pages stays: undoing what bouncemilter did must not
+// undo what people did. (A ban insert is ON CONFLICT DO NOTHING, so a
+// moderator's earlier ban is never replaced by bouncemilter's either.)
 func (d *DB) UnbanUser(ctx context.Context, userID int64) error {
 	return d.tx(ctx, fmt.Sprintf("unban user %d", userID), func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, d.rebind(`DELETE FROM core__user_bans WHERE user_id = ?`), userID)
+		_, err := tx.ExecContext(ctx, d.rebind(`DELETE FROM core__user_bans WHERE user_id = ? AND reason LIKE ?`),
+			userID, BanReasonPrefix+"%")
 		return err
 	})
 }

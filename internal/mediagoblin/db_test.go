@@ -161,6 +161,15 @@ func TestBanUser(t *testing.T) {
 		if ok, _, err := db.IsBanned(ctx, bot); err != nil || ok {
 			t.Errorf("after unban IsBanned = %v, %v", ok, err)
 		}
+
+		// A moderator's own ban is not bouncemilter's to lift.
+		inst.Ban(t, bot, "spam, by a moderator")
+		if err := db.UnbanUser(ctx, bot); err != nil {
+			t.Fatal(err)
+		}
+		if ok, r, err := db.IsBanned(ctx, bot); err != nil || !ok || r != "spam, by a moderator" {
+			t.Errorf("a moderator's ban after UnbanUser: banned=%v %q %v", ok, r, err)
+		}
 	})
 }
 

@@ -6,7 +6,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -15,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -71,7 +69,7 @@ type world struct {
 	postfix  *testenv.Postfix
 	milter   string // host:port
 	serve    *exec.Cmd
-	serveLog *syncBuffer
+	serveLog *testenv.SyncBuffer
 }
 
 func runPipeline(t *testing.T, inst *mgtest.Instance) {
@@ -110,7 +108,7 @@ func runPipeline(t *testing.T, inst *mgtest.Instance) {
 			"media.example.org": "smtp:[127.0.0.3]:" + port(w.home.Addr),
 			"else.example":      "smtp:[127.0.0.3]:" + port(w.home.Addr),
 		},
-		Main: contribPostfix(t, "inet:"+w.milter),
+		Main: testenv.ContribMain(t, "inet:"+w.milter),
 	})
 	w.startServe()
 
@@ -239,7 +237,7 @@ func (w *world) signer() *returnpath.Signer {
 
 func (w *world) startServe() {
 	w.t.Helper()
-	w.serveLog = &syncBuffer{}
+	w.serveLog = &testenv.SyncBuffer{}
 	cmd := exec.Command(binary, "serve", "--listen", "inet:"+w.milter,
 		"--mediagoblin-config", w.inst.IniPath, "--registry", w.registry, "--ban-log", w.banLog)
 	cmd.Stdout, cmd.Stderr = w.serveLog, w.serveLog
@@ -352,28 +350,6 @@ func writeAccessLog(t *testing.T, path string, at time.Time, signups []signup) {
 	}
 }
 
-// contribPostfix reads contrib/postfix/main.cf, pointing the milters at addr.
-func contribPostfix(t *testing.T, milter string) []string {
-	f, err := os.Open("../contrib/postfix/main.cf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		l := strings.TrimSpace(sc.Text())
-		if l == "" || strings.HasPrefix(l, "#") {
-			continue
-		}
-		lines = append(lines, strings.ReplaceAll(l, "unix:bouncemilter/milter.sock", milter))
-	}
-	if len(lines) == 0 {
-		t.Fatal("contrib/postfix/main.cf has no settings")
-	}
-	return lines
-}
-
 // verificationMail is MediaGoblin's verification mail: Subject, From and To
 // only; Postfix adds Message-ID and Date.
 func verificationMail(to string) string {
@@ -442,23 +418,4 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// syncBuffer is a bytes.Buffer safe for a child process's output and the
-// test reading it at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -41,7 +41,7 @@ func TestTwoMailHosts(t *testing.T) {
 				"nowhere.example":   "smtp:[127.0.0.2]:" + port(remote.Addr),
 				"media.example.org": "smtp:[127.0.0.3]:" + port(home.Addr),
 			},
-			Main: contribPostfix(t, "inet:"+w.milter),
+			Main: testenv.ContribMain(t, "inet:"+w.milter),
 		})
 		keys := filepath.Join(filepath.Dir(w.registry), "returnpath.keys")
 		if err := os.MkdirAll(filepath.Dir(keys), 0o750); err != nil {

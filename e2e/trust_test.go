@@ -90,7 +90,7 @@ func TestLookalikeSignups(t *testing.T) {
 			"media.example.org": "smtp:[127.0.0.3]:" + port(w.home.Addr),
 		},
 		// contrib/postfix as shipped: the relative unix socket.
-		Main: contribPostfix(t, "unix:bouncemilter/milter.sock"),
+		Main: testenv.ContribMain(t, "unix:bouncemilter/milter.sock"),
 	})
 	w.startServeUnix()
 
@@ -259,7 +259,7 @@ func (w *world) startServeUnix(extra ...string) {
 		w.t.Fatalf("chgrp postfix %s: %v: %s", dir, err, out)
 	}
 	sock := filepath.Join(dir, "milter.sock")
-	w.serveLog = &syncBuffer{}
+	w.serveLog = &testenv.SyncBuffer{}
 	args := append([]string{"serve", "--listen", "unix:" + sock, "--socket-group", "postfix",
 		"--mediagoblin-config", w.inst.IniPath, "--registry", w.registry, "--ban-log", w.banLog}, extra...)
 	cmd := exec.Command(binary, args...)
@@ -410,7 +410,7 @@ func TestUnsignedLocalBounces(t *testing.T) {
 					"nowhere.example":   "smtp:[127.0.0.2]:" + port(w.remote.Addr),
 					"media.example.org": "smtp:[127.0.0.3]:" + port(w.home.Addr),
 				},
-				Main:   contribPostfix(t, "unix:bouncemilter/milter.sock"),
+				Main:   testenv.ContribMain(t, "unix:bouncemilter/milter.sock"),
 				Master: contribMaster(t),
 			})
 			w.startServeUnix("--sign-return-path=false", "--bounce-daemon-name", tt.daemonName)

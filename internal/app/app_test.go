@@ -140,7 +140,7 @@ func TestCommands(t *testing.T) {
 	bot := inst.AddUser(t, mgtest.User{Username: "xk7bot", Email: "Xk7bot@example.net", Created: time.Now().Add(-time.Minute)})
 	inst.AddUser(t, mgtest.User{Username: "alice", Email: "alice@example.org", Verified: true})
 	dir := t.TempDir()
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -297,7 +297,7 @@ func TestDryRun(t *testing.T) {
 	inst := mgtest.NewSQLite(t, sender)
 	bot := inst.AddUser(t, mgtest.User{Username: "xk7bot", Email: "Xk7bot@example.net", Created: time.Now().Add(-time.Minute)})
 	dir := t.TempDir()
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 
 	cfg := Defaults()

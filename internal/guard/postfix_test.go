@@ -1,12 +1,9 @@
 package guard
 
 import (
-	"bufio"
 	"context"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,31 +13,6 @@ import (
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 	"github.com/bouncemilter/bouncemilter/internal/testenv"
 )
-
-// contribMain returns contrib/postfix/main.cf's settings, with the milter
-// at spec.
-func contribMain(t *testing.T, spec string) []string {
-	t.Helper()
-	f, err := os.Open(filepath.Join(testenv.RepoRoot(t), "contrib", "postfix", "main.cf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		l := strings.TrimSpace(sc.Text())
-		if l == "" || strings.HasPrefix(l, "#") {
-			continue
-		}
-		// Whatever socket contrib names, the milter here is the test's.
-		if name, _, _ := strings.Cut(l, "="); strings.HasSuffix(strings.TrimSpace(name), "_milters") {
-			l = strings.TrimSpace(name) + " = " + spec
-		}
-		lines = append(lines, l)
-	}
-	return lines
-}
 
 // TestGuardWithPostfix: MediaGoblin's verification mails go through a real
 // Postfix to the real filter with the guard; the guard asks a DNS server of
@@ -76,7 +48,7 @@ func TestGuardWithPostfix(t *testing.T) {
 	for _, d := range []string{"nullmx.test", "empty.test", "slow.test", "good.test"} {
 		transports[d] = "smtp:[127.0.0.2]:" + port
 	}
-	pf := testenv.StartPostfix(t, testenv.PostfixConfig{Transports: transports, Main: contribMain(t, "inet:"+milterAddr)})
+	pf := testenv.StartPostfix(t, testenv.PostfixConfig{Transports: transports, Main: testenv.ContribMain(t, "inet:"+milterAddr)})
 
 	g := &Guard{Journal: reg, Policy: bounce.DefaultPolicy(), DNS: res}
 	handler := &bounce.Handler{Journal: reg, Policy: bounce.DefaultPolicy(), Sender: sender}

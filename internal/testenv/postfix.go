@@ -223,3 +223,30 @@ func writeFile(t testing.TB, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// ContribMain returns the settings of contrib/postfix/main.cf, one
+// "name = value" each, with the milter lists (smtpd_milters,
+// non_smtpd_milters) pointing at milter instead of the socket contrib names:
+// tests run Postfix with the settings an admin applies, and their own milter.
+func ContribMain(t testing.TB, milter string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(RepoRoot(t), "contrib", "postfix", "main.cf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		if name, _, _ := strings.Cut(l, "="); strings.HasSuffix(strings.TrimSpace(name), "_milters") {
+			l = strings.TrimSpace(name) + " = " + milter
+		}
+		lines = append(lines, l)
+	}
+	if len(lines) == 0 {
+		t.Fatal("contrib/postfix/main.cf has no settings")
+	}
+	return lines
+}

@@ -88,9 +88,7 @@ func bindServe(fs *flag.FlagSet, cfg *app.Config) {
 	fs.Var((*prefixFlag)(&cfg.MediaGoblinClients), "mediagoblin-client", "an address or CIDR MediaGoblin's SMTP connections to Postfix come from; repeatable. Only mail from these (default: loopback, over SMTP) counts as MediaGoblin's: recorded, its sender signed")
 	fs.Var((*prefixFlag)(&cfg.NeverBan), "never-ban", "an address or CIDR never to ban (your reverse proxy, your office); repeatable. Loopback, link-local and multicast are never banned anyway")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "serve Prometheus metrics on this `HOST:PORT` at /metrics (e.g. 127.0.0.1:9464); empty: no metrics")
-	gf := &guardFlags{}
-	gf.register(fs)
-	cfg.Guard = gf.build
+	bindGuard(fs, cfg)
 }
 
 // defineServe defines serve's flags on fs, for the list of settings a

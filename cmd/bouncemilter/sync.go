@@ -59,11 +59,9 @@ func bindSync(fs *flag.FlagSet, cfg *app.Config, feeds bool) {
 	fs.BoolVar(&cfg.TrustUnixSocket, "trust-unix-socket-proxy", cfg.TrustUnixSocket, "believe the logged X-Forwarded-For of requests that came over a unix socket (remote \"unix:\"): only when that socket is your reverse proxy's alone; any local user who can reach it can write the header")
 	fs.Var((*prefixFlag)(&cfg.TrustedProxies), "trusted-proxy", "reverse proxy `address or CIDR` whose logged X-Forwarded-For is believed; repeatable (prefer the web server's realip/remoteip module)")
 	if feeds {
-		ff := &feedFlags{}
-		ff.publish(fs, "feed-")
-		ff.subscribe(fs, "feed-")
-		ff.report(fs)
-		cfg.AfterSync = ff.afterSync
+		bindPublish(fs, cfg, "feed-")
+		bindSubscribe(fs, cfg, "feed-")
+		bindReport(fs, cfg)
 	}
 }
 

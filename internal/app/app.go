@@ -1,8 +1,10 @@
 // Package app puts bouncemilter together: configuration in, wired parts
 // out. Serve runs the milter and its worker, Sync the sync job, Restore
-// undoes what was done to accounts, Doctor checks the setup; each builds
-// the registry, MediaGoblin's database, the banner and the worker the same
-// way, here and nowhere else, so that the commands cannot drift apart.
+// undoes what was done to accounts, Doctor checks the setup, FeedKeygen,
+// FeedExport, FeedPull and FeedStatus run the feed commands; each builds
+// the registry, MediaGoblin's database, the banner, the worker, the feeds'
+// subscriber, exporter and StopForumSpam reporter and the outgoing guard the
+// same way, here and nowhere else, so that the commands cannot drift apart.
 //
 // The package decides nothing about bounces or bans (the internal packages
 // do) and parses no command line (cmd/bouncemilter does).
@@ -21,9 +23,12 @@ import (
 	"github.com/bouncemilter/bouncemilter/internal/accesslog"
 	"github.com/bouncemilter/bouncemilter/internal/banner"
 	"github.com/bouncemilter/bouncemilter/internal/bounce"
+	"github.com/bouncemilter/bouncemilter/internal/feed"
 	"github.com/bouncemilter/bouncemilter/internal/filter"
+	"github.com/bouncemilter/bouncemilter/internal/guard"
 	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
+	"github.com/bouncemilter/bouncemilter/internal/sfs"
 	"github.com/bouncemilter/bouncemilter/internal/syncer"
 	"github.com/bouncemilter/bouncemilter/internal/worker"
 )
@@ -73,8 +78,12 @@ type Config struct {
 	IPv6Prefix     int
 	NeverBan       []netip.Prefix
 
-	// Guard, when set, builds the filter's outgoing guard (nil: none).
-	Guard func(reg *registry.DB, policy bounce.Policy, log *slog.Logger, queued func()) (filter.Guard, error)
+	// The outgoing guard: off, or on with DNS checks through Resolver
+	// ("system": resolv.conf's first nameserver; "": none) and the feed
+	// peers' addresses.
+	Guard        bool
+	Resolver     string
+	GuardTimeout time.Duration
 
 	// Sync.
 	AccessLogs     []string
@@ -89,9 +98,25 @@ type Config struct {
 	LinkWindow      time.Duration
 	Batch           int
 	RefreshLimit    int
-	// AfterSync, when set, builds what runs after each sync run (the
-	// feeds' export and pull).
-	AfterSync func(reg *registry.DB, log *slog.Logger) (func(context.Context) error, error)
+
+	// Feeds: the peers subscribed to (feed pull and status, sync, and
+	// serve's guard) and this instance's own feed (feed export, sync).
+	FeedPeers     string   // peers file
+	FeedPeerLines []string // more lines of a peers file
+	FeedThreshold float64
+	FeedTimeout   time.Duration
+	FeedMaxSize   int64
+	FeedNeverBan  []netip.Prefix
+	FeedKey       string // secret signing key; "": no export
+	FeedName      string
+	FeedOut       string
+	FeedTTL       time.Duration
+
+	// StopForumSpam reports after each sync run; StopForumSpamKey "": none,
+	// "@PATH": read from a file.
+	StopForumSpamKey      string
+	StopForumSpamURL      string
+	StopForumSpamInterval time.Duration
 
 	// Doctor.
 	Postconf    []string
@@ -118,6 +143,8 @@ func Defaults() Config {
 		Jail:              banner.DefaultJail,
 		BanDuration:       banner.DefaultTimeout,
 		IPv6Prefix:        64,
+		Guard:             true,
+		GuardTimeout:      guard.DefaultTimeout,
 		Retention:         syncer.DefaultRetention,
 		Follow:            time.Second,
 		LinkWindow:        accesslog.DefaultWindow,
@@ -125,6 +152,13 @@ func Defaults() Config {
 		RefreshLimit:      syncer.DefaultRefreshLimit,
 		ServiceUser:       "bouncemilter",
 		SyncMaxAge:        time.Hour,
+
+		FeedThreshold:         feed.DefaultThreshold,
+		FeedTimeout:           feed.DefaultTimeout,
+		FeedMaxSize:           feed.DefaultMaxSize,
+		FeedTTL:               feed.DefaultTTL,
+		StopForumSpamURL:      sfs.DefaultURL,
+		StopForumSpamInterval: sfs.DefaultInterval,
 	}
 }
 

@@ -83,11 +83,9 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Log:                  log,
 		Queued:               w.Wake,
 	}
-	var outGuard filter.Guard
-	if cfg.Guard != nil {
-		if outGuard, err = cfg.Guard(reg, handler.Policy, log, w.Wake); err != nil {
-			return err
-		}
+	outGuard, err := cfg.guard(reg, handler.Policy, log, w.Wake)
+	if err != nil {
+		return err
 	}
 	var rewriter filter.Rewriter
 	if cfg.SignReturnPath {

@@ -34,11 +34,9 @@ func Sync(ctx context.Context, cfg Config, log *slog.Logger, out, terminal io.Wr
 		return err
 	}
 	defer reg.Close()
-	var feeds func(context.Context) error
-	if cfg.AfterSync != nil {
-		if feeds, err = cfg.AfterSync(reg, log); err != nil {
-			return err
-		}
+	feeds, err := cfg.afterSync(reg, log)
+	if err != nil {
+		return err
 	}
 
 	opts := syncer.Options{

@@ -5,10 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
-	"time"
 
+	"github.com/bouncemilter/bouncemilter/internal/app"
 	"github.com/bouncemilter/bouncemilter/internal/returnpath"
 )
 
@@ -30,26 +28,11 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("keys rotate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, keysUsage+"\nFlags:\n"); fs.PrintDefaults() }
-	regPath := fs.String("registry", defaultRegistry, "the registry SQLite database; the key file returnpath.keys lives beside it")
+	cfg := app.Defaults()
+	fs.StringVar(&cfg.Registry, "registry", cfg.Registry, "the registry SQLite database; the key file returnpath.keys lives beside it")
 	grace := fs.Duration("grace", returnpath.DefaultGrace, "how long the old key keeps verifying")
 	if err := parseFlags(fs, args[1:], map[string]bool{"registry": true}); err != nil {
 		return exitCode(err)
 	}
-	// --registry names the database file; a directory given instead would
-	// put the keys beside it, in its parent, where the milter never looks.
-	if fi, err := os.Stat(*regPath); err == nil && fi.IsDir() {
-		fmt.Fprintf(stderr, "bouncemilter keys rotate: --registry %s is a directory; give the registry database file (the keys live beside it)\n", *regPath)
-		return 2
-	}
-	path := filepath.Join(filepath.Dir(*regPath), "returnpath.keys")
-	keys, err := returnpath.LoadOrCreate(path)
-	if err == nil {
-		err = keys.Rotate(time.Now(), *grace)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "bouncemilter keys rotate: %v\n", err)
-		return 1
-	}
-	fmt.Fprintf(stdout, "%s: new key in use; the old one verifies for %s. Reload the milter (SIGHUP).\n", path, *grace)
-	return 0
+	return exit(stderr, "keys rotate", app.RotateKeys(cfg, *grace, stdout))
 }

@@ -1,16 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 
+	"github.com/bouncemilter/bouncemilter/internal/app"
 	"github.com/bouncemilter/bouncemilter/internal/dsn"
-	"github.com/bouncemilter/bouncemilter/internal/dsnfiles"
 )
 
 // runParse implements "bouncemilter parse [--json] FILE...": it reads each
@@ -36,64 +34,11 @@ func runParse(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fs.Usage()
 		return 2
 	}
-	p := &dsn.Parser{MaxBytes: *maxBytes}
-	// One write per file would cost more than parsing it.
-	out := bufio.NewWriter(stdout)
-	defer out.Flush()
-	enc := json.NewEncoder(out)
-	enc.SetEscapeHTML(false)
-	status := 0
-	err := dsnfiles.ParseFiles(ctx, p, fs.Args(), 0, func(res dsnfiles.Result) error {
-		if res.Error != "" {
-			status = 1
-			out.Flush()
-			fmt.Fprintf(stderr, "bouncemilter parse: %s: %s\n", res.File, res.Error)
-		}
-		if *asJSON {
-			return enc.Encode(res)
-		}
-		printSummary(out, res)
-		return nil
+	err := app.Parse(ctx, fs.Args(), *maxBytes, *asJSON, stdout, func(file, msg string) {
+		fmt.Fprintf(stderr, "bouncemilter parse: %s: %s\n", file, msg)
 	})
-	if err != nil {
-		fmt.Fprintf(stderr, "bouncemilter parse: %v\n", err)
-		return 1
+	if errors.Is(err, app.ErrFilesFailed) {
+		return 1 // each failure was reported
 	}
-	return status
-}
-
-// printSummary writes the human-readable form: one line per file, then one
-// indented line per recipient.
-func printSummary(w io.Writer, res dsnfiles.Result) {
-	switch {
-	case res.Error != "" && res.Messages == 0:
-		fmt.Fprintf(w, "%s: error: %s\n", res.File, res.Error)
-		return
-	case res.Bounce:
-		fmt.Fprintf(w, "%s: bounce (%s), %d recipient(s)\n", res.File, res.Format, len(res.Recipients))
-	case res.Kind != "":
-		fmt.Fprintf(w, "%s: not a bounce (%s)\n", res.File, res.Kind)
-	default:
-		fmt.Fprintf(w, "%s: not a bounce\n", res.File)
-	}
-	for _, rc := range res.Recipients {
-		perm := "temporary"
-		if rc.Permanent {
-			perm = "permanent"
-		}
-		fmt.Fprintf(w, "  %s %s %s %s %s\n", rc.Address, rc.Action, rc.Status, rc.Reason, perm)
-		if rc.Diagnostic != "" {
-			fmt.Fprintf(w, "    %s\n", truncate(rc.Diagnostic, 200))
-		}
-	}
-	if o := res.Original; o != nil && (o.Subject != "" || o.MessageID != "") {
-		fmt.Fprintf(w, "  original: %s %q\n", o.MessageID, o.Subject)
-	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "") + "…"
+	return exit(stderr, "parse", err)
 }

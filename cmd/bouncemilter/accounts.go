@@ -221,12 +221,7 @@ func runAccountsRestore(ctx context.Context, args []string, stdout, stderr io.Wr
 // allowFlag collects one kind of allow-list entry from a repeatable flag.
 type allowFlag struct {
 	kind    registry.AllowKind
-	entries *[]allowEntry
-}
-
-type allowEntry struct {
-	kind  registry.AllowKind
-	value string
+	entries *[]app.AllowEntry
 }
 
 func (f allowFlag) String() string { return "" }
@@ -242,7 +237,7 @@ func (f allowFlag) Set(v string) error {
 	if f.kind == registry.AllowEmail && !strings.Contains(v, "@") {
 		return fmt.Errorf("%q is not an address", v)
 	}
-	*f.entries = append(*f.entries, allowEntry{f.kind, v})
+	*f.entries = append(*f.entries, app.AllowEntry{Kind: f.kind, Value: v})
 	return nil
 }
 
@@ -251,8 +246,7 @@ func (f allowFlag) Set(v string) error {
 func runAccountsAllow(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) int {
 	cfg := app.Defaults()
 	fs := accountsFlags("allow", &cfg, false, stderr)
-	var entries []allowEntry
-	regPath := &cfg.Registry
+	var entries []app.AllowEntry
 	note := fs.String("note", "", "why, for the record")
 	fs.Var(allowFlag{registry.AllowUser, &entries}, "user", "a MediaGoblin username never to disable; repeatable")
 	fs.Var(allowFlag{registry.AllowEmail, &entries}, "email", "an address whose sign-ups are never disabled; repeatable")
@@ -264,18 +258,5 @@ func runAccountsAllow(ctx context.Context, args []string, stdout, stderr io.Writ
 		fs.Usage()
 		return 2
 	}
-	reg, err := registry.Open(ctx, *regPath)
-	if err != nil {
-		fmt.Fprintf(stderr, "bouncemilter accounts allow: %v\n", err)
-		return 1
-	}
-	defer reg.Close()
-	for _, e := range entries {
-		if err := reg.Allow(ctx, e.kind, e.value, *note, time.Now()); err != nil {
-			fmt.Fprintf(stderr, "bouncemilter accounts allow: %v\n", err)
-			return 1
-		}
-		fmt.Fprintf(stdout, "allow-listed %s %s\n", e.kind, e.value)
-	}
-	return 0
+	return exit(stderr, "accounts allow", app.Allow(ctx, cfg, entries, *note, stdout))
 }

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"time"
@@ -98,4 +99,27 @@ func Stats(ctx context.Context, cfg Config, days int, asJSON bool, out io.Writer
 		return err
 	}
 	return review.WriteStats(out, st, asJSON)
+}
+
+// AllowEntry is one allow-list entry: a username, an address or an IP.
+type AllowEntry struct {
+	Kind  registry.AllowKind
+	Value string
+}
+
+// Allow protects each entry from every future action, before anything
+// happened to it (Restore does it after), and says so on out.
+func Allow(ctx context.Context, cfg Config, entries []AllowEntry, note string, out io.Writer) error {
+	reg, err := openRegistry(ctx, cfg.Registry)
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	for _, e := range entries {
+		if err := reg.Allow(ctx, e.Kind, e.Value, note, time.Now()); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "allow-listed %s %s\n", e.Kind, e.Value)
+	}
+	return nil
 }

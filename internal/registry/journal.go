@@ -128,9 +128,16 @@ func (t *Tx) Queue(ctx context.Context, a Action, now time.Time) (int64, error) 
 }
 
 func (t *Tx) queue(ctx context.Context, a Action, now time.Time) (int64, error) {
+	// A ban pending or in force makes another one a duplicate. An unban
+	// only while pending: one applied before is history, and the same
+	// address may have been banned again since.
+	states := `('pending', 'applied')`
+	if a.Kind == UnbanAccount || a.Kind == UnbanIP {
+		states = `('pending')`
+	}
 	var exists bool
 	err := t.tx.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM actions
-		WHERE kind = ? AND target = ? AND state IN ('pending', 'applied'))`, string(a.Kind), a.Target).Scan(&exists)
+		WHERE kind = ? AND target = ? AND state IN `+states+`)`, string(a.Kind), a.Target).Scan(&exists)
 	if err != nil {
 		return 0, fmt.Errorf("queue %s %s: %w", a.Kind, a.Target, err)
 	}

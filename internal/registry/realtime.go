@@ -178,3 +178,56 @@ func (t *Tx) queueIPBan(ctx context.Context, a Action, now time.Time) (bool, err
 	}
 	return id != 0, nil
 }
+
+// WithdrawIPBan is called by sync when the link of username to oldIP is
+// withdrawn: replaced by exact evidence of another address, or contradicted
+// by a later sighting. A ban of oldIP queued for that sign-up was a ban of
+// the wrong address, and is lifted (a pending one cancelled, an applied one
+// undone with an unban queued), unless another sign-up whose account a
+// bounce banned is still linked to oldIP: then the IP ban stands on that
+// evidence. It reports whether it lifted a ban.
+func (t *Tx) WithdrawIPBan(ctx context.Context, username, oldIP string, now time.Time) (bool, error) {
+	if oldIP == "" {
+		return false, nil
+	}
+	rows, err := t.tx.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions
+		WHERE kind = 'ban-ip' AND target = ? AND state IN ('pending', 'applied')
+			AND user_id = (SELECT user_id FROM registrations WHERE username = ?)`, oldIP, username)
+	if err != nil {
+		return false, fmt.Errorf("withdraw the IP ban of %s: %w", username, err)
+	}
+	bans, err := collectActions(rows)
+	if err != nil {
+		return false, fmt.Errorf("withdraw the IP ban of %s: %w", username, err)
+	}
+	if len(bans) == 0 {
+		return false, nil
+	}
+	var stillJustified bool
+	err = t.tx.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM registrations r JOIN actions a ON a.user_id = r.user_id
+		WHERE r.ip = ? AND r.username != ? AND a.kind = 'ban-account' AND a.state IN ('pending', 'applied')
+			AND a.bounce_id IS NOT NULL)`, oldIP, username).Scan(&stillJustified)
+	if err != nil {
+		return false, fmt.Errorf("withdraw the IP ban of %s: %w", username, err)
+	}
+	if stillJustified {
+		return false, nil
+	}
+	for _, ban := range bans {
+		state := Undone
+		if ban.State == Pending {
+			state = Cancelled
+		}
+		if _, err := t.tx.ExecContext(ctx, `UPDATE actions SET state = ?, done = ? WHERE id = ?`, string(state), unix(now), ban.ID); err != nil {
+			return false, fmt.Errorf("withdraw the IP ban of %s: %w", username, err)
+		}
+		// Queued even for a pending ban: a worker may be applying it now,
+		// and lifting a ban that is not there is harmless.
+		undo := Action{UserID: ban.UserID, Kind: UnbanIP, Target: oldIP,
+			Reason: "the web log no longer links " + username + " to " + oldIP}
+		if _, err := t.Queue(ctx, undo, now); err != nil {
+			return false, fmt.Errorf("withdraw the IP ban of %s: %w", username, err)
+		}
+	}
+	return true, nil
+}

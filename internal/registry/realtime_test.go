@@ -167,3 +167,108 @@ func TestRecordBounceQueuesIPBanOfLinkedSignup(t *testing.T) {
 		t.Errorf("actions of the office sign-up = %+v, want its ban cancelled", acts)
 	}
 }
+
+// A ban of an address that the web log no longer links to the sign-up is
+// lifted, unless another banned sign-up is still linked to that address.
+func TestWithdrawIPBan(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t)
+	seed(t, db,
+		Registration{UserID: 1, Username: "bot", Email: "bot@nowhere.example", IP: "192.0.2.1", Created: t0, Synced: t0},
+		Registration{UserID: 2, Username: "bot2", Email: "bot2@nowhere.example", IP: "192.0.2.2", Created: t0, Synced: t0},
+		Registration{UserID: 3, Username: "bot3", Email: "bot3@nowhere.example", IP: "192.0.2.2", Created: t0, Synced: t0},
+	)
+	if err := db.Tx(ctx, func(tx *Tx) error {
+		for name, ip := range map[string]string{"bot": "192.0.2.1", "bot2": "192.0.2.2", "bot3": "192.0.2.2"} {
+			if _, err := tx.SetIP(ctx, name, ip, "combined-log"); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []struct {
+		id int64
+		ip string
+	}{{1, "192.0.2.1"}, {2, "192.0.2.2"}, {3, "192.0.2.2"}} {
+		if _, err := db.RecordBounce(ctx, Bounce{Received: t0, Verdict: VerdictActed, Report: "{}"}, []Action{
+			{UserID: u.id, Kind: BanAccount, Target: UserTarget(u.id), Reason: "bounced"},
+			{UserID: u.id, Kind: BanIP, Target: u.ip, Reason: "bounced"},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acts, _ := db.Actions(ctx, 1)
+	if err := db.MarkApplied(ctx, acts[1].ID, t0); err != nil {
+		t.Fatal(err)
+	}
+	withdraw := func(name, ip string) bool {
+		t.Helper()
+		var lifted bool
+		if err := db.Tx(ctx, func(tx *Tx) error {
+			var err error
+			lifted, err = tx.WithdrawIPBan(ctx, name, ip, t0)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return lifted
+	}
+	if !withdraw("bot", "192.0.2.1") {
+		t.Error("the ban of bot's former address was not lifted")
+	}
+	acts, _ = db.Actions(ctx, 1)
+	if len(acts) != 3 || acts[1].State != Undone || acts[2].Kind != UnbanIP || acts[2].Target != "192.0.2.1" || acts[2].State != Pending {
+		t.Errorf("actions of bot = %+v", acts)
+	}
+	// bot3's own bounce still justifies a ban of 192.0.2.2 (queued once,
+	// under bot2).
+	if withdraw("bot2", "192.0.2.2") {
+		t.Error("the ban of 192.0.2.2 was lifted while bot3 is still linked to it")
+	}
+	if withdraw("bot", "192.0.2.9") {
+		t.Error("a ban of an address never banned was lifted")
+	}
+}
+
+// An address banned, restored, banned again and restored again gets its
+// second unban: an unban applied long ago is history, not a duplicate.
+func TestSecondUnbanOfOneAddress(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t)
+	queue := func(a Action) int64 {
+		t.Helper()
+		var id int64
+		if err := db.Tx(ctx, func(tx *Tx) error {
+			var err error
+			id, err = tx.Queue(ctx, a, t0)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	for round := 1; round <= 2; round++ {
+		ban := queue(Action{UserID: int64(round), Kind: BanIP, Target: "192.0.2.7", Reason: "bounced"})
+		if ban == 0 {
+			t.Fatalf("round %d: ban not queued", round)
+		}
+		if err := db.MarkApplied(ctx, ban, t0); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Tx(ctx, func(tx *Tx) error {
+			_, err := tx.tx.ExecContext(ctx, `UPDATE actions SET state = 'undone' WHERE id = ?`, ban)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		unban := queue(Action{UserID: int64(round), Kind: UnbanIP, Target: "192.0.2.7", Reason: "restored"})
+		if unban == 0 {
+			t.Fatalf("round %d: unban not queued", round)
+		}
+		if err := db.MarkApplied(ctx, unban, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -535,8 +535,18 @@ func (s *run) applyLinks(ctx context.Context, lr *logRead) error {
 				if _, err := tx.SetIP(ctx, k.Username, "", ""); err != nil {
 					return err
 				}
+				if _, err := tx.WithdrawIPBan(ctx, k.Username, ip, s.opts.Now()); err != nil {
+					return err
+				}
 				ambiguous++
 				continue
+			}
+			if ip != "" && ip != k.IP.String() {
+				// Exact evidence names another address than the one
+				// inferred: a ban of the inferred one was a mistake.
+				if _, err := tx.WithdrawIPBan(ctx, k.Username, ip, s.opts.Now()); err != nil {
+					return err
+				}
 			}
 			ok, err := tx.SetIP(ctx, k.Username, k.IP.String(), k.Source)
 			if err != nil {
@@ -558,10 +568,13 @@ func (s *run) applyLinks(ctx context.Context, lr *logRead) error {
 		for _, name := range lr.ambiguous {
 			ambiguous++
 			// An earlier inferred link is now contradicted.
-			if _, source, err := tx.LinkedIP(ctx, name); err != nil {
+			if ip, source, err := tx.LinkedIP(ctx, name); err != nil {
 				return err
 			} else if source == accesslog.SourceCombined {
 				if _, err := tx.SetIP(ctx, name, "", ""); err != nil {
+					return err
+				}
+				if _, err := tx.WithdrawIPBan(ctx, name, ip, s.opts.Now()); err != nil {
 					return err
 				}
 			}

@@ -74,28 +74,10 @@ func (r *DB) Restore(ctx context.Context, userID int64, note string, now time.Ti
 			return err
 		}
 		for _, ban := range bans {
-			state := Undone
-			if ban.State == Pending {
-				state = Cancelled
-			}
-			if _, err := tx.tx.ExecContext(ctx, `UPDATE actions SET state = ?, done = ? WHERE id = ?`, string(state), unix(now), ban.ID); err != nil {
-				return err
-			}
-			// Lift even a ban that was still pending: a worker may be
-			// applying it right now, and lifting a ban that is not there
-			// is harmless.
-			undo := Action{UserID: userID, Target: ban.Target, Reason: "restored by admin: " + note}
-			switch ban.Kind {
-			case BanAccount:
-				undo.Kind = UnbanAccount
-			case BanIP:
-				undo.Kind = UnbanIP
-			}
-			id, err := tx.Queue(ctx, undo, now)
+			undo, err := tx.liftBan(ctx, ban, userID, "restored by admin: "+note, now)
 			if err != nil {
 				return err
 			}
-			undo.ID, undo.State = id, Pending
 			queued = append(queued, undo)
 		}
 		if err := tx.Allow(ctx, AllowUser, reg.Username, note, now); err != nil {
@@ -107,6 +89,32 @@ func (r *DB) Restore(ctx context.Context, userID int64, note string, now time.Ti
 		return nil, fmt.Errorf("restore user %d: %w", userID, err)
 	}
 	return queued, nil
+}
+
+// liftBan ends ban, a ban-account or ban-ip action that is pending or
+// applied: a pending one is cancelled, an applied one undone, and either
+// way an unban is queued for userID with reason. Queued even for a pending
+// ban: a worker may be applying it right now, and lifting a ban that is not
+// there is harmless. It returns the unban as queued (ID 0 when one was
+// pending already).
+func (t *Tx) liftBan(ctx context.Context, ban Action, userID int64, reason string, now time.Time) (Action, error) {
+	state := Undone
+	if ban.State == Pending {
+		state = Cancelled
+	}
+	if _, err := t.tx.ExecContext(ctx, `UPDATE actions SET state = ?, done = ? WHERE id = ?`, string(state), unix(now), ban.ID); err != nil {
+		return Action{}, fmt.Errorf("lift %s %s: %w", ban.Kind, ban.Target, err)
+	}
+	undo := Action{UserID: userID, Kind: UnbanAccount, Target: ban.Target, Reason: reason}
+	if ban.Kind == BanIP {
+		undo.Kind = UnbanIP
+	}
+	id, err := t.Queue(ctx, undo, now)
+	if err != nil {
+		return Action{}, err
+	}
+	undo.ID, undo.State = id, Pending
+	return undo, nil
 }
 
 // UserTarget is the Target of an account action.

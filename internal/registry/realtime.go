@@ -84,9 +84,7 @@ func (t *Tx) ipAllowed(ctx context.Context, ip string) (bool, error) {
 // sync linked the sign-up to an allow-listed IP. Had the link come first,
 // the allow-list would have kept the bounce from acting at all (a sign-up
 // from an allow-listed IP is never acted on); the order in which the web
-// server's log line and the bounce arrive must not decide that. As in
-// Restore, a pending ban is cancelled and an applied one undone, each with
-// an unban queued, since a worker may be applying the ban right now.
+// server's log line and the bounce arrive must not decide that.
 func (t *Tx) liftAccountBanOfAllowedIP(ctx context.Context, userID int64, ip string, now time.Time) error {
 	rows, err := t.tx.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions
 		WHERE user_id = ? AND kind = 'ban-account' AND state IN ('pending', 'applied') AND bounce_id IS NOT NULL
@@ -99,16 +97,7 @@ func (t *Tx) liftAccountBanOfAllowedIP(ctx context.Context, userID int64, ip str
 		return fmt.Errorf("lift the ban of user %d: %w", userID, err)
 	}
 	for _, ban := range bans {
-		state := Undone
-		if ban.State == Pending {
-			state = Cancelled
-		}
-		if _, err := t.tx.ExecContext(ctx, `UPDATE actions SET state = ?, done = ? WHERE id = ?`, string(state), unix(now), ban.ID); err != nil {
-			return fmt.Errorf("lift the ban of user %d: %w", userID, err)
-		}
-		undo := Action{UserID: userID, Kind: UnbanAccount, Target: ban.Target,
-			Reason: "sign-up IP " + ip + " is allow-listed"}
-		if _, err := t.Queue(ctx, undo, now); err != nil {
+		if _, err := t.liftBan(ctx, ban, userID, "sign-up IP "+ip+" is allow-listed", now); err != nil {
 			return fmt.Errorf("lift the ban of user %d: %w", userID, err)
 		}
 	}
@@ -214,18 +203,7 @@ func (t *Tx) WithdrawIPBan(ctx context.Context, username, oldIP string, now time
 		return false, nil
 	}
 	for _, ban := range bans {
-		state := Undone
-		if ban.State == Pending {
-			state = Cancelled
-		}
-		if _, err := t.tx.ExecContext(ctx, `UPDATE actions SET state = ?, done = ? WHERE id = ?`, string(state), unix(now), ban.ID); err != nil {
-			return false, fmt.Errorf("withdraw the IP ban of %s: %w", username, err)
-		}
-		// Queued even for a pending ban: a worker may be applying it now,
-		// and lifting a ban that is not there is harmless.
-		undo := Action{UserID: ban.UserID, Kind: UnbanIP, Target: oldIP,
-			Reason: "the web log no longer links " + username + " to " + oldIP}
-		if _, err := t.Queue(ctx, undo, now); err != nil {
+		if _, err := t.liftBan(ctx, ban, ban.UserID, "the web log no longer links "+username+" to "+oldIP, now); err != nil {
 			return false, fmt.Errorf("withdraw the IP ban of %s: %w", username, err)
 		}
 	}

@@ -23,7 +23,7 @@ func (h fakeHandler) Handle(ctx context.Context, env bounce.Envelope, msg []byte
 func scrape(t *testing.T, m *Metrics) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	m.Handler(nil).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	b, _ := io.ReadAll(rec.Result().Body)
 	return string(b)
 }

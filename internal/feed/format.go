@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bouncemilter/bouncemilter/internal/registry"
@@ -78,9 +79,11 @@ const (
 	maxName    = 200
 )
 
+// Compiled on first use, not at start: every command of the binary would
+// pay for it.
 var (
-	hashRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	hashRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[0-9a-f]{64}$`) })
+	nameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`) })
 )
 
 // ErrFormat wraps every reason a feed document is refused.
@@ -110,7 +113,7 @@ func (f *Feed) check() error {
 	switch {
 	case f.Version != Version:
 		return fmt.Errorf("version %d, want %d", f.Version, Version)
-	case len(f.Name) > maxName || !nameRE.MatchString(f.Name):
+	case len(f.Name) > maxName || !nameRE().MatchString(f.Name):
 		return fmt.Errorf("name %q is not a name", f.Name)
 	case f.Made.IsZero():
 		return errors.New("no made time")
@@ -126,7 +129,7 @@ func (f *Feed) check() error {
 		}
 	}
 	for _, e := range f.Addresses {
-		if !hashRE.MatchString(e.SHA256) {
+		if !hashRE().MatchString(e.SHA256) {
 			return fmt.Errorf("address hash %q is not lowercase hex SHA-256", e.SHA256)
 		}
 		if err := e.Seen.check(); err != nil {

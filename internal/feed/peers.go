@@ -31,7 +31,7 @@ func ParsePeers(r io.Reader) ([]Peer, error) {
 			return nil, fmt.Errorf("peers line %d: want NAME URL PUBLIC-KEY [WEIGHT], got %d fields", n, len(f))
 		}
 		p := Peer{Name: f[0], URL: f[1], Weight: 1}
-		if !nameRE.MatchString(p.Name) || len(p.Name) > maxName {
+		if !nameRE().MatchString(p.Name) || len(p.Name) > maxName {
 			return nil, fmt.Errorf("peers line %d: %q is not a name", n, p.Name)
 		}
 		if names[p.Name] {

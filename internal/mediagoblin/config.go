@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // Defaults MediaGoblin applies when mediagoblin.ini does not set a key
@@ -185,7 +186,8 @@ func redact(engine string) string {
 	return "(unparsable URL)"
 }
 
-var interpRE = regexp.MustCompile(`%\(([^)]*)\)s`)
+// Compiled on first use, not at the start of every command.
+var interpRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`%\(([^)]*)\)s`) })
 
 // interpolate expands %(name)s as configobj's "ConfigParser" interpolation
 // does, which MediaGoblin enables.
@@ -195,7 +197,7 @@ func interpolate(v, here string, section, defaults map[string]string) (string, e
 			return "", fmt.Errorf("interpolation of %q too deep", v)
 		}
 		var missing string
-		v = interpRE.ReplaceAllStringFunc(v, func(m string) string {
+		v = interpRE().ReplaceAllStringFunc(v, func(m string) string {
 			name := m[2 : len(m)-2]
 			if r, ok := section[name]; ok {
 				return r
@@ -212,7 +214,7 @@ func interpolate(v, here string, section, defaults map[string]string) (string, e
 		if missing != "" {
 			return "", fmt.Errorf("%%(%s)s is not defined", missing)
 		}
-		if !interpRE.MatchString(v) {
+		if !interpRE().MatchString(v) {
 			break
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bouncemilter/bouncemilter/internal/registry"
@@ -107,7 +108,8 @@ func (r *Reporter) Run(ctx context.Context) (Summary, error) {
 	return sum, nil
 }
 
-var paragraph = regexp.MustCompile(`(?is)<p[^>]*>(.*?)</p>`)
+// Compiled on first use, not at the start of every command.
+var paragraph = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?is)<p[^>]*>(.*?)</p>`) })
 
 // submit posts one vandal. StopForumSpam answers 200 for an accepted
 // submission and 403 with the reason in a paragraph for a refused one.
@@ -142,7 +144,7 @@ func (r *Reporter) submit(ctx context.Context, v registry.Vandal) (bool, string,
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	answer := strings.TrimSpace(string(body))
-	if m := paragraph.FindStringSubmatch(answer); m != nil {
+	if m := paragraph().FindStringSubmatch(answer); m != nil {
 		answer = strings.TrimSpace(m[1])
 	}
 	switch resp.StatusCode {

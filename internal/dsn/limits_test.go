@@ -240,12 +240,23 @@ func boundaryOf(t *testing.T, msg string) string {
 }
 
 // TestCapTextBytes checks that the one-copy form of capText gives the same
-// text, also where the cut falls inside a line end.
+// text, also where the cut falls inside a line end, whether the bytes are
+// apart from the scratch buffer (a slice of the message, left unchanged)
+// or at its start (compacted in place).
 func TestCapTextBytes(t *testing.T) {
 	long := strings.Repeat("a", maxTextBytes-1) + "\r\nb"
 	for _, s := range []string{"", "a\r\nb", "\r\r\n", "a\rb\n\r", "\r\n\r\n", long, long[:maxTextBytes], strings.Repeat("\r\n", maxTextBytes)} {
-		if got, want := capTextBytes([]byte(s)), capText(s); got != want {
+		var scratch []byte
+		if got, want := capTextBytes([]byte(s), &scratch), capText(s); got != want {
 			t.Errorf("capTextBytes(%.20q...) = %.20q..., want %.20q...", s, got, want)
+		}
+		in := []byte(s)
+		if capTextBytes(in, &scratch); string(in) != s {
+			t.Errorf("capTextBytes changed its input %.20q...", s)
+		}
+		scratch = append(scratch[:0], s...)
+		if got, want := capTextBytes(scratch, &scratch), capText(s); got != want {
+			t.Errorf("capTextBytes in place (%.20q...) = %.20q..., want %.20q...", s, got, want)
 		}
 	}
 }

@@ -9,12 +9,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/emersion/go-message"
-	"github.com/emersion/go-message/textproto"
-	// Bounces arrive in every legacy charset there is (ISO-2022-JP,
-	// Windows-1252, KOI8-R, ...); this registers their decoders with
-	// go-message.
-	_ "github.com/emersion/go-message/charset"
 )
 
 // ErrTooLarge is returned, together with the report of what was read up to
@@ -178,7 +172,7 @@ func (p *Parser) parseBytes(b []byte) (rep *Report, err error) {
 // matter, and the text a person would read.
 type msg struct {
 	raw    []byte
-	header message.Header
+	header header
 	// headerOK is false when the top-level header could not be read; then
 	// text holds the whole message.
 	headerOK bool
@@ -194,7 +188,7 @@ type msg struct {
 	// returned is the header of the returned message, from a
 	// message/rfc822, message/global, text/rfc822-headers or
 	// message/global-headers part.
-	returned    *message.Header
+	returned    *header
 	returnedRaw []byte // body of the attached message, for forwarded bounces
 	reportType  string // report-type parameter of multipart/report
 	// forwarded is the attached bounce, when m only forwards one; the
@@ -205,7 +199,7 @@ type msg struct {
 	stop      bool // a limit was reached: read no further part
 
 	// quoted caches quotedHeader.
-	quoted     *message.Header
+	quoted     *header
 	quotedDone bool
 
 	// budget is what may still be copied out of parts, shared by the
@@ -242,16 +236,14 @@ func (m *msg) body() string {
 
 func (p *Parser) read(b []byte, budget *int64) *msg {
 	m := &msg{raw: b, budget: budget, keepUnread: p != nil && p.keepUnread}
-	// An unknown charset or transfer encoding is no reason to stop: the
-	// entity is still readable (as raw bytes) and go-message says so.
-	e, _ := readEntity(m, b)
+	e := readEntity(m, b)
 	if e == nil {
 		// No header that can be read: the text recognisers may still
 		// find a bounce in it (some tools hand over the body alone).
 		m.text = capText(string(b[:min(len(b), maxTextBytes+1)]))
 		return m
 	}
-	m.header = e.Header
+	m.header = e.header
 	m.headerOK = true
 	p.walk(m, e, 0)
 	if m.text == "" && len(m.status) == 0 && *budget > 0 && !m.stop {
@@ -268,22 +260,29 @@ func (p *Parser) read(b []byte, budget *int64) *msg {
 }
 
 // maxHeaderBytes bounds the header block of a message: real ones are a
-// few kilobytes, and go-message reads a folded field slowly.
+// few kilobytes.
 const maxHeaderBytes = 64 << 10
 
-// headerCapped returns a reader of b whose header block is cut, at a line
-// end, to maxHeaderBytes (marking m truncated), without copying b.
-func headerCapped(m *msg, b []byte) io.Reader {
-	if len(b) <= maxHeaderBytes {
-		return bytes.NewReader(b)
+// readEntity reads the message b: its header block, cut at a line end to
+// maxHeaderBytes (marking m truncated), and its body. It returns nil when
+// the header cannot be read.
+func readEntity(m *msg, b []byte) *entity {
+	hb, body := b, []byte(nil)
+	if len(b) > maxHeaderBytes {
+		if end := len(b) - len(rawBody(b)); end > maxHeaderBytes {
+			hb = b[:bytes.LastIndexByte(b[:maxHeaderBytes], '\n')+1]
+			body = b[end:]
+			m.truncated = true
+		}
 	}
-	end := len(b) - len(rawBody(b)) // where the body starts, or len(b)
-	if end <= maxHeaderBytes {
-		return bytes.NewReader(b)
+	h, n, err := readHeader(hb, m.keepUnread)
+	if err != nil {
+		return nil
 	}
-	cut := bytes.LastIndexByte(b[:maxHeaderBytes], '\n') + 1
-	m.truncated = true
-	return io.MultiReader(bytes.NewReader(b[:cut]), strings.NewReader("\r\n"), bytes.NewReader(b[end:]))
+	if body == nil {
+		body = hb[n:]
+	}
+	return newEntity(h, body)
 }
 
 // rawBody returns what follows the header block of a message, whose lines
@@ -306,7 +305,7 @@ func rawBody(b []byte) []byte {
 
 // walk visits the MIME tree within the parser's limits and records the parts
 // the recognisers need (RFC 6522 section 3: the report's parts).
-func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
+func (p *Parser) walk(m *msg, e *entity, depth int) {
 	if depth > p.maxDepth() || *m.budget <= 0 {
 		// Stop reading altogether: every byte that follows would
 		// go through as many boundary scanners as there are levels.
@@ -318,22 +317,24 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 		m.truncated = true
 		return
 	}
-	mediaType, params, err := e.Header.ContentType()
-	if err != nil || mediaType == "" {
+	mediaType := e.mediaType
+	if e.badType || mediaType == "" {
+		// Content-Type could not be parsed: read the part as text.
 		mediaType = "text/plain"
 	}
-	if mr := e.MultipartReader(); mr != nil {
+	if strings.HasPrefix(e.mediaType, "multipart/") {
 		if mediaType == "multipart/report" && m.reportType == "" {
-			m.reportType = strings.ToLower(params["report-type"])
+			m.reportType = strings.ToLower(e.params["report-type"])
 		}
+		mr := newMultipartReader(e, m.keepUnread)
 		for {
-			part, err := mr.NextPart()
-			if part == nil || (err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err)) {
+			part, err := mr.next()
+			if part == nil {
 				// A message that ends without its closing boundary
 				// (a reporting MTA that cut the returned message short)
 				// has been read to its end: nothing of it is left
 				// unread, so it is not truncated. Any other error is.
-				if err != nil && !endedEarly(err) {
+				if err != io.EOF && err != errEndedEarly {
 					m.truncated = true
 				}
 				return
@@ -344,26 +345,15 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 			}
 		}
 	}
-	// body copies the part out, up to limit bytes and within the
+	// body returns the part's content, up to limit bytes and within the
 	// budget. Where what is cut off could hold recipients (mark), the
 	// report is marked truncated; text beyond maxTextBytes is not.
-	// With scratch, the bytes are read into *scratch and valid until
-	// it is used again.
+	// With scratch, decoded bytes are read into *scratch and valid until
+	// it is used again. The content may be a slice of the message: it
+	// must not be changed.
 	body := func(limit int64, mark bool, scratch *[]byte) []byte {
 		n := min(limit, p.maxBytes(), *m.budget)
-		var b []byte
-		if scratch != nil {
-			b = readInto(io.LimitReader(e.Body, n+1), scratch)
-		} else if limit > maxStatusBytes {
-			// An attached message, maybe large. Decoded, it is no
-			// longer than the message it is in: one buffer of that
-			// size, not io.ReadAll's many.
-			buf := bytes.NewBuffer(make([]byte, 0, min(n, int64(len(m.raw)))+bytes.MinRead))
-			buf.ReadFrom(io.LimitReader(e.Body, n+1))
-			b = buf.Bytes()
-		} else {
-			b, _ = io.ReadAll(io.LimitReader(e.Body, n+1))
-		}
+		b := e.content(n+1, scratch)
 		if int64(len(b)) > n {
 			b = b[:n]
 			if mark || n < limit {
@@ -390,7 +380,7 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 			// it before the returned message): only the header of
 			// the returned message is needed, not its body.
 			sp := getScratch()
-			if b, err := readHeaderBlock(e.Body, sp); err == nil {
+			if b, err := e.headerBlock(sp); err == nil {
 				if h, ok := m.readHeader(b); ok {
 					m.returned = &h
 				}
@@ -423,14 +413,14 @@ func (p *Parser) walk(m *msg, e *message.Entity, depth int) {
 		if b := body(maxTextBytes+1, false, sp); mediaType == "text/html" {
 			m.text = capText(stripTags(string(b)))
 		} else {
-			m.text = capTextBytes(b)
+			m.text = capTextBytes(b, sp)
 		}
 		putScratch(sp)
 	default:
 		if depth == 0 {
 			// A single-part message of an odd type: look at it as text.
 			sp := getScratch()
-			m.text = capTextBytes(body(maxTextBytes+1, false, sp))
+			m.text = capTextBytes(body(maxTextBytes+1, false, sp), sp)
 			putScratch(sp)
 		}
 	}
@@ -467,19 +457,17 @@ func putScratch(b *[]byte) {
 	}
 }
 
-// readHeader parses a header block; what a broken header yields up to the
-// error is kept, since returned headers are often cut short.
-func (m *msg) readHeader(b []byte) (message.Header, bool) {
-	if h, _, err := headerPrefix(b, m.keepUnread); err == nil {
-		return message.Header{Header: h}, true
+// readHeader parses a header block; a header that cannot be read is none.
+func (m *msg) readHeader(b []byte) (header, bool) {
+	if h, _, err := readHeader(b, m.keepUnread); err == nil {
+		return h, true
 	}
-	return message.Header{}, false
+	return header{}, false
 }
 
 // readHeaderBlock reads the lines of r into *scratch up to the blank line
 // that ends a header block (included), the end of r, or an error, within
-// go-message's bound: what message.Read would parse as the header, and no
-// more of the body. The error is what message.Read would fail with (the end
+// maxEntityHeaderBytes. The error is the one reading fails with (the end
 // of r is none: a header may end there).
 func readHeaderBlock(r io.Reader, scratch *[]byte) ([]byte, error) {
 	br := getBufio(&headerLimit{r: r, n: maxEntityHeaderBytes})
@@ -506,14 +494,12 @@ func readHeaderBlock(r io.Reader, scratch *[]byte) ([]byte, error) {
 	return b, err
 }
 
-// headerLimit is message.Read's bound on a header block: past it, reading
-// fails (where io.LimitReader would end, and a header may end at the end).
+// headerLimit fails reading past n bytes, where io.LimitReader would end:
+// a header block may end at the end of its input, but not at the bound.
 type headerLimit struct {
 	r io.Reader
 	n int64
 }
-
-var errHeaderTooLarge = errors.New("header block too large")
 
 func (l *headerLimit) Read(p []byte) (int, error) {
 	if l.n <= 0 {
@@ -527,132 +513,7 @@ func (l *headerLimit) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// readEntity is message.Read of the message b, whose header block
-// headerCapped cuts to maxHeaderBytes. When it is not cut, the body is read
-// from b itself rather than through message.Read's own buffered reader: one
-// 4 KiB buffer and one copy less per message.
-func readEntity(m *msg, b []byte) (*message.Entity, error) {
-	r := headerCapped(m, b)
-	if _, ok := r.(*bytes.Reader); !ok {
-		return message.Read(r)
-	}
-	h, n, err := headerPrefix(b, m.keepUnread)
-	if err != nil {
-		return nil, err
-	}
-	return message.New(message.Header{Header: h}, bytes.NewReader(b[n:]))
-}
-
-// maxEntityHeaderBytes is go-message's own bound on a header block
-// (message.Read fails beyond it); the shortcuts around message.Read keep it.
-const maxEntityHeaderBytes = 1 << 20
-
-// headerPrefix reads the header block at the start of b as message.Read
-// does (the same reader, the same bound) and returns it with the length of
-// the header block, blank line included.
-//
-// The fields no recogniser reads (unreadField) are left out before
-// go-message parses the block: trace and signature fields are most of a
-// bounce's header, and parsing a field costs several allocations.
-func headerPrefix(b []byte, keepUnread bool) (textproto.Header, int, error) {
-	sp := getScratch()
-	defer putScratch(sp)
-	if kept, end, ok := skipUnread(b[:min(len(b), maxEntityHeaderBytes)], sp); ok && !keepUnread {
-		// The block ends within the bound: the bound plays no part.
-		br := getBufio(bytes.NewReader(kept))
-		defer putBufio(br)
-		h, err := textproto.ReadHeader(br)
-		return h, end, err
-	}
-	r := bytes.NewReader(b)
-	br := getBufio(&headerLimit{r: r, n: maxEntityHeaderBytes})
-	defer putBufio(br)
-	h, err := textproto.ReadHeader(br)
-	return h, len(b) - r.Len() - br.Buffered(), err
-}
-
-// skipUnread copies the header block at the start of b, through the blank
-// line that ends it, into *scratch without the fields unreadField names,
-// and returns it with the length of the block in b. It gives up (ok false)
-// when there is nothing to leave out, when no blank line ends the block, or
-// when the block starts with a continuation line: go-message then reads b
-// itself, errors and all. A continuation line goes with its field, as
-// go-message reads it.
-func skipUnread(b []byte, scratch *[]byte) (kept []byte, n int, ok bool) {
-	if len(b) == 0 || b[0] == ' ' || b[0] == '\t' {
-		return nil, 0, false
-	}
-	out := (*scratch)[:0]
-	drop, dropped := false, false
-	for off := 0; off < len(b); {
-		i := bytes.IndexByte(b[off:], '\n')
-		if i < 0 {
-			break
-		}
-		line := b[off : off+i+1]
-		off += i + 1
-		switch {
-		case len(line) == 1 || len(line) == 2 && line[0] == '\r':
-			if !dropped {
-				return nil, 0, false
-			}
-			out = append(out, line...)
-			*scratch = out
-			return out, off, true
-		case line[0] == ' ' || line[0] == '\t':
-		default:
-			drop = unreadField(line)
-			dropped = dropped || drop
-		}
-		if !drop {
-			out = append(out, line...)
-		}
-	}
-	*scratch = out
-	return nil, 0, false
-}
-
-// unreadField reports whether the header line starts a field that no
-// recogniser reads and that go-message would accept: trace fields and
-// signatures, which make up most of a bounce's header. A field that any
-// code of this package (or go-message: Content-*) reads must never be
-// listed here; TestUnreadFields checks that the reports do not change.
-func unreadField(line []byte) bool {
-	colon := bytes.IndexByte(line, ':')
-	if colon <= 0 {
-		return false
-	}
-	name := bytes.TrimRight(line[:colon], " \t")
-	if len(name) == 0 {
-		return false
-	}
-	for _, c := range name {
-		// go-message's own test for a field name: anything else makes
-		// the header unreadable, and so must stay.
-		if c < 33 || c > 126 {
-			return false
-		}
-	}
-	if hasPrefixFold(name, "x-ms-exchange-") || hasPrefixFold(name, "x-microsoft-") {
-		return true
-	}
-	for _, k := range unreadFields {
-		if len(k) == len(name) && bytes.EqualFold(name, []byte(k)) {
-			return true
-		}
-	}
-	return false
-}
-
-var unreadFields = [...]string{"received", "x-received", "dkim-signature", "x-google-dkim-signature",
-	"authentication-results", "arc-seal", "arc-message-signature", "arc-authentication-results",
-	"received-spf", "x-gm-message-state", "x-google-smtp-source"}
-
-func hasPrefixFold(b []byte, prefix string) bool {
-	return len(b) >= len(prefix) && bytes.EqualFold(b[:len(prefix)], []byte(prefix))
-}
-
-// bufioPool holds the buffered readers the header reader needs, so that
+// bufioPool holds the buffered readers readHeaderBlock needs, so that
 // each message does not allocate its own: it holds no state between uses.
 var bufioPool = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
 
@@ -667,21 +528,30 @@ func putBufio(br *bufio.Reader) {
 	bufioPool.Put(br)
 }
 
-// capTextBytes is capText(string(b)) with one copy, changing b.
-func capTextBytes(b []byte) string {
+// capTextBytes is capText(string(b)). The line ends are turned into LF in
+// *scratch; b, which may be a slice of the message, is left as it is.
+func capTextBytes(b []byte, scratch *[]byte) string {
 	b = b[:min(len(b), maxTextBytes)]
 	if bytes.IndexByte(b, '\r') < 0 {
 		return string(b)
 	}
+	// When b is already the start of *scratch, it is compacted in
+	// place: the write position never passes the read position.
+	out := (*scratch)[:0]
+	if cap(out) < len(b) {
+		out = make([]byte, 0, len(b))
+	}
+	out = out[:len(b)]
 	w := 0
 	for i := 0; i < len(b); i++ {
 		if b[i] == '\r' && i+1 < len(b) && b[i+1] == '\n' {
 			continue
 		}
-		b[w] = b[i]
+		out[w] = b[i]
 		w++
 	}
-	return string(b[:w])
+	*scratch = out[:0]
+	return string(out[:w])
 }
 
 func capText(s string) string {
@@ -731,12 +601,4 @@ func stripTags(s string) string {
 	}
 	r := strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&", "&nbsp;", " ", "&quot;", `"`, "&#64;", "@")
 	return r.Replace(b.String())
-}
-
-// endedEarly reports whether a multipart reader's error says only that the
-// input ended before the closing boundary. go-message wraps the cause with
-// %v ("multipart: NextPart: EOF"), so only its text tells.
-func endedEarly(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		strings.HasSuffix(err.Error(), ": EOF") || strings.HasSuffix(err.Error(), ": unexpected EOF")
 }

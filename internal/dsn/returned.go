@@ -2,8 +2,6 @@ package dsn
 
 import (
 	"strings"
-
-	"github.com/emersion/go-message"
 )
 
 // This file reads the message a bounce returns (RFC 3464 section 2.1 and
@@ -29,7 +27,7 @@ func (m *msg) original() Original {
 	return headerOriginal(h)
 }
 
-func headerOriginal(h *message.Header) Original {
+func headerOriginal(h *header) Original {
 	text := func(k string) string {
 		v, err := h.Text(k)
 		if err != nil || v == "" {
@@ -49,14 +47,14 @@ func headerOriginal(h *message.Header) Original {
 // quotedHeader finds the header of the returned message when it is quoted
 // in the text rather than attached (qmail, Exim, Sendmail without MIME),
 // once per message.
-func (m *msg) quotedHeader() *message.Header {
+func (m *msg) quotedHeader() *header {
 	if !m.quotedDone {
 		m.quoted, m.quotedDone = m.findQuotedHeader(), true
 	}
 	return m.quoted
 }
 
-func (m *msg) findQuotedHeader() *message.Header {
+func (m *msg) findQuotedHeader() *header {
 	cut := len(m.body())
 	if cut >= len(m.text) {
 		return nil
@@ -81,11 +79,9 @@ func (m *msg) findQuotedHeader() *message.Header {
 	if len(fs) == 0 {
 		return nil
 	}
-	// Header.Add puts a field before the others of its name; added
-	// last to first, Get finds the first, as in the quoted text.
-	var h message.Header
-	for i := len(fs) - 1; i >= 0; i-- {
-		h.Add(fs[i].name, fs[i].value)
+	h := header{fields: make([]headerField, len(fs))}
+	for i, f := range fs {
+		h.fields[i] = headerField{name: f.name, value: f.value}
 	}
 	return &h
 }

@@ -1,0 +1,292 @@
+package dsn
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"mime"
+	"strings"
+
+	"github.com/emersion/go-message/charset"
+)
+
+// This file reads header blocks (RFC 5322 section 2.2: fields of a name, a
+// colon and a body, folded over lines that start with white space) straight
+// from the bytes of the message, the way go-message's textproto.ReadHeader
+// reads them: the same fields, values, errors and end of block, so that
+// what a bounce reports does not depend on which of the two read it (the
+// differential fuzz target in mime_test.go checks this). It reads in place:
+// one string for the whole block, the fields substrings of it, instead of
+// several allocations per field.
+
+// header is a header block: its fields in the order of the message.
+type header struct {
+	fields []headerField
+}
+
+// headerField is one field, its value unfolded: each line trimmed of
+// blanks, empty ones dropped, joined by one space (RFC 5322 section
+// 2.2.3), as go-message unfolds it.
+type headerField struct {
+	name, value string
+}
+
+// Get returns the value of the first field named k (case-insensitively),
+// or "".
+func (h *header) Get(k string) string {
+	for i := range h.fields {
+		if strings.EqualFold(h.fields[i].name, k) {
+			return h.fields[i].value
+		}
+	}
+	return ""
+}
+
+// Values returns the values of every field named k, in order.
+func (h *header) Values(k string) []string {
+	var vs []string
+	for i := range h.fields {
+		if strings.EqualFold(h.fields[i].name, k) {
+			vs = append(vs, h.fields[i].value)
+		}
+	}
+	return vs
+}
+
+// Text returns the value of the field k with its encoded words (RFC 2047)
+// decoded to UTF-8. When they cannot be decoded it returns the raw value
+// and the error.
+func (h *header) Text(k string) (string, error) {
+	return decodeWords(h.Get(k))
+}
+
+// wordDecoder decodes RFC 2047 encoded words in any charset go-message's
+// charset package knows. It holds no state.
+var wordDecoder = mime.WordDecoder{CharsetReader: charset.Reader}
+
+func decodeWords(s string) (string, error) {
+	if !strings.Contains(s, "=?") {
+		return s, nil
+	}
+	d, err := wordDecoder.DecodeHeader(s)
+	if err != nil {
+		return s, err
+	}
+	return d, nil
+}
+
+// ContentType parses Content-Type (RFC 2045 section 5.1): text/plain when
+// there is none. On a syntax error it returns the raw value and the error.
+func (h *header) ContentType() (string, map[string]string, error) {
+	v := h.Get("Content-Type")
+	if v == "" {
+		return "text/plain", nil, nil
+	}
+	t, params, err := mime.ParseMediaType(v)
+	if err != nil {
+		return v, nil, err
+	}
+	for k, p := range params {
+		params[k], _ = decodeWords(p)
+	}
+	return t, params, nil
+}
+
+// maxEntityHeaderBytes bounds a header block: past it without the blank
+// line that ends the block, the header is unreadable (go-message's bound).
+const maxEntityHeaderBytes = 1 << 20
+
+// errHeaderTooLarge is returned for a header block beyond
+// maxEntityHeaderBytes.
+var errHeaderTooLarge = errors.New("header block too large")
+
+// readHeader reads the header block at the start of b and returns it with
+// the length of the block, the blank line that ends it included. A block
+// may also end at the end of b. What was read before an error is returned
+// with it: a field line without a colon, a name with a byte outside
+// printable ASCII, a first line that is a continuation, or a block larger
+// than maxEntityHeaderBytes. Fields that no recogniser reads (unreadField)
+// are left out unless keepUnread.
+func readHeader(b []byte, keepUnread bool) (header, int, error) {
+	h, n, _, err := readHeaderEnd(b, keepUnread)
+	return h, n, err
+}
+
+// readHeaderEnd is readHeader, saying also whether a blank line ended the
+// block.
+func readHeaderEnd(b []byte, keepUnread bool) (h header, n int, complete bool, err error) {
+	limited := len(b) > maxEntityHeaderBytes
+	if limited {
+		b = b[:maxEntityHeaderBytes]
+	}
+	if len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		line, _ := nextLine(b, 0)
+		return h, 0, false, fmt.Errorf("message: malformed MIME header initial line: %v", string(line))
+	}
+	end, complete := headerEnd(b)
+	if !complete && limited {
+		return h, 0, false, errHeaderTooLarge
+	}
+	// One copy of the block; the fields are substrings of it.
+	s := string(b[:end])
+	h.fields = make([]headerField, 0, fieldCount(b[:end]))
+	for off := 0; off < len(s); {
+		start := off
+		first, next := nextLineString(s, off)
+		off = next
+		if first == "" {
+			break // the blank line that ends the block
+		}
+		for off < len(s) && (s[off] == ' ' || s[off] == '\t') {
+			_, off = nextLineString(s, off)
+		}
+		colon := strings.IndexByte(first, ':')
+		if colon < 0 {
+			return h, 0, false, fmt.Errorf("message: malformed MIME header line: %v", s[start:off])
+		}
+		name := trimBlanks(first[:colon])
+		for i := 0; i < len(name); i++ {
+			if c := name[i]; c < 33 || c > 126 {
+				return h, 0, false, fmt.Errorf("message: malformed MIME header key: %v", name)
+			}
+		}
+		if name == "" || !keepUnread && unreadField(name) {
+			continue
+		}
+		h.fields = append(h.fields, headerField{name: name, value: unfold(s[start+colon+1 : off])})
+	}
+	return h, end, complete, nil
+}
+
+// headerEnd returns the length of the header block at the start of b,
+// through the blank line that ends it, and whether that line was found;
+// without it, the block is all of b.
+func headerEnd(b []byte) (int, bool) {
+	for off := 0; off < len(b); {
+		line, next := nextLine(b, off)
+		if len(line) == 0 && next > off {
+			return next, true
+		}
+		off = next
+	}
+	return len(b), false
+}
+
+// fieldCount counts the lines of a header block that start a field.
+func fieldCount(b []byte) int {
+	n := 0
+	for off := 0; off < len(b); {
+		if b[off] != ' ' && b[off] != '\t' {
+			n++
+		}
+		i := bytes.IndexByte(b[off:], '\n')
+		if i < 0 {
+			break
+		}
+		off += i + 1
+	}
+	return n
+}
+
+// nextLine returns the line of b at off without its end ("\r\n" or "\n",
+// as bufio.Reader.ReadLine drops it) and where the next line starts.
+func nextLine(b []byte, off int) ([]byte, int) {
+	i := bytes.IndexByte(b[off:], '\n')
+	if i < 0 {
+		return b[off:], len(b)
+	}
+	line := b[off : off+i]
+	if len(line) > 0 && line[len(line)-1] == '\r' {
+		line = line[:len(line)-1]
+	}
+	return line, off + i + 1
+}
+
+// nextLineString is nextLine of a string.
+func nextLineString(s string, off int) (string, int) {
+	i := strings.IndexByte(s[off:], '\n')
+	if i < 0 {
+		return s[off:], len(s)
+	}
+	line := s[off : off+i]
+	if len(line) > 0 && line[len(line)-1] == '\r' {
+		line = line[:len(line)-1]
+	}
+	return line, off + i + 1
+}
+
+// unfold joins the lines of a field's value: each trimmed of its line end
+// and blanks, empty ones dropped, one space between. A value on one line is
+// a substring of v, without a copy.
+func unfold(v string) string {
+	if i := strings.IndexByte(v, '\n'); i < 0 || i == len(v)-1 {
+		return trimLine(v)
+	}
+	var b strings.Builder
+	b.Grow(len(v))
+	for v != "" {
+		line := v
+		if i := strings.IndexByte(v, '\n'); i >= 0 {
+			line, v = v[:i+1], v[i+1:]
+		} else {
+			v = ""
+		}
+		if line = trimLine(line); line != "" {
+			if b.Len() > 0 {
+				b.WriteByte(' ')
+			}
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
+
+// trimLine trims a line of a value of its end ("\r\n" or "\n") and then
+// blanks. A line without a line feed (the last of the message) keeps a
+// carriage return, as go-message reads it.
+func trimLine(l string) string {
+	if l, ok := strings.CutSuffix(l, "\n"); ok {
+		return trimBlanks(strings.TrimSuffix(l, "\r"))
+	}
+	return trimBlanks(l)
+}
+
+// trimBlanks trims spaces and tabs.
+func trimBlanks(s string) string {
+	i, j := 0, len(s)
+	for i < j && (s[i] == ' ' || s[i] == '\t') {
+		i++
+	}
+	for j > i && (s[j-1] == ' ' || s[j-1] == '\t') {
+		j--
+	}
+	return s[i:j]
+}
+
+// unreadField reports whether a field of this name is one that no
+// recogniser reads: trace fields and signatures, which make up most of a
+// bounce's header. A field that any code of this package reads
+// (Content-* included) must never be listed here; TestUnreadFields checks
+// that the reports do not change.
+func unreadField(name string) bool {
+	if len(name) < 8 {
+		return false
+	}
+	if hasPrefixFold(name, "x-ms-exchange-") || hasPrefixFold(name, "x-microsoft-") {
+		return true
+	}
+	for _, k := range unreadFields {
+		if strings.EqualFold(name, k) {
+			return true
+		}
+	}
+	return false
+}
+
+var unreadFields = [...]string{"received", "x-received", "dkim-signature", "x-google-dkim-signature",
+	"authentication-results", "arc-seal", "arc-message-signature", "arc-authentication-results",
+	"received-spf", "x-gm-message-state", "x-google-smtp-source"}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}

@@ -9,6 +9,8 @@ import (
 	"context"
 	"os"
 	"runtime"
+	"sync"
+	"sync/atomic"
 
 	"github.com/bouncemilter/bouncemilter/internal/dsn"
 )
@@ -86,75 +88,90 @@ func parseFile(p *dsn.Parser, name string, buf *[]byte) Result {
 }
 
 // ParseFiles parses the files on workers goroutines (every core when
-// workers <= 0) and calls emit with each Result in the order of names.
-// Files go to the workers in small batches: handing over each file alone
-// costs the scheduler more CPU than parsing a typical bounce. At most a
-// few batches per worker wait for their turn, so memory does not grow with
-// the number of files. It stops at the first error of emit, or when ctx is
-// done, and returns that error.
+// workers <= 0), the calling one among them, and calls emit with each
+// Result in the order of names, on the calling goroutine. It stops at the
+// first error of emit, or when ctx is done, and returns that error.
 func ParseFiles(ctx context.Context, p *dsn.Parser, names []string, workers int, emit func(Result) error) error {
+	workers = poolSize(workers, len(names))
+	// One read buffer a worker, kept from round to round.
+	bufs := make([][]byte, workers)
+	return run(ctx, len(names), workers, func(w, i int) Result {
+		return parseFile(p, names[i], &bufs[w])
+	}, emit)
+}
+
+// poolSize is the number of workers for n files: workers, or every core
+// when workers <= 0, and never more than there are files.
+func poolSize(workers, n int) int {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	batch := min(maxBatch, max(1, len(names)/(4*workers)))
-	workers = min(workers, max(1, (len(names)+batch-1)/batch))
-	// Each batch gets a slot, queued in input order; the queue's
-	// capacity bounds how far ahead of emit the workers run.
-	type slot = chan []Result
-	queue := make(chan slot, 2*workers)
-	jobs := make(chan func(*[]byte), workers)
-	done := make(chan struct{})
-	defer close(done)
-	for range workers {
-		go func() {
-			var buf []byte
-			for job := range jobs {
-				job(&buf)
-			}
-		}()
+	return max(1, min(workers, n))
+}
+
+// run calls parse(w, i) for every i below n, w being the number (0 to
+// workers-1) of the worker that runs it, and emit with the results in the
+// order of i.
+//
+// The work goes in rounds: each worker takes a contiguous chunk of at most
+// maxChunk files, so a round costs one goroutine start and at most one
+// wake-up of the caller per helper, and the results waiting for their turn
+// never exceed a round. The caller is worker 0 and parses the first chunk
+// of each round, emitting as it goes, then emits what the helpers parsed.
+// Handing files over one by one, or in small batches through channels,
+// costs more CPU in the scheduler (waking and parking threads) than
+// parsing a typical bounce.
+func run(ctx context.Context, n, workers int, parse func(w, i int) Result, emit func(Result) error) error {
+	// out[k] holds the results of helper k+1 in the current round.
+	out := make([][]Result, workers-1)
+	var (
+		wg   sync.WaitGroup
+		stop atomic.Bool
+	)
+	halt := func(err error) error {
+		stop.Store(true)
+		wg.Wait()
+		return err
 	}
-	go func() {
-		defer close(jobs)
-		defer close(queue)
-		for i := 0; i < len(names); i += batch {
-			part := names[i:min(i+batch, len(names))]
-			s := make(slot, 1)
-			select {
-			case queue <- s:
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			}
-			job := func(buf *[]byte) {
-				out := make([]Result, 0, len(part))
-				for _, name := range part {
-					if ctx.Err() != nil {
-						break
-					}
-					out = append(out, parseFile(p, name, buf))
+	for lo := 0; lo < n; {
+		per := min(maxChunk, (n-lo+workers-1)/workers)
+		hi := min(lo+per*workers, n)
+		helpers := 0
+		for from := lo + per; from < hi; from += per {
+			k, to := helpers, min(from+per, hi)
+			helpers++
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res := out[k][:0]
+				for i := from; i < to && !stop.Load() && ctx.Err() == nil; i++ {
+					res = append(res, parse(k+1, i))
 				}
-				s <- out
-			}
-			select {
-			case jobs <- job:
-			case <-done:
-				return
-			}
+				out[k] = res
+			}()
 		}
-	}()
-	for s := range queue {
-		var results []Result
-		select {
-		case results = <-s:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		for _, res := range results {
-			if err := emit(res); err != nil {
-				return err
+		for i := lo; i < lo+per; i++ {
+			if err := ctx.Err(); err != nil {
+				return halt(err)
+			}
+			if err := emit(parse(0, i)); err != nil {
+				return halt(err)
 			}
 		}
+		wg.Wait()
+		for k := range helpers {
+			for _, res := range out[k] {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				if err := emit(res); err != nil {
+					return err
+				}
+			}
+			// Let the collector have the results; keep the slice.
+			clear(out[k])
+		}
+		lo = hi
 	}
 	return ctx.Err()
 }
@@ -175,6 +192,7 @@ func readFile(name string, buf *[]byte) ([]byte, error) {
 // and a large file (an mbox of many) is read once into its own buffer.
 const maxReuse = 1 << 20
 
-// maxBatch caps the files of one batch, so that a run of large files
-// still spreads over the workers.
-const maxBatch = 32
+// maxChunk caps the files a worker parses in one round: it bounds the
+// results held for their turn, and lets a run of large files still spread
+// over the workers.
+const maxChunk = 64

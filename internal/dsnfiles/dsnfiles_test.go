@@ -6,7 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/bouncemilter/bouncemilter/internal/dsn"
 )
@@ -80,5 +85,107 @@ func TestParseFilesStops(t *testing.T) {
 	err = ParseFiles(ctx, &dsn.Parser{}, names, 2, func(Result) error { return nil })
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: err = %v", err)
+	}
+}
+
+// TestRunUsesWorkers checks that many files are parsed by several workers
+// at the same time (each parse waits until another runs beside it, which
+// only happens if two run concurrently), that the default is one worker a
+// core, and that the results never run more than a round ahead of emit.
+func TestRunUsesWorkers(t *testing.T) {
+	if got, want := poolSize(0, 1000), runtime.GOMAXPROCS(0); got != want {
+		t.Errorf("poolSize(0, 1000) = %d, want GOMAXPROCS %d", got, want)
+	}
+	if got := poolSize(0, 1); got != 1 {
+		t.Errorf("poolSize(0, 1) = %d, want 1", got)
+	}
+	const n, workers = 1000, 3
+	var (
+		active, parsed atomic.Int32
+		once           sync.Once
+		together       = make(chan struct{})
+		mu             sync.Mutex
+		seen           = map[int]bool{}
+	)
+	parse := func(w, i int) Result {
+		if active.Add(1) >= 2 {
+			once.Do(func() { close(together) })
+		}
+		select {
+		case <-together:
+		case <-time.After(10 * time.Second):
+			t.Error("no second worker ran beside the first")
+			once.Do(func() { close(together) })
+		}
+		active.Add(-1)
+		parsed.Add(1)
+		mu.Lock()
+		seen[w] = true
+		mu.Unlock()
+		return Result{File: strconv.Itoa(i)}
+	}
+	emitted := 0
+	err := run(context.Background(), n, workers, parse, func(r Result) error {
+		if r.File != strconv.Itoa(emitted) {
+			t.Fatalf("result %d is for file %s", emitted, r.File)
+		}
+		emitted++
+		if ahead := int(parsed.Load()) - emitted; ahead > workers*maxChunk {
+			t.Fatalf("%d results waiting, more than a round (%d)", ahead, workers*maxChunk)
+		}
+		return nil
+	})
+	if err != nil || emitted != n {
+		t.Fatalf("err = %v after %d results, want %d", err, emitted, n)
+	}
+	if len(seen) != workers {
+		t.Errorf("%d workers parsed, want %d", len(seen), workers)
+	}
+}
+
+// TestRunStops checks that emit's error and a context cancelled during the
+// run stop the workers at once: no further results are emitted, and the
+// helpers are done before run returns.
+func TestRunStops(t *testing.T) {
+	stop := errors.New("stop")
+	for _, workers := range []int{1, 2, 4} {
+		ctx, cancel := context.WithCancel(context.Background())
+		var parsed atomic.Int32
+		var running atomic.Int32
+		parse := func(w, i int) Result {
+			running.Add(1)
+			defer running.Add(-1)
+			parsed.Add(1)
+			return Result{}
+		}
+		n := 0
+		err := run(ctx, 10000, workers, parse, func(Result) error {
+			n++
+			if n == 100 {
+				return stop
+			}
+			return nil
+		})
+		if !errors.Is(err, stop) || n != 100 {
+			t.Errorf("workers %d: err = %v after %d results; want stop after 100", workers, err, n)
+		}
+		if running.Load() != 0 {
+			t.Errorf("workers %d: a worker still runs after return", workers)
+		}
+		if p := parsed.Load(); p > 100+int32(workers*maxChunk) {
+			t.Errorf("workers %d: %d parsed after emit failed at 100", workers, p)
+		}
+		n = 0
+		err = run(ctx, 10000, workers, parse, func(Result) error {
+			n++
+			if n == 100 {
+				cancel()
+			}
+			return nil
+		})
+		if !errors.Is(err, context.Canceled) || n != 100 {
+			t.Errorf("workers %d: err = %v after %d results; want Canceled after 100", workers, err, n)
+		}
+		cancel()
 	}
 }

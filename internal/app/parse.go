@@ -3,7 +3,6 @@ package app
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,8 +25,7 @@ func Parse(ctx context.Context, files []string, maxBytes int64, asJSON bool, out
 	// One write per file would cost more than parsing it.
 	w := bufio.NewWriter(out)
 	defer w.Flush()
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
+	var line []byte // one JSON line, reused from file to file
 	var result error
 	err := dsnfiles.ParseFiles(ctx, p, files, 0, func(res dsnfiles.Result) error {
 		if res.Error != "" {
@@ -36,7 +34,9 @@ func Parse(ctx context.Context, files []string, maxBytes int64, asJSON bool, out
 			failed(res.File, res.Error)
 		}
 		if asJSON {
-			return enc.Encode(res)
+			line = append(res.AppendJSON(line[:0]), '\n')
+			_, err := w.Write(line)
+			return err
 		}
 		printSummary(w, res)
 		return nil

@@ -96,13 +96,54 @@ func (p *Parser) ParseAll(r io.Reader) ([]*Report, error) {
 	}
 }
 
-// ParseAllBytes is ParseAll of messages already in memory: a single
-// message is read without copying it.
+// ParseAllBytes is ParseAll of messages already in memory, which it reads
+// in place, without copying them.
 func (p *Parser) ParseAllBytes(b []byte) ([]*Report, error) {
-	if bytes.HasPrefix(b, []byte("From ")) {
-		return p.ParseAll(bytes.NewReader(b))
+	if !bytes.HasPrefix(b, []byte("From ")) {
+		return single(p.ParseBytes(b))
 	}
-	return single(p.ParseBytes(b))
+	limit := p.maxBytes()
+	var (
+		reports  []*Report
+		firstErr error
+	)
+	// start is where the current message starts, fit where its last line
+	// that fits in limit ends; started is set at each separator.
+	start, fit, started, blank := 0, 0, false, true
+	emit := func(end int) {
+		if !started && end == start {
+			return
+		}
+		started = false
+		rep, err := p.parseBytes(b[start:fit])
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		rep.Truncated = rep.Truncated || fit < end
+		reports = append(reports, rep)
+	}
+	for off := 0; off < len(b); {
+		next := len(b)
+		if i := bytes.IndexByte(b[off:], '\n'); i >= 0 {
+			next = off + i + 1
+		}
+		line := b[off:next]
+		if bytes.HasPrefix(line, []byte("From ")) && (blank || headerFollowsBytes(b[next:])) {
+			emit(off)
+			if len(reports) >= maxMessages {
+				return reports, fmt.Errorf("more than %d messages: %w", maxMessages, ErrTooLarge)
+			}
+			start, fit, started, blank = next, next, true, false
+		} else {
+			blank = len(bytes.TrimRight(line, "\r\n")) == 0
+			if fit == off && int64(next-start) <= limit {
+				fit = next
+			}
+		}
+		off = next
+	}
+	emit(len(b))
+	return reports, firstErr
 }
 
 // single is ParseAll's answer for a file of one message: a message over
@@ -130,6 +171,12 @@ func (s sizedReader) Len() int { return s.n }
 // the same (some tools concatenate messages without one).
 func headerFollows(br *bufio.Reader) bool {
 	next, _ := br.Peek(80)
+	return headerFollowsBytes(next)
+}
+
+// headerFollowsBytes is headerFollows of what follows the line.
+func headerFollowsBytes(next []byte) bool {
+	next = next[:min(len(next), 80)]
 	if i := bytes.IndexByte(next, '\n'); i >= 0 {
 		next = next[:i]
 	}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"strings"
 	"sync"
-
 )
 
 // ErrTooLarge is returned, together with the report of what was read up to

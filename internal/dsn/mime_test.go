@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/emersion/go-message"
+	// go-message decodes charsets only with this registered.
+	_ "github.com/emersion/go-message/charset"
 )
 
 // The MIME reader of this package (rfc5322.go, rfc2046.go) reads messages

@@ -8,8 +8,6 @@ import (
 	"io"
 	"mime/quotedprintable"
 	"strings"
-
-	"github.com/emersion/go-message/charset"
 )
 
 // This file walks the MIME structure of a message held in memory (RFC 2045
@@ -72,25 +70,53 @@ func newEntity(h header, raw []byte) *entity {
 // message; any other is decoded into *scratch (grown as needed) or, when
 // scratch is nil, into a buffer of its own.
 func (e *entity) content(n int64, scratch *[]byte) []byte {
-	if e.encoding != "quoted-printable" && e.encoding != "base64" {
-		raw := e.raw[:min(int64(len(e.raw)), n)]
+	var b []byte
+	switch e.encoding {
+	case "quoted-printable", "base64":
 		if e.charset == "" {
-			return raw
+			return readLimited(e.transferReader(), n, int64(len(e.raw)), scratch)
+		}
+		// Decoded twice: the transfer encoding into a buffer of
+		// the pool, the charset from it.
+		sp := getScratch()
+		defer putScratch(sp)
+		b = readLimited(e.transferReader(), n, int64(len(e.raw)), sp)
+	default:
+		b = e.raw[:min(int64(len(e.raw)), n)]
+		if e.charset == "" {
+			return b
 		}
 	}
-	r := io.LimitReader(e.reader(), n)
+	enc := charsetEncoding(e.charset)
+	if enc == nil && e.encoding != "quoted-printable" && e.encoding != "base64" {
+		return b // an unknown charset: the bytes as they are
+	}
+	if enc == nil {
+		// The same, but out of the pool's buffer.
+		if scratch != nil {
+			*scratch = append((*scratch)[:0], b...)
+			return *scratch
+		}
+		return bytes.Clone(b)
+	}
+	return decodeCharset(enc, b, n, scratch)
+}
+
+// readLimited reads at most n bytes of r into *scratch (grown as needed)
+// or, when scratch is nil, into a buffer of its own, sized for size bytes.
+func readLimited(r io.Reader, n, size int64, scratch *[]byte) []byte {
+	r = io.LimitReader(r, n)
 	if scratch != nil {
 		return readInto(r, scratch)
 	}
-	// Decoded, the body is no longer than it is encoded, but for a
-	// legacy charset, whose characters take up to three bytes in UTF-8.
-	buf := bytes.NewBuffer(make([]byte, 0, min(n, int64(len(e.raw)))+bytes.MinRead))
+	buf := bytes.NewBuffer(make([]byte, 0, min(n, size)+bytes.MinRead))
 	buf.ReadFrom(r)
 	return buf.Bytes()
 }
 
-// reader returns the decoded body (see content).
-func (e *entity) reader() io.Reader {
+// transferReader returns the body with its transfer encoding undone (RFC
+// 2045 section 6).
+func (e *entity) transferReader() io.Reader {
 	var r io.Reader = bytes.NewReader(e.raw)
 	switch e.encoding {
 	case "quoted-printable":
@@ -99,11 +125,6 @@ func (e *entity) reader() io.Reader {
 		// Some mail indents base64 lines: blanks read as line ends,
 		// which the decoder skips.
 		r = base64.NewDecoder(base64.StdEncoding, &blankToNewline{r: r})
-	}
-	if e.charset != "" {
-		if cr, err := charset.Reader(e.charset, r); err == nil {
-			r = cr
-		}
 	}
 	return r
 }
@@ -293,5 +314,5 @@ func (e *entity) headerBlock(scratch *[]byte) ([]byte, error) {
 	if e.encoding != "quoted-printable" && e.encoding != "base64" && e.charset == "" {
 		return e.raw, nil
 	}
-	return readHeaderBlock(e.reader(), scratch)
+	return readHeaderBlock(e.transferReader(), scratch)
 }

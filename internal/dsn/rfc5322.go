@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"mime"
 	"strings"
-
-	"github.com/emersion/go-message/charset"
 )
 
 // This file reads header blocks (RFC 5322 section 2.2: fields of a name, a
@@ -60,9 +58,9 @@ func (h *header) Text(k string) (string, error) {
 	return decodeWords(h.Get(k))
 }
 
-// wordDecoder decodes RFC 2047 encoded words in any charset go-message's
-// charset package knows. It holds no state.
-var wordDecoder = mime.WordDecoder{CharsetReader: charset.Reader}
+// wordDecoder decodes RFC 2047 encoded words in any charset
+// charsetEncoding knows. It holds no state.
+var wordDecoder = mime.WordDecoder{CharsetReader: wordCharsetReader}
 
 func decodeWords(s string) (string, error) {
 	if !strings.Contains(s, "=?") {

@@ -125,35 +125,78 @@ func readHeaderEnd(b []byte, keepUnread bool) (h header, n int, complete bool, e
 	if !complete && limited {
 		return h, 0, false, errHeaderTooLarge
 	}
-	// One copy of the block; the fields are substrings of it.
-	s := string(b[:end])
-	h.fields = make([]headerField, 0, fieldCount(b[:end]))
-	for off := 0; off < len(s); {
+	// The fields to keep are found first, and copied into one string
+	// that they are substrings of: trace fields, most of a bounce's
+	// header, are not copied at all.
+	type span struct{ start, colon, end int }
+	var stack [48]span
+	spans, size := stack[:0], 0
+	for off := 0; off < end; {
 		start := off
-		first, next := nextLineString(s, off)
+		first, next := nextLine(b[:end], off)
 		off = next
-		if first == "" {
+		if len(first) == 0 {
 			break // the blank line that ends the block
 		}
-		for off < len(s) && (s[off] == ' ' || s[off] == '\t') {
-			_, off = nextLineString(s, off)
+		for off < end && (b[off] == ' ' || b[off] == '\t') {
+			_, off = nextLine(b[:end], off)
 		}
-		colon := strings.IndexByte(first, ':')
+		colon := bytes.IndexByte(first, ':')
 		if colon < 0 {
-			return h, 0, false, fmt.Errorf("message: malformed MIME header line: %v", s[start:off])
+			err = fmt.Errorf("message: malformed MIME header line: %v", string(b[start:off]))
+			break
 		}
-		name := trimBlanks(first[:colon])
-		for i := 0; i < len(name); i++ {
-			if c := name[i]; c < 33 || c > 126 {
-				return h, 0, false, fmt.Errorf("message: malformed MIME header key: %v", name)
-			}
+		name := trimBlanksBytes(first[:colon])
+		if !validFieldName(name) {
+			err = fmt.Errorf("message: malformed MIME header key: %v", string(name))
+			break
 		}
-		if name == "" || !keepUnread && unreadField(name) {
+		if len(name) == 0 || !keepUnread && unreadField(name) {
 			continue
 		}
-		h.fields = append(h.fields, headerField{name: name, value: unfold(s[start+colon+1 : off])})
+		spans = append(spans, span{start, start + colon, off})
+		size += off - start
+	}
+	var sb strings.Builder
+	sb.Grow(size)
+	for _, sp := range spans {
+		sb.Write(b[sp.start:sp.end])
+	}
+	all := sb.String()
+	h.fields = make([]headerField, len(spans))
+	for i, pos := 0, 0; i < len(spans); i++ {
+		sp := spans[i]
+		f := all[pos : pos+sp.end-sp.start]
+		pos += sp.end - sp.start
+		c := sp.colon - sp.start
+		h.fields[i] = headerField{name: trimBlanks(f[:c]), value: unfold(f[c+1:])}
+	}
+	if err != nil {
+		return h, 0, false, err
 	}
 	return h, end, complete, nil
+}
+
+// validFieldName reports whether a field name has only printable ASCII
+// (RFC 5322 section 2.2; the colon cannot occur, it ends the name).
+func validFieldName(name []byte) bool {
+	for _, c := range name {
+		if c < 33 || c > 126 {
+			return false
+		}
+	}
+	return true
+}
+
+func trimBlanksBytes(b []byte) []byte {
+	i, j := 0, len(b)
+	for i < j && (b[i] == ' ' || b[i] == '\t') {
+		i++
+	}
+	for j > i && (b[j-1] == ' ' || b[j-1] == '\t') {
+		j--
+	}
+	return b[i:j]
 }
 
 // headerEnd returns the length of the header block at the start of b,
@@ -170,22 +213,6 @@ func headerEnd(b []byte) (int, bool) {
 	return len(b), false
 }
 
-// fieldCount counts the lines of a header block that start a field.
-func fieldCount(b []byte) int {
-	n := 0
-	for off := 0; off < len(b); {
-		if b[off] != ' ' && b[off] != '\t' {
-			n++
-		}
-		i := bytes.IndexByte(b[off:], '\n')
-		if i < 0 {
-			break
-		}
-		off += i + 1
-	}
-	return n
-}
-
 // nextLine returns the line of b at off without its end ("\r\n" or "\n",
 // as bufio.Reader.ReadLine drops it) and where the next line starts.
 func nextLine(b []byte, off int) ([]byte, int) {
@@ -194,19 +221,6 @@ func nextLine(b []byte, off int) ([]byte, int) {
 		return b[off:], len(b)
 	}
 	line := b[off : off+i]
-	if len(line) > 0 && line[len(line)-1] == '\r' {
-		line = line[:len(line)-1]
-	}
-	return line, off + i + 1
-}
-
-// nextLineString is nextLine of a string.
-func nextLineString(s string, off int) (string, int) {
-	i := strings.IndexByte(s[off:], '\n')
-	if i < 0 {
-		return s[off:], len(s)
-	}
-	line := s[off : off+i]
 	if len(line) > 0 && line[len(line)-1] == '\r' {
 		line = line[:len(line)-1]
 	}
@@ -266,7 +280,7 @@ func trimBlanks(s string) string {
 // bounce's header. A field that any code of this package reads
 // (Content-* included) must never be listed here; TestUnreadFields checks
 // that the reports do not change.
-func unreadField(name string) bool {
+func unreadField(name []byte) bool {
 	if len(name) < 8 {
 		return false
 	}
@@ -274,7 +288,7 @@ func unreadField(name string) bool {
 		return true
 	}
 	for _, k := range unreadFields {
-		if strings.EqualFold(name, k) {
+		if len(name) == len(k) && hasPrefixFold(name, k) {
 			return true
 		}
 	}
@@ -285,6 +299,20 @@ var unreadFields = [...]string{"received", "x-received", "dkim-signature", "x-go
 	"authentication-results", "arc-seal", "arc-message-signature", "arc-authentication-results",
 	"received-spf", "x-gm-message-state", "x-google-smtp-source"}
 
-func hasPrefixFold(s, prefix string) bool {
-	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+// hasPrefixFold reports whether b starts with the lower-case ASCII prefix,
+// in any case.
+func hasPrefixFold(b []byte, prefix string) bool {
+	if len(b) < len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != prefix[i] {
+			return false
+		}
+	}
+	return true
 }

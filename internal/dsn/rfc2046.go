@@ -74,13 +74,13 @@ func (e *entity) content(n int64, scratch *[]byte) []byte {
 	switch e.encoding {
 	case "quoted-printable", "base64":
 		if e.charset == "" {
-			return readLimited(e.transferReader(), n, int64(len(e.raw)), scratch)
+			return e.transferDecoded(n, scratch)
 		}
 		// Decoded twice: the transfer encoding into a buffer of
 		// the pool, the charset from it.
 		sp := getScratch()
 		defer putScratch(sp)
-		b = readLimited(e.transferReader(), n, int64(len(e.raw)), sp)
+		b = e.transferDecoded(n, sp)
 	default:
 		b = e.raw[:min(int64(len(e.raw)), n)]
 		if e.charset == "" {
@@ -100,6 +100,28 @@ func (e *entity) content(n int64, scratch *[]byte) []byte {
 		return bytes.Clone(b)
 	}
 	return decodeCharset(enc, b, n, scratch)
+}
+
+// transferDecoded returns at most n bytes of the body with its transfer
+// encoding undone, in *scratch (grown as needed) or, when scratch is nil,
+// in a buffer of its own. Decoded, a body is no longer than encoded.
+func (e *entity) transferDecoded(n int64, scratch *[]byte) []byte {
+	if e.encoding == "quoted-printable" {
+		size := int(min(n, int64(len(e.raw))))
+		var dst []byte
+		if scratch != nil {
+			dst = (*scratch)[:0]
+		}
+		if cap(dst) < size {
+			dst = make([]byte, 0, size)
+		}
+		dst = appendQuotedPrintable(dst, e.raw, int(min(n, int64(len(e.raw)))))
+		if scratch != nil {
+			*scratch = dst
+		}
+		return dst
+	}
+	return readLimited(e.transferReader(), n, int64(len(e.raw)), scratch)
 }
 
 // readLimited reads at most n bytes of r into *scratch (grown as needed)

@@ -69,7 +69,7 @@ func (m *msg) findQuotedHeader() *header {
 	// Quoted headers end at the first blank line; lines that are not
 	// fields (quoting marks, junk) are dropped on the way.
 	var fs []field
-	eachField([]byte(headerBlock(rest)), func(f field) bool {
+	eachFieldString(headerBlock(rest), func(f field) bool {
 		if f.name == "" {
 			return false
 		}

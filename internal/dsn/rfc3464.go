@@ -1,7 +1,6 @@
 package dsn
 
 import (
-	"bytes"
 	"strings"
 )
 
@@ -42,6 +41,12 @@ func statusFields(b []byte) []field {
 // eachField calls fn with each field of b in turn (see statusFields), a
 // field once its continuation lines are read, until fn returns false.
 func eachField(b []byte, fn func(field) bool) {
+	eachFieldString(string(b), fn)
+}
+
+// eachFieldString is eachField of a string, whose fields are substrings
+// of it (but for folded values and names not in lower case already).
+func eachFieldString(s string, fn func(field) bool) {
 	var cur field
 	have, blank := false, false
 	emit := func() bool {
@@ -57,15 +62,15 @@ func eachField(b []byte, fn func(field) bool) {
 		}
 		return true
 	}
-	for len(b) > 0 {
-		var line []byte
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
+	for len(s) > 0 {
+		var line string
+		if i := strings.IndexByte(s, '\n'); i >= 0 {
+			line, s = s[:i], s[i+1:]
 		} else {
-			line, b = b, nil
+			line, s = s, ""
 		}
-		line = bytes.TrimRight(line, "\r")
-		if len(bytes.TrimSpace(line)) == 0 {
+		line = strings.TrimRight(line, "\r")
+		if len(strings.TrimSpace(line)) == 0 {
 			// A blank line ends a group; several count once, and
 			// none before the first field.
 			if have {
@@ -78,25 +83,52 @@ func eachField(b []byte, fn func(field) bool) {
 			// field longer than maxFieldBytes is cut: no real one
 			// is, and appending without end would be quadratic.
 			if have && !blank && len(cur.value) < maxFieldBytes {
-				cur.value += " " + string(bytes.TrimSpace(line))
+				cur.value += " " + strings.TrimSpace(line)
 			}
 			continue
 		}
-		i := bytes.IndexByte(line, ':')
+		i := strings.IndexByte(line, ':')
 		if i <= 0 {
 			continue
 		}
-		name := strings.ToLower(string(bytes.TrimSpace(line[:i])))
+		name := lowerFieldName(strings.TrimSpace(line[:i]))
 		if strings.ContainsAny(name, " \t") {
 			continue
 		}
 		if !emit() {
 			return
 		}
-		cur, have = field{name: name, value: string(bytes.TrimSpace(line[i+1:]))}, true
+		cur, have = field{name: name, value: strings.TrimSpace(line[i+1:])}, true
 	}
 	emit()
 }
+
+// lowerFieldName is strings.ToLower of a field name, without a copy for
+// the names of RFC 3464 and of a header that reports and recognisers read.
+func lowerFieldName(name string) string {
+	for _, k := range knownFieldNames {
+		if len(k) == len(name) && strings.EqualFold(k, name) && isASCII(name) {
+			return k
+		}
+	}
+	return strings.ToLower(name)
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+var knownFieldNames = [...]string{"final-recipient", "original-recipient", "action", "status",
+	"diagnostic-code", "remote-mta", "reporting-mta", "received-from-mta", "arrival-date",
+	"last-attempt-date", "will-retry-until", "original-envelope-id", "dsn-gateway",
+	"x-postfix-sender", "x-postfix-queue-id", "x-actual-recipient", "x-original-message-id",
+	"from", "to", "subject", "date", "message-id", "return-path", "received", "content-type",
+	"mime-version", "content-transfer-encoding", "x-mailer", "reply-to", "sender"}
 
 // parseDeliveryStatus reads one delivery-status body into rep.
 func parseDeliveryStatus(rep *Report, b []byte, max int) {

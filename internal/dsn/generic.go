@@ -298,8 +298,8 @@ func excluded(m *msg) map[string]bool {
 	// X-Original-To is left out: some agents (DragonFly's dma) put the
 	// failed recipient there.
 	for _, k := range []string{"To", "From", "Reply-To", "Sender", "Delivered-To", "Return-Path", "Errors-To"} {
-		for _, v := range m.header.Values(k) {
-			for _, part := range strings.Split(v, ",") {
+		for v := range m.header.values(k) {
+			for part := range strings.SplitSeq(v, ",") {
 				if a := addressIn(part); a != "" {
 					ex[strings.ToLower(a)] = true
 				}
@@ -728,8 +728,8 @@ func failedRecipientsHeader(m *msg) map[string]bool {
 // literal when it is the whole of its comma-separated item.
 func failedOrder(m *msg) []Recipient {
 	var out []Recipient
-	for _, v := range m.header.Values("X-Failed-Recipients") {
-		for _, part := range strings.Split(v, ",") {
+	for v := range m.header.values("X-Failed-Recipients") {
+		for part := range strings.SplitSeq(v, ",") {
 			if len(out) == DefaultMaxRecipients {
 				return out
 			}

@@ -258,9 +258,25 @@ func completeRecipient(r *Recipient) {
 	r.Permanent = r.Status[0] == '5' && r.Action != "delayed"
 }
 
+// collapseSpace trims s and turns each run of white space in it into one
+// space.
 func collapseSpace(s string) string {
-	if s == "" {
+	if singleSpaced(s) {
 		return s
 	}
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// singleSpaced reports whether s is ASCII with no white space but single
+// spaces between words, which collapseSpace leaves as it is.
+func singleSpaced(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= 0x80 || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r':
+			return false
+		case c == ' ' && (i == 0 || i == len(s)-1 || s[i+1] == ' '):
+			return false
+		}
+	}
+	return true
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"iter"
 	"mime"
 	"strings"
 )
@@ -40,15 +41,15 @@ func (h *header) Get(k string) string {
 	return ""
 }
 
-// Values returns the values of every field named k, in order.
-func (h *header) Values(k string) []string {
-	var vs []string
-	for i := range h.fields {
-		if strings.EqualFold(h.fields[i].name, k) {
-			vs = append(vs, h.fields[i].value)
+// values yields the values of every field named k, in order.
+func (h *header) values(k string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for i := range h.fields {
+			if strings.EqualFold(h.fields[i].name, k) && !yield(h.fields[i].value) {
+				return
+			}
 		}
 	}
-	return vs
 }
 
 // Text returns the value of the field k with its encoded words (RFC 2047)

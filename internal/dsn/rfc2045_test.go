@@ -3,6 +3,8 @@ package dsn
 import (
 	"bytes"
 	"io"
+	"maps"
+	"mime"
 	"mime/quotedprintable"
 	"testing"
 )
@@ -46,6 +48,27 @@ func FuzzQuotedPrintable(f *testing.F) {
 		n %= 1 << 16
 		if got, want := appendQuotedPrintable(nil, src, n), goQuotedPrintable(src, n); !bytes.Equal(got, want) {
 			t.Errorf("%q (n %d): got %q, Go's reader %q", src, n, got, want)
+		}
+	})
+}
+
+func FuzzMediaType(f *testing.F) {
+	for _, s := range []string{"text/plain", "text/plain; charset=us-ascii", `multipart/report; report-type=delivery-status;
+	boundary="abc/def=="`, "Text/HTML;Charset=UTF-8;", "message/rfc822 ;", "text/plain; a=1; a=2", "text", "text/", `a/b; c="d\"e"`,
+		"text/plain; name*=utf-8''x", "text/plain; x=", "text/plain;; a=b", "text/plain; a=b c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		typ, params, ok := parseSimpleMediaType(v)
+		if !ok {
+			return
+		}
+		wantType, wantParams, err := mime.ParseMediaType(v)
+		if err != nil {
+			t.Fatalf("%q: read as %q %v, but mime.ParseMediaType fails: %v", v, typ, params, err)
+		}
+		if typ != wantType || !maps.Equal(params, wantParams) {
+			t.Errorf("%q: read as %q %v, mime.ParseMediaType reads %q %v", v, typ, params, wantType, wantParams)
 		}
 	})
 }

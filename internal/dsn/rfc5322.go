@@ -81,9 +81,12 @@ func (h *header) ContentType() (string, map[string]string, error) {
 	if v == "" {
 		return "text/plain", nil, nil
 	}
-	t, params, err := mime.ParseMediaType(v)
-	if err != nil {
-		return v, nil, err
+	t, params, ok := parseSimpleMediaType(v)
+	if !ok {
+		var err error
+		if t, params, err = mime.ParseMediaType(v); err != nil {
+			return v, nil, err
+		}
 	}
 	for k, p := range params {
 		params[k], _ = decodeWords(p)

@@ -2,8 +2,6 @@ package dsnfiles
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/bouncemilter/bouncemilter/internal/dsn"
@@ -13,14 +11,7 @@ import (
 // there, beside the repository) the way "bouncemilter parse" does, and
 // reports messages per second of wall time.
 func BenchmarkCorpus(b *testing.B) {
-	dir := os.Getenv("BOUNCEMILTER_CORPUS")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "shared", "corpus", "sisimai")
-	}
-	names, _ := filepath.Glob(filepath.Join(dir, "eml", "*"))
-	if len(names) == 0 {
-		b.Skipf("no corpus at %s", dir)
-	}
+	names := corpusFiles(b)
 	p := &dsn.Parser{}
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -195,7 +195,12 @@ func firstPhraseGroup(d string) int {
 	idx := phraseIndex()
 	best := len(reasonPhrases)
 	for i := 0; i < len(d) && best > 0; i++ {
-		for _, r := range idx[d[i]] {
+		// Most positions start no phrase: their first two bytes say
+		// so without looking at the phrases.
+		if i+1 < len(d) && !idx.bigram(d[i], d[i+1]) {
+			continue
+		}
+		for _, r := range idx.first[d[i]] {
 			if r.group < best && strings.HasPrefix(d[i:], r.phrase) {
 				best = r.group
 			}
@@ -212,13 +217,33 @@ type phraseRef struct {
 	group  int
 }
 
-// phraseIndex lists the phrases of reasonPhrases by their first byte.
-var phraseIndex = sync.OnceValue(func() *[256][]phraseRef {
-	var idx [256][]phraseRef
+// phraseTable lists the phrases of reasonPhrases by their first byte, and
+// marks the pairs of bytes they start with.
+type phraseTable struct {
+	first   [256][]phraseRef
+	bigrams [1 << 16 / 64]uint64
+}
+
+func (t *phraseTable) bigram(a, b byte) bool {
+	k := int(a)<<8 | int(b)
+	return t.bigrams[k/64]&(1<<(k%64)) != 0
+}
+
+// phraseIndex builds the phraseTable once. A phrase of one byte marks
+// every pair that starts with it.
+var phraseIndex = sync.OnceValue(func() *phraseTable {
+	t := new(phraseTable)
 	for g, rp := range reasonPhrases {
 		for _, p := range rp.phrases {
-			idx[p[0]] = append(idx[p[0]], phraseRef{p, g})
+			t.first[p[0]] = append(t.first[p[0]], phraseRef{p, g})
+			for b := 0; b < 256; b++ {
+				if len(p) > 1 && b != int(p[1]) {
+					continue
+				}
+				k := int(p[0])<<8 | b
+				t.bigrams[k/64] |= 1 << (k % 64)
+			}
 		}
 	}
-	return &idx
+	return t
 })

@@ -179,8 +179,8 @@ func literalSourced(b []byte, addr string) bool {
 		return false
 	}
 	var hay []string
-	budget := int64(1 << 40)
-	m := fuzzParser.read(skipFromLine(b), &budget)
+	budget, scan := int64(1<<40), int64(1<<40)
+	m := fuzzParser.read(skipFromLine(b), &budget, &scan)
 	hay = append(hay, string(b))
 	for depth := 0; m != nil && depth <= fuzzParser.MaxDepth; depth++ {
 		hay = append(hay, m.text)
@@ -191,7 +191,7 @@ func literalSourced(b []byte, addr string) bool {
 			break
 		}
 		hay = append(hay, string(m.returnedRaw))
-		m = fuzzParser.read(skipFromLine(m.returnedRaw), &budget)
+		m = fuzzParser.read(skipFromLine(m.returnedRaw), &budget, &scan)
 	}
 	for _, h := range hay {
 		for _, fl := range statusFields([]byte(h)) {

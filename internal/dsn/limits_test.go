@@ -260,3 +260,36 @@ func TestCapTextBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestScanLimit checks that multipart bodies nested within MaxDepth, but
+// each spanning the whole message, are not searched for their boundaries
+// level after level without end: the search stops after a few times the
+// message's size, the report marked truncated. Three levels, as real
+// mail nests them, are read whole.
+func TestScanLimit(t *testing.T) {
+	nested := func(depth int) string {
+		var b strings.Builder
+		b.WriteString("From: MAILER-DAEMON@example.org\r\n")
+		for i := 0; i < depth; i++ {
+			fmt.Fprintf(&b, "Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n", i, i)
+		}
+		b.WriteString("Content-Type: text/plain\r\n\r\n")
+		b.WriteString(strings.Repeat("<victim@example.net>: 550 5.1.1 user unknown\r\n", 20000))
+		for i := depth - 1; i >= 0; i-- {
+			fmt.Fprintf(&b, "\r\n--b%d--\r\n", i)
+		}
+		return b.String()
+	}
+	for _, tc := range []struct {
+		depth     int
+		truncated bool
+	}{{3, false}, {9, true}} {
+		rep, err := Parse(strings.NewReader(nested(tc.depth)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Truncated != tc.truncated {
+			t.Errorf("%d levels: truncated %v, want %v", tc.depth, rep.Truncated, tc.truncated)
+		}
+	}
+}

@@ -160,7 +160,16 @@ func (p *Parser) parseBytes(b []byte) (rep *Report, err error) {
 	// the report parts of an attached bounce): a chain of forwarded
 	// messages is not copied again at each level.
 	budget := int64(len(b)) + 64<<10
-	m := p.read(b, &budget)
+	// Searching multipart bodies for their boundaries is held to a few
+	// times the size of the message across all levels: a structure
+	// nested deeper than any real mail's is not searched again at each
+	// level (see maxScanFactor), unless MaxDepth asks for deeper.
+	factor := int64(maxScanFactor)
+	if p.maxDepth() > DefaultMaxDepth {
+		factor = int64(p.maxDepth()) + 1
+	}
+	scan := factor*int64(len(b)) + 256<<10
+	m := p.read(b, &budget, &scan)
 	rep = p.recognise(m, 0)
 	rep.Original = m.original()
 	p.finish(rep)
@@ -204,6 +213,9 @@ type msg struct {
 	// budget is what may still be copied out of parts, shared by the
 	// levels of attached messages.
 	budget *int64
+	// scan is how many more bytes multipart bodies may be searched for
+	// their boundaries, shared likewise.
+	scan *int64
 	// keepUnread is Parser.keepUnread.
 	keepUnread bool
 
@@ -233,8 +245,8 @@ func (m *msg) body() string {
 	return m.text[:m.cut]
 }
 
-func (p *Parser) read(b []byte, budget *int64) *msg {
-	m := &msg{raw: b, budget: budget, keepUnread: p != nil && p.keepUnread}
+func (p *Parser) read(b []byte, budget, scan *int64) *msg {
+	m := &msg{raw: b, budget: budget, scan: scan, keepUnread: p != nil && p.keepUnread}
 	e := readEntity(m, b)
 	if e == nil {
 		// No header that can be read: the text recognisers may still
@@ -326,6 +338,7 @@ func (p *Parser) walk(m *msg, e *entity, depth int) {
 			m.reportType = strings.ToLower(e.params["report-type"])
 		}
 		mr := newMultipartReader(e, m.keepUnread)
+		mr.scan = m.scan
 		for {
 			part, err := mr.next()
 			if part == nil {
@@ -335,6 +348,9 @@ func (p *Parser) walk(m *msg, e *entity, depth int) {
 				// unread, so it is not truncated. Any other error is.
 				if err != io.EOF && err != errEndedEarly {
 					m.truncated = true
+				}
+				if err == errScanLimit {
+					m.stop = true
 				}
 				return
 			}

@@ -180,7 +180,22 @@ type multipartReader struct {
 	cut bool
 	// keepUnread is Parser.keepUnread, for the parts' headers.
 	keepUnread bool
+	// scan, when set, is how many more bytes may be searched for
+	// boundaries; once it is spent, next fails with errScanLimit.
+	scan *int64
 }
+
+// maxScanFactor bounds the bytes searched for boundaries, across every
+// multipart body of a message and its attached messages, to this many
+// times its size (and 256 KiB). Each level of nesting searches the bytes
+// of its parts once, so real mail (a report, an attached message, its
+// own parts) stays within two or three times; a message nested deeper,
+// whose every level spans the whole message, is not searched again and
+// again: its report is marked truncated instead.
+const maxScanFactor = 4
+
+// errScanLimit is returned by next when the search budget is spent.
+var errScanLimit = errors.New("multipart: nested too deep to search")
 
 // errEndedEarly is returned when the body ends before its closing
 // boundary: everything in it was read, but it was cut short.
@@ -218,7 +233,15 @@ func (r *multipartReader) next() (*entity, error) {
 				return nil, errEndedEarly
 			}
 			start := r.off + n
+			if r.scan != nil && *r.scan <= 0 {
+				return nil, errScanLimit
+			}
 			end, found := r.bodyEnd(start)
+			if r.scan != nil {
+				// What the search went over: to the boundary, or to
+				// the end when there is none.
+				*r.scan -= int64(max(end, min(len(r.b), end+len(r.nlDash))) - start)
+			}
 			r.off = end
 			e := newEntity(h, r.b[start:end])
 			e.cut = !found

@@ -143,7 +143,7 @@ func recipientLine(line string) (addr, rest string, literal, ok bool) {
 	if t == "" {
 		return "", "", false, false
 	}
-	start := len(base) - len(t)
+	start, end := len(base)-len(t), 0
 	if t[0] == '<' {
 		j := strings.IndexByte(t, '>')
 		if j < 0 {
@@ -151,6 +151,7 @@ func recipientLine(line string) (addr, rest string, literal, ok bool) {
 		}
 		addr, rest = t[1:j], t[j+1:]
 		start++
+		end = start + len(addr)
 	} else {
 		j := strings.IndexAny(t, " \t<[(")
 		if j < 0 {
@@ -160,6 +161,7 @@ func recipientLine(line string) (addr, rest string, literal, ok bool) {
 		addr = strings.TrimRight(addr, ":,;")
 		addr = strings.TrimSuffix(addr, "...")
 		addr = strings.TrimRight(addr, ".")
+		end = start + len(addr)
 		// "name <addr>": the bracketed address is the one
 		// (RFC 5322 name-addr), even when the name looks like
 		// another address.
@@ -167,6 +169,7 @@ func recipientLine(line string) (addr, rest string, literal, ok bool) {
 			if k := strings.IndexByte(r, '>'); k > 0 && plausibleAddress(r[1:k]) {
 				start += j + (len(rest) - len(r)) + 1
 				addr, rest = r[1:k], r[k+1:]
+				end = start + len(addr)
 			}
 		}
 	}
@@ -184,7 +187,9 @@ func recipientLine(line string) (addr, rest string, literal, ok bool) {
 		return "", "", false, false
 	}
 	norm := normalizeAddress(addr)
-	literal = addr == read && tokenStart(line, start) && literalForm(addr) && sameAddress(addr, norm)
+	// The token must end where the address does: "a@b.example.." is
+	// no address written whole.
+	literal = addr == read && tokenStart(line, start) && tokenEnd(line, end) && literalForm(addr) && sameAddress(addr, norm)
 	return norm, strings.TrimLeft(strings.TrimSpace(rest), ":.,;- "), literal, true
 }
 

@@ -350,7 +350,8 @@ func isLiteral(v, addr string) bool {
 
 // sameAddress reports whether raw, as a report wrote it, is addr after
 // nothing but lowercasing the ASCII letters of its domain (and dropping
-// the root's trailing dots). Unicode case folding is left out on purpose:
+// the one trailing dot of the root: "example.net." but not "example.net..",
+// which is no domain). Unicode case folding is left out on purpose:
 // it maps other characters to ASCII ones (the Kelvin sign to "k"), which
 // would let one address pass for another.
 func sameAddress(raw, addr string) bool {
@@ -359,7 +360,7 @@ func sameAddress(raw, addr string) bool {
 	if i < 0 || j < 0 || raw[:i] != addr[:j] {
 		return false
 	}
-	return asciiLower(strings.TrimRight(raw[i+1:], ".")) == addr[j+1:]
+	return asciiLower(strings.TrimSuffix(raw[i+1:], ".")) == addr[j+1:]
 }
 
 // localAddress reports an address at a host of the local network

@@ -37,11 +37,12 @@ func ParseFile(p *dsn.Parser, name string) Result {
 	return parseFile(p, name, nil)
 }
 
-// parseFile is ParseFile reading the file into *buf when it is small
-// enough, so that a worker parsing many files reuses one buffer (and its
-// pages) instead of allocating one per file. Package dsn copies what its
-// reports keep, so the buffer may be overwritten once the file is parsed.
-func parseFile(p *dsn.Parser, name string, buf *[]byte) Result {
+// parseFile is ParseFile reading the file with the worker's reader r (nil:
+// none), which reads a small file into one buffer reused from file to
+// file (and its pages) instead of allocating one per file. Package dsn
+// copies what its reports keep, so the buffer may be overwritten once the
+// file is parsed.
+func parseFile(p *dsn.Parser, name string, r *reader) Result {
 	res := Result{File: name, Recipients: []dsn.Recipient{}}
 	var reports []*dsn.Report
 	var err error
@@ -52,7 +53,7 @@ func parseFile(p *dsn.Parser, name string, buf *[]byte) Result {
 		// what is parsed; the file is one the operator named, not
 		// mail from a stranger.
 		var b []byte
-		if b, err = readFile(name, buf); err != nil {
+		if b, err = readFile(name, r); err != nil {
 			res.Error = err.Error()
 			return res
 		}
@@ -93,10 +94,15 @@ func parseFile(p *dsn.Parser, name string, buf *[]byte) Result {
 // first error of emit, or when ctx is done, and returns that error.
 func ParseFiles(ctx context.Context, p *dsn.Parser, names []string, workers int, emit func(Result) error) error {
 	workers = poolSize(workers, len(names))
-	// One read buffer a worker, kept from round to round.
-	bufs := make([][]byte, workers)
+	// One reader a worker, kept from round to round.
+	readers := make([]reader, workers)
+	defer func() {
+		for i := range readers {
+			readers[i].close()
+		}
+	}()
 	return run(ctx, len(names), workers, func(w, i int) Result {
-		return parseFile(p, names[i], &bufs[w])
+		return parseFile(p, names[i], &readers[w])
 	}, emit)
 }
 
@@ -178,11 +184,12 @@ func run(ctx context.Context, n, workers int, parse func(w, i int) Result, emit 
 }
 
 // readFile returns the contents of the file name. A regular file of at
-// most maxReuse bytes is read into *buf (grown when needed), anything else
-// into a buffer of its own, as os.ReadFile does.
-func readFile(name string, buf *[]byte) ([]byte, error) {
-	if buf != nil {
-		if b, ok, err := readSmall(name, buf); ok || err != nil {
+// most maxReuse bytes is read by r into its buffer (grown when needed),
+// anything else (or everything, when r is nil) into a buffer of its own,
+// as os.ReadFile does.
+func readFile(name string, r *reader) ([]byte, error) {
+	if r != nil {
+		if b, ok, err := r.readSmall(name); ok || err != nil {
 			return b, err
 		}
 	}

@@ -1,7 +1,6 @@
 package dsnfiles
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -191,55 +190,17 @@ func TestRunStops(t *testing.T) {
 	}
 }
 
-// TestReadFile reads files of every kind through one reused buffer, as a
-// worker does: each read gives the file's bytes, the buffer grows for a
-// larger file but never keeps more than maxReuse, and what is not a small
-// regular file is read as os.ReadFile reads it.
-func TestReadFile(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name string, size int) string {
-		b := make([]byte, size)
-		for i := range b {
-			b[i] = byte('a' + i%26)
-		}
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	small, empty := write("small", 100), write("empty", 0)
-	mid, exact := write("mid", 100<<10), write("exact", maxReuse)
-	big := write("big", maxReuse+1)
-	var buf []byte
-	for _, name := range []string{small, mid, empty, small, exact, big, small, "/dev/null"} {
-		got, err := readFile(name, &buf)
-		want, werr := os.ReadFile(name)
-		if err != nil || werr != nil || !bytes.Equal(got, want) {
-			t.Fatalf("%s: read %d bytes, %v; want %d bytes, %v", name, len(got), err, len(want), werr)
-		}
-		if cap(buf) > maxReuse+1 {
-			t.Fatalf("%s: the buffer kept holds %d bytes", name, cap(buf))
-		}
-	}
-	if _, err := readFile(dir, &buf); err == nil {
-		t.Error("a directory: no error")
-	}
-	if _, err := readFile(filepath.Join(dir, "missing"), &buf); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("a missing file: %v", err)
-	}
-}
-
 // TestResultsOwnTheirBytes checks what the reuse of a worker's buffer
 // relies on: a Result keeps nothing of the buffer its file was read into,
 // so reading the next file over it changes nothing in the results held.
 func TestResultsOwnTheirBytes(t *testing.T) {
 	samples, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "dsn", "*.eml"))
 	p := &dsn.Parser{}
-	var buf []byte
+	var r reader
+	defer r.close()
 	var held []Result
 	for _, name := range samples {
-		held = append(held, parseFile(p, name, &buf))
+		held = append(held, parseFile(p, name, &r))
 	}
 	for i, name := range samples {
 		if want := ParseFile(p, name); !reflect.DeepEqual(held[i], want) {

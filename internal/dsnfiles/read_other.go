@@ -2,6 +2,10 @@
 
 package dsnfiles
 
-// readSmall reads no file itself where there are no unix system calls:
+// reader reads no file itself where there are no unix system calls:
 // readFile falls back to os.ReadFile.
-func readSmall(string, *[]byte) ([]byte, bool, error) { return nil, false, nil }
+type reader struct{}
+
+func (*reader) close() {}
+
+func (*reader) readSmall(string) ([]byte, bool, error) { return nil, false, nil }

@@ -4,23 +4,71 @@ package dsnfiles
 
 import (
 	"os"
+	"path/filepath"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
-// readSmall reads the regular file name into *buf when it holds at most
+// reader reads the files of one worker: into one buffer, reused from file
+// to file, and opening each file relative to its directory, which stays
+// open while the worker's files are in it. Opening a name walks its path a
+// component at a time (the corpus's names have five or seven); opening
+// relative to the directory walks one, about 3 µs less a file here.
+type reader struct {
+	buf   []byte
+	dir   string // directory of dirfd, with its final slash; "" when none is open
+	dirfd int
+}
+
+// close closes the directory kept open, if any.
+func (r *reader) close() {
+	if r.dir != "" {
+		syscall.Close(r.dirfd)
+		r.dir = ""
+	}
+}
+
+// open opens name for reading, relative to its directory's descriptor
+// (opened when the directory differs from the last file's). When that
+// fails for any reason the name itself is opened, so that the result and
+// its error are those of a plain open.
+func (r *reader) open(name string) (int, error) {
+	const flags = syscall.O_RDONLY | syscall.O_CLOEXEC
+	if dir, base := filepath.Split(name); dir != "" && base != "" {
+		if dir != r.dir {
+			r.close()
+			if fd, err := retry(func() (int, error) { return syscall.Open(dir, flags|unix.O_DIRECTORY, 0) }); err == nil {
+				r.dir, r.dirfd = dir, fd
+			}
+		}
+		if r.dir == dir {
+			if fd, err := retry(func() (int, error) { return unix.Openat(r.dirfd, base, flags, 0) }); err == nil {
+				return fd, nil
+			}
+		}
+	}
+	return retry(func() (int, error) { return syscall.Open(name, flags, 0) })
+}
+
+// retry calls open again while it is interrupted by a signal.
+func retry(open func() (int, error)) (int, error) {
+	for {
+		fd, err := open()
+		if err != syscall.EINTR {
+			return fd, err
+		}
+	}
+}
+
+// readSmall reads the regular file name into r.buf when it holds at most
 // maxReuse bytes; ok is false (and nothing read) for anything else. It uses
 // the system calls directly: os.Open registers every file with the
 // runtime's poller (a system call that fails for a regular file) and sets
 // up a finalizer, which costs more than reading a typical bounce, and
 // os.ReadFile reads once more to see the end.
-func readSmall(name string, buf *[]byte) (b []byte, ok bool, err error) {
-	var fd int
-	for {
-		fd, err = syscall.Open(name, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-		if err != syscall.EINTR {
-			break
-		}
-	}
+func (r *reader) readSmall(name string) (b []byte, ok bool, err error) {
+	fd, err := r.open(name)
 	if err != nil {
 		return nil, false, &os.PathError{Op: "open", Path: name, Err: err}
 	}
@@ -32,10 +80,10 @@ func readSmall(name string, buf *[]byte) (b []byte, ok bool, err error) {
 	// One byte more than the file holds: a read that does not fill the
 	// buffer has reached the end (a regular file is read in full up to
 	// its end), and a file that grew since fstat is read on.
-	if want := int(st.Size) + 1; cap(*buf) < want {
-		*buf = make([]byte, max(want, 16<<10))
+	if want := int(st.Size) + 1; cap(r.buf) < want {
+		r.buf = make([]byte, max(want, 16<<10))
 	}
-	b = (*buf)[:cap(*buf)]
+	b = r.buf[:cap(r.buf)]
 	n := 0
 	for {
 		k, err := syscall.Read(fd, b[n:])
@@ -53,7 +101,7 @@ func readSmall(name string, buf *[]byte) (b []byte, ok bool, err error) {
 			return nil, false, nil
 		}
 		b = append(b, 0)[:cap(b)]
-		*buf = b
+		r.buf = b
 	}
 	return b[:n], true, nil
 }

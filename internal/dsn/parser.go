@@ -335,7 +335,7 @@ func (p *Parser) walk(m *msg, e *entity, depth int) {
 	}
 	if strings.HasPrefix(e.mediaType, "multipart/") {
 		if mediaType == "multipart/report" && m.reportType == "" {
-			m.reportType = strings.ToLower(e.params["report-type"])
+			m.reportType = strings.ToLower(e.reportType)
 		}
 		mr := newMultipartReader(e, m.keepUnread)
 		mr.scan = m.scan

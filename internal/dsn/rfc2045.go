@@ -97,24 +97,25 @@ func unhex(c byte) (byte, bool) {
 // parseSimpleMediaType reads the Content-Type values nearly all mail has
 // (RFC 2045 section 5.1: type "/" subtype, then "; name=value" parameters
 // whose values are tokens or quoted strings without escapes), as
-// mime.ParseMediaType reads them (FuzzMediaType holds it to that), with
-// fewer allocations. ok is false for anything else (RFC 2231 parameters,
-// escapes, a repeated name, junk, non-ASCII), which is left to
-// mime.ParseMediaType.
-func parseSimpleMediaType(v string) (mediaType string, params map[string]string, ok bool) {
+// mime.ParseMediaType reads them (FuzzMediaType holds it to that), without
+// a map: param is called with each parameter, its name lower-cased only
+// when it has capitals. ok is false for anything else (RFC 2231
+// parameters, escapes, a repeated name, more than eight parameters, junk,
+// non-ASCII), which is left to mime.ParseMediaType.
+func parseSimpleMediaType(v string, param func(name, value string)) (mediaType string, ok bool) {
 	for i := 0; i < len(v); i++ {
 		if v[i] >= 0x80 {
-			return "", nil, false
+			return "", false
 		}
 	}
 	base, rest, _ := strings.Cut(v, ";")
 	base = strings.TrimSpace(base)
 	typ, sub, found := strings.Cut(base, "/")
 	if !isToken(typ) || found && !isToken(sub) {
-		return "", nil, false
+		return "", false
 	}
-	mediaType = strings.ToLower(base)
-	params = make(map[string]string, 2)
+	var seen [8][2]string // names and values
+	n := 0
 	for rest = strings.TrimLeft(rest, asciiSpace); rest != ""; rest = strings.TrimLeft(rest, asciiSpace) {
 		// rest starts after a ";": a parameter, or nothing more.
 		i := 0
@@ -124,14 +125,14 @@ func parseSimpleMediaType(v string) (mediaType string, params map[string]string,
 		name := rest[:i]
 		rest = strings.TrimLeft(rest[i:], asciiSpace)
 		if name == "" || strings.IndexByte(name, '*') >= 0 || !strings.HasPrefix(rest, "=") {
-			return "", nil, false
+			return "", false
 		}
 		rest = strings.TrimLeft(rest[1:], asciiSpace)
 		var value string
 		if strings.HasPrefix(rest, `"`) {
 			end := strings.IndexByte(rest[1:], '"')
 			if end < 0 || strings.ContainsAny(rest[1:1+end], "\\\r\n") {
-				return "", nil, false
+				return "", false
 			}
 			value, rest = rest[1:1+end], rest[2+end:]
 		} else {
@@ -140,25 +141,41 @@ func parseSimpleMediaType(v string) (mediaType string, params map[string]string,
 				j++
 			}
 			if j == 0 {
-				return "", nil, false
+				return "", false
 			}
 			value, rest = rest[:j], rest[j:]
 		}
-		name = strings.ToLower(name)
-		if _, dup := params[name]; dup {
-			return "", nil, false
+		for _, s := range seen[:n] {
+			if strings.EqualFold(s[0], name) {
+				return "", false
+			}
 		}
-		params[name] = value
+		if n == len(seen) {
+			return "", false
+		}
+		seen[n] = [2]string{name, value}
+		n++
 		rest = strings.TrimLeft(rest, asciiSpace)
-		if rest == "" {
-			break
+		if rest != "" && rest[0] != ';' {
+			return "", false
 		}
-		if rest[0] != ';' {
-			return "", nil, false
-		}
-		rest = rest[1:]
+		rest = strings.TrimPrefix(rest, ";")
 	}
-	return mediaType, params, true
+	for _, s := range seen[:n] {
+		param(lowerASCII(s[0]), s[1])
+	}
+	return strings.ToLower(base), true
+}
+
+// lowerASCII is strings.ToLower of an ASCII token, without a copy for
+// the parameter names mail uses, written in any case.
+func lowerASCII(s string) string {
+	for _, k := range [...]string{"charset", "boundary", "report-type", "name", "format", "delsp", "micalg", "protocol", "type"} {
+		if len(k) == len(s) && strings.EqualFold(k, s) {
+			return k
+		}
+	}
+	return strings.ToLower(s)
 }
 
 const asciiSpace = " \t\r\n\v\f"

@@ -59,7 +59,8 @@ func FuzzMediaType(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, v string) {
-		typ, params, ok := parseSimpleMediaType(v)
+		params := map[string]string{}
+		typ, ok := parseSimpleMediaType(v, func(k, p string) { params[k] = p })
 		if !ok {
 			return
 		}

@@ -28,8 +28,9 @@ type entity struct {
 	// be parsed it is the field's raw value (as go-message keeps it, so
 	// that a broken "multipart/..." is still read as multipart).
 	mediaType string
-	params    map[string]string
 	badType   bool // Content-Type could not be parsed
+	// boundary and reportType are parameters of Content-Type.
+	boundary, reportType string
 	// encoding is the Content-Transfer-Encoding, lower case, for a body
 	// that is not multipart (RFC 2045 section 6.4: a multipart body is
 	// never encoded, and one that says so is read as it is).
@@ -44,16 +45,15 @@ type entity struct {
 
 // newEntity makes an entity of a header and its raw body.
 func newEntity(h header, raw []byte) *entity {
-	e := &entity{header: h, raw: raw}
-	t, params, err := h.ContentType()
-	e.mediaType, e.params, e.badType = t, params, err != nil
-	if !strings.HasPrefix(t, "multipart/") {
+	ct := h.contentType()
+	e := &entity{header: h, raw: raw, mediaType: ct.mediaType, badType: ct.bad, boundary: ct.boundary, reportType: ct.reportType}
+	if !strings.HasPrefix(ct.mediaType, "multipart/") {
 		e.encoding = strings.ToLower(h.Get("Content-Transfer-Encoding"))
 	}
-	if strings.HasPrefix(t, "text/") {
+	if strings.HasPrefix(ct.mediaType, "text/") {
 		// UTF-8 and ASCII read as they are, invalid bytes and all,
 		// as go-message reads them.
-		switch cs := strings.ToLower(params["charset"]); cs {
+		switch cs := strings.ToLower(ct.charset); cs {
 		case "utf-8", "us-ascii":
 		default:
 			e.charset = cs
@@ -202,7 +202,7 @@ var errScanLimit = errors.New("multipart: nested too deep to search")
 var errEndedEarly = errors.New("multipart: NextPart: EOF")
 
 func newMultipartReader(e *entity, keepUnread bool) *multipartReader {
-	boundary := e.params["boundary"]
+	boundary := e.boundary
 	return &multipartReader{b: e.raw, boundary: boundary, nl: "\r\n", nlDash: []byte("\r\n--" + boundary),
 		cut: e.cut, keepUnread: keepUnread}
 }

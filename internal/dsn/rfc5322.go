@@ -81,7 +81,8 @@ func (h *header) ContentType() (string, map[string]string, error) {
 	if v == "" {
 		return "text/plain", nil, nil
 	}
-	t, params, ok := parseSimpleMediaType(v)
+	params := map[string]string{}
+	t, ok := parseSimpleMediaType(v, func(k, p string) { params[k] = p })
 	if !ok {
 		var err error
 		if t, params, err = mime.ParseMediaType(v); err != nil {
@@ -92,6 +93,54 @@ func (h *header) ContentType() (string, map[string]string, error) {
 		params[k], _ = decodeWords(p)
 	}
 	return t, params, nil
+}
+
+// contentType is what this package reads of Content-Type.
+type contentType struct {
+	// mediaType is the type, lower case: text/plain when there is no
+	// Content-Type; when it cannot be parsed, the field's raw value
+	// (as go-message keeps it, so that a broken "multipart/..." is still
+	// read as multipart) and bad is set.
+	mediaType string
+	bad       bool
+	// The parameters read: boundary (RFC 2046 section 5.1.1), charset
+	// (section 4.1.2), report-type (RFC 6522 section 3).
+	boundary, charset, reportType string
+}
+
+// contentType is ContentType without a map of the parameters.
+func (h *header) contentType() contentType {
+	v := h.Get("Content-Type")
+	if v == "" {
+		return contentType{mediaType: "text/plain"}
+	}
+	var ct contentType
+	set := func(k, p string) {
+		switch k {
+		case "boundary":
+			ct.boundary = p
+		case "charset":
+			ct.charset = p
+		case "report-type":
+			ct.reportType = p
+		}
+	}
+	t, ok := parseSimpleMediaType(v, set)
+	if !ok {
+		mt, params, err := mime.ParseMediaType(v)
+		if err != nil {
+			return contentType{mediaType: v, bad: true}
+		}
+		t = mt
+		for k, p := range params {
+			set(k, p)
+		}
+	}
+	ct.mediaType = t
+	ct.boundary, _ = decodeWords(ct.boundary)
+	ct.charset, _ = decodeWords(ct.charset)
+	ct.reportType, _ = decodeWords(ct.reportType)
+	return ct
 }
 
 // maxEntityHeaderBytes bounds a header block: past it without the blank

@@ -115,3 +115,20 @@ func TestFirstPhraseGroup(t *testing.T) {
 		}
 	}
 }
+
+func FuzzASCIILower(f *testing.F) {
+	f.Add("Final-Recipient: RFC822; A@B.Example")
+	f.Add("already lower")
+	f.Add("\xffÄBC")
+	f.Fuzz(func(t *testing.T, s string) {
+		want := []byte(s)
+		for i, c := range want {
+			if 'A' <= c && c <= 'Z' {
+				want[i] = c + 'a' - 'A'
+			}
+		}
+		if got := asciiLower(s); got != string(want) {
+			t.Errorf("asciiLower(%q) = %q, want %q", s, got, want)
+		}
+	})
+}

@@ -2,6 +2,7 @@ package dsn
 
 import (
 	"strings"
+	"unsafe"
 )
 
 // This file holds what the plain-text recognisers share: telling whether a
@@ -154,18 +155,17 @@ func mayBeBounce(m *msg) bool {
 func asciiLower(s string) string {
 	for i := 0; i < len(s); i++ {
 		if 'A' <= s[i] && s[i] <= 'Z' {
-			// One allocation: a strings.Builder hands over its buffer.
-			var b strings.Builder
-			b.Grow(len(s))
-			b.WriteString(s[:i])
-			for j := i; j < len(s); j++ {
-				c := s[j]
-				if 'A' <= c && c <= 'Z' {
-					c += 'a' - 'A'
+			// One allocation and a loop without appends: the bytes
+			// are never changed once the string is made of them (as
+			// strings.Builder hands over its buffer).
+			b := make([]byte, len(s))
+			copy(b, s)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; 'A' <= c && c <= 'Z' {
+					b[j] = c + 'a' - 'A'
 				}
-				b.WriteByte(c)
 			}
-			return b.String()
+			return unsafe.String(unsafe.SliceData(b), len(b))
 		}
 	}
 	return s

@@ -67,29 +67,44 @@ func retry(open func() (int, error)) (int, error) {
 // runtime's poller (a system call that fails for a regular file) and sets
 // up a finalizer, which costs more than reading a typical bounce, and
 // os.ReadFile reads once more to see the end.
+//
+// The first read is a pread into the whole buffer, which fails on what
+// cannot seek (a pipe, a terminal, a socket: os.ReadFile reads those to
+// their end) and on a directory. On a regular file a read that does not
+// fill the buffer has reached the end, so a file smaller than the buffer,
+// most of them, takes three system calls: open, pread, close. Only a file
+// that fills the buffer is looked at with fstat, and read on.
 func (r *reader) readSmall(name string) (b []byte, ok bool, err error) {
 	fd, err := r.open(name)
 	if err != nil {
 		return nil, false, &os.PathError{Op: "open", Path: name, Err: err}
 	}
 	defer syscall.Close(fd)
+	if cap(r.buf) == 0 {
+		r.buf = make([]byte, 16<<10)
+	}
+	b = r.buf[:cap(r.buf)]
+	n, err := pread(fd, b, 0)
+	if err != nil {
+		return nil, false, nil
+	}
+	if n < len(b) {
+		return b[:n], true, nil
+	}
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG || st.Size > maxReuse {
 		return nil, false, nil
 	}
 	// One byte more than the file holds: a read that does not fill the
-	// buffer has reached the end (a regular file is read in full up to
-	// its end), and a file that grew since fstat is read on.
-	if want := int(st.Size) + 1; cap(r.buf) < want {
-		r.buf = make([]byte, max(want, 16<<10))
+	// buffer has reached the end, and a file that grew since fstat is
+	// read on.
+	if want := int(st.Size) + 1; len(b) < want {
+		b = make([]byte, want)
+		copy(b, r.buf[:n])
+		r.buf = b
 	}
-	b = r.buf[:cap(r.buf)]
-	n := 0
 	for {
-		k, err := syscall.Read(fd, b[n:])
-		if err == syscall.EINTR {
-			continue
-		}
+		k, err := pread(fd, b[n:], int64(n))
 		if err != nil {
 			return nil, false, &os.PathError{Op: "read", Path: name, Err: err}
 		}
@@ -104,4 +119,14 @@ func (r *reader) readSmall(name string) (b []byte, ok bool, err error) {
 		r.buf = b
 	}
 	return b[:n], true, nil
+}
+
+// pread reads at offset off, again when interrupted by a signal.
+func pread(fd int, b []byte, off int64) (int, error) {
+	for {
+		n, err := syscall.Pread(fd, b, off)
+		if err != syscall.EINTR {
+			return n, err
+		}
+	}
 }

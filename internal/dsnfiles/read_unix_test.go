@@ -57,10 +57,11 @@ func TestReadFile(t *testing.T) {
 	}
 	small, empty := write("small", 100), write("empty", 0)
 	mid, exact := write("mid", 100<<10), write("exact", maxReuse)
+	full := write("full", 16<<10) // exactly the first buffer
 	big := write("big", maxReuse+1)
 	var r reader
 	defer r.close()
-	for _, name := range []string{small, mid, empty, small, exact, big, small, "/dev/null"} {
+	for _, name := range []string{small, full, small, mid, empty, small, exact, big, small, "/dev/null"} {
 		got, err := readFile(name, &r)
 		want, werr := os.ReadFile(name)
 		if err != nil || werr != nil || !bytes.Equal(got, want) {

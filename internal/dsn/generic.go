@@ -732,6 +732,14 @@ func failedRecipientsHeader(m *msg) map[string]bool {
 // failedOrder returns the addresses of X-Failed-Recipients in order, each
 // literal when it is the whole of its comma-separated item.
 func failedOrder(m *msg) []Recipient {
+	// Several recognisers ask; the header is read once.
+	if !m.failedDone {
+		m.failed, m.failedDone = readFailedOrder(m), true
+	}
+	return m.failed
+}
+
+func readFailedOrder(m *msg) []Recipient {
 	var out []Recipient
 	for v := range m.header.values("X-Failed-Recipients") {
 		for part := range strings.SplitSeq(v, ",") {

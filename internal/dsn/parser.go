@@ -206,6 +206,10 @@ type msg struct {
 	truncated bool
 	stop      bool // a limit was reached: read no further part
 
+	// failed caches failedOrder.
+	failed     []Recipient
+	failedDone bool
+
 	// quoted caches quotedHeader.
 	quoted     *header
 	quotedDone bool
@@ -297,19 +301,12 @@ func readEntity(m *msg, b []byte) *entity {
 }
 
 // rawBody returns what follows the header block of a message, whose lines
-// end in LF or CRLF, or nil when no blank line ends it. One pass over the
-// lines of the header, however long it is.
+// end in LF or CRLF, or nil when no blank line ends it within
+// maxEntityHeaderBytes: past that bound the message is all header, as
+// go-message has it, and no longer searched line by line for its end.
 func rawBody(b []byte) []byte {
-	for off := 0; off < len(b); {
-		i := bytes.IndexByte(b[off:], '\n')
-		if i < 0 {
-			return nil
-		}
-		line := b[off : off+i]
-		off += i + 1
-		if len(line) == 0 || len(line) == 1 && line[0] == '\r' {
-			return b[off:]
-		}
+	if end, ok := headerEnd(b[:min(len(b), maxEntityHeaderBytes)]); ok {
+		return b[end:]
 	}
 	return nil
 }

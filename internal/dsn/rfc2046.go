@@ -319,23 +319,30 @@ func (r *multipartReader) bodyEnd(start int) (end int, found bool) {
 	if bytes.HasPrefix(rest, dash) && endsDelimiter(rest, len(dash)) || bytes.HasPrefix(dash, rest) {
 		return start, len(rest) >= len(dash)
 	}
-	nlDash := r.nlDash
-	for off := 0; ; {
-		i := bytes.Index(rest[off:], nlDash)
+	// The boundary is searched for after its dashes, which text rarely
+	// holds, rather than after the line break before it, which every
+	// line ends in; an occurrence counts only with that line break
+	// before it.
+	nlDash, nl := r.nlDash, r.nlDash[:len(r.nl)]
+	for off := len(nl); off < len(rest); {
+		i := bytes.Index(rest[off:], dash)
 		if i < 0 {
-			// Cut short. What could have been the start of a
-			// boundary is left out, as a stream reader holds it back
-			// waiting for more and then never gets it.
-			if j := bytes.LastIndexByte(rest[off:], nlDash[0]); j >= 0 && bytes.HasPrefix(nlDash, rest[off+j:]) {
-				return start + off + j, false
-			}
-			return len(r.b), false
+			break
 		}
-		if endsDelimiter(rest[off+i:], len(nlDash)) {
-			return start + off + i, true
+		q := off + i
+		if bytes.Equal(rest[q-len(nl):q], nl) && endsDelimiter(rest[q-len(nl):], len(nlDash)) {
+			return start + q - len(nl), true
 		}
-		off += i + len(nlDash)
+		off = q + 1
 	}
+	// Cut short. What could have been the start of a boundary is left
+	// out, as a stream reader holds it back waiting for more and then
+	// never gets it.
+	lo := max(0, len(rest)-len(nlDash)+1)
+	if j := bytes.LastIndexByte(rest[lo:], nlDash[0]); j >= 0 && bytes.HasPrefix(nlDash, rest[lo+j:]) {
+		return start + lo + j, false
+	}
+	return len(r.b), false
 }
 
 // endsDelimiter reports whether what follows a boundary at b[n:] makes it

@@ -254,14 +254,22 @@ func trimBlanksBytes(b []byte) []byte {
 
 // headerEnd returns the length of the header block at the start of b,
 // through the blank line that ends it, and whether that line was found;
-// without it, the block is all of b.
+// without it, the block is all of b. A blank line is "\n" or "\r\n" at the
+// start of a line. One pass from line to line: bytes.Index of "\n\n" would
+// look at every line end of a header of short folded lines twice over.
 func headerEnd(b []byte) (int, bool) {
 	for off := 0; off < len(b); {
-		line, next := nextLine(b, off)
-		if len(line) == 0 && next > off {
-			return next, true
+		switch {
+		case b[off] == '\n':
+			return off + 1, true
+		case b[off] == '\r' && off+1 < len(b) && b[off+1] == '\n':
+			return off + 2, true
 		}
-		off = next
+		i := bytes.IndexByte(b[off:], '\n')
+		if i < 0 {
+			break
+		}
+		off += i + 1
 	}
 	return len(b), false
 }

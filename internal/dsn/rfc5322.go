@@ -199,7 +199,7 @@ func readHeaderEnd(b []byte, keepUnread bool) (h header, n int, complete bool, e
 			err = fmt.Errorf("message: malformed MIME header line: %v", string(b[start:off]))
 			break
 		}
-		name := trimBlanksBytes(first[:colon])
+		name := trimBlanks(first[:colon])
 		if !validFieldName(name) {
 			err = fmt.Errorf("message: malformed MIME header key: %v", string(name))
 			break
@@ -239,17 +239,6 @@ func validFieldName(name []byte) bool {
 		}
 	}
 	return true
-}
-
-func trimBlanksBytes(b []byte) []byte {
-	i, j := 0, len(b)
-	for i < j && (b[i] == ' ' || b[i] == '\t') {
-		i++
-	}
-	for j > i && (b[j-1] == ' ' || b[j-1] == '\t') {
-		j--
-	}
-	return b[i:j]
 }
 
 // headerEnd returns the length of the header block at the start of b,
@@ -325,7 +314,7 @@ func trimLine(l string) string {
 }
 
 // trimBlanks trims spaces and tabs.
-func trimBlanks(s string) string {
+func trimBlanks[T string | []byte](s T) T {
 	i, j := 0, len(s)
 	for i < j && (s[i] == ' ' || s[i] == '\t') {
 		i++

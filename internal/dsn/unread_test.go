@@ -74,7 +74,7 @@ func TestUnreadField(t *testing.T) {
 		{"Subject: Undelivered Mail\n", false},
 	} {
 		name, _, _ := strings.Cut(tc.line, ":")
-		n := trimBlanksBytes([]byte(name))
+		n := trimBlanks([]byte(name))
 		if got := unreadField(n) && validFieldName(n); got != tc.want {
 			t.Errorf("unreadField(%q) = %v, want %v", tc.line, got, tc.want)
 		}

@@ -41,6 +41,6 @@ func parseExim(m *msg) []Recipient {
 		r.Diagnostic = firstDiagnostic(text)
 		rs = append(rs, r)
 	}
-	markDelayed(rs, text)
+	markDelayed(m, rs, text)
 	return rs
 }

@@ -2,6 +2,7 @@ package dsn
 
 import (
 	"strings"
+	"sync"
 	"unicode"
 )
 
@@ -354,7 +355,7 @@ func parseGeneric(m *msg) []Recipient {
 		}
 		rs = keep
 	}
-	markDelayed(rs, text)
+	markDelayed(m, rs, text)
 	return rs
 }
 
@@ -362,16 +363,76 @@ func parseGeneric(m *msg) []Recipient {
 // case-insensitively) up to the returned message, and whether one occurs.
 func textAfter(m *msg, signatures []string) (string, bool) {
 	low := m.lower()
-	// A mail system's own words come first: a signature is looked for
-	// near the top only, so that a long text is not scanned once per
-	// signature.
-	top := low[:min(len(low), signatureWindow)]
 	for _, sig := range signatures {
-		if i := strings.Index(top, sig); i >= 0 {
+		if i := m.signatureAt(sig); i >= 0 {
 			return m.text[i : i+returnedCut(low[i:])], true
 		}
 	}
 	return "", false
+}
+
+// signatureAt returns where the signature first occurs in the top of the
+// lowered text (signatureWindow), or -1. A mail system's own words come
+// first, so that a long text is not scanned far; and the signatures of
+// every recogniser are found in one pass over it, once a message, instead
+// of one search per signature per recogniser.
+func (m *msg) signatureAt(sig string) int {
+	t := signatureIndex()
+	id, ok := t.ids[sig]
+	if !ok {
+		// Not among the signatures the recognisers pass: looked for
+		// on its own.
+		top := m.lower()[:min(len(m.lower()), signatureWindow)]
+		return strings.Index(top, sig)
+	}
+	if m.sigPos == nil {
+		m.sigPos = t.firstPositions(m.lower()[:min(len(m.lower()), signatureWindow)])
+	}
+	return m.sigPos[id]
+}
+
+// signatureLists are the signatures of the plain-text recognisers.
+var signatureLists = [][]string{exchangeSignatures, eximSignatures, gmailSignatures, qmailSignatures,
+	sendmailSignatures, yahooSignatures}
+
+// signatureTable indexes every signature of signatureLists: by its first
+// byte, and the pairs of bytes they start with (see phraseTable).
+type signatureTable struct {
+	phraseTable
+	ids map[string]int
+}
+
+var signatureIndex = sync.OnceValue(func() *signatureTable {
+	t := &signatureTable{ids: map[string]int{}}
+	for _, list := range signatureLists {
+		for _, sig := range list {
+			if _, ok := t.ids[sig]; !ok && sig != "" {
+				t.add(sig, len(t.ids))
+				t.ids[sig] = len(t.ids)
+			}
+		}
+	}
+	return t
+})
+
+// firstPositions returns, for each signature by id, where it first occurs
+// in low, or -1.
+func (t *signatureTable) firstPositions(low string) []int {
+	pos := make([]int, len(t.ids))
+	for i := range pos {
+		pos[i] = -1
+	}
+	for i := 0; i < len(low); i++ {
+		if i+1 < len(low) && !t.bigram(low[i], low[i+1]) {
+			continue
+		}
+		for _, r := range t.first[low[i]] {
+			if pos[r.group] < 0 && strings.HasPrefix(low[i:], r.phrase) {
+				pos[r.group] = i
+			}
+		}
+	}
+	return pos
 }
 
 // signatureWindow is how far into the text signatures are looked for.
@@ -386,7 +447,7 @@ func signedRecipients(m *msg, signatures []string) []Recipient {
 		return nil
 	}
 	rs := recipientLines(t, excluded(m))
-	markDelayed(rs, t)
+	markDelayed(m, rs, t)
 	return rs
 }
 
@@ -775,8 +836,8 @@ var delayPhrases = []string{"will be retried", "still trying", "this is a warnin
 
 // markDelayed sets the action of text-only recipients: a warning that
 // delivery is still being tried is "delayed", anything else "failed".
-func markDelayed(rs []Recipient, text string) {
-	low := asciiLower(text)
+func markDelayed(m *msg, rs []Recipient, text string) {
+	low := m.lowerOf(text)
 	delayed := false
 	for _, p := range delayPhrases {
 		if strings.Contains(low, p) {

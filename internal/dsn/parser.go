@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"unsafe"
 )
 
 // ErrTooLarge is returned, together with the report of what was read up to
@@ -206,6 +207,9 @@ type msg struct {
 	truncated bool
 	stop      bool // a limit was reached: read no further part
 
+	// sigPos caches where each signature first occurs (signatureAt).
+	sigPos []int
+
 	// failed caches failedOrder.
 	failed     []Recipient
 	failedDone bool
@@ -239,6 +243,21 @@ func (m *msg) lower() string {
 		m.low, m.lowDone = asciiLower(m.text), true
 	}
 	return m.low
+}
+
+// lowerOf returns asciiLower(s). When s is part of m.text (a substring,
+// as the recognisers cut it), that is the same part of m.lower(), with no
+// copy: several recognisers lowercase the text they look at, up to 32 KB.
+func (m *msg) lowerOf(s string) string {
+	if len(s) > 0 && len(m.text) > 0 {
+		base := uintptr(unsafe.Pointer(unsafe.StringData(m.text)))
+		p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
+		if p >= base && p-base <= uintptr(len(m.text)-len(s)) {
+			off := int(p - base)
+			return m.lower()[off : off+len(s)]
+		}
+	}
+	return asciiLower(s)
 }
 
 // body returns the text up to the returned message (bodyBeforeReturned).

@@ -235,15 +235,20 @@ var phraseIndex = sync.OnceValue(func() *phraseTable {
 	t := new(phraseTable)
 	for g, rp := range reasonPhrases {
 		for _, p := range rp.phrases {
-			t.first[p[0]] = append(t.first[p[0]], phraseRef{p, g})
-			for b := 0; b < 256; b++ {
-				if len(p) > 1 && b != int(p[1]) {
-					continue
-				}
-				k := int(p[0])<<8 | b
-				t.bigrams[k/64] |= 1 << (k % 64)
-			}
+			t.add(p, g)
 		}
 	}
 	return t
 })
+
+// add indexes the phrase p (not empty) as group g.
+func (t *phraseTable) add(p string, g int) {
+	t.first[p[0]] = append(t.first[p[0]], phraseRef{p, g})
+	for b := 0; b < 256; b++ {
+		if len(p) > 1 && b != int(p[1]) {
+			continue
+		}
+		k := int(p[0])<<8 | b
+		t.bigrams[k/64] |= 1 << (k % 64)
+	}
+}

@@ -132,3 +132,48 @@ func FuzzASCIILower(f *testing.F) {
 		}
 	})
 }
+
+// TestLowerOf checks that a part of the text is lowered from the text's
+// lowered copy, and anything else on its own.
+func TestLowerOf(t *testing.T) {
+	m := &msg{text: "Delivery to <Victim@Example.NET> FAILED\nPermanently"}
+	for _, s := range []string{m.text, m.text[:8], m.text[13:31], m.text[len(m.text)-3:], "", "Other TEXT", strings.Clone(m.text[13:31])} {
+		if got, want := m.lowerOf(s), asciiLower(s); got != want {
+			t.Errorf("lowerOf(%q) = %q, want %q", s, got, want)
+		}
+	}
+}
+
+// FuzzSignatureAt holds the one-pass search for the recognisers'
+// signatures to looking for each in turn.
+func FuzzSignatureAt(f *testing.F) {
+	for _, list := range signatureLists {
+		for _, sig := range list {
+			f.Add("Hello\n" + strings.ToUpper(sig[:len(sig)/2]) + sig[len(sig)/2:] + "\nrest")
+		}
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		m := &msg{text: text}
+		low := asciiLower(text)
+		top := low[:min(len(low), signatureWindow)]
+		for _, list := range signatureLists {
+			for _, sig := range list {
+				if got, want := m.signatureAt(sig), strings.Index(top, sig); got != want {
+					t.Errorf("signatureAt(%q) = %d, want %d", sig, got, want)
+				}
+			}
+		}
+	})
+}
+
+// TestSignaturesLowerCase checks that every signature can match: they are
+// looked for in the lowered text.
+func TestSignaturesLowerCase(t *testing.T) {
+	for _, list := range signatureLists {
+		for _, sig := range list {
+			if sig == "" || asciiLower(sig) != sig {
+				t.Errorf("signature %q is empty or not in lower case", sig)
+			}
+		}
+	}
+}

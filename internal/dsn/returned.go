@@ -131,6 +131,6 @@ func returnedRecipient(m *msg) (Recipient, bool) {
 		diag = strings.TrimSpace(firstParagraph(text))
 	}
 	rs := []Recipient{{Address: addr, Diagnostic: diag}}
-	markDelayed(rs, text)
+	markDelayed(m, rs, text)
 	return rs[0], true
 }

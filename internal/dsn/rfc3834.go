@@ -51,7 +51,7 @@ var awayPhrases = []string{"i am on vacation", "i'm on vacation", "i am out of t
 // someone is away.
 func awayWording(m *msg) bool {
 	top := m.text[:min(len(m.text), 1<<10)]
-	low := asciiLower(top)
+	low := m.lowerOf(top)
 	for _, p := range awayPhrases {
 		if strings.Contains(low, p) {
 			return true

@@ -108,7 +108,7 @@ var daemonPhrases = []string{"could not be delivered", "couldn't be delivered", 
 func daemonWording(m *msg) bool {
 	top := m.body()
 	top = top[:min(len(top), 4<<10)]
-	low := asciiLower(top)
+	low := m.lowerOf(top)
 	for _, p := range daemonPhrases {
 		if strings.Contains(low, p) {
 			return true

@@ -457,8 +457,27 @@ func recipientLines(text string, ex map[string]bool) []Recipient {
 	lines := textLines(text)
 	var rs []Recipient
 	index := map[string]int{}
-	for i := 0; i < len(lines); i++ {
-		addr, rest, literal, ok := recipientLine(lines[i])
+	// The line that ends a recipient's diagnostic is read again as the
+	// next recipient's: it is read once.
+	type lineRead struct {
+		addr, rest  string
+		literal, ok bool
+	}
+	memo, memoAt := lineRead{}, -1
+	read := func(i int) lineRead {
+		if memoAt != i {
+			var r lineRead
+			r.addr, r.rest, r.literal, r.ok = recipientLine(lines[i])
+			memo, memoAt = r, i
+		}
+		return memo
+	}
+	// One recipient more than the most a report holds says that there
+	// were more (the report is marked truncated); no line after it is
+	// read.
+	for i := 0; i < len(lines) && len(rs) <= DefaultMaxRecipients; i++ {
+		lr := read(i)
+		addr, rest, literal, ok := lr.addr, lr.rest, lr.literal, lr.ok
 		if !ok || isDaemonAddress(addr) && rest != "" || sentBy(lines, i) {
 			continue
 		}
@@ -482,7 +501,7 @@ func recipientLines(text string, ex map[string]bool) []Recipient {
 				}
 				continue
 			}
-			if a, _, _, ok := recipientLine(lines[j]); ok && !strings.EqualFold(a, addr) {
+			if lr := read(j); lr.ok && !strings.EqualFold(lr.addr, addr) {
 				break
 			}
 			if size < maxDiagnostic {
@@ -506,7 +525,7 @@ func recipientLines(text string, ex map[string]bool) []Recipient {
 				rs[k].Literal = rs[k].Literal || r.Literal && rs[k].Address == r.Address
 				continue
 			}
-			if len(rs) == DefaultMaxRecipients {
+			if len(rs) > DefaultMaxRecipients {
 				break
 			}
 			index[strings.ToLower(r.Address)] = len(rs)
@@ -643,8 +662,8 @@ func recipientSentences(text string, ex map[string]bool) []Recipient {
 				diagLine, diag = i, sentenceDiagnostic(lines, i, nextCode)
 			}
 			rs = append(rs, Recipient{Address: a, Literal: literal, Diagnostic: diag})
-			if len(rs) >= DefaultMaxRecipients {
-				return rs
+			if len(rs) > DefaultMaxRecipients {
+				return rs // one more than a report holds: truncated
 			}
 		}
 	}

@@ -15,6 +15,11 @@
 // that hostile input costs bounded time and memory; Parse and ParseAll use
 // the defaults. ParseAll also reads files of several messages in mbox form.
 //
+// A message is read in place: its header blocks and MIME parts (RFC 5322,
+// RFC 2045, RFC 2046) are slices of it, and a part is copied only to be
+// decoded. ParseBytes neither copies nor changes the bytes it is given,
+// and no Report refers to them once it returns.
+//
 // It does no I/O beyond reading the io.Reader it is given, and decides
 // nothing: whether a bounce is authentic or should lead to any action is for
 // the caller.

@@ -332,9 +332,9 @@ func parseGeneric(m *msg) []Recipient {
 	}
 	text := m.body()
 	ex := excluded(m)
-	rs := recipientLines(text, ex)
+	rs := recipientLines(text, ex, m.maxRecipients)
 	if len(rs) == 0 {
-		rs = recipientSentences(text, ex)
+		rs = recipientSentences(text, ex, m.maxRecipients)
 	}
 	if len(rs) == 0 && len(failed) > 0 {
 		// Exim's X-Failed-Recipients names them when the text
@@ -446,14 +446,15 @@ func signedRecipients(m *msg, signatures []string) []Recipient {
 	if !ok {
 		return nil
 	}
-	rs := recipientLines(t, excluded(m))
+	rs := recipientLines(t, excluded(m), m.maxRecipients)
 	markDelayed(m, rs, t)
 	return rs
 }
 
 // recipientLines finds the lines that start with a recipient and reads the
-// diagnostic that follows each.
-func recipientLines(text string, ex map[string]bool) []Recipient {
+// diagnostic that follows each: at most max recipients, and one more when
+// there are more, which says so (the report is cut and marked truncated).
+func recipientLines(text string, ex map[string]bool, max int) []Recipient {
 	lines := textLines(text)
 	var rs []Recipient
 	index := map[string]int{}
@@ -475,7 +476,7 @@ func recipientLines(text string, ex map[string]bool) []Recipient {
 	// One recipient more than the most a report holds says that there
 	// were more (the report is marked truncated); no line after it is
 	// read.
-	for i := 0; i < len(lines) && len(rs) <= DefaultMaxRecipients; i++ {
+	for i := 0; i < len(lines) && len(rs) <= max; i++ {
 		lr := read(i)
 		addr, rest, literal, ok := lr.addr, lr.rest, lr.literal, lr.ok
 		if !ok || isDaemonAddress(addr) && rest != "" || sentBy(lines, i) {
@@ -525,7 +526,7 @@ func recipientLines(text string, ex map[string]bool) []Recipient {
 				rs[k].Literal = rs[k].Literal || r.Literal && rs[k].Address == r.Address
 				continue
 			}
-			if len(rs) > DefaultMaxRecipients {
+			if len(rs) > max {
 				break
 			}
 			index[strings.ToLower(r.Address)] = len(rs)
@@ -611,7 +612,7 @@ var sentenceWords = []string{"deliver", "rcpt to", "recipient", "failed", "error
 	"mailing list", "could not", "unable", "unknown", "invalid", "not reachable"}
 
 // recipientSentences finds recipients named inside sentences.
-func recipientSentences(text string, ex map[string]bool) []Recipient {
+func recipientSentences(text string, ex map[string]bool, max int) []Recipient {
 	lines := textLines(text)
 	// nextCode[i] is the first line at or after i with a reply or status
 	// code, computed once so that many candidate lines stay linear.
@@ -662,7 +663,7 @@ func recipientSentences(text string, ex map[string]bool) []Recipient {
 				diagLine, diag = i, sentenceDiagnostic(lines, i, nextCode)
 			}
 			rs = append(rs, Recipient{Address: a, Literal: literal, Diagnostic: diag})
-			if len(rs) > DefaultMaxRecipients {
+			if len(rs) > max {
 				return rs // one more than a report holds: truncated
 			}
 		}
@@ -823,8 +824,8 @@ func readFailedOrder(m *msg) []Recipient {
 	var out []Recipient
 	for v := range m.header.values("X-Failed-Recipients") {
 		for part := range strings.SplitSeq(v, ",") {
-			if len(out) == DefaultMaxRecipients {
-				return out
+			if len(out) > m.maxRecipients {
+				return out // one more than a report holds: truncated
 			}
 			if a := addressIn(part); a != "" {
 				out = append(out, Recipient{Address: a, Literal: isLiteral(part, a)})

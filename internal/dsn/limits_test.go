@@ -295,14 +295,15 @@ func TestScanLimit(t *testing.T) {
 }
 
 // TestManyRecipientLines checks a plain-text bounce that lists more
-// recipients than a report holds: the first ones are read, the report is
-// marked truncated, and the lines after the first one too many are not
-// read at all.
+// recipients than a report holds (MaxRecipients, or its default): the
+// first ones are read, the report is marked truncated, and the lines after
+// the first one too many are not read at all.
 func TestManyRecipientLines(t *testing.T) {
 	for _, tc := range []struct {
-		n         int
+		max, n    int
 		truncated bool
-	}{{DefaultMaxRecipients, false}, {DefaultMaxRecipients + 1, true}, {1000, true}} {
+	}{{0, DefaultMaxRecipients, false}, {0, DefaultMaxRecipients + 1, true}, {0, 1000, true},
+		{150, 150, false}, {150, 151, true}, {150, 1000, true}, {10, 11, true}} {
 		var b strings.Builder
 		b.WriteString("From: MAILER-DAEMON@example.org\r\nSubject: failure notice\r\n\r\n" +
 			"Hi. This is the qmail-send program at mx.example.org.\r\n" +
@@ -310,12 +311,13 @@ func TestManyRecipientLines(t *testing.T) {
 		for i := 0; i < tc.n; i++ {
 			fmt.Fprintf(&b, "<u%d@example.net>:\r\n550 5.1.1 user unknown\r\n\r\n", i)
 		}
-		rep, err := Parse(strings.NewReader(b.String()))
+		p := &Parser{MaxRecipients: tc.max}
+		rep, err := p.Parse(strings.NewReader(b.String()))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := min(tc.n, DefaultMaxRecipients); len(rep.Recipients) != want || rep.Truncated != tc.truncated {
-			t.Errorf("%d listed: %d recipients, truncated %v; want %d, %v", tc.n, len(rep.Recipients), rep.Truncated, want, tc.truncated)
+		if want := min(tc.n, p.maxRecipients()); len(rep.Recipients) != want || rep.Truncated != tc.truncated {
+			t.Errorf("MaxRecipients %d, %d listed: %d recipients, truncated %v; want %d, %v", tc.max, tc.n, len(rep.Recipients), rep.Truncated, want, tc.truncated)
 		}
 	}
 }

@@ -224,6 +224,9 @@ type msg struct {
 	// scan is how many more bytes multipart bodies may be searched for
 	// their boundaries, shared likewise.
 	scan *int64
+	// maxRecipients is Parser.MaxRecipients: the recognisers read one
+	// more, to tell that there were more.
+	maxRecipients int
 	// keepUnread is Parser.keepUnread.
 	keepUnread bool
 
@@ -269,7 +272,7 @@ func (m *msg) body() string {
 }
 
 func (p *Parser) read(b []byte, budget, scan *int64) *msg {
-	m := &msg{raw: b, budget: budget, scan: scan, keepUnread: p != nil && p.keepUnread}
+	m := &msg{raw: b, budget: budget, scan: scan, maxRecipients: p.maxRecipients(), keepUnread: p != nil && p.keepUnread}
 	e := readEntity(m, b)
 	if e == nil {
 		// No header that can be read: the text recognisers may still

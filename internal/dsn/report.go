@@ -101,7 +101,7 @@ func mergeText(rep *Report, m *msg) {
 	done := false
 	lines := func() []Recipient {
 		if !done {
-			text, done = recipientLines(m.body(), nil), true
+			text, done = recipientLines(m.body(), nil, m.maxRecipients), true
 		}
 		return text
 	}

@@ -252,7 +252,7 @@ func (m *msg) lower() string {
 // as the recognisers cut it), that is the same part of m.lower(), with no
 // copy: several recognisers lowercase the text they look at, up to 32 KB.
 func (m *msg) lowerOf(s string) string {
-	if len(s) > 0 && len(m.text) > 0 {
+	if len(s) > 0 && len(s) <= len(m.text) {
 		base := uintptr(unsafe.Pointer(unsafe.StringData(m.text)))
 		p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
 		if p >= base && p-base <= uintptr(len(m.text)-len(s)) {

@@ -136,8 +136,11 @@ func FuzzASCIILower(f *testing.F) {
 // TestLowerOf checks that a part of the text is lowered from the text's
 // lowered copy, and anything else on its own.
 func TestLowerOf(t *testing.T) {
-	m := &msg{text: "Delivery to <Victim@Example.NET> FAILED\nPermanently"}
-	for _, s := range []string{m.text, m.text[:8], m.text[13:31], m.text[len(m.text)-3:], "", "Other TEXT", strings.Clone(m.text[13:31])} {
+	whole := "Delivery to <Victim@Example.NET> FAILED\nPermanently"
+	// The text may itself be part of a longer string: a string that
+	// starts within it but runs past its end is lowered on its own.
+	m := &msg{text: whole[:len(whole)-5]}
+	for _, s := range []string{m.text, m.text[:8], m.text[13:31], m.text[len(m.text)-3:], "", "Other TEXT", strings.Clone(m.text[13:31]), whole[13:], whole[1:]} {
 		if got, want := m.lowerOf(s), asciiLower(s); got != want {
 			t.Errorf("lowerOf(%q) = %q, want %q", s, got, want)
 		}

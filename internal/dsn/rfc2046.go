@@ -115,7 +115,7 @@ func (e *entity) transferDecoded(n int64, scratch *[]byte) []byte {
 		if cap(dst) < size {
 			dst = make([]byte, 0, size)
 		}
-		dst = appendQuotedPrintable(dst, e.raw, int(min(n, int64(len(e.raw)))))
+		dst = appendQuotedPrintable(dst, e.raw, size)
 		if scratch != nil {
 			*scratch = dst
 		}

@@ -297,6 +297,15 @@ func plausibleAddress(s string) bool {
 // the original sender it is addressed to), which the text mentions but which
 // never failed.
 func excluded(m *msg) map[string]bool {
+	// Several recognisers ask; the header is read once, and the set
+	// is only read after.
+	if m.excluded == nil {
+		m.excluded = readExcluded(m)
+	}
+	return m.excluded
+}
+
+func readExcluded(m *msg) map[string]bool {
 	ex := map[string]bool{}
 	if !m.headerOK {
 		return ex

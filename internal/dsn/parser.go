@@ -210,6 +210,9 @@ type msg struct {
 	// sigPos caches where each signature first occurs (signatureAt).
 	sigPos []int
 
+	// excluded caches excluded.
+	excluded map[string]bool
+
 	// failed caches failedOrder.
 	failed     []Recipient
 	failedDone bool

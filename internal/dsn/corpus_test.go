@@ -45,6 +45,23 @@ func corpusDir(tb testing.TB) string {
 	return dir
 }
 
+// samplesAndCorpus returns the files of testdata/dsn, and the corpus's
+// messages when the corpus is there (tests of properties that must hold on
+// any message run without it).
+func samplesAndCorpus(tb testing.TB) []string {
+	tb.Helper()
+	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "dsn", "*"))
+	if err != nil || len(files) == 0 {
+		tb.Fatalf("no samples: %v", err)
+	}
+	dir := os.Getenv("BOUNCEMILTER_CORPUS")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "..", "shared", "corpus", "sisimai")
+	}
+	more, _ := filepath.Glob(filepath.Join(dir, "eml", "*"))
+	return append(files, more...)
+}
+
 // corpusLine is one line of what "bouncemilter parse --json" prints, the
 // input of the corpus scorer: the failed and delayed recipients of every
 // message in one file.

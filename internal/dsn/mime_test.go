@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -125,17 +124,7 @@ func comparable(b []byte) bool {
 }
 
 func TestMIMEReadsAsGoMessage(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "dsn", "*"))
-	dir := os.Getenv("BOUNCEMILTER_CORPUS")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "shared", "corpus", "sisimai")
-	}
-	more, _ := filepath.Glob(filepath.Join(dir, "eml", "*"))
-	files = append(files, more...)
-	if len(files) == 0 {
-		t.Fatal("no samples")
-	}
-	for _, f := range files {
+	for _, f := range samplesAndCorpus(t) {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)

@@ -3,7 +3,6 @@ package dsn
 import (
 	"io"
 	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -16,16 +15,7 @@ import (
 // bounces when it is there. The samples must hold such fields, or the test
 // proves nothing.
 func TestUnreadFields(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "dsn", "*"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no samples: %v", err)
-	}
-	dir := os.Getenv("BOUNCEMILTER_CORPUS")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "shared", "corpus", "sisimai")
-	}
-	more, _ := filepath.Glob(filepath.Join(dir, "eml", "*"))
-	files = append(files, more...)
+	files := samplesAndCorpus(t)
 	var skipping, keeping Parser
 	keeping.keepUnread = true
 	left := 0

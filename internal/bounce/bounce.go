@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bouncemilter/bouncemilter/internal/defaults"
 	"github.com/bouncemilter/bouncemilter/internal/dsn"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 )
@@ -387,9 +388,4 @@ func headerOf(msg []byte, max int) string {
 	return string(msg[:end])
 }
 
-func (h *Handler) now() time.Time {
-	if h.Now != nil {
-		return h.Now()
-	}
-	return time.Now()
-}
+func (h *Handler) now() time.Time { return defaults.Now(h.Now) }

@@ -15,6 +15,7 @@ import (
 	"aead.dev/minisign"
 
 	"github.com/bouncemilter/bouncemilter/internal/banner"
+	"github.com/bouncemilter/bouncemilter/internal/defaults"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 )
 
@@ -372,16 +373,6 @@ func (s *Subscriber) AddressListed(ctx context.Context, addr string) (bool, []st
 	return !l.expires.IsZero() && l.expires.After(s.now()), l.peers, nil
 }
 
-func (s *Subscriber) now() time.Time {
-	if s.Now != nil {
-		return s.Now()
-	}
-	return time.Now()
-}
+func (s *Subscriber) now() time.Time { return defaults.Now(s.Now) }
 
-func (s *Subscriber) log() *slog.Logger {
-	if s.Log != nil {
-		return s.Log
-	}
-	return slog.New(slog.DiscardHandler)
-}
+func (s *Subscriber) log() *slog.Logger { return defaults.Log(s.Log) }

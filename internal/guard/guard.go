@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/bouncemilter/bouncemilter/internal/bounce"
+	"github.com/bouncemilter/bouncemilter/internal/defaults"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 )
 
@@ -204,16 +205,6 @@ func stopReason(s stopped, queueID string, now time.Time) string {
 	return r
 }
 
-func (g *Guard) now() time.Time {
-	if g.Now != nil {
-		return g.Now()
-	}
-	return time.Now()
-}
+func (g *Guard) now() time.Time { return defaults.Now(g.Now) }
 
-func (g *Guard) log() *slog.Logger {
-	if g.Log != nil {
-		return g.Log
-	}
-	return slog.New(slog.DiscardHandler)
-}
+func (g *Guard) log() *slog.Logger { return defaults.Log(g.Log) }

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bouncemilter/bouncemilter/internal/defaults"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 )
 
@@ -177,16 +178,6 @@ func (r *Reporter) sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-func (r *Reporter) now() time.Time {
-	if r.Now != nil {
-		return r.Now()
-	}
-	return time.Now()
-}
+func (r *Reporter) now() time.Time { return defaults.Now(r.Now) }
 
-func (r *Reporter) log() *slog.Logger {
-	if r.Log != nil {
-		return r.Log
-	}
-	return slog.New(slog.DiscardHandler)
-}
+func (r *Reporter) log() *slog.Logger { return defaults.Log(r.Log) }

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/bouncemilter/bouncemilter/internal/bounce"
+	"github.com/bouncemilter/bouncemilter/internal/defaults"
 	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 )
@@ -164,19 +165,9 @@ func (c *Copier) pause() {
 	c.paused = c.now().Add(d)
 }
 
-func (c *Copier) now() time.Time {
-	if c.Now != nil {
-		return c.Now()
-	}
-	return time.Now()
-}
+func (c *Copier) now() time.Time { return defaults.Now(c.Now) }
 
-func (c *Copier) log() *slog.Logger {
-	if c.Log != nil {
-		return c.Log
-	}
-	return slog.New(slog.DiscardHandler)
-}
+func (c *Copier) log() *slog.Logger { return defaults.Log(c.Log) }
 
 // Journal is a bounce.Journal whose RegistrationsByEmail, on a registry
 // miss, copies the address's sign-up from MediaGoblin and returns it. The

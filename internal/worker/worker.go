@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/bouncemilter/bouncemilter/internal/defaults"
 	"github.com/bouncemilter/bouncemilter/internal/refusal"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 )
@@ -336,16 +337,6 @@ func (w *Worker) backoff(attempts int) time.Duration {
 	return min(d, limit)
 }
 
-func (w *Worker) now() time.Time {
-	if w.Now != nil {
-		return w.Now()
-	}
-	return time.Now()
-}
+func (w *Worker) now() time.Time { return defaults.Now(w.Now) }
 
-func (w *Worker) log() *slog.Logger {
-	if w.Log != nil {
-		return w.Log
-	}
-	return slog.New(slog.DiscardHandler)
-}
+func (w *Worker) log() *slog.Logger { return defaults.Log(w.Log) }

@@ -29,6 +29,7 @@ import (
 
 	"github.com/bouncemilter/bouncemilter/internal/bounce"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
+	"github.com/bouncemilter/bouncemilter/internal/worker"
 )
 
 // Message kinds of bouncemilter_messages_total.
@@ -242,26 +243,16 @@ func (s *sends) RecordSends(ctx context.Context, list []registry.Send) error {
 	return s.next.RecordSends(ctx, list)
 }
 
-// Queue is the worker's action journal.
-type Queue interface {
-	DueActions(ctx context.Context, now time.Time, limit int) ([]registry.Action, error)
-	Actions(ctx context.Context, userID int64) ([]registry.Action, error)
-	MarkStarted(ctx context.Context, id int64, now time.Time) error
-	MarkApplied(ctx context.Context, id int64, now time.Time) error
-	MarkFailed(ctx context.Context, id int64, cause error, next time.Time) error
-	MarkRefused(ctx context.Context, id int64, cause error, now time.Time) error
-}
-
 // WrapQueue wraps q: each attempt the worker books counts in
 // bouncemilter_actions_total with the action's kind and its result. The
 // kinds are learnt from DueActions, which hands the worker every action it
 // attempts.
-func (m *Metrics) WrapQueue(q Queue) Queue {
+func (m *Metrics) WrapQueue(q worker.Queue) worker.Queue {
 	return &queue{Queue: q, m: m, kinds: map[int64]registry.ActionKind{}}
 }
 
 type queue struct {
-	Queue
+	worker.Queue
 	m     *Metrics
 	mu    sync.Mutex
 	kinds map[int64]registry.ActionKind

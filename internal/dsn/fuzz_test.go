@@ -209,6 +209,16 @@ func literalSourced(b []byte, addr string) bool {
 	return false
 }
 
+// statusFields splits a delivery-status body into fields (see eachField).
+func statusFields(b []byte) []field {
+	var fs []field
+	eachField(b, func(f field) bool {
+		fs = append(fs, f)
+		return true
+	})
+	return fs
+}
+
 // wholeToken reports whether addr occurs in s as a whole token.
 func wholeToken(s, addr string) bool {
 	low, la := asciiLower(s), asciiLower(addr)

@@ -64,12 +64,6 @@ var returnedMarkers = []string{
 	"dkim-signature:",
 }
 
-// bodyBeforeReturned cuts s at the first returned-message marker at the
-// start of a line.
-func bodyBeforeReturned(s string) string {
-	return s[:returnedCut(asciiLower(s))]
-}
-
 // returnedCut returns the offset of the first line of low (lowercased
 // text) that starts, after blanks, with a returned-message marker, or
 // len(low). One pass over the lines: each marker is tried only where a

@@ -266,7 +266,7 @@ func (m *msg) lowerOf(s string) string {
 	return asciiLower(s)
 }
 
-// body returns the text up to the returned message (bodyBeforeReturned).
+// body returns the text up to the returned message (see returnedCut).
 func (m *msg) body() string {
 	if !m.cutDone {
 		m.cut, m.cutDone = returnedCut(m.lower()), true

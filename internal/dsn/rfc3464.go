@@ -27,19 +27,9 @@ type field struct {
 	name, value string
 }
 
-// statusFields splits a delivery-status body into fields, with an empty
-// field marking each blank line (a group boundary).
-func statusFields(b []byte) []field {
-	var fs []field
-	eachField(b, func(f field) bool {
-		fs = append(fs, f)
-		return true
-	})
-	return fs
-}
-
-// eachField calls fn with each field of b in turn (see statusFields), a
-// field once its continuation lines are read, until fn returns false.
+// eachField calls fn with each field of b in turn, a field once its
+// continuation lines are read, with an empty field marking each blank line
+// (a group boundary), until fn returns false.
 func eachField(b []byte, fn func(field) bool) {
 	eachFieldString(string(b), fn)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/textproto"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -162,7 +161,7 @@ func TestLookalikeSignups(t *testing.T) {
 	// bounce: the attacker relays through this Postfix with the tagged
 	// sender, to their own address (their server now refuses it), with
 	// ORCPT naming the victim.
-	if err := sendORCPT(w.postfix.SMTP, tagged, attackerAddr, "rfc822;"+victimAddr, plainMail(tagged, attackerAddr, "hello")); err != nil {
+	if err := testenv.SendMailParams(w.postfix.SMTP, tagged, []string{attackerAddr}, "NOTIFY=FAILURE ORCPT=rfc822;"+victimAddr, plainMail(tagged, attackerAddr, "hello")); err != nil {
 		t.Fatalf("ORCPT submission: %v", err)
 	}
 	want++
@@ -301,40 +300,6 @@ func sendmailLocal(t *testing.T, p *testenv.Postfix, from, to, msg string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("sendmail: %v: %s", err, out)
 	}
-}
-
-// sendORCPT submits one message with an ORCPT parameter on its one RCPT.
-func sendORCPT(addr, from, to, orcpt, msg string) error {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	tp := textproto.NewConn(c)
-	for _, step := range []struct {
-		code int
-		line string
-	}{
-		{220, ""}, {250, "EHLO attacker.example"}, {250, "MAIL FROM:<" + from + ">"},
-		{250, "RCPT TO:<" + to + "> NOTIFY=FAILURE ORCPT=" + orcpt}, {354, "DATA"},
-	} {
-		if step.line != "" {
-			if err := tp.PrintfLine("%s", step.line); err != nil {
-				return err
-			}
-		}
-		if _, _, err := tp.ReadResponse(step.code); err != nil {
-			return fmt.Errorf("%q: %w", step.line, err)
-		}
-	}
-	dw := tp.DotWriter()
-	dw.Write([]byte(msg))
-	if err := dw.Close(); err != nil {
-		return err
-	}
-	_, _, err = tp.ReadResponse(250)
-	return err
 }
 
 // forgedDSN is a well-formed report, as an attacker's server writes it.

@@ -166,6 +166,13 @@ func pathOf(arg string) string {
 // SendMail submits one message over SMTP, like MediaGoblin's smtplib does.
 // from may be "" for a bounce.
 func SendMail(addr, from string, to []string, msg string) error {
+	return SendMailParams(addr, from, to, "", msg)
+}
+
+// SendMailParams is SendMail with parameters on each RCPT command (RFC
+// 3461's NOTIFY and ORCPT, as a client may send them), or none when
+// params is "".
+func SendMailParams(addr, from string, to []string, params, msg string) error {
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return err
@@ -193,8 +200,11 @@ func SendMail(addr, from string, to []string, msg string) error {
 	if err := step(250, "MAIL FROM:<%s>", from); err != nil {
 		return err
 	}
+	if params != "" {
+		params = " " + params
+	}
 	for _, r := range to {
-		if err := step(250, "RCPT TO:<%s>", r); err != nil {
+		if err := step(250, "RCPT TO:<%s>%s", r, params); err != nil {
 			return err
 		}
 	}

@@ -69,8 +69,9 @@ func retry(open func() (int, error)) (int, error) {
 // os.ReadFile reads once more to see the end.
 //
 // The first read is a pread into the whole buffer, which fails on what
-// cannot seek (a pipe, a terminal, a socket: os.ReadFile reads those to
-// their end) and on a directory. On a regular file a read that does not
+// cannot seek (a pipe, a terminal, a socket: those are read to their end
+// through the same descriptor, into a buffer of their own) and on a
+// directory (read again by os.ReadFile, for its error). On a regular file a read that does not
 // fill the buffer has reached the end, so a file smaller than the buffer,
 // most of them, takes three system calls: open, pread, close. Only a file
 // that fills the buffer is looked at with fstat, and read on.
@@ -85,6 +86,14 @@ func (r *reader) readSmall(name string) (b []byte, ok bool, err error) {
 	}
 	b = r.buf[:cap(r.buf)]
 	n, err := pread(fd, b, 0)
+	if err == syscall.ESPIPE {
+		// Not opened again: a named pipe whose only reader closes
+		// loses what its writer writes until the next open.
+		if b, err = readStream(fd); err != nil {
+			return nil, true, &os.PathError{Op: "read", Path: name, Err: err}
+		}
+		return b, true, nil
+	}
 	if err != nil {
 		return nil, false, nil
 	}
@@ -119,6 +128,26 @@ func (r *reader) readSmall(name string) (b []byte, ok bool, err error) {
 		r.buf = b
 	}
 	return b[:n], true, nil
+}
+
+// readStream reads fd to its end.
+func readStream(fd int) ([]byte, error) {
+	b := make([]byte, 0, 512)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := syscall.Read(fd, b[len(b):cap(b)])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			return nil, err
+		case n == 0:
+			return b, nil
+		}
+		b = b[:len(b)+n]
+	}
 }
 
 // pread reads at offset off, again when interrupted by a signal.

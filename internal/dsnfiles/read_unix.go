@@ -4,6 +4,7 @@ package dsnfiles
 
 import (
 	"os"
+	"math/bits"
 	"path/filepath"
 	"syscall"
 
@@ -107,8 +108,10 @@ func (r *reader) readSmall(name string) (b []byte, ok bool, err error) {
 	// One byte more than the file holds: a read that does not fill the
 	// buffer has reached the end, and a file that grew since fstat is
 	// read on.
+	// Grown to the next power of two: a worker meeting larger and
+	// larger files allocates a few times, not once a file.
 	if want := int(st.Size) + 1; len(b) < want {
-		b = make([]byte, want)
+		b = make([]byte, max(want, min(1<<bits.Len(uint(want)), maxReuse)))
 		copy(b, r.buf[:n])
 		r.buf = b
 	}

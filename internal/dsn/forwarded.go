@@ -14,7 +14,7 @@ func (p *Parser) forwarded(m *msg, depth int) *Report {
 	if len(m.returnedRaw) == 0 || depth >= p.maxDepth() || *m.budget <= 0 {
 		return nil
 	}
-	inner := p.read(skipFromLine(m.returnedRaw), m.budget, m.scan)
+	inner := p.read(skipFromLine(m.returnedRaw), m.budget, m.scan, m.arena)
 	sub := p.recognise(inner, depth+1)
 	if len(sub.Recipients) == 0 {
 		return nil

@@ -69,6 +69,24 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("error on %d bytes: %v", len(b), err)
 		}
 		checkInvariants(t, rep)
+		checkOwnsStrings(t, fuzzParser, b, ownsStringsOther)
+	})
+}
+
+// ownsStringsOther is the message FuzzParse parses after each input, into
+// the arena the input's parse used.
+var ownsStringsOther = []byte("From: MAILER-DAEMON@mx.example\nSubject: Undelivered Mail Returned to Sender\n\n" +
+	"<nobody@example.org>: host mx.example.org said: 550 5.1.1 User unknown\n")
+
+func FuzzHTMLText(f *testing.F) {
+	for _, s := range []string{"<p>a&amp;lt;b</p>", "x<lİ>y\r\n", "&nbsp;<BR>&#64;&quot;", "<d\xc4\xb0v>"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		want := capText(stripTags(string(b)))
+		if got := htmlText(b, nil); got != want {
+			t.Fatalf("htmlText(%q) = %q, want %q", b, got, want)
+		}
 	})
 }
 
@@ -114,7 +132,7 @@ func FuzzDeliveryStatus(f *testing.F) {
 	f.Add([]byte("Diagnostic-Code: smtp; 550\nFinal-Recipient: <x@y.example>\n  continued\nStatus: 4.4.7 (x)\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var rep Report
-		parseDeliveryStatus(&rep, b, 10)
+		parseDeliveryStatus(&rep, string(b), 10, nil)
 		if len(rep.Recipients) > 10 {
 			t.Fatalf("%d recipients, limit 10", len(rep.Recipients))
 		}
@@ -180,7 +198,7 @@ func literalSourced(b []byte, addr string) bool {
 	}
 	var hay []string
 	budget, scan := int64(1<<40), int64(1<<40)
-	m := fuzzParser.read(skipFromLine(b), &budget, &scan)
+	m := fuzzParser.read(skipFromLine(b), &budget, &scan, nil)
 	hay = append(hay, string(b))
 	for depth := 0; m != nil && depth <= fuzzParser.MaxDepth; depth++ {
 		hay = append(hay, m.text)
@@ -191,7 +209,7 @@ func literalSourced(b []byte, addr string) bool {
 			break
 		}
 		hay = append(hay, string(m.returnedRaw))
-		m = fuzzParser.read(skipFromLine(m.returnedRaw), &budget, &scan)
+		m = fuzzParser.read(skipFromLine(m.returnedRaw), &budget, &scan, nil)
 	}
 	for _, h := range hay {
 		for _, fl := range statusFields([]byte(h)) {
@@ -212,7 +230,7 @@ func literalSourced(b []byte, addr string) bool {
 // statusFields splits a delivery-status body into fields (see eachField).
 func statusFields(b []byte) []field {
 	var fs []field
-	eachField(b, func(f field) bool {
+	eachField(string(b), nil, func(f field) bool {
 		fs = append(fs, f)
 		return true
 	})

@@ -25,7 +25,7 @@ func parseInlineStatus(m *msg) []Recipient {
 	}
 	text := m.text[i : i+returnedCut(low[i:])]
 	var rep Report
-	parseDeliveryStatus(&rep, []byte(text), m.maxRecipients+1)
+	parseDeliveryStatus(&rep, text, m.maxRecipients+1, m.arena)
 	return rep.Recipients
 }
 

@@ -239,24 +239,81 @@ func boundaryOf(t *testing.T, msg string) string {
 	return rest[:strings.IndexByte(rest, '"')]
 }
 
+// capText is what capTextBytes does, written plainly: cut to maxTextBytes,
+// then "\r\n" made "\n".
+func capText(s string) string {
+	if len(s) > maxTextBytes {
+		s = s[:maxTextBytes]
+	}
+	if strings.IndexByte(s, '\r') >= 0 {
+		s = strings.ReplaceAll(s, "\r\n", "\n")
+	}
+	return s
+}
+
+// stripTags is what htmlText does before capText, written plainly.
+func stripTags(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	in := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '<':
+			in = true
+			// Block elements end lines, so that line-oriented
+			// recognisers keep working.
+			rest := strings.ToLower(s[i+1 : min(len(s), i+4)])
+			if strings.HasPrefix(rest, "br") || strings.HasPrefix(rest, "p") || strings.HasPrefix(rest, "/p") ||
+				strings.HasPrefix(rest, "div") || strings.HasPrefix(rest, "/di") || strings.HasPrefix(rest, "tr") ||
+				strings.HasPrefix(rest, "li") {
+				b.WriteByte('\n')
+			}
+		case c == '>' && in:
+			in = false
+		case !in:
+			b.WriteByte(c)
+		}
+	}
+	r := strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&", "&nbsp;", " ", "&quot;", `"`, "&#64;", "@")
+	return r.Replace(b.String())
+}
+
+// TestHTMLText checks htmlText against stripTags and capText one after the
+// other, in an arena and on the heap.
+func TestHTMLText(t *testing.T) {
+	for _, s := range []string{"", "<p>a</p>", "a<BR>b<br/>c", "&amp;lt; &lt;&gt;&quot;&#64;&nbsp;&", "<lİ>x", "<d\xc4", "a&l<b>t;b",
+		"<div\r\n>x\r\n</DIV>", "<<p>>", "&#64", strings.Repeat("&lt;", maxTextBytes), strings.Repeat("a<", maxTextBytes) + "\r\n"} {
+		want := capText(stripTags(s))
+		for _, a := range []*arena{nil, getArena()} {
+			in := []byte(s)
+			if got := htmlText(in, a); got != want {
+				t.Errorf("htmlText(%.30q...) = %.30q..., want %.30q...", s, got, want)
+			}
+			if string(in) != s {
+				t.Errorf("htmlText changed its input %.30q...", s)
+			}
+		}
+	}
+}
+
 // TestCapTextBytes checks that the one-copy form of capText gives the same
-// text, also where the cut falls inside a line end, whether the bytes are
-// apart from the scratch buffer (a slice of the message, left unchanged)
-// or at its start (compacted in place).
+// text, also where the cut falls inside a line end, with the copy in an
+// arena, on the heap (no arena), or on the heap because the arena is full,
+// and that it leaves its input as it was.
 func TestCapTextBytes(t *testing.T) {
 	long := strings.Repeat("a", maxTextBytes-1) + "\r\nb"
+	full := &arena{buf: make([]byte, 0, 8)}
+	full.alloc(5)
 	for _, s := range []string{"", "a\r\nb", "\r\r\n", "a\rb\n\r", "\r\n\r\n", long, long[:maxTextBytes], strings.Repeat("\r\n", maxTextBytes)} {
-		var scratch []byte
-		if got, want := capTextBytes([]byte(s), &scratch), capText(s); got != want {
-			t.Errorf("capTextBytes(%.20q...) = %.20q..., want %.20q...", s, got, want)
-		}
-		in := []byte(s)
-		if capTextBytes(in, &scratch); string(in) != s {
-			t.Errorf("capTextBytes changed its input %.20q...", s)
-		}
-		scratch = append(scratch[:0], s...)
-		if got, want := capTextBytes(scratch, &scratch), capText(s); got != want {
-			t.Errorf("capTextBytes in place (%.20q...) = %.20q..., want %.20q...", s, got, want)
+		for _, a := range []*arena{nil, getArena(), full} {
+			in := []byte(s)
+			if got, want := capTextBytes(in, a), capText(s); got != want {
+				t.Errorf("capTextBytes(%.20q...) = %.20q..., want %.20q...", s, got, want)
+			}
+			if string(in) != s {
+				t.Errorf("capTextBytes changed its input %.20q...", s)
+			}
 		}
 	}
 }

@@ -24,6 +24,9 @@ import (
 // depth, media type and content, and how each multipart body ended.
 func mimeTree(b []byte) string {
 	var out strings.Builder
+	// The headers are read into an arena, as a parse reads them.
+	a := getArena()
+	defer putArena(a)
 	var walk func(e *entity, depth int)
 	walk = func(e *entity, depth int) {
 		if depth > 5 {
@@ -32,7 +35,7 @@ func mimeTree(b []byte) string {
 		fmt.Fprintf(&out, "%d %q", depth, e.mediaType)
 		if strings.HasPrefix(e.mediaType, "multipart/") {
 			out.WriteString("\n")
-			mr := newMultipartReader(e, true)
+			mr := newMultipartReader(e, true, a)
 			for {
 				part, err := mr.next()
 				if part == nil {
@@ -44,11 +47,11 @@ func mimeTree(b []byte) string {
 		}
 		fmt.Fprintf(&out, " %q\n", e.content(1<<20, nil))
 	}
-	h, n, err := readHeader(b, true)
+	h, n, err := readHeader(b, true, a)
 	if err != nil {
 		return "unreadable\n"
 	}
-	walk(newEntity(h, b[n:]), 0)
+	walk(newEntity(h, b[n:], a), 0)
 	return out.String()
 }
 

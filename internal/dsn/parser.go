@@ -170,10 +170,16 @@ func (p *Parser) parseBytes(b []byte) (rep *Report, err error) {
 		factor = int64(p.maxDepth()) + 1
 	}
 	scan := factor*int64(len(b)) + 256<<10
-	m := p.read(b, &budget, &scan)
+	// The copies the parse makes go to an arena, which the next message
+	// reuses: the report is detached from it (and from b) before it is
+	// put back. On a panic, the report above is a new one.
+	a := getArena()
+	defer putArena(a)
+	m := p.read(b, &budget, &scan, a)
 	rep = p.recognise(m, 0)
 	rep.Original = m.original()
 	p.finish(rep)
+	rep.detach()
 	return rep, nil
 }
 
@@ -232,6 +238,9 @@ type msg struct {
 	maxRecipients int
 	// keepUnread is Parser.keepUnread.
 	keepUnread bool
+	// arena holds the copies made for this message and the messages
+	// attached to it (see arena).
+	arena *arena
 
 	// low and cut cache what every recogniser needs: the text with
 	// ASCII letters lowercased, and where the returned message starts
@@ -246,7 +255,7 @@ type msg struct {
 // are offsets into m.text.
 func (m *msg) lower() string {
 	if !m.lowDone {
-		m.low, m.lowDone = asciiLower(m.text), true
+		m.low, m.lowDone = m.arena.lower(m.text), true
 	}
 	return m.low
 }
@@ -263,7 +272,7 @@ func (m *msg) lowerOf(s string) string {
 			return m.lower()[off : off+len(s)]
 		}
 	}
-	return asciiLower(s)
+	return m.arena.lower(s)
 }
 
 // body returns the text up to the returned message (see returnedCut).
@@ -274,13 +283,14 @@ func (m *msg) body() string {
 	return m.text[:m.cut]
 }
 
-func (p *Parser) read(b []byte, budget, scan *int64) *msg {
-	m := &msg{raw: b, budget: budget, scan: scan, maxRecipients: p.maxRecipients(), keepUnread: p != nil && p.keepUnread}
+func (p *Parser) read(b []byte, budget, scan *int64, a *arena) *msg {
+	m := a.msg()
+	*m = msg{raw: b, budget: budget, scan: scan, maxRecipients: p.maxRecipients(), keepUnread: p != nil && p.keepUnread, arena: a}
 	e := readEntity(m, b)
 	if e == nil {
 		// No header that can be read: the text recognisers may still
 		// find a bounce in it (some tools hand over the body alone).
-		m.text = capText(string(b[:min(len(b), maxTextBytes+1)]))
+		m.text = capTextBytes(b, a)
 		return m
 	}
 	m.header = e.header
@@ -294,7 +304,7 @@ func (p *Parser) read(b []byte, budget, scan *int64) *msg {
 		body := rawBody(b)
 		body = body[:min(int64(len(body)), maxTextBytes+1, *budget)]
 		*budget -= int64(len(body))
-		m.text = capText(string(body))
+		m.text = capTextBytes(body, a)
 	}
 	return m
 }
@@ -315,14 +325,14 @@ func readEntity(m *msg, b []byte) *entity {
 			m.truncated = true
 		}
 	}
-	h, n, err := readHeader(hb, m.keepUnread)
+	h, n, err := readHeader(hb, m.keepUnread, m.arena)
 	if err != nil {
 		return nil
 	}
 	if body == nil {
 		body = hb[n:]
 	}
-	return newEntity(h, body)
+	return newEntity(h, body, m.arena)
 }
 
 // rawBody returns what follows the header block of a message, whose lines
@@ -359,7 +369,7 @@ func (p *Parser) walk(m *msg, e *entity, depth int) {
 		if mediaType == "multipart/report" && m.reportType == "" {
 			m.reportType = strings.ToLower(e.reportType)
 		}
-		mr := newMultipartReader(e, m.keepUnread)
+		mr := newMultipartReader(e, m.keepUnread, m.arena)
 		mr.scan = m.scan
 		for {
 			part, err := mr.next()
@@ -448,16 +458,16 @@ func (p *Parser) walk(m *msg, e *entity, depth int) {
 		}
 		sp := getScratch()
 		if b := body(maxTextBytes+1, false, sp); mediaType == "text/html" {
-			m.text = capText(stripTags(string(b)))
+			m.text = htmlText(b, m.arena)
 		} else {
-			m.text = capTextBytes(b, sp)
+			m.text = capTextBytes(b, m.arena)
 		}
 		putScratch(sp)
 	default:
 		if depth == 0 {
 			// A single-part message of an odd type: look at it as text.
 			sp := getScratch()
-			m.text = capTextBytes(body(maxTextBytes+1, false, sp), sp)
+			m.text = capTextBytes(body(maxTextBytes+1, false, sp), m.arena)
 			putScratch(sp)
 		}
 	}
@@ -496,7 +506,7 @@ func putScratch(b *[]byte) {
 
 // readHeader parses a header block; a header that cannot be read is none.
 func (m *msg) readHeader(b []byte) (header, bool) {
-	if h, _, err := readHeader(b, m.keepUnread); err == nil {
+	if h, _, err := readHeader(b, m.keepUnread, m.arena); err == nil {
 		return h, true
 	}
 	return header{}, false
@@ -565,20 +575,15 @@ func putBufio(br *bufio.Reader) {
 	bufioPool.Put(br)
 }
 
-// capTextBytes is capText(string(b)). The line ends are turned into LF in
-// *scratch; b, which may be a slice of the message, is left as it is.
-func capTextBytes(b []byte, scratch *[]byte) string {
+// capTextBytes returns the text of a part, b, cut to maxTextBytes and
+// copied into the arena a (nil: the heap) with its line ends turned into
+// LF on the way; b, which may be a slice of the message, is left as it is.
+func capTextBytes(b []byte, a *arena) string {
 	b = b[:min(len(b), maxTextBytes)]
 	if bytes.IndexByte(b, '\r') < 0 {
-		return string(b)
+		return a.string(b)
 	}
-	// When b is already the start of *scratch, it is compacted in
-	// place: the write position never passes the read position.
-	out := (*scratch)[:0]
-	if cap(out) < len(b) {
-		out = make([]byte, 0, len(b))
-	}
-	out = out[:len(b)]
+	out := a.alloc(len(b))
 	w := 0
 	for i := 0; i < len(b); i++ {
 		if b[i] == '\r' && i+1 < len(b) && b[i+1] == '\n' {
@@ -587,19 +592,9 @@ func capTextBytes(b []byte, scratch *[]byte) string {
 		out[w] = b[i]
 		w++
 	}
-	*scratch = out[:0]
-	return string(out[:w])
+	return unsafe.String(unsafe.SliceData(out), w)
 }
 
-func capText(s string) string {
-	if len(s) > maxTextBytes {
-		s = s[:maxTextBytes]
-	}
-	if strings.IndexByte(s, '\r') >= 0 {
-		s = strings.ReplaceAll(s, "\r\n", "\n")
-	}
-	return s
-}
 
 // skipFromLine drops an mbox "From " separator line at the start.
 func skipFromLine(b []byte) []byte {
@@ -612,30 +607,99 @@ func skipFromLine(b []byte) []byte {
 	return nil
 }
 
-// stripTags turns HTML into text good enough for pattern matching.
-func stripTags(s string) string {
-	var b strings.Builder
-	b.Grow(len(s))
+// htmlText turns an HTML part into text good enough for pattern matching:
+// tags dropped, block elements ending lines (so that line-oriented
+// recognisers keep working), the common entities decoded, then cut to
+// maxTextBytes with its line ends turned into LF. One pass over b and one
+// over the result, in the arena a (nil: the heap): the text is never
+// longer than the HTML. TestHTMLText and FuzzHTMLText hold it to
+// stripping, replacing and capping one after the other.
+func htmlText(b []byte, a *arena) string {
+	out := a.alloc(len(b))
+	w := 0
 	in := false
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
 		case c == '<':
 			in = true
-			// Block elements end lines, so that line-oriented
-			// recognisers keep working.
-			rest := strings.ToLower(s[i+1 : min(len(s), i+4)])
-			if strings.HasPrefix(rest, "br") || strings.HasPrefix(rest, "p") || strings.HasPrefix(rest, "/p") ||
-				strings.HasPrefix(rest, "div") || strings.HasPrefix(rest, "/di") || strings.HasPrefix(rest, "tr") ||
-				strings.HasPrefix(rest, "li") {
-				b.WriteByte('\n')
+			if blockTag(b[i+1 : min(len(b), i+4)]) {
+				out[w] = '\n'
+				w++
 			}
 		case c == '>' && in:
 			in = false
 		case !in:
-			b.WriteByte(c)
+			out[w] = c
+			w++
 		}
 	}
-	r := strings.NewReplacer("&lt;", "<", "&gt;", ">", "&amp;", "&", "&nbsp;", " ", "&quot;", `"`, "&#64;", "@")
-	return r.Replace(b.String())
+	// Entities, each read once: what a replacement writes is not read
+	// again ("&amp;lt;" is "&lt;"), and no entity is shorter than what
+	// it stands for, so the text is rewritten in place.
+	n := 0
+	for r := 0; r < w; {
+		if out[r] == '&' {
+			if e, ok := entityAt(out[r:w]); ok {
+				out[n] = htmlEntities[e].text
+				n++
+				r += len(htmlEntities[e].name)
+				continue
+			}
+		}
+		out[n] = out[r]
+		n++
+		r++
+	}
+	out = out[:min(n, maxTextBytes)]
+	// As capTextBytes: "\r\n" becomes "\n" within the cut text.
+	n = 0
+	for i := 0; i < len(out); i++ {
+		if out[i] == '\r' && i+1 < len(out) && out[i+1] == '\n' {
+			continue
+		}
+		out[n] = out[i]
+		n++
+	}
+	return unsafe.String(unsafe.SliceData(out), n)
+}
+
+// htmlEntities are the entities htmlText decodes.
+var htmlEntities = [...]struct {
+	name string
+	text byte
+}{{"&lt;", '<'}, {"&gt;", '>'}, {"&amp;", '&'}, {"&nbsp;", ' '}, {"&quot;", '"'}, {"&#64;", '@'}}
+
+// entityAt returns which of htmlEntities b starts with.
+func entityAt(b []byte) (int, bool) {
+	for i, e := range htmlEntities {
+		if len(b) >= len(e.name) && string(b[:len(e.name)]) == e.name {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// blockTag reports whether the (at most) three bytes after a "<" start
+// a tag that ends a line: br, p, /p, div, /di(v), tr or li, in any case.
+// Bytes beyond ASCII are lowercased as strings.ToLower does, which can
+// turn them into ASCII letters (U+0130 into "i" and a combining dot).
+func blockTag(rest []byte) bool {
+	var buf [3]byte
+	low := buf[:0]
+	for _, c := range rest {
+		if c >= 0x80 {
+			low = []byte(strings.ToLower(string(rest)))
+			break
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		low = append(low, c)
+	}
+	for _, p := range [...]string{"br", "p", "/p", "div", "/di", "tr", "li"} {
+		if bytes.HasPrefix(low, []byte(p)) {
+			return true
+		}
+	}
+	return false
 }

@@ -35,7 +35,7 @@ func (p *Parser) recognise(m *msg, depth int) *Report {
 
 	// RFC 3464 / RFC 6533 report: the standard, and the most common.
 	for _, b := range m.status {
-		parseDeliveryStatus(rep, b, max)
+		parseDeliveryStatus(rep, m.arena.string(b), max, m.arena)
 	}
 	if len(rep.Recipients) > 0 {
 		rep.Format = "rfc3464"

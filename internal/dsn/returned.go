@@ -68,8 +68,9 @@ func (m *msg) findQuotedHeader() *header {
 	rest = strings.TrimLeft(rest, "\n \t")
 	// Quoted headers end at the first blank line; lines that are not
 	// fields (quoting marks, junk) are dropped on the way.
-	var fs []field
-	eachFieldString(headerBlock(rest), func(f field) bool {
+	var stack [32]field
+	fs := stack[:0]
+	eachField(headerBlock(rest), m.arena, func(f field) bool {
 		if f.name == "" {
 			return false
 		}
@@ -79,7 +80,7 @@ func (m *msg) findQuotedHeader() *header {
 	if len(fs) == 0 {
 		return nil
 	}
-	h := header{fields: make([]headerField, len(fs))}
+	h := header{fields: m.arena.headerFields(len(fs))}
 	for i, f := range fs {
 		h.fields[i] = headerField{name: f.name, value: f.value}
 	}

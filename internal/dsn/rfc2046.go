@@ -43,10 +43,12 @@ type entity struct {
 	charset string
 }
 
-// newEntity makes an entity of a header and its raw body.
-func newEntity(h header, raw []byte) *entity {
+// newEntity makes an entity of a header and its raw body, in the arena a
+// (nil: the heap).
+func newEntity(h header, raw []byte, a *arena) *entity {
 	ct := h.contentType()
-	e := &entity{header: h, raw: raw, mediaType: ct.mediaType, badType: ct.bad, boundary: ct.boundary, reportType: ct.reportType}
+	e := a.entity()
+	*e = entity{header: h, raw: raw, mediaType: ct.mediaType, badType: ct.bad, boundary: ct.boundary, reportType: ct.reportType}
 	if !strings.HasPrefix(ct.mediaType, "multipart/") {
 		e.encoding = strings.ToLower(h.Get("Content-Transfer-Encoding"))
 	}
@@ -180,6 +182,8 @@ type multipartReader struct {
 	cut bool
 	// keepUnread is Parser.keepUnread, for the parts' headers.
 	keepUnread bool
+	// arena holds the parts' header fields (nil: the heap).
+	arena *arena
 	// scan, when set, is how many more bytes may be searched for
 	// boundaries; once it is spent, next fails with errScanLimit.
 	scan *int64
@@ -201,10 +205,10 @@ var errScanLimit = errors.New("multipart: nested too deep to search")
 // boundary: everything in it was read, but it was cut short.
 var errEndedEarly = errors.New("multipart: NextPart: EOF")
 
-func newMultipartReader(e *entity, keepUnread bool) *multipartReader {
+func newMultipartReader(e *entity, keepUnread bool, a *arena) *multipartReader {
 	boundary := e.boundary
 	return &multipartReader{b: e.raw, boundary: boundary, nl: "\r\n", nlDash: []byte("\r\n--" + boundary),
-		cut: e.cut, keepUnread: keepUnread}
+		cut: e.cut, keepUnread: keepUnread, arena: a}
 }
 
 // next returns the next part, or nil and io.EOF after the closing
@@ -225,7 +229,7 @@ func (r *multipartReader) next() (*entity, error) {
 		}
 		if r.isDelimiter(line) {
 			r.parts++
-			h, n, complete, err := readHeaderEnd(r.b[r.off:], r.keepUnread)
+			h, n, complete, err := readHeaderEnd(r.b[r.off:], r.keepUnread, r.arena)
 			if err != nil {
 				return nil, err
 			}
@@ -243,7 +247,7 @@ func (r *multipartReader) next() (*entity, error) {
 				*r.scan -= int64(max(end, min(len(r.b), end+len(r.nlDash))) - start)
 			}
 			r.off = end
-			e := newEntity(h, r.b[start:end])
+			e := newEntity(h, r.b[start:end], r.arena)
 			e.cut = !found
 			return e, nil
 		}

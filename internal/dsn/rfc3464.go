@@ -27,16 +27,12 @@ type field struct {
 	name, value string
 }
 
-// eachField calls fn with each field of b in turn, a field once its
+// eachField calls fn with each field of s in turn, a field once its
 // continuation lines are read, with an empty field marking each blank line
-// (a group boundary), until fn returns false.
-func eachField(b []byte, fn func(field) bool) {
-	eachFieldString(string(b), fn)
-}
-
-// eachFieldString is eachField of a string, whose fields are substrings
-// of it (but for folded values and names not in lower case already).
-func eachFieldString(s string, fn func(field) bool) {
+// (a group boundary), until fn returns false. The fields are substrings of
+// s, but for folded values, joined in the arena a (nil: the heap), and
+// names not in lower case already.
+func eachField(s string, a *arena, fn func(field) bool) {
 	var cur field
 	have, blank := false, false
 	emit := func() bool {
@@ -73,7 +69,7 @@ func eachFieldString(s string, fn func(field) bool) {
 			// field longer than maxFieldBytes is cut: no real one
 			// is, and appending without end would be quadratic.
 			if have && !blank && len(cur.value) < maxFieldBytes {
-				cur.value += " " + strings.TrimSpace(line)
+				cur.value = a.join(cur.value, " ", strings.TrimSpace(line))
 			}
 			continue
 		}
@@ -120,8 +116,9 @@ var knownFieldNames = [...]string{"final-recipient", "original-recipient", "acti
 	"from", "to", "subject", "date", "message-id", "return-path", "received", "content-type",
 	"mime-version", "content-transfer-encoding", "x-mailer", "reply-to", "sender"}
 
-// parseDeliveryStatus reads one delivery-status body into rep.
-func parseDeliveryStatus(rep *Report, b []byte, max int) {
+// parseDeliveryStatus reads one delivery-status body into rep, joining
+// folded values in the arena a (nil: the heap).
+func parseDeliveryStatus(rep *Report, s string, max int, a *arena) {
 	var cur *Recipient
 	// hasFinal, hasOrig and hasFields say what the current recipient
 	// already holds, to split recipients when blank lines are missing.
@@ -161,7 +158,7 @@ func parseDeliveryStatus(rep *Report, b []byte, max int) {
 	}
 	// Reading stops at the first recipient over max: the rest of a
 	// huge report costs nothing.
-	eachField(b, func(f field) bool {
+	eachField(s, a, func(f field) bool {
 		switch f.name {
 		case "":
 			flush()

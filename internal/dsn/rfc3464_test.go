@@ -80,7 +80,7 @@ func TestDeliveryStatusFields(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var rep Report
-			parseDeliveryStatus(&rep, []byte(c.in), 10)
+			parseDeliveryStatus(&rep, c.in, 10, nil)
 			if len(rep.Recipients) != len(c.want) {
 				t.Fatalf("got %+v, want %+v", rep.Recipients, c.want)
 			}

@@ -7,6 +7,7 @@ import (
 	"iter"
 	"mime"
 	"strings"
+	"unsafe"
 )
 
 // This file reads header blocks (RFC 5322 section 2.2: fields of a name, a
@@ -158,14 +159,14 @@ var errHeaderTooLarge = errors.New("header block too large")
 // printable ASCII, a first line that is a continuation, or a block larger
 // than maxEntityHeaderBytes. Fields that no recogniser reads (unreadField)
 // are left out unless keepUnread.
-func readHeader(b []byte, keepUnread bool) (header, int, error) {
-	h, n, _, err := readHeaderEnd(b, keepUnread)
+func readHeader(b []byte, keepUnread bool, a *arena) (header, int, error) {
+	h, n, _, err := readHeaderEnd(b, keepUnread, a)
 	return h, n, err
 }
 
 // readHeaderEnd is readHeader, saying also whether a blank line ended the
-// block.
-func readHeaderEnd(b []byte, keepUnread bool) (h header, n int, complete bool, err error) {
+// block. The fields are copied into the arena a (nil: the heap).
+func readHeaderEnd(b []byte, keepUnread bool, a *arena) (h header, n int, complete bool, err error) {
 	limited := len(b) > maxEntityHeaderBytes
 	if limited {
 		b = b[:maxEntityHeaderBytes]
@@ -179,8 +180,8 @@ func readHeaderEnd(b []byte, keepUnread bool) (h header, n int, complete bool, e
 		return h, 0, false, errHeaderTooLarge
 	}
 	// The fields to keep are found first, and copied into one string
-	// that they are substrings of: trace fields, most of a bounce's
-	// header, are not copied at all.
+	// (in the arena a) that they are substrings of: trace fields, most
+	// of a bounce's header, are not copied at all.
 	type span struct{ start, colon, end int }
 	var stack [48]span
 	spans, size := stack[:0], 0
@@ -210,19 +211,18 @@ func readHeaderEnd(b []byte, keepUnread bool) (h header, n int, complete bool, e
 		spans = append(spans, span{start, start + colon, off})
 		size += off - start
 	}
-	var sb strings.Builder
-	sb.Grow(size)
+	kept := a.alloc(size)[:0]
 	for _, sp := range spans {
-		sb.Write(b[sp.start:sp.end])
+		kept = append(kept, b[sp.start:sp.end]...)
 	}
-	all := sb.String()
-	h.fields = make([]headerField, len(spans))
+	all := unsafe.String(unsafe.SliceData(kept), len(kept))
+	h.fields = a.headerFields(len(spans))
 	for i, pos := 0, 0; i < len(spans); i++ {
 		sp := spans[i]
 		f := all[pos : pos+sp.end-sp.start]
 		pos += sp.end - sp.start
 		c := sp.colon - sp.start
-		h.fields[i] = headerField{name: trimBlanks(f[:c]), value: unfold(f[c+1:])}
+		h.fields[i] = headerField{name: trimBlanks(f[:c]), value: unfold(f[c+1:], a)}
 	}
 	if err != nil {
 		return h, 0, false, err
@@ -279,13 +279,14 @@ func nextLine(b []byte, off int) ([]byte, int) {
 
 // unfold joins the lines of a field's value: each trimmed of its line end
 // and blanks, empty ones dropped, one space between. A value on one line is
-// a substring of v, without a copy.
-func unfold(v string) string {
+// a substring of v, without a copy; a folded one is joined in the arena a
+// (nil: the heap).
+func unfold(v string, a *arena) string {
 	if i := strings.IndexByte(v, '\n'); i < 0 || i == len(v)-1 {
 		return trimLine(v)
 	}
-	var b strings.Builder
-	b.Grow(len(v))
+	// Joined, the value is no longer than v.
+	b := a.alloc(len(v))[:0]
 	for v != "" {
 		line := v
 		if i := strings.IndexByte(v, '\n'); i >= 0 {
@@ -294,13 +295,13 @@ func unfold(v string) string {
 			v = ""
 		}
 		if line = trimLine(line); line != "" {
-			if b.Len() > 0 {
-				b.WriteByte(' ')
+			if len(b) > 0 {
+				b = append(b, ' ')
 			}
-			b.WriteString(line)
+			b = append(b, line...)
 		}
 	}
-	return b.String()
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // trimLine trims a line of a value of its end ("\r\n" or "\n") and then

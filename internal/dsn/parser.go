@@ -595,7 +595,6 @@ func capTextBytes(b []byte, a *arena) string {
 	return unsafe.String(unsafe.SliceData(out), w)
 }
 
-
 // skipFromLine drops an mbox "From " separator line at the start.
 func skipFromLine(b []byte) []byte {
 	if !bytes.HasPrefix(b, []byte("From ")) {

@@ -3,8 +3,8 @@
 package dsnfiles
 
 import (
-	"os"
 	"math/bits"
+	"os"
 	"path/filepath"
 	"syscall"
 

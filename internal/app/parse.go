@@ -6,9 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"runtime"
-	"runtime/debug"
 	"strings"
 
 	"github.com/bouncemilter/bouncemilter/internal/dsn"
@@ -25,7 +22,6 @@ var ErrFilesFailed = errors.New("some files failed")
 // what was printed before it, and the others are still read.
 func Parse(ctx context.Context, files []string, maxBytes int64, asJSON bool, out io.Writer, failed func(file, msg string)) error {
 	p := &dsn.Parser{MaxBytes: maxBytes}
-	defer tuneGC()()
 	// One write per file would cost more than parsing it.
 	w := bufio.NewWriter(out)
 	defer w.Flush()
@@ -49,32 +45,6 @@ func Parse(ctx context.Context, files []string, maxBytes int64, asJSON bool, out
 		return err
 	}
 	return result
-}
-
-// tuneGC sets the collector for a parse run and returns what restores it.
-// The live heap of a run is tiny (the results of a round), but the parser
-// allocates about 10 KB a message, so the heap grows to the collector's
-// minimum goal (4 MB at GOGC=100) in fresh pages, each costing a page
-// fault. A lower GC percent trades those pages for collections. Measured
-// with perf stat over the shared corpus (632 files, 6.6 MB allocated; task
-// clock, medians of 30 runs, two cores):
-//
-//	GOMAXPROCS=1  GOGC=100 75.9 ms, 1773 faults  50: 71.2, 1464  25: 69.2, 1350
-//	GOMAXPROCS=2  GOGC=100 86.9 ms, 1955 faults  50: 95.2, 1757  25: 108.2, 1677  200: 90.2
-//
-// With one core the saved faults pay for the collections. With two or
-// more every collection stops and restarts a running worker, and puts the
-// idle one to marking, which costs more than the pages it saves, so the
-// default stays. A memory limit (GOGC=off, GOMEMLIMIT=4-6 MiB) collected
-// without end: 20 times the CPU. An operator's GOGC is left alone, and
-// so is every other command's collector (serve is long-running, and its
-// heap is not this one).
-func tuneGC() (restore func()) {
-	if runtime.GOMAXPROCS(0) != 1 || os.Getenv("GOGC") != "" {
-		return func() {}
-	}
-	old := debug.SetGCPercent(25)
-	return func() { debug.SetGCPercent(old) }
 }
 
 // printSummary writes the human-readable form: one line per file, then one

@@ -196,6 +196,11 @@ func readFile(name string, r *reader) ([]byte, error) {
 	return os.ReadFile(name)
 }
 
+// firstBuffer is the size of a worker's buffer before a larger file grows
+// it: most bounces fit. A buffer this large comes from fresh memory that
+// needs no zeroing, so only the pages a file is read into are touched.
+const firstBuffer = 128 << 10
+
 // maxReuse bounds the buffer a worker keeps: bounces are a few kilobytes,
 // and a large file (an mbox of many) is read once into its own buffer.
 const maxReuse = 1 << 20

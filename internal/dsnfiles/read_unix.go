@@ -83,7 +83,7 @@ func (r *reader) readSmall(name string) (b []byte, ok bool, err error) {
 	}
 	defer syscall.Close(fd)
 	if cap(r.buf) == 0 {
-		r.buf = make([]byte, 16<<10)
+		r.buf = make([]byte, firstBuffer)
 	}
 	b = r.buf[:cap(r.buf)]
 	n, err := pread(fd, b, 0)

@@ -57,7 +57,7 @@ func TestReadFile(t *testing.T) {
 	}
 	small, empty := write("small", 100), write("empty", 0)
 	mid, exact := write("mid", 100<<10), write("exact", maxReuse)
-	full := write("full", 16<<10) // exactly the first buffer
+	full := write("full", firstBuffer) // exactly the first buffer
 	big := write("big", maxReuse+1)
 	var r reader
 	defer r.close()

@@ -18,7 +18,10 @@
 // A message is read in place: its header blocks and MIME parts (RFC 5322,
 // RFC 2045, RFC 2046) are slices of it, and a part is copied only to be
 // decoded. ParseBytes neither copies nor changes the bytes it is given,
-// and no Report refers to them once it returns.
+// which must not change while it runs, and no Report refers to them once
+// it returns. What a parse does copy (the header fields it keeps, the text
+// a person would read) goes to an arena that the next message reuses; the
+// Report is copied out of it into memory of its own before it is returned.
 //
 // It does no I/O beyond reading the io.Reader it is given, and decides
 // nothing: whether a bounce is authentic or should lead to any action is for

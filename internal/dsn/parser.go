@@ -584,15 +584,21 @@ func capTextBytes(b []byte, a *arena) string {
 		return a.string(b)
 	}
 	out := a.alloc(len(b))
+	return unsafe.String(unsafe.SliceData(out), crlfToLF(out, b))
+}
+
+// crlfToLF copies src to dst (at least as long; it may be src itself) with
+// each "\r\n" turned into "\n", and returns the length written.
+func crlfToLF(dst, src []byte) int {
 	w := 0
-	for i := 0; i < len(b); i++ {
-		if b[i] == '\r' && i+1 < len(b) && b[i+1] == '\n' {
+	for i := 0; i < len(src); i++ {
+		if src[i] == '\r' && i+1 < len(src) && src[i+1] == '\n' {
 			continue
 		}
-		out[w] = b[i]
+		dst[w] = src[i]
 		w++
 	}
-	return unsafe.String(unsafe.SliceData(out), w)
+	return w
 }
 
 // skipFromLine drops an mbox "From " separator line at the start.
@@ -649,17 +655,9 @@ func htmlText(b []byte, a *arena) string {
 		n++
 		r++
 	}
-	out = out[:min(n, maxTextBytes)]
 	// As capTextBytes: "\r\n" becomes "\n" within the cut text.
-	n = 0
-	for i := 0; i < len(out); i++ {
-		if out[i] == '\r' && i+1 < len(out) && out[i+1] == '\n' {
-			continue
-		}
-		out[n] = out[i]
-		n++
-	}
-	return unsafe.String(unsafe.SliceData(out), n)
+	out = out[:min(n, maxTextBytes)]
+	return unsafe.String(unsafe.SliceData(out), crlfToLF(out, out))
 }
 
 // htmlEntities are the entities htmlText decodes.

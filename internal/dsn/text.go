@@ -2,7 +2,6 @@ package dsn
 
 import (
 	"strings"
-	"unsafe"
 )
 
 // This file holds what the plain-text recognisers share: telling whether a
@@ -151,24 +150,10 @@ func mayBeBounce(m *msg) bool {
 
 // asciiLower lowercases A to Z only, so that indexes into the result are
 // indexes into s (strings.ToLower may change the length of non-ASCII and
-// invalid UTF-8 text).
+// invalid UTF-8 text). A copy, when one is needed, is on the heap.
 func asciiLower(s string) string {
-	for i := 0; i < len(s); i++ {
-		if 'A' <= s[i] && s[i] <= 'Z' {
-			// One allocation and a loop without appends: the bytes
-			// are never changed once the string is made of them (as
-			// strings.Builder hands over its buffer).
-			b := make([]byte, len(s))
-			copy(b, s)
-			for j := i; j < len(b); j++ {
-				if c := b[j]; 'A' <= c && c <= 'Z' {
-					b[j] = c + 'a' - 'A'
-				}
-			}
-			return unsafe.String(unsafe.SliceData(b), len(b))
-		}
-	}
-	return s
+	var heap *arena
+	return heap.lower(s)
 }
 
 // textLines splits the text into lines; "\r\n" was turned into "\n" when

@@ -185,10 +185,30 @@ func (r *Report) strings(fn func(*string)) {
 // detach copies every string of the report into one block of its own, so
 // that the report shares no memory with the message (which the caller may
 // reuse) or with the arena (which the next message reuses). One
-// allocation a report, instead of one a string.
+// allocation a report, instead of one a string. The recipients of a report
+// often share a string (one diagnostic for the addresses of one line):
+// equal strings share one copy, as they shared the text they came from,
+// so that a hundred recipients do not cost a hundred copies of it.
 func (r *Report) detach() {
+	// Keyed by the strings as they are before the copy: the map is gone
+	// before the memory they are in is reused.
+	var copied map[string]string
+	if len(r.Recipients) > 1 {
+		copied = make(map[string]string)
+	}
 	n := 0
-	r.strings(func(s *string) { n += len(*s) })
+	r.strings(func(s *string) {
+		if *s == "" {
+			return
+		}
+		if copied != nil {
+			if _, ok := copied[*s]; ok {
+				return
+			}
+			copied[*s] = ""
+		}
+		n += len(*s)
+	})
 	if n == 0 {
 		return
 	}
@@ -197,8 +217,16 @@ func (r *Report) detach() {
 		if *s == "" {
 			return
 		}
+		if c := copied[*s]; c != "" {
+			*s = c
+			return
+		}
 		start := len(block)
 		block = append(block, *s...)
-		*s = unsafe.String(&block[start], len(*s))
+		c := unsafe.String(&block[start], len(*s))
+		if copied != nil {
+			copied[*s] = c
+		}
+		*s = c
 	})
 }

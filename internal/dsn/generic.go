@@ -857,18 +857,15 @@ var delayPhrases = []string{"will be retried", "still trying", "this is a warnin
 	"you do not need to resend", "you don't need to resend", "warning message only", "still in the queue",
 	"temporarily deferred", "delivery delayed", "delayed mail"}
 
+// delayIndex finds any of delayPhrases (one group) in one pass.
+var delayIndex = sync.OnceValue(func() *phraseTable { return newPhraseTable(delayPhrases) })
+
 // markDelayed sets the action of text-only recipients: a warning that
 // delivery is still being tried is "delayed", anything else "failed".
 func markDelayed(m *msg, rs []Recipient, text string) {
 	low := m.lowerOf(text)
-	delayed := false
-	for _, p := range delayPhrases {
-		if strings.Contains(low, p) {
-			delayed = true
-			break
-		}
-	}
-	delayed = delayed || strings.Contains(low, "is a temporary error") && !strings.Contains(low, "permanent")
+	delayed := delayIndex().firstGroup(low) == 0 ||
+		strings.Contains(low, "is a temporary error") && !strings.Contains(low, "permanent")
 	for i := range rs {
 		if rs[i].Action != "" {
 			continue

@@ -192,8 +192,14 @@ func classifyText(status, diag string) string {
 // each group in turn finds, in one pass over d instead of one per phrase
 // (there are some two hundred).
 func firstPhraseGroup(d string) int {
-	idx := phraseIndex()
-	best := len(reasonPhrases)
+	return phraseIndex().firstGroup(d)
+}
+
+// firstGroup returns the lowest group with a phrase that occurs in d, or
+// -1, in one pass over d: at each position, only the phrases that start
+// with its byte, and only where the two bytes there start one.
+func (idx *phraseTable) firstGroup(d string) int {
+	best := idx.groups
 	for i := 0; i < len(d) && best > 0; i++ {
 		// Most positions start no phrase: their first two bytes say
 		// so without looking at the phrases.
@@ -206,7 +212,7 @@ func firstPhraseGroup(d string) int {
 			}
 		}
 	}
-	if best == len(reasonPhrases) {
+	if best == idx.groups {
 		return -1
 	}
 	return best
@@ -222,6 +228,18 @@ type phraseRef struct {
 type phraseTable struct {
 	first   [256][]phraseRef
 	bigrams [1 << 16 / 64]uint64
+	groups  int // groups are numbered 0 to groups-1
+}
+
+// newPhraseTable indexes the phrases (none empty) of each group.
+func newPhraseTable(groups ...[]string) *phraseTable {
+	t := &phraseTable{groups: len(groups)}
+	for g, phrases := range groups {
+		for _, p := range phrases {
+			t.add(p, g)
+		}
+	}
+	return t
 }
 
 func (t *phraseTable) bigram(a, b byte) bool {
@@ -232,13 +250,11 @@ func (t *phraseTable) bigram(a, b byte) bool {
 // phraseIndex builds the phraseTable once. A phrase of one byte marks
 // every pair that starts with it.
 var phraseIndex = sync.OnceValue(func() *phraseTable {
-	t := new(phraseTable)
+	groups := make([][]string, len(reasonPhrases))
 	for g, rp := range reasonPhrases {
-		for _, p := range rp.phrases {
-			t.add(p, g)
-		}
+		groups[g] = rp.phrases
 	}
-	return t
+	return newPhraseTable(groups...)
 })
 
 // add indexes the phrase p (not empty) as group g.

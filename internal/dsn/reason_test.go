@@ -3,6 +3,7 @@ package dsn
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -76,11 +77,23 @@ func naivePhraseGroup(d string) int {
 func FuzzFirstPhraseGroup(f *testing.F) {
 	f.Add("550 5.1.1 user unknown")
 	f.Add("mailbox full")
+	f.Add("delivery attempts will continue")
 	f.Fuzz(func(t *testing.T, d string) {
 		if got, want := firstPhraseGroup(d), naivePhraseGroup(d); got != want {
 			t.Errorf("firstPhraseGroup(%q) = %d, want %d", d, got, want)
 		}
+		checkDelayIndex(t, d)
 	})
+}
+
+// checkDelayIndex checks delayIndex against looking for each of
+// delayPhrases in turn.
+func checkDelayIndex(t *testing.T, d string) {
+	t.Helper()
+	want := slices.ContainsFunc(delayPhrases, func(p string) bool { return strings.Contains(d, p) })
+	if got := delayIndex().firstGroup(d) == 0; got != want {
+		t.Errorf("delayIndex finds a phrase in %q: %v, want %v", d, got, want)
+	}
 }
 
 // TestFirstPhraseGroup checks the one-pass search against looking for each
@@ -109,10 +122,14 @@ func TestFirstPhraseGroup(t *testing.T) {
 			}
 		}
 	}
+	for _, p := range delayPhrases {
+		inputs = append(inputs, p, "we "+p+" later", p[:len(p)-1], "x"+p[1:])
+	}
 	for _, d := range inputs {
 		if got, want := firstPhraseGroup(d), naivePhraseGroup(d); got != want {
 			t.Errorf("firstPhraseGroup(%q) = %d, want %d", d, got, want)
 		}
+		checkDelayIndex(t, d)
 	}
 }
 

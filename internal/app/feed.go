@@ -114,14 +114,8 @@ func FeedStatus(ctx context.Context, cfg Config, asJSON bool, out io.Writer) err
 		return err
 	}
 	defer reg.Close()
-	known, err := reg.FeedPeers(ctx)
-	if err != nil {
-		return err
-	}
 	var list []PeerStatus
-	seen := map[string]bool{}
-	configured := cfg.hasPeers()
-	if configured {
+	if cfg.hasPeers() {
 		peers, err := loadPeers(cfg.FeedPeers, cfg.FeedPeerLines)
 		if err != nil {
 			return err
@@ -132,11 +126,13 @@ func FeedStatus(ctx context.Context, cfg Config, asJSON bool, out io.Writer) err
 				return err
 			}
 			list = append(list, statusOf(st, p.URL, p.Weight))
-			seen[p.Name] = true
 		}
-	}
-	for _, st := range known {
-		if !seen[st.Name] && !configured {
+	} else {
+		known, err := reg.FeedPeers(ctx)
+		if err != nil {
+			return err
+		}
+		for _, st := range known {
 			list = append(list, statusOf(st, "", 0))
 		}
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/emersion/go-milter"
 
 	"github.com/bouncemilter/bouncemilter/internal/bounce"
+	"github.com/bouncemilter/bouncemilter/internal/defaults"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 )
 
@@ -133,9 +134,7 @@ func New(cfg Config, h Handler, sends SendRecorder, rewriter Rewriter, log *slog
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight()
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log = defaults.Log(log)
 	return &Filter{cfg: cfg, handler: h, sends: sends, rewriter: rewriter, log: log, now: time.Now, inflight: newInflight()}, nil
 }
 

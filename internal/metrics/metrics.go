@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/bouncemilter/bouncemilter/internal/bounce"
+	"github.com/bouncemilter/bouncemilter/internal/defaults"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 	"github.com/bouncemilter/bouncemilter/internal/worker"
 )
@@ -108,9 +109,7 @@ func New(src Source) *Metrics {
 // served: a scrape that failed as a whole would hide the counts with the
 // one value that is missing, and Prometheus marks the absent series stale.
 func (m *Metrics) Handler(log *slog.Logger) http.Handler {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log = defaults.Log(log)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()

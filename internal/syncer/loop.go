@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/defaults"
 )
 
 // Back-off bounds after failed runs in Every.
@@ -32,9 +34,7 @@ func Follow(ctx context.Context, interval, poll time.Duration, log *slog.Logger,
 	if poll <= 0 || poll >= interval || logs == nil {
 		poll = interval
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log = defaults.Log(log)
 	var (
 		backoff  time.Duration
 		nextFull time.Time // zero: the next run is a full one

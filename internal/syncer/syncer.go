@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/bouncemilter/bouncemilter/internal/accesslog"
+	"github.com/bouncemilter/bouncemilter/internal/defaults"
 	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 )
@@ -178,9 +179,7 @@ func newRun(reg *registry.DB, opts Options) *run {
 	if opts.RefreshLimit <= 0 {
 		opts.RefreshLimit = DefaultRefreshLimit
 	}
-	if opts.Log == nil {
-		opts.Log = slog.New(slog.DiscardHandler)
-	}
+	opts.Log = defaults.Log(opts.Log)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}

@@ -62,7 +62,6 @@ type Metrics struct {
 	actions     *counterVec
 	parseErrors counter
 	decision    *histogram
-	bootTime    func() (float64, error)
 }
 
 // New makes the metrics. The backlog and the last sync time are read from
@@ -86,7 +85,6 @@ func New(src Source) *Metrics {
 		decision: newHistogram("bouncemilter_decision_seconds",
 			"Time from a complete bounce to its journalled decision: parse, look-up, durable commit.",
 			[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}),
-		bootTime: sync.OnceValues(readBootTime),
 	}
 	for _, k := range []string{KindBounce, KindOutgoing, KindOther} {
 		m.messages.with(k)
@@ -131,7 +129,7 @@ func (m *Metrics) gather(ctx context.Context) ([]family, error) {
 	fams, err := m.sourceFamilies(ctx)
 	fams = append(fams, m.ownFamilies()...)
 	fams = append(fams, goFamilies()...)
-	proc, perr := processFamilies(m.bootTime)
+	proc, perr := processFamilies()
 	return append(fams, proc...), errors.Join(err, perr)
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -15,11 +16,14 @@ import (
 // 100 by the kernel's ABI, whatever the kernel's own HZ.
 const userHZ = 100
 
+// bootTime is when the machine booted, in Unix seconds: constant, so read
+// once.
+var bootTime = sync.OnceValues(readBootTime)
+
 // processFamilies reads the process_* metrics of this process from /proc,
-// with the names and help texts of Prometheus's Go client. bootTime is
-// when the machine booted, in Unix seconds (constant; read once). A
-// metric that cannot be read is left out and its error returned.
-func processFamilies(bootTime func() (float64, error)) ([]family, error) {
+// with the names and help texts of Prometheus's Go client. A metric that
+// cannot be read is left out and its error returned.
+func processFamilies() ([]family, error) {
 	var fams []family
 	var errs []error
 	var ru syscall.Rusage

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -132,9 +131,7 @@ func runFeed(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 	case "export":
 		err = app.FeedExport(ctx, cfg, stdout)
 	case "pull":
-		if err = app.FeedPull(ctx, cfg, log, stdout); errors.Is(err, app.ErrPeersFailed) {
-			return 1 // the summary printed says which
-		}
+		err = app.FeedPull(ctx, cfg, log, stdout)
 	case "status":
 		err = app.FeedStatus(ctx, cfg, asJSON, stdout)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -37,8 +36,5 @@ func runParse(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	err := app.Parse(ctx, fs.Args(), *maxBytes, *asJSON, stdout, func(file, msg string) {
 		fmt.Fprintf(stderr, "bouncemilter parse: %s: %s\n", file, msg)
 	})
-	if errors.Is(err, app.ErrFilesFailed) {
-		return 1 // each failure was reported
-	}
 	return exit(stderr, "parse", err)
 }

@@ -49,6 +49,9 @@ func exit(stderr io.Writer, cmd string, err error) int {
 	if err == nil {
 		return 0
 	}
+	if errors.Is(err, app.ErrReported) {
+		return 1 // what failed was printed already
+	}
 	fmt.Fprintf(stderr, "bouncemilter %s: %v\n", cmd, err)
 	if errors.Is(err, app.ErrUsage) {
 		return 2

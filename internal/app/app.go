@@ -1,10 +1,10 @@
 // Package app puts bouncemilter together: configuration in, wired parts
-// out. Serve runs the milter and its worker, Sync the sync job, Restore
-// undoes what was done to accounts, Doctor checks the setup, FeedKeygen,
-// FeedExport, FeedPull and FeedStatus run the feed commands; each builds
-// the registry, MediaGoblin's database, the banner, the worker, the feeds'
-// subscriber, exporter and StopForumSpam reporter and the outgoing guard the
-// same way, here and nowhere else, so that the commands cannot drift apart.
+// out, one function a command (Serve, Sync, Restore, Doctor, the feed and
+// account commands, Parse, ...). The registry, MediaGoblin's database, the
+// banner, the worker, the feeds' subscriber, exporter and StopForumSpam
+// reporter and the outgoing guard are built the same way for every command
+// that needs them, here and nowhere else, so that the commands cannot
+// drift apart.
 //
 // The package decides nothing about bounces or bans (the internal packages
 // do) and parses no command line (cmd/bouncemilter does).
@@ -165,6 +165,11 @@ func Defaults() Config {
 // ErrUsage marks an error in the configuration itself, found before
 // anything was opened: the command line is wrong (exit status 2).
 var ErrUsage = errors.New("usage")
+
+// ErrReported marks the failure of a command that printed what failed as
+// it went (ErrFilesFailed, ErrPeersFailed): its caller says nothing more
+// (exit status 1).
+var ErrReported = errors.New("failure already reported")
 
 func usage(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrUsage}, args...)...)

@@ -25,7 +25,7 @@ import (
 // ErrPeersFailed is returned by FeedPull when the pull ran but the feed of
 // at least one peer could not be fetched or verified; the summary says
 // which were.
-var ErrPeersFailed = errors.New("some peers failed")
+var ErrPeersFailed = fmt.Errorf("some peers failed: %w", ErrReported)
 
 // FeedKeygen makes a minisign key pair for the feed: cfg.FeedKey the
 // secret key, cfg.FeedKey.pub the public one, which it prints to out.

@@ -3,7 +3,6 @@ package app
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -14,7 +13,7 @@ import (
 
 // ErrFilesFailed is returned by Parse when a file could not be read or
 // parsed; the others were printed, and each failure was reported.
-var ErrFilesFailed = errors.New("some files failed")
+var ErrFilesFailed = fmt.Errorf("some files failed: %w", ErrReported)
 
 // Parse reads each file as a bounce (one message, or several in mbox form)
 // and writes what it reports to out: a summary, or with asJSON one JSON

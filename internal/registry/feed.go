@@ -324,8 +324,8 @@ func (r *DB) FeedBans(ctx context.Context) (map[string]FeedBan, error) {
 func (r *DB) BanFromFeed(ctx context.Context, ip, reason, peers string, expires, now time.Time) (bool, error) {
 	var queued bool
 	err := r.Tx(ctx, func(tx *Tx) error {
-		var allowed bool
-		if err := tx.tx.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM allowlist WHERE kind = 'ip' AND value = ?)`, ip).Scan(&allowed); err != nil {
+		allowed, err := tx.ipAllowed(ctx, ip)
+		if err != nil {
 			return err
 		}
 		if allowed {
@@ -391,17 +391,8 @@ func (r *DB) UnbanFromFeed(ctx context.Context, ip, reason string, now time.Time
 		if own {
 			return nil
 		}
-		next := Undone
-		if state == string(Pending) {
-			next = Cancelled
-		}
-		if _, err := tx.tx.ExecContext(ctx, `UPDATE actions SET state = ?, done = ? WHERE id = ?`, string(next), unix(now), actionID); err != nil {
-			return err
-		}
-		// Not Tx.Queue: an unban applied after an earlier listing of the
-		// same IP would make it skip this one.
-		if _, err := tx.tx.ExecContext(ctx, `INSERT INTO actions (user_id, kind, target, reason, state, next_attempt, created)
-			VALUES (0, 'unban-ip', ?, ?, 'pending', ?, ?)`, ip, reason, unix(now), unix(now)); err != nil {
+		ban := Action{ID: actionID, State: ActionState(state), Kind: BanIP, Target: ip}
+		if _, err := tx.liftBan(ctx, ban, 0, reason, now); err != nil {
 			return err
 		}
 		unbanned = true

@@ -61,13 +61,6 @@ func (t *Tx) QueueLinkedIPBan(ctx context.Context, username, ip string, now time
 	if err != nil {
 		return false, fmt.Errorf("ban the IP of %s: %w", username, err)
 	}
-	allowed, err := t.ipAllowed(ctx, ip)
-	if err != nil {
-		return false, err
-	}
-	if allowed {
-		return false, t.liftAccountBanOfAllowedIP(ctx, userID, ip, now)
-	}
 	return t.queueIPBan(ctx, Action{BounceID: bounceID, UserID: userID, Kind: BanIP, Target: ip, Reason: reason}, now)
 }
 
@@ -130,16 +123,6 @@ func (t *Tx) queueIPBansOfLinked(ctx context.Context, actions []Action, bounceID
 		if err != nil {
 			return fmt.Errorf("read the IP of user %d: %w", a.UserID, err)
 		}
-		allowed, err := t.ipAllowed(ctx, ip)
-		if err != nil {
-			return err
-		}
-		if allowed {
-			if err := t.liftAccountBanOfAllowedIP(ctx, a.UserID, ip, now); err != nil {
-				return err
-			}
-			continue
-		}
 		if _, err := t.queueIPBan(ctx, Action{BounceID: bounceID, UserID: a.UserID, Kind: BanIP, Target: ip, Reason: a.Reason}, now); err != nil {
 			return err
 		}
@@ -148,13 +131,21 @@ func (t *Tx) queueIPBansOfLinked(ctx context.Context, actions []Action, bounceID
 }
 
 // queueIPBan queues a, a ban of its user's sign-up IP, unless an IP ban of
-// that user is pending or applied already, or the IP is allow-listed. It
-// reports whether it queued one.
+// that user is pending or applied already. An allow-listed IP is not
+// banned, and the account ban a bounce queued for the user is lifted
+// instead (see liftAccountBanOfAllowedIP). It reports whether it queued a
+// ban.
 func (t *Tx) queueIPBan(ctx context.Context, a Action, now time.Time) (bool, error) {
+	allowed, err := t.ipAllowed(ctx, a.Target)
+	if err != nil {
+		return false, err
+	}
+	if allowed {
+		return false, t.liftAccountBanOfAllowedIP(ctx, a.UserID, a.Target, now)
+	}
 	var skip bool
-	err := t.tx.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM actions WHERE user_id = ? AND kind = 'ban-ip'
-			AND state IN ('pending', 'applied'))
-		OR EXISTS(SELECT 1 FROM allowlist WHERE kind = 'ip' AND value = ?)`, a.UserID, a.Target).Scan(&skip)
+	err = t.tx.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM actions WHERE user_id = ? AND kind = 'ban-ip'
+			AND state IN ('pending', 'applied'))`, a.UserID).Scan(&skip)
 	if err != nil {
 		return false, fmt.Errorf("ban IP %s of user %d: %w", a.Target, a.UserID, err)
 	}

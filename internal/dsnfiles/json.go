@@ -18,14 +18,8 @@ func (r *Result) AppendJSON(b []byte) []byte {
 	b = appendString(b, r.File)
 	b = append(b, `,"bounce":`...)
 	b = strconv.AppendBool(b, r.Bounce)
-	if r.Kind != "" {
-		b = append(b, `,"kind":`...)
-		b = appendString(b, r.Kind)
-	}
-	if r.Format != "" {
-		b = append(b, `,"format":`...)
-		b = appendString(b, r.Format)
-	}
+	b = appendOmitEmpty(b, "kind", r.Kind)
+	b = appendOmitEmpty(b, "format", r.Format)
 	b = append(b, `,"recipients":`...)
 	if r.Recipients == nil {
 		b = append(b, "null"...)
@@ -50,20 +44,26 @@ func (r *Result) AppendJSON(b []byte) []byte {
 	if r.Truncated {
 		b = append(b, `,"truncated":true`...)
 	}
-	if r.Error != "" {
-		b = append(b, `,"error":`...)
-		b = appendString(b, r.Error)
-	}
+	b = appendOmitEmpty(b, "error", r.Error)
 	return append(b, '}')
+}
+
+// appendOmitEmpty appends the field key with the string v, unless v is
+// empty (omitempty).
+func appendOmitEmpty(b []byte, key, v string) []byte {
+	if v == "" {
+		return b
+	}
+	b = append(b, `,"`...)
+	b = append(b, key...)
+	b = append(b, `":`...)
+	return appendString(b, v)
 }
 
 func appendRecipient(b []byte, rc *dsn.Recipient) []byte {
 	b = append(b, `{"address":`...)
 	b = appendString(b, rc.Address)
-	if rc.OriginalAddress != "" {
-		b = append(b, `,"original_address":`...)
-		b = appendString(b, rc.OriginalAddress)
-	}
+	b = appendOmitEmpty(b, "original_address", rc.OriginalAddress)
 	b = append(b, `,"literal":`...)
 	b = strconv.AppendBool(b, rc.Literal)
 	if rc.OriginalLiteral {
@@ -77,14 +77,8 @@ func appendRecipient(b []byte, rc *dsn.Recipient) []byte {
 	b = appendString(b, rc.Reason)
 	b = append(b, `,"permanent":`...)
 	b = strconv.AppendBool(b, rc.Permanent)
-	if rc.Diagnostic != "" {
-		b = append(b, `,"diagnostic":`...)
-		b = appendString(b, rc.Diagnostic)
-	}
-	if rc.RemoteMTA != "" {
-		b = append(b, `,"remote_mta":`...)
-		b = appendString(b, rc.RemoteMTA)
-	}
+	b = appendOmitEmpty(b, "diagnostic", rc.Diagnostic)
+	b = appendOmitEmpty(b, "remote_mta", rc.RemoteMTA)
 	return append(b, '}')
 }
 

@@ -39,31 +39,32 @@ func (r *reader) open(name string) (int, error) {
 	if dir, base := filepath.Split(name); dir != "" && base != "" {
 		if dir != r.dir {
 			r.close()
-			if fd, err := retry(func() (int, error) { return syscall.Open(dir, flags|unix.O_DIRECTORY, 0) }); err == nil {
+			if fd, err := uninterrupted(func() (int, error) { return syscall.Open(dir, flags|unix.O_DIRECTORY, 0) }); err == nil {
 				r.dir, r.dirfd = dir, fd
 			}
 		}
 		if r.dir == dir {
-			if fd, err := retry(func() (int, error) { return unix.Openat(r.dirfd, base, flags, 0) }); err == nil {
+			if fd, err := uninterrupted(func() (int, error) { return unix.Openat(r.dirfd, base, flags, 0) }); err == nil {
 				return fd, nil
 			}
 		}
 	}
-	return retry(func() (int, error) { return syscall.Open(name, flags, 0) })
+	return uninterrupted(func() (int, error) { return syscall.Open(name, flags, 0) })
 }
 
-// retry calls open again while it is interrupted by a signal.
-func retry(open func() (int, error)) (int, error) {
+// uninterrupted calls call again while it is interrupted by a signal.
+func uninterrupted(call func() (int, error)) (int, error) {
 	for {
-		fd, err := open()
+		n, err := call()
 		if err != syscall.EINTR {
-			return fd, err
+			return n, err
 		}
 	}
 }
 
-// readSmall reads the regular file name into r.buf when it holds at most
-// maxReuse bytes; ok is false (and nothing read) for anything else. It uses
+// readSmall reads the file name into r.buf when it is a regular file of at
+// most maxReuse bytes, and what cannot seek into a buffer of its own; ok
+// is false (and nothing read) for anything else. It uses
 // the system calls directly: os.Open registers every file with the
 // runtime's poller (a system call that fails for a regular file) and sets
 // up a finalizer, which costs more than reading a typical bounce, and
@@ -72,10 +73,11 @@ func retry(open func() (int, error)) (int, error) {
 // The first read is a pread into the whole buffer, which fails on what
 // cannot seek (a pipe, a terminal, a socket: those are read to their end
 // through the same descriptor, into a buffer of their own) and on a
-// directory (read again by os.ReadFile, for its error). On a regular file a read that does not
-// fill the buffer has reached the end, so a file smaller than the buffer,
-// most of them, takes three system calls: open, pread, close. Only a file
-// that fills the buffer is looked at with fstat, and read on.
+// directory (read again by os.ReadFile, for its error). On a regular file
+// a read that does not fill the buffer has reached the end, so a file
+// smaller than the buffer, most of them, takes three system calls: open,
+// pread, close. Only a file that fills the buffer is looked at with fstat,
+// and read on.
 func (r *reader) readSmall(name string) (b []byte, ok bool, err error) {
 	fd, err := r.open(name)
 	if err != nil {
@@ -140,10 +142,8 @@ func readStream(fd int) ([]byte, error) {
 		if len(b) == cap(b) {
 			b = append(b, 0)[:len(b)]
 		}
-		n, err := syscall.Read(fd, b[len(b):cap(b)])
+		n, err := uninterrupted(func() (int, error) { return syscall.Read(fd, b[len(b):cap(b)]) })
 		switch {
-		case err == syscall.EINTR:
-			continue
 		case err != nil:
 			return nil, err
 		case n == 0:
@@ -155,10 +155,5 @@ func readStream(fd int) ([]byte, error) {
 
 // pread reads at offset off, again when interrupted by a signal.
 func pread(fd int, b []byte, off int64) (int, error) {
-	for {
-		n, err := syscall.Pread(fd, b, off)
-		if err != syscall.EINTR {
-			return n, err
-		}
-	}
+	return uninterrupted(func() (int, error) { return syscall.Pread(fd, b, off) })
 }

@@ -138,7 +138,7 @@ func recipientLine(line string) (addr, rest string, literal, ok bool) {
 	if t == "" {
 		return "", "", false, false
 	}
-	start, end := len(base)-len(t), 0
+	start := len(base) - len(t)
 	if t[0] == '<' {
 		j := strings.IndexByte(t, '>')
 		if j < 0 {
@@ -146,7 +146,6 @@ func recipientLine(line string) (addr, rest string, literal, ok bool) {
 		}
 		addr, rest = t[1:j], t[j+1:]
 		start++
-		end = start + len(addr)
 	} else {
 		j := strings.IndexAny(t, " \t<[(")
 		if j < 0 {
@@ -156,7 +155,6 @@ func recipientLine(line string) (addr, rest string, literal, ok bool) {
 		addr = strings.TrimRight(addr, ":,;")
 		addr = strings.TrimSuffix(addr, "...")
 		addr = strings.TrimRight(addr, ".")
-		end = start + len(addr)
 		// "name <addr>": the bracketed address is the one
 		// (RFC 5322 name-addr), even when the name looks like
 		// another address.
@@ -164,10 +162,10 @@ func recipientLine(line string) (addr, rest string, literal, ok bool) {
 			if k := strings.IndexByte(r, '>'); k > 0 && plausibleAddress(r[1:k]) {
 				start += j + (len(rest) - len(r)) + 1
 				addr, rest = r[1:k], r[k+1:]
-				end = start + len(addr)
 			}
 		}
 	}
+	end := start + len(addr)
 	// An address in quotes as a whole ("a@b.example":, GMX) is read
 	// without them; a quote inside is a quoted local part.
 	if len(addr) > 2 && (addr[0] == '"' || addr[0] == '\'') && addr[len(addr)-1] == addr[0] {

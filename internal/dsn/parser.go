@@ -361,7 +361,7 @@ func (p *Parser) walk(m *msg, e *entity, depth int) {
 		return
 	}
 	mediaType := e.mediaType
-	if e.badType || mediaType == "" {
+	if e.badType {
 		// Content-Type could not be parsed: read the part as text.
 		mediaType = "text/plain"
 	}

@@ -223,8 +223,9 @@ type phraseRef struct {
 	group  int
 }
 
-// phraseTable lists the phrases of reasonPhrases by their first byte, and
-// marks the pairs of bytes they start with.
+// phraseTable lists groups of phrases (reasonPhrases, delayPhrases, the
+// recognisers' signatures) by their first byte, and marks the pairs of
+// bytes they start with.
 type phraseTable struct {
 	first   [256][]phraseRef
 	bigrams [1 << 16 / 64]uint64
@@ -247,8 +248,8 @@ func (t *phraseTable) bigram(a, b byte) bool {
 	return t.bigrams[k/64]&(1<<(k%64)) != 0
 }
 
-// phraseIndex builds the phraseTable once. A phrase of one byte marks
-// every pair that starts with it.
+// phraseIndex builds the phraseTable of reasonPhrases once, a group a
+// reason.
 var phraseIndex = sync.OnceValue(func() *phraseTable {
 	groups := make([][]string, len(reasonPhrases))
 	for g, rp := range reasonPhrases {
@@ -257,7 +258,8 @@ var phraseIndex = sync.OnceValue(func() *phraseTable {
 	return newPhraseTable(groups...)
 })
 
-// add indexes the phrase p (not empty) as group g.
+// add indexes the phrase p (not empty) as group g. A phrase of one byte
+// marks every pair that starts with it.
 func (t *phraseTable) add(p string, g int) {
 	t.first[p[0]] = append(t.first[p[0]], phraseRef{p, g})
 	for b := 0; b < 256; b++ {

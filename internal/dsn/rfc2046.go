@@ -367,7 +367,7 @@ func endsDelimiter(b []byte, n int) bool {
 // which only the header is read. A body that needs no decoding is
 // returned whole: reading its header stops at the blank line.
 func (e *entity) headerBlock(scratch *[]byte) ([]byte, error) {
-	if e.encoding != "quoted-printable" && e.encoding != "base64" && e.charset == "" {
+	if e.encoding != "quoted-printable" && e.encoding != "base64" {
 		return e.raw, nil
 	}
 	return readHeaderBlock(e.transferReader(), scratch)

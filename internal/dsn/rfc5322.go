@@ -75,27 +75,6 @@ func decodeWords(s string) (string, error) {
 	return d, nil
 }
 
-// ContentType parses Content-Type (RFC 2045 section 5.1): text/plain when
-// there is none. On a syntax error it returns the raw value and the error.
-func (h *header) ContentType() (string, map[string]string, error) {
-	v := h.Get("Content-Type")
-	if v == "" {
-		return "text/plain", nil, nil
-	}
-	params := map[string]string{}
-	t, ok := parseSimpleMediaType(v, func(k, p string) { params[k] = p })
-	if !ok {
-		var err error
-		if t, params, err = mime.ParseMediaType(v); err != nil {
-			return v, nil, err
-		}
-	}
-	for k, p := range params {
-		params[k], _ = decodeWords(p)
-	}
-	return t, params, nil
-}
-
 // contentType is what this package reads of Content-Type.
 type contentType struct {
 	// mediaType is the type, lower case: text/plain when there is no
@@ -109,7 +88,8 @@ type contentType struct {
 	boundary, charset, reportType string
 }
 
-// contentType is ContentType without a map of the parameters.
+// contentType parses Content-Type (RFC 2045 section 5.1) for what this
+// package reads of it: text/plain when there is none.
 func (h *header) contentType() contentType {
 	v := h.Get("Content-Type")
 	if v == "" {

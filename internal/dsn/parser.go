@@ -195,7 +195,8 @@ type msg struct {
 	// with tags removed) part, or the body of a single-part message.
 	text string
 	// status holds the bodies of message/delivery-status and
-	// message/global-delivery-status parts (RFC 3464, RFC 6533).
+	// message/global-delivery-status parts (RFC 3464, RFC 6533): slices
+	// of the message or buffers of their own, never a pooled scratch.
 	status [][]byte
 	// feedback is set when a message/feedback-report part (RFC 5965) is
 	// present.

@@ -1,6 +1,9 @@
 package dsn
 
-import "strings"
+import (
+	"strings"
+	"unsafe"
+)
 
 // A recogniser reads one non-standard bounce format. It returns the
 // recipients it found, or none when the message is not in its format.
@@ -35,7 +38,10 @@ func (p *Parser) recognise(m *msg, depth int) *Report {
 
 	// RFC 3464 / RFC 6533 report: the standard, and the most common.
 	for _, b := range m.status {
-		parseDeliveryStatus(rep, m.arena.string(b), max, m.arena)
+		// Read without a copy: a status part is a slice of the
+		// message or a buffer of its own, neither changed while the
+		// message is parsed, and detach copies what the report keeps.
+		parseDeliveryStatus(rep, unsafe.String(unsafe.SliceData(b), len(b)), max, m.arena)
 	}
 	if len(rep.Recipients) > 0 {
 		rep.Format = "rfc3464"

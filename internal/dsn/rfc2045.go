@@ -162,21 +162,14 @@ func parseSimpleMediaType(v string, param func(name, value string)) (mediaType s
 		rest = strings.TrimPrefix(rest, ";")
 	}
 	for _, s := range seen[:n] {
-		param(lowerASCII(s[0]), s[1])
+		param(knownLower(s[0], paramNames), s[1])
 	}
 	return strings.ToLower(base), true
 }
 
-// lowerASCII is strings.ToLower of an ASCII token, without a copy for
-// the parameter names mail uses, written in any case.
-func lowerASCII(s string) string {
-	for _, k := range [...]string{"charset", "boundary", "report-type", "name", "format", "delsp", "micalg", "protocol", "type"} {
-		if len(k) == len(s) && strings.EqualFold(k, s) {
-			return k
-		}
-	}
-	return strings.ToLower(s)
-}
+// paramNames are the parameter names mail uses: knownLower reads them
+// without a copy.
+var paramNames = []string{"charset", "boundary", "report-type", "name", "format", "delsp", "micalg", "protocol", "type"}
 
 const asciiSpace = " \t\r\n\v\f"
 

@@ -91,22 +91,19 @@ func eachField(s string, a *arena, fn func(field) bool) {
 
 // lowerFieldName is strings.ToLower of a field name, without a copy for
 // the names of RFC 3464 and of a header that reports and recognisers read.
-func lowerFieldName(name string) string {
-	for _, k := range knownFieldNames {
-		if len(k) == len(name) && strings.EqualFold(k, name) && isASCII(name) {
+func lowerFieldName(name string) string { return knownLower(name, knownFieldNames[:]) }
+
+// knownLower is strings.ToLower(s), without a copy when s is one of the
+// lower-case ASCII names, written in any case. Of equal length and equal
+// under case folding, s is ASCII too: a rune beyond ASCII takes two bytes
+// or more, and an invalid byte folds to nothing in ASCII.
+func knownLower(s string, names []string) string {
+	for _, k := range names {
+		if len(k) == len(s) && strings.EqualFold(k, s) {
 			return k
 		}
 	}
-	return strings.ToLower(name)
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
+	return strings.ToLower(s)
 }
 
 var knownFieldNames = [...]string{"final-recipient", "original-recipient", "action", "status",

@@ -89,25 +89,15 @@ func TestReportsOwnTheirStrings(t *testing.T) {
 	files := samplesAndCorpus(t)
 	var p Parser
 	for i, name := range files {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rep, _ := p.ParseBytes(b)
-		want := deepCopy(rep)
-		for j := range b {
-			b[j] = '#'
-		}
-		for _, other := range []string{files[(i+1)%len(files)], files[(i+7)%len(files)]} {
-			ob, err := os.ReadFile(other)
+		var msgs [3][]byte
+		for k, f := range []string{name, files[(i+1)%len(files)], files[(i+7)%len(files)]} {
+			b, err := os.ReadFile(f)
 			if err != nil {
 				t.Fatal(err)
 			}
-			p.ParseBytes(ob)
+			msgs[k] = b
 		}
-		if !reflect.DeepEqual(rep, want) {
-			t.Errorf("%s: the report changed after its message was overwritten and its arena reused:\n%+v\nwas\n%+v", name, rep, want)
-		}
+		checkOwnsStrings(t, &p, name, msgs[0], msgs[1:]...)
 	}
 }
 
@@ -119,9 +109,10 @@ func deepCopy(rep *Report) *Report {
 	return &c
 }
 
-// checkOwnsStrings parses b from a copy, then overwrites the copy and
-// parses other into the same arena: the first report must not change.
-func checkOwnsStrings(t *testing.T, p *Parser, b, other []byte) {
+// checkOwnsStrings parses b (named what) from a copy, then overwrites the
+// copy and parses the others, which reuse the arena: the first report must
+// not change.
+func checkOwnsStrings(t *testing.T, p *Parser, what string, b []byte, others ...[]byte) {
 	t.Helper()
 	buf := bytes.Clone(b)
 	rep, _ := p.ParseBytes(buf)
@@ -129,8 +120,10 @@ func checkOwnsStrings(t *testing.T, p *Parser, b, other []byte) {
 	for i := range buf {
 		buf[i] = '#'
 	}
-	p.ParseBytes(other)
+	for _, o := range others {
+		p.ParseBytes(o)
+	}
 	if !reflect.DeepEqual(rep, want) {
-		t.Fatalf("the report changed after its message was overwritten and its arena reused:\n%+v\nwas\n%+v", rep, want)
+		t.Errorf("%s: the report changed after its message was overwritten and its arena reused:\n%+v\nwas\n%+v", what, rep, want)
 	}
 }

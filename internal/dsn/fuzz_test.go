@@ -69,7 +69,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("error on %d bytes: %v", len(b), err)
 		}
 		checkInvariants(t, rep)
-		checkOwnsStrings(t, fuzzParser, b, ownsStringsOther)
+		checkOwnsStrings(t, fuzzParser, "input", b, ownsStringsOther)
 	})
 }
 

@@ -8,6 +8,8 @@ import (
 	"io"
 	"mime/quotedprintable"
 	"strings"
+
+	"golang.org/x/text/encoding"
 )
 
 // This file walks the MIME structure of a message held in memory (RFC 2045
@@ -72,34 +74,25 @@ func newEntity(h header, raw []byte, a *arena) *entity {
 // message; any other is decoded into *scratch (grown as needed) or, when
 // scratch is nil, into a buffer of its own.
 func (e *entity) content(n int64, scratch *[]byte) []byte {
-	var b []byte
+	// An unknown charset leaves the bytes as they are, as no charset does.
+	var enc encoding.Encoding
+	if e.charset != "" {
+		enc = charsetEncoding(e.charset)
+	}
 	switch e.encoding {
 	case "quoted-printable", "base64":
-		if e.charset == "" {
+		if enc == nil {
 			return e.transferDecoded(n, scratch)
 		}
 		// Decoded twice: the transfer encoding into a buffer of
 		// the pool, the charset from it.
 		sp := getScratch()
 		defer putScratch(sp)
-		b = e.transferDecoded(n, sp)
-	default:
-		b = e.raw[:min(int64(len(e.raw)), n)]
-		if e.charset == "" {
-			return b
-		}
+		return decodeCharset(enc, e.transferDecoded(n, sp), n, scratch)
 	}
-	enc := charsetEncoding(e.charset)
-	if enc == nil && e.encoding != "quoted-printable" && e.encoding != "base64" {
-		return b // an unknown charset: the bytes as they are
-	}
+	b := e.raw[:min(int64(len(e.raw)), n)]
 	if enc == nil {
-		// The same, but out of the pool's buffer.
-		if scratch != nil {
-			*scratch = append((*scratch)[:0], b...)
-			return *scratch
-		}
-		return bytes.Clone(b)
+		return b
 	}
 	return decodeCharset(enc, b, n, scratch)
 }

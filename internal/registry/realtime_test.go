@@ -257,13 +257,15 @@ func TestSecondUnbanOfOneAddress(t *testing.T) {
 		if err := db.MarkApplied(ctx, ban, t0); err != nil {
 			t.Fatal(err)
 		}
+		// Lifted as restore lifts it: undone, and an unban queued.
+		var unban int64
 		if err := db.Tx(ctx, func(tx *Tx) error {
-			_, err := tx.tx.ExecContext(ctx, `UPDATE actions SET state = 'undone' WHERE id = ?`, ban)
+			undo, err := tx.liftBan(ctx, Action{ID: ban, State: Applied, Kind: BanIP, Target: "192.0.2.7"}, int64(round), "restored", t0)
+			unban = undo.ID
 			return err
 		}); err != nil {
 			t.Fatal(err)
 		}
-		unban := queue(Action{UserID: int64(round), Kind: UnbanIP, Target: "192.0.2.7", Reason: "restored"})
 		if unban == 0 {
 			t.Fatalf("round %d: unban not queued", round)
 		}

@@ -38,7 +38,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "bouncemilter")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/bouncemilter")
+	// Built as it is installed.
+	build := exec.Command("../scripts/build.sh", binary)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build bouncemilter:", err)

@@ -5,7 +5,7 @@
 # libsisimai-perl), in the same run: the CPU time (user + system, of the
 # process and its threads) each takes for all the messages, in alternating
 # rounds so that both see the same machine, and messages per CPU-second.
-# It also times the binary's start alone ("bouncemilter version"), the part
+# It also times the binary's start alone ("bouncemilter help", which prints the usage), the part
 # of each run that does not depend on the messages. Then it prints the
 # corpus score. Sisimai's side is skipped, saying so,
 # when Sisimai is not installed.
@@ -21,7 +21,7 @@ corpus=${BOUNCEMILTER_CORPUS:-../shared/corpus/sisimai}
 rounds=${ROUNDS:-5}
 
 mkdir -p .tmp
-go build -o .tmp/bouncemilter ./cmd/bouncemilter
+scripts/build.sh .tmp/bouncemilter
 files=("$corpus"/eml/*)
 n=${#files[@]}
 
@@ -47,7 +47,7 @@ cpu() {
 ours=0 theirs=0 start=0
 for ((i = 0; i < rounds; i++)); do
 	ours=$(awk -v t="$ours" -v d="$(cpu .tmp/bouncemilter parse --json "${files[@]}")" 'BEGIN { print t + d }')
-	start=$(awk -v t="$start" -v d="$(cpu .tmp/bouncemilter version)" 'BEGIN { print t + d }')
+	start=$(awk -v t="$start" -v d="$(cpu .tmp/bouncemilter help)" 'BEGIN { print t + d }')
 	if [[ -n $sisimai ]]; then
 		d=$(cpu perl -MSisimai -e 'Sisimai->make($_, delivered => 1) for @ARGV' "${files[@]}")
 		theirs=$(awk -v t="$theirs" -v d="$d" 'BEGIN { print t + d }')
@@ -56,7 +56,7 @@ done
 
 echo "$n messages, $rounds rounds, $(nproc) CPUs"
 awk -v n="$n" -v r="$rounds" -v c="$ours" 'BEGIN { printf "bouncemilter parse --json  %6.3f CPU-s a round  %8.0f messages per CPU-second\n", c / r, n * r / c }'
-awk -v r="$rounds" -v c="$start" 'BEGIN { printf "  of which starting the binary (bouncemilter version): %.3f CPU-s\n", c / r }'
+awk -v r="$rounds" -v c="$start" 'BEGIN { printf "  of which starting the binary (bouncemilter help): %.3f CPU-s\n", c / r }'
 if [[ -n $sisimai ]]; then
 	awk -v n="$n" -v r="$rounds" -v c="$theirs" -v v="$sisimai" 'BEGIN { printf "Sisimai %-18s %6.3f CPU-s a round  %8.0f messages per CPU-second\n", v " (Perl)", c / r, n * r / c }'
 	awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "bouncemilter uses 1/%.1f of Sisimai'"'"'s CPU time (target: 1/20 or less)\n", b / a }'

@@ -31,8 +31,7 @@ if ! command -v gcc >/dev/null; then
 		exit 1
 	fi
 fi
-mkdir -p bin
-go build -o bin/bouncemilter ./cmd/bouncemilter
+scripts/build.sh bin/bouncemilter
 
 if $root; then
 	state=/var/lib/bouncemilter

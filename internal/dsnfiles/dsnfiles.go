@@ -63,6 +63,12 @@ func parseFile(p *dsn.Parser, name string, r *reader) Result {
 		res.Error = err.Error()
 	}
 	res.Messages = len(reports)
+	if len(reports) == 1 && reports[0].Recipients != nil {
+		// A file of one message, the usual: its report's recipients
+		// are kept where they are, filtered in place (the report is
+		// this function's alone), instead of copied.
+		res.Recipients = reports[0].Recipients[:0]
+	}
 	for _, rep := range reports {
 		if rep.Bounce {
 			res.Bounce = true
@@ -81,8 +87,7 @@ func parseFile(p *dsn.Parser, name string, r *reader) Result {
 			}
 		}
 		if res.Original == nil && rep.Original != (dsn.Original{}) {
-			o := rep.Original
-			res.Original = &o
+			res.Original = &rep.Original
 		}
 	}
 	return res

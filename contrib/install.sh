@@ -157,13 +157,11 @@ if [[ $milter == unix:* && $milter != unix:/* ]]; then
 	listen=unix:$queue/${milter#unix:}
 fi
 
-if step build "1. Build, statically linked (Go >= 1.25, gcc and libc6-dev: the SQLite driver is cgo)"; then
+if step build "1. Build (Go >= 1.25 and gcc: the SQLite driver is cgo)"; then
 	if [[ -n $binary ]]; then
 		run install -D -m 0755 "$binary" "$bin"
 	else
-		# The flags of scripts/build.sh: a static binary (see there).
-		. scripts/build.sh
-		run go build "${build_flags[@]}" -o "$bin" ./cmd/bouncemilter
+		run go build -o "$bin" ./cmd/bouncemilter
 	fi
 fi
 

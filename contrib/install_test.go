@@ -95,7 +95,7 @@ func TestInstallDryRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("install.sh --dry-run: %v\n%s", err, out)
 	}
-	for _, want := range []string{"-o " + root + "/usr/local/bin/bouncemilter ./cmd/bouncemilter", "usermod -a -G adm bouncemilter", "postconf -e", "bouncemilter.service", "nftables", "bouncemilter_signup"} {
+	for _, want := range []string{"go build -o " + root + "/usr/local/bin/bouncemilter", "usermod -a -G adm bouncemilter", "postconf -e", "bouncemilter.service", "nftables", "bouncemilter_signup"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("dry run does not show %q:\n%s", want, out)
 		}

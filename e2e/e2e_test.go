@@ -38,8 +38,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "bouncemilter")
-	// Built as it is installed.
-	build := exec.Command("../scripts/build.sh", binary)
+	build := exec.Command("go", "build", "-o", binary, "../cmd/bouncemilter")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build bouncemilter:", err)

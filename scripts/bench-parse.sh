@@ -5,9 +5,9 @@
 # libsisimai-perl), in the same run: the CPU time (user + system, of the
 # process and its threads) each takes for all the messages, in alternating
 # rounds so that both see the same machine, and messages per CPU-second.
-# It also times the binary's start alone ("bouncemilter help", which prints the usage), the part
-# of each run that does not depend on the messages. Then it prints the
-# corpus score. Sisimai's side is skipped, saying so,
+# It also times the binary's start alone ("bouncemilter help", which only
+# prints the usage), the part of each run that does not depend on the
+# messages. Then it prints the corpus score. Sisimai's side is skipped, saying so,
 # when Sisimai is not installed.
 #
 #   scripts/bench-parse.sh              5 rounds
@@ -21,7 +21,7 @@ corpus=${BOUNCEMILTER_CORPUS:-../shared/corpus/sisimai}
 rounds=${ROUNDS:-5}
 
 mkdir -p .tmp
-scripts/build.sh .tmp/bouncemilter
+go build -o .tmp/bouncemilter ./cmd/bouncemilter
 files=("$corpus"/eml/*)
 n=${#files[@]}
 

@@ -19,11 +19,6 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 command -v go >/dev/null || { echo "bench.sh: Go is needed (see README)" >&2; exit 1; }
 
-# The tags of the installed binary (scripts/build.sh), which the end-to-end
-# tests build with.
-. scripts/build.sh
-export GOFLAGS="-tags=$build_tags"
-
 echo "$(nproc) CPUs; the load generator shares them with the milters."
 go test -count=1 -run '^$' -bench '^BenchmarkLoad$' -benchtime 1x -timeout 10m "$@" ./e2e/ |
 	sed -n '/^workload/,/^PASS/p' | grep -v '^PASS'

@@ -31,7 +31,8 @@ if ! command -v gcc >/dev/null; then
 		exit 1
 	fi
 fi
-scripts/build.sh bin/bouncemilter
+mkdir -p bin
+go build -o bin/bouncemilter ./cmd/bouncemilter
 
 if $root; then
 	state=/var/lib/bouncemilter

@@ -26,11 +26,6 @@ if [[ ${CI:-} == true && -z ${BOUNCEMILTER_TEST_PG:-} ]]; then
 	exit 1
 fi
 
-# The tests build and run with the tags of the installed binary (see
-# scripts/build.sh), which also spares compiling the SQLite driver twice.
-. scripts/build.sh
-export GOFLAGS="-tags=$build_tags"
-
 mkdir -p .tmp
 log=.tmp/test.log
 status=0

@@ -112,6 +112,15 @@ func (a *arena) alloc(n int) []byte {
 	return a.buf[start : start+n : start+n]
 }
 
+// shrink gives back the end of b, the last bytes alloc handed out, beyond
+// its first n: what a copy that came out shorter than it could have been
+// did not use.
+func (a *arena) shrink(b []byte, n int) {
+	if a != nil && len(b) <= len(a.buf) && unsafe.SliceData(b) == unsafe.SliceData(a.buf[len(a.buf)-len(b):]) {
+		a.buf = a.buf[:len(a.buf)-len(b)+n]
+	}
+}
+
 // string returns a copy of b.
 func (a *arena) string(b []byte) string {
 	if len(b) == 0 {

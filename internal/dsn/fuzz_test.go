@@ -141,7 +141,8 @@ func FuzzDeliveryStatus(f *testing.F) {
 
 func FuzzRecipientLine(f *testing.F) {
 	for _, s := range []string{"<a@b.example>:", "  user@example.com", "554 <x@y.example>... Service unavailable",
-		"Recipient: rfc822; a@b.example", "* a@b.c", "<@relay:a@b.example>", `"q l"@x.example`} {
+		"Recipient: rfc822; a@b.example", "* a@b.c", "<@relay:a@b.example>", `"q l"@x.example`,
+		" 550\t5.1.1 \u00a0unknown\u2003 user\r\n", "\xff \x85x\u0085y"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -154,7 +155,14 @@ func FuzzRecipientLine(f *testing.F) {
 		_ = decodeUTF8Addr(s)
 		_ = findReplyCode(s)
 		_ = lastStatus(s)
-		_ = classify(findStatus(s), s)
+		_ = classify(findStatus(s), s, nil)
+		// collapseSpace's one pass, in an arena, is what Fields and
+		// Join make.
+		a := getArena()
+		defer putArena(a)
+		if got, want := collapseSpace(s, a), strings.Join(strings.Fields(s), " "); got != want {
+			t.Fatalf("collapseSpace(%q) = %q, want %q", s, got, want)
+		}
 	})
 }
 

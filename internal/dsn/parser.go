@@ -178,7 +178,7 @@ func (p *Parser) parseBytes(b []byte) (rep *Report, err error) {
 	m := p.read(b, &budget, &scan, a)
 	rep = p.recognise(m, 0)
 	rep.Original = m.original()
-	p.finish(rep)
+	p.finish(rep, a)
 	rep.detach()
 	return rep, nil
 }

@@ -124,11 +124,12 @@ var dataStage = []string{"after end of data", "in reply to end of data command",
 	"after data", ">>> data", "did not like our final data", "did not like our data"}
 
 // classify names the reason for a failure with the given status (maybe
-// "") and diagnostic text.
-func classify(status, diag string) string {
-	r := classifyText(status, diag)
+// "") and diagnostic text, lowercased (when it needs to be) in the arena a
+// (nil: the heap).
+func classify(status, diag string, a *arena) string {
+	d := a.lower(diag)
+	r := classifyText(status, d)
 	if r == "userunknown" {
-		d := strings.ToLower(diag)
 		for _, p := range dataStage {
 			if strings.Contains(d, p) {
 				return "filtered"
@@ -138,7 +139,9 @@ func classify(status, diag string) string {
 	return r
 }
 
-func classifyText(status, diag string) string {
+// classifyText is classify of the lowercased diagnostic d, before the
+// data-stage words are looked at.
+func classifyText(status, d string) string {
 	sub := ""
 	if status != "" {
 		sub = status[strings.IndexByte(status, '.')+1:]
@@ -146,7 +149,7 @@ func classifyText(status, diag string) string {
 		case "1.10":
 			// RFC 7505 section 4.2 gives 5.1.10 to a null MX;
 			// Microsoft uses it for "recipient not found".
-			if strings.Contains(strings.ToLower(diag), "null mx") {
+			if strings.Contains(d, "null mx") {
 				return "hostunknown"
 			}
 			return "userunknown"
@@ -160,7 +163,6 @@ func classifyText(status, diag string) string {
 			return reasonByStatus[sub]
 		}
 	}
-	d := strings.ToLower(diag)
 	if i := firstPhraseGroup(d); i >= 0 {
 		if i == len(reasonPhrases)-1 && strings.HasPrefix(sub, "1.") {
 			// A bare "rejected" of a destination address (x.1.x,

@@ -2,6 +2,8 @@ package dsn
 
 import (
 	"strings"
+	"unicode"
+	"unicode/utf8"
 	"unsafe"
 )
 
@@ -148,7 +150,7 @@ const maxDiagnostic = 2048
 
 // finish fills in what the recognisers left out: status inferred from the
 // diagnostic, reason, permanence, action, and the report's kind.
-func (p *Parser) finish(rep *Report) {
+func (p *Parser) finish(rep *Report, a *arena) {
 	seen := make(map[string]int, len(rep.Recipients))
 	out := rep.Recipients[:0]
 	// Recipients of one report often share their diagnostic (one
@@ -168,7 +170,7 @@ func (p *Parser) finish(rep *Report) {
 		if d, ok := diags[r.Diagnostic]; ok {
 			r.Diagnostic = d
 		} else {
-			d = collapseSpace(r.Diagnostic)
+			d = collapseSpace(r.Diagnostic, a)
 			if len(d) > maxDiagnostic {
 				d = strings.ToValidUTF8(d[:maxDiagnostic], "")
 			}
@@ -188,7 +190,7 @@ func (p *Parser) finish(rep *Report) {
 		if o, ok := done[k]; ok {
 			r.Status, r.Action, r.Reason, r.Permanent = o.status, o.action, o.reason, o.permanent
 		} else {
-			completeRecipient(&r)
+			completeRecipient(&r, a)
 			done[k] = outcome{r.Status, r.Action, r.Reason, r.Permanent}
 		}
 		out = append(out, r)
@@ -216,7 +218,7 @@ func (p *Parser) finish(rep *Report) {
 }
 
 // completeRecipient infers status, reason, action and permanence.
-func completeRecipient(r *Recipient) {
+func completeRecipient(r *Recipient, a *arena) {
 	// The diagnostic is the remote server's own words; its status code is
 	// more specific than the one the reporting MTA derived (Sendmail
 	// reports 4.4.7 for a "450 4.7.1" reply), so it wins unless it is a
@@ -246,7 +248,7 @@ func completeRecipient(r *Recipient) {
 		return
 	}
 	if r.Reason == "" {
-		r.Reason = classify(r.Status, r.Diagnostic)
+		r.Reason = classify(r.Status, r.Diagnostic, a)
 	}
 	if r.Status == "" {
 		class := "5"
@@ -265,12 +267,44 @@ func completeRecipient(r *Recipient) {
 }
 
 // collapseSpace trims s and turns each run of white space in it into one
-// space.
-func collapseSpace(s string) string {
+// space: strings.Join(strings.Fields(s), " "), made in one pass in the
+// arena a (nil: the heap).
+func collapseSpace(s string, a *arena) string {
 	if singleSpaced(s) {
 		return s
 	}
-	return strings.Join(strings.Fields(s), " ")
+	b := a.alloc(len(s))
+	n := 0
+	for i := 0; i < len(s); {
+		c, size := rune(s[i]), 1
+		if c >= utf8.RuneSelf {
+			c, size = utf8.DecodeRuneInString(s[i:])
+		}
+		if unicode.IsSpace(c) {
+			i += size
+			continue
+		}
+		// A word: copied whole, after one space if a word came before.
+		end := i + size
+		for end < len(s) {
+			c, size := rune(s[end]), 1
+			if c >= utf8.RuneSelf {
+				c, size = utf8.DecodeRuneInString(s[end:])
+			}
+			if unicode.IsSpace(c) {
+				break
+			}
+			end += size
+		}
+		if n > 0 {
+			b[n] = ' '
+			n++
+		}
+		n += copy(b[n:], s[i:end])
+		i = end
+	}
+	a.shrink(b, n)
+	return unsafe.String(unsafe.SliceData(b), n)
 }
 
 // singleSpaced reports whether s is ASCII with no white space but single

@@ -41,57 +41,34 @@ func (p *Parser) ParseAll(r io.Reader) ([]*Report, error) {
 	}
 	br := bufio.NewReader(r)
 	limit := p.maxBytes()
+	s := mboxSplit{p: p, blank: true}
 	var (
-		reports []*Report
-		buf     bytes.Buffer
-		over    bool
-		blank   = true
-		// firstErr is the first ErrInternal; reading goes on.
-		firstErr error
+		buf  bytes.Buffer
+		over bool
 	)
-	// started is set at each separator: every "From " line starts a
-	// message, even an empty one, which gets an empty report.
-	started := false
-	emit := func() {
-		if !started && buf.Len() == 0 && !over {
-			return
-		}
-		started = false
-		rep, err := p.parseBytes(buf.Bytes())
-		if err != nil && firstErr == nil {
-			firstErr = err
-		}
-		rep.Truncated = rep.Truncated || over
-		reports = append(reports, rep)
-		buf.Reset()
-		over = false
-	}
 	for {
 		line, err := readLine(br)
 		if len(line) > 0 {
-			if bytes.HasPrefix(line, []byte("From ")) && (blank || headerFollows(br)) {
-				emit()
-				started = true
-				if len(reports) >= maxMessages {
-					return reports, fmt.Errorf("more than %d messages: %w", maxMessages, ErrTooLarge)
+			if s.separator(line, func() []byte { next, _ := br.Peek(80); return next }) {
+				s.emit(buf.Bytes(), over)
+				buf.Reset()
+				over = false
+				if err := s.start(); err != nil {
+					return s.reports, err
 				}
-				blank = false
-			} else {
-				blank = len(bytes.TrimRight(line, "\r\n")) == 0
-				if int64(buf.Len()+len(line)) > limit {
-					over = true
-				} else if !over {
-					buf.Write(line)
-				}
+			} else if int64(buf.Len()+len(line)) > limit {
+				over = true
+			} else if !over {
+				buf.Write(line)
 			}
 		}
 		if err == io.EOF {
-			emit()
-			return reports, firstErr
+			s.emit(buf.Bytes(), over)
+			return s.reports, s.firstErr
 		}
 		if err != nil {
-			emit()
-			return reports, fmt.Errorf("read mbox: %w", err)
+			s.emit(buf.Bytes(), over)
+			return s.reports, fmt.Errorf("read mbox: %w", err)
 		}
 	}
 }
@@ -103,47 +80,79 @@ func (p *Parser) ParseAllBytes(b []byte) ([]*Report, error) {
 		return single(p.ParseBytes(b))
 	}
 	limit := p.maxBytes()
-	var (
-		reports  []*Report
-		firstErr error
-	)
+	s := mboxSplit{p: p, blank: true}
 	// start is where the current message starts, fit where its last line
-	// that fits in limit ends; started is set at each separator.
-	start, fit, started, blank := 0, 0, false, true
-	emit := func(end int) {
-		if !started && end == start {
-			return
-		}
-		started = false
-		rep, err := p.parseBytes(b[start:fit])
-		if err != nil && firstErr == nil {
-			firstErr = err
-		}
-		rep.Truncated = rep.Truncated || fit < end
-		reports = append(reports, rep)
-	}
+	// that fits in limit ends.
+	start, fit := 0, 0
 	for off := 0; off < len(b); {
 		next := len(b)
 		if i := bytes.IndexByte(b[off:], '\n'); i >= 0 {
 			next = off + i + 1
 		}
-		line := b[off:next]
-		if bytes.HasPrefix(line, []byte("From ")) && (blank || headerFollowsBytes(b[next:])) {
-			emit(off)
-			if len(reports) >= maxMessages {
-				return reports, fmt.Errorf("more than %d messages: %w", maxMessages, ErrTooLarge)
+		if s.separator(b[off:next], func() []byte { return b[next:] }) {
+			s.emit(b[start:fit], fit < off)
+			if err := s.start(); err != nil {
+				return s.reports, err
 			}
-			start, fit, started, blank = next, next, true, false
-		} else {
-			blank = len(bytes.TrimRight(line, "\r\n")) == 0
-			if fit == off && int64(next-start) <= limit {
-				fit = next
-			}
+			start, fit = next, next
+		} else if fit == off && int64(next-start) <= limit {
+			fit = next
 		}
 		off = next
 	}
-	emit(len(b))
-	return reports, firstErr
+	s.emit(b[start:fit], fit < len(b))
+	return s.reports, s.firstErr
+}
+
+// mboxSplit is what ParseAll and ParseAllBytes share of splitting an mbox:
+// the rule for separators and the reports of the messages split off.
+type mboxSplit struct {
+	p       *Parser
+	reports []*Report
+	// firstErr is the first ErrInternal; splitting goes on.
+	firstErr error
+	// blank is whether the last line was blank (true at the start);
+	// started is set at each separator: every "From " line starts a
+	// message, even an empty one, which gets an empty report.
+	blank, started bool
+}
+
+// separator reports whether line (with its newline) starts a message:
+// a "From " line at the start, after a blank line, or followed by a header
+// field (next returns what follows line).
+func (s *mboxSplit) separator(line []byte, next func() []byte) bool {
+	if bytes.HasPrefix(line, []byte("From ")) && (s.blank || headerFollows(next())) {
+		s.blank = false
+		return true
+	}
+	s.blank = len(bytes.TrimRight(line, "\r\n")) == 0
+	return false
+}
+
+// emit parses msg, the message that ends here (the part of it that fits
+// in MaxBytes; truncated when more was skipped), unless it is empty and no
+// separator started it.
+func (s *mboxSplit) emit(msg []byte, truncated bool) {
+	if !s.started && len(msg) == 0 && !truncated {
+		return
+	}
+	s.started = false
+	rep, err := s.p.parseBytes(msg)
+	if err != nil && s.firstErr == nil {
+		s.firstErr = err
+	}
+	rep.Truncated = rep.Truncated || truncated
+	s.reports = append(s.reports, rep)
+}
+
+// start marks the start of a message at a separator, or refuses one more
+// than maxMessages.
+func (s *mboxSplit) start() error {
+	if len(s.reports) >= maxMessages {
+		return fmt.Errorf("more than %d messages: %w", maxMessages, ErrTooLarge)
+	}
+	s.started = true
+	return nil
 }
 
 // single is ParseAll's answer for a file of one message: a message over
@@ -166,16 +175,11 @@ type sizedReader struct {
 
 func (s sizedReader) Len() int { return s.n }
 
-// headerFollows reports whether the next line is a header field, which
-// makes a "From " line that does not follow a blank line a separator all
-// the same (some tools concatenate messages without one).
-func headerFollows(br *bufio.Reader) bool {
-	next, _ := br.Peek(80)
-	return headerFollowsBytes(next)
-}
-
-// headerFollowsBytes is headerFollows of what follows the line.
-func headerFollowsBytes(next []byte) bool {
+// headerFollows reports whether next, what follows a line, starts
+// with a header field, which makes a "From " line that does not follow a
+// blank line a separator all the same (some tools concatenate messages
+// without one).
+func headerFollows(next []byte) bool {
 	next = next[:min(len(next), 80)]
 	if i := bytes.IndexByte(next, '\n'); i >= 0 {
 		next = next[:i]

@@ -100,7 +100,10 @@ type Summary struct {
 	Unmatched int // links to usernames the registry does not hold
 	// IPBans counts IP bans queued because a link arrived for a sign-up
 	// whose bounce had already banned the account.
-	IPBans    int
+	IPBans int
+	// Withdrawn counts IP bans lifted because the link that justified
+	// them was withdrawn (see registry.Tx.WithdrawIPBan).
+	Withdrawn int
 	Lines     int // log lines read
 	Malformed int // of those, how many did not parse
 	Lost      int // rotated logs whose unread rest was not found
@@ -109,8 +112,8 @@ type Summary struct {
 }
 
 func (s Summary) String() string {
-	return fmt.Sprintf("added %d, refreshed %d (of %d checked, %d vanished), pruned %d, linked %d, ambiguous %d, log lines %d (%d malformed), in %s",
-		s.Added, s.Refreshed, s.Checked, s.Vanished, s.Pruned, s.Linked, s.Ambiguous, s.Lines, s.Malformed, s.Elapsed.Round(time.Millisecond))
+	return fmt.Sprintf("added %d, refreshed %d (of %d checked, %d vanished), pruned %d, linked %d, ambiguous %d, IP bans queued %d, withdrawn %d, log lines %d (%d malformed), in %s",
+		s.Added, s.Refreshed, s.Checked, s.Vanished, s.Pruned, s.Linked, s.Ambiguous, s.IPBans, s.Withdrawn, s.Lines, s.Malformed, s.Elapsed.Round(time.Millisecond))
 }
 
 // LogValue makes a Summary print as attributes in slog.
@@ -118,7 +121,8 @@ func (s Summary) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.Int("added", s.Added), slog.Int("refreshed", s.Refreshed), slog.Int("checked", s.Checked),
 		slog.Int("vanished", s.Vanished), slog.Int64("pruned", s.Pruned), slog.Int("linked", s.Linked),
-		slog.Int("ambiguous", s.Ambiguous), slog.Int("unmatched", s.Unmatched), slog.Int("lines", s.Lines),
+		slog.Int("ambiguous", s.Ambiguous), slog.Int("unmatched", s.Unmatched),
+		slog.Int("ip_bans", s.IPBans), slog.Int("withdrawn", s.Withdrawn), slog.Int("lines", s.Lines),
 		slog.Int("malformed", s.Malformed), slog.Int64("cursor", s.Cursor), slog.Duration("elapsed", s.Elapsed))
 }
 
@@ -511,6 +515,16 @@ func (s *run) applyLinks(ctx context.Context, lr *logRead) error {
 		return nil
 	}
 	var linked, ambiguous, unmatched, ipBans int
+	// withdrawn lists the bans lifted, "username ip", told once the
+	// transaction holds.
+	var withdrawn []string
+	withdraw := func(tx *registry.Tx, username, ip string) error {
+		lifted, err := tx.WithdrawIPBan(ctx, username, ip, s.opts.Now())
+		if lifted {
+			withdrawn = append(withdrawn, username+" "+ip)
+		}
+		return err
+	}
 	err := s.reg.Tx(ctx, func(tx *registry.Tx) error {
 		for _, k := range lr.links {
 			ip, source, err := tx.LinkedIP(ctx, k.Username)
@@ -534,7 +548,7 @@ func (s *run) applyLinks(ctx context.Context, lr *logRead) error {
 				if _, err := tx.SetIP(ctx, k.Username, "", ""); err != nil {
 					return err
 				}
-				if _, err := tx.WithdrawIPBan(ctx, k.Username, ip, s.opts.Now()); err != nil {
+				if err := withdraw(tx, k.Username, ip); err != nil {
 					return err
 				}
 				ambiguous++
@@ -543,7 +557,7 @@ func (s *run) applyLinks(ctx context.Context, lr *logRead) error {
 			if ip != "" && ip != k.IP.String() {
 				// Exact evidence names another address than the one
 				// inferred: a ban of the inferred one was a mistake.
-				if _, err := tx.WithdrawIPBan(ctx, k.Username, ip, s.opts.Now()); err != nil {
+				if err := withdraw(tx, k.Username, ip); err != nil {
 					return err
 				}
 			}
@@ -573,7 +587,7 @@ func (s *run) applyLinks(ctx context.Context, lr *logRead) error {
 				if _, err := tx.SetIP(ctx, name, "", ""); err != nil {
 					return err
 				}
-				if _, err := tx.WithdrawIPBan(ctx, name, ip, s.opts.Now()); err != nil {
+				if err := withdraw(tx, name, ip); err != nil {
 					return err
 				}
 			}
@@ -593,6 +607,10 @@ func (s *run) applyLinks(ctx context.Context, lr *logRead) error {
 		return fmt.Errorf("store IP links: %w", err)
 	}
 	s.sum.Linked, s.sum.Ambiguous, s.sum.Unmatched, s.sum.IPBans = linked, ambiguous, unmatched, ipBans
+	s.sum.Withdrawn = len(withdrawn)
+	if len(withdrawn) > 0 {
+		s.opts.Log.Warn("IP bans lifted: the web log no longer links their sign-ups to those addresses (an unban of each is queued)", "bans", withdrawn)
+	}
 	if len(lr.ambiguous) > 0 {
 		s.opts.Log.Info("sign-ups left unlinked: the logs name several addresses", "usernames", lr.ambiguous)
 	}

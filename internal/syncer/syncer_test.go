@@ -1,14 +1,17 @@
 package syncer_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -464,4 +467,58 @@ func TestSyncReusedIDBetweenRuns(t *testing.T) {
 	if !e.reg1("first").Verified {
 		t.Error("first lost")
 	}
+}
+
+// An IP ban that rested on an inferred link is lifted when exact evidence
+// names another address for the sign-up, and sync says so: the summary
+// counts it and a warning names the sign-up and the address.
+func TestSyncWithdrawsIPBanOfReplacedLink(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		now := time.Now().UTC().Truncate(time.Second)
+		t0 := now.Add(-time.Minute)
+		bot := e.inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example", Created: t0})
+		access := e.writeLog("access.log",
+			combined("203.0.113.1", t0, "POST", "/auth/register/", 302),
+			combined("203.0.113.1", t0.Add(time.Second), "GET", "/u/bot/", 200))
+		e.opts.AccessLogs = []string{access}
+		if sum := e.sync(); sum.Linked != 1 || e.reg1("bot").IP != "203.0.113.1" {
+			t.Fatalf("first sync: %v, bot linked to %q", sum, e.reg1("bot").IP)
+		}
+		// The bounce of bot's verification mail bans the account and the
+		// address the access log pointed to.
+		if _, err := e.reg.RecordBounce(ctx, registry.Bounce{Received: now, Verdict: registry.VerdictActed, Report: "{}"}, []registry.Action{
+			{UserID: bot, Kind: registry.BanAccount, Target: registry.UserTarget(bot), Reason: "bounced"},
+			{UserID: bot, Kind: registry.BanIP, Target: "203.0.113.1", Reason: "bounced"},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// The sign-up log, exact, names another address.
+		e.opts.SignupLogs = []string{e.writeLog("signup.log", signupLine("198.51.100.5", t0, "bot"))}
+		var logged bytes.Buffer
+		e.opts.Log = slog.New(slog.NewTextHandler(&logged, nil))
+		sum := e.sync()
+		if sum.Withdrawn != 1 || sum.IPBans != 1 {
+			t.Errorf("second sync: %+v; want 1 IP ban withdrawn and 1 queued", sum)
+		}
+		if !strings.Contains(logged.String(), "IP bans lifted") || !strings.Contains(logged.String(), "bot 203.0.113.1") {
+			t.Errorf("no warning naming bot and 203.0.113.1:\n%s", logged.String())
+		}
+		acts, err := e.reg.Actions(ctx, bot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wrong, right bool
+		for _, a := range acts {
+			switch {
+			case a.Kind == registry.BanIP && a.Target == "203.0.113.1":
+				wrong = a.State == registry.Cancelled
+			case a.Kind == registry.BanIP && a.Target == "198.51.100.5":
+				right = a.State == registry.Pending
+			}
+		}
+		if !wrong || !right {
+			t.Errorf("actions of bot = %+v; want the ban of 203.0.113.1 cancelled and one of 198.51.100.5 pending", acts)
+		}
+	})
 }

@@ -609,7 +609,7 @@ func (s *run) applyLinks(ctx context.Context, lr *logRead) error {
 	s.sum.Linked, s.sum.Ambiguous, s.sum.Unmatched, s.sum.IPBans = linked, ambiguous, unmatched, ipBans
 	s.sum.Withdrawn = len(withdrawn)
 	if len(withdrawn) > 0 {
-		s.opts.Log.Warn("IP bans lifted: the web log no longer links their sign-ups to those addresses (an unban of each is queued)", "bans", withdrawn)
+		s.opts.Log.Warn("IP bans lifted: the web log no longer links their sign-ups to those addresses (a waiting ban cancelled, an applied one undone with an unban queued)", "bans", withdrawn)
 	}
 	if len(lr.ambiguous) > 0 {
 		s.opts.Log.Info("sign-ups left unlinked: the logs name several addresses", "usernames", lr.ambiguous)

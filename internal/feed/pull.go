@@ -293,7 +293,10 @@ func (s *Subscriber) threshold() float64 {
 // Reconcile bans the IPs that enough peers list now and lifts the bans of
 // those no longer listed enough (expired, or gone from the feeds). It
 // reports how many bans it queued and lifted. Networks are stored and shown
-// but not banned: the banners ban addresses.
+// but not banned: a ban rests on what a sign-up proved, its address (which
+// the banner may widen to its IPv6 network, as for local bans), and
+// bouncemilter publishes only addresses; a network another tool published
+// may be far wider than anything a sign-up proves.
 func (s *Subscriber) Reconcile(ctx context.Context) (banned, unbanned int, err error) {
 	now := s.now()
 	entries, err := s.Store.FeedEntries(ctx, "ip", "", now)

@@ -1,8 +1,10 @@
 package dsn
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -298,6 +300,33 @@ func TestSampleMbox(t *testing.T) {
 	}
 	checkReport(t, reports[0], samples["postfix-userunknown.eml"])
 	checkReport(t, reports[1], samples["qmail-userunknown.eml"])
+}
+
+// A body line that starts with "From " but is no separator is read whole
+// wherever it falls in the stream reader's buffer: looking at the line
+// after it (is it a header field?) may move the buffer the line is in.
+// Read in place, the same mbox gives the same reports.
+func TestParseAllFromLineAtBufferEnd(t *testing.T) {
+	head := "From MAILER-DAEMON Mon Nov 30 04:45:43 2026\n" +
+		"From: MAILER-DAEMON@mx.example.net\nSubject: Undelivered Mail Returned to Sender\n\n" +
+		"This is the mail system at host mx.example.net.\n\n"
+	body := "From mx.example: <bob@example.com>: 550 5.1.1 user unknown\n" +
+		"not a header line\n\n" +
+		"From MAILER-DAEMON Mon Nov 30 04:45:44 2026\nFrom: MAILER-DAEMON@mx.example.net\n\nsecond\n"
+	for pad := 3900; pad < 4300; pad++ {
+		mbox := []byte(head + strings.Repeat("x", pad) + "\n" + body)
+		streamed, err := ParseAll(bytes.NewReader(mbox))
+		if err != nil {
+			t.Fatal(err)
+		}
+		inPlace, err := (&Parser{}).ParseAllBytes(mbox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(streamed, inPlace) {
+			t.Fatalf("padding %d: ParseAll\n%+v\nParseAllBytes\n%+v", pad, streamed[0], inPlace[0])
+		}
+	}
 }
 
 // TestAllSamplesListed makes sure every sample has its expected result.

@@ -10,11 +10,18 @@ import (
 
 // This file splits mbox files (the "mboxo"/"mboxrd" family described in
 // RFC 4155): messages one after another, each starting with a line
-// "From sender date". A separator counts only at the start of the input or
-// after a blank line, as RFC 4155 section 2 and every mbox writer have it.
+// "From sender date". A separator counts at the start of the input and
+// after a blank line, as RFC 4155 section 2 and every mbox writer have it,
+// and before a header field (some tools concatenate messages without the
+// blank line).
 
 // maxMessages bounds how many messages one ParseAll call returns.
 const maxMessages = 100000
+
+// maxSeparator is the longest "From " line that separates messages: RFC
+// 5322's line limit. A real one ("From sender date") is far shorter, and
+// ParseAll's reader sees a line this long whole, and the line after it.
+const maxSeparator = 1000
 
 // ParseAll reads r as one message, or as several in mbox form when it
 // starts with a "From " line, and returns one report per message. Each
@@ -41,15 +48,28 @@ func (p *Parser) ParseAll(r io.Reader) ([]*Report, error) {
 	}
 	br := bufio.NewReader(r)
 	limit := p.maxBytes()
-	s := mboxSplit{p: p, blank: true}
+	s := mboxSplit{p: p}
 	var (
 		buf  bytes.Buffer
 		over bool
+		// from holds a copy of a "From " line: line is in br's
+		// buffer, which looking at the next line may move.
+		from []byte
+		// piece is set while a line longer than br's buffer comes in
+		// pieces: the next one goes on with it, neither a separator
+		// nor a blank line.
+		piece bool
 	)
 	for {
 		line, err := readLine(br)
+		more := piece
+		piece = len(line) > 0 && line[len(line)-1] != '\n'
+		if !more && bytes.HasPrefix(line, []byte("From ")) {
+			from = append(from[:0], line...)
+			line = from
+		}
 		if len(line) > 0 {
-			if s.separator(line, func() []byte { next, _ := br.Peek(80); return next }) {
+			if !more && s.separator(line, func() []byte { next, _ := br.Peek(80); return next }) {
 				s.emit(buf.Bytes(), over)
 				buf.Reset()
 				over = false
@@ -80,7 +100,7 @@ func (p *Parser) ParseAllBytes(b []byte) ([]*Report, error) {
 		return single(p.ParseBytes(b))
 	}
 	limit := p.maxBytes()
-	s := mboxSplit{p: p, blank: true}
+	s := mboxSplit{p: p}
 	// start is where the current message starts, fit where its last line
 	// that fits in limit ends.
 	start, fit := 0, 0
@@ -111,21 +131,23 @@ type mboxSplit struct {
 	reports []*Report
 	// firstErr is the first ErrInternal; splitting goes on.
 	firstErr error
-	// blank is whether the last line was blank (true at the start);
-	// started is set at each separator: every "From " line starts a
-	// message, even an empty one, which gets an empty report.
-	blank, started bool
+	// afterText is set when the last line was not blank: a "From " line
+	// there separates only when a header field follows. started is set
+	// at each separator: every "From " line starts a message, even an
+	// empty one, which gets an empty report.
+	afterText, started bool
 }
 
 // separator reports whether line (with its newline) starts a message:
 // a "From " line at the start, after a blank line, or followed by a header
-// field (next returns what follows line).
+// field (next returns what follows line; line must stay as it is when next
+// is called).
 func (s *mboxSplit) separator(line []byte, next func() []byte) bool {
-	if bytes.HasPrefix(line, []byte("From ")) && (s.blank || headerFollows(next())) {
-		s.blank = false
+	if len(line) <= maxSeparator && bytes.HasPrefix(line, []byte("From ")) && (!s.afterText || headerFollows(next())) {
+		s.afterText = true
 		return true
 	}
-	s.blank = len(bytes.TrimRight(line, "\r\n")) == 0
+	s.afterText = len(bytes.TrimRight(line, "\r\n")) > 0
 	return false
 }
 
@@ -197,8 +219,8 @@ func headerFollows(next []byte) bool {
 }
 
 // readLine returns the next line with its newline. A line longer than the
-// reader's buffer comes back in pieces, which is harmless here: only the
-// first piece can be a separator, and the pieces are written out in order.
+// reader's buffer comes back in pieces, all but the last without a
+// newline.
 func readLine(br *bufio.Reader) ([]byte, error) {
 	line, err := br.ReadSlice('\n')
 	if err == bufio.ErrBufferFull {

@@ -116,9 +116,15 @@ func (a *arena) alloc(n int) []byte {
 // its first n: what a copy that came out shorter than it could have been
 // did not use.
 func (a *arena) shrink(b []byte, n int) {
-	if a != nil && len(b) <= len(a.buf) && unsafe.SliceData(b) == unsafe.SliceData(a.buf[len(a.buf)-len(b):]) {
+	if a.isLast(unsafe.SliceData(b), len(b)) {
 		a.buf = a.buf[:len(a.buf)-len(b)+n]
 	}
+}
+
+// isLast reports whether the n bytes at p are the last the arena handed
+// out.
+func (a *arena) isLast(p *byte, n int) bool {
+	return a != nil && n > 0 && n <= len(a.buf) && p == unsafe.SliceData(a.buf[len(a.buf)-n:])
 }
 
 // string returns a copy of b.
@@ -136,8 +142,7 @@ func (a *arena) string(b []byte) string {
 // a value joined from many lines is not copied again for each.
 func (a *arena) join(prev, sep, s string) string {
 	n := len(prev) + len(sep) + len(s)
-	if a != nil && len(prev) > 0 && len(prev) <= len(a.buf) && len(a.buf)+len(sep)+len(s) <= cap(a.buf) &&
-		unsafe.StringData(prev) == unsafe.SliceData(a.buf[len(a.buf)-len(prev):]) {
+	if a.isLast(unsafe.StringData(prev), len(prev)) && len(a.buf)+len(sep)+len(s) <= cap(a.buf) {
 		a.buf = append(append(a.buf, sep...), s...)
 		return unsafe.String(unsafe.StringData(prev), n)
 	}

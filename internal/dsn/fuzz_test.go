@@ -155,7 +155,7 @@ func FuzzRecipientLine(f *testing.F) {
 		_ = decodeUTF8Addr(s)
 		_ = findReplyCode(s)
 		_ = lastStatus(s)
-		_ = classify(findStatus(s), s, nil)
+		_ = classify(findStatus(s), asciiLower(s))
 		// collapseSpace's one pass, in an arena, is what Fields and
 		// Join make.
 		a := getArena()

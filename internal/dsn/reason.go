@@ -124,10 +124,9 @@ var dataStage = []string{"after end of data", "in reply to end of data command",
 	"after data", ">>> data", "did not like our final data", "did not like our data"}
 
 // classify names the reason for a failure with the given status (maybe
-// "") and diagnostic text, lowercased (when it needs to be) in the arena a
-// (nil: the heap).
-func classify(status, diag string, a *arena) string {
-	d := a.lower(diag)
+// "") and diagnostic text d, ASCII-lowercased (asciiLower) by the caller,
+// which can often take it from a lowercased copy it already has.
+func classify(status, d string) string {
 	r := classifyText(status, d)
 	if r == "userunknown" {
 		for _, p := range dataStage {

@@ -56,7 +56,7 @@ func TestClassify(t *testing.T) {
 		{"5.3.4", "552 5.3.4 Message size exceeds fixed limit", "mesgtoolarge"},
 		{"", "", "undefined"},
 	} {
-		if got := classify(c.status, c.diag, nil); got != c.want {
+		if got := classify(c.status, asciiLower(c.diag)); got != c.want {
 			t.Errorf("classify(%q, %q) = %q, want %q", c.status, c.diag, got, c.want)
 		}
 	}

@@ -3,7 +3,6 @@ package dsn
 import (
 	"strings"
 	"unicode"
-	"unicode/utf8"
 	"unsafe"
 )
 
@@ -248,7 +247,7 @@ func completeRecipient(r *Recipient, a *arena) {
 		return
 	}
 	if r.Reason == "" {
-		r.Reason = classify(r.Status, r.Diagnostic, a)
+		r.Reason = classify(r.Status, a.lower(r.Diagnostic))
 	}
 	if r.Status == "" {
 		class := "5"
@@ -275,36 +274,31 @@ func collapseSpace(s string, a *arena) string {
 	}
 	b := a.alloc(len(s))
 	n := 0
-	for i := 0; i < len(s); {
-		c, size := rune(s[i]), 1
-		if c >= utf8.RuneSelf {
-			c, size = utf8.DecodeRuneInString(s[i:])
+	word := -1 // where the word being read starts; -1 between words
+	for i, c := range s {
+		switch space := unicode.IsSpace(c); {
+		case space && word >= 0:
+			n = appendWord(b, n, s[word:i])
+			word = -1
+		case !space && word < 0:
+			word = i
 		}
-		if unicode.IsSpace(c) {
-			i += size
-			continue
-		}
-		// A word: copied whole, after one space if a word came before.
-		end := i + size
-		for end < len(s) {
-			c, size := rune(s[end]), 1
-			if c >= utf8.RuneSelf {
-				c, size = utf8.DecodeRuneInString(s[end:])
-			}
-			if unicode.IsSpace(c) {
-				break
-			}
-			end += size
-		}
-		if n > 0 {
-			b[n] = ' '
-			n++
-		}
-		n += copy(b[n:], s[i:end])
-		i = end
+	}
+	if word >= 0 {
+		n = appendWord(b, n, s[word:])
 	}
 	a.shrink(b, n)
 	return unsafe.String(unsafe.SliceData(b), n)
+}
+
+// appendWord writes w into b at n, after a space unless it is the first
+// word, and returns where it ends.
+func appendWord(b []byte, n int, w string) int {
+	if n > 0 {
+		b[n] = ' '
+		n++
+	}
+	return n + copy(b[n:], w)
 }
 
 // singleSpaced reports whether s is ASCII with no white space but single

@@ -125,7 +125,7 @@ func returnedRecipient(m *msg) (Recipient, bool) {
 	diag := firstDiagnostic(text)
 	// A delivery-status report is evidence enough; other mail must say
 	// why in words this package knows.
-	if addr == "" || diag == "" && m.reportType != "delivery-status" && classify("", text, m.arena) == "onhold" {
+	if addr == "" || diag == "" && m.reportType != "delivery-status" && classify("", m.lowerOf(text)) == "onhold" {
 		return Recipient{}, false
 	}
 	if diag == "" {

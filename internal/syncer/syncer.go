@@ -101,8 +101,9 @@ type Summary struct {
 	// IPBans counts IP bans queued because a link arrived for a sign-up
 	// whose bounce had already banned the account.
 	IPBans int
-	// Withdrawn counts IP bans lifted because the link that justified
-	// them was withdrawn (see registry.Tx.WithdrawIPBan).
+	// Withdrawn counts the sign-ups whose IP ban was lifted because the
+	// link that justified it was withdrawn (see
+	// registry.Tx.WithdrawIPBan).
 	Withdrawn int
 	Lines     int // log lines read
 	Malformed int // of those, how many did not parse
@@ -515,8 +516,8 @@ func (s *run) applyLinks(ctx context.Context, lr *logRead) error {
 		return nil
 	}
 	var linked, ambiguous, unmatched, ipBans int
-	// withdrawn lists the bans lifted, "username ip", told once the
-	// transaction holds.
+	// withdrawn lists the sign-ups whose ban of an address was lifted,
+	// "username ip", told once the transaction holds.
 	var withdrawn []string
 	withdraw := func(tx *registry.Tx, username, ip string) error {
 		lifted, err := tx.WithdrawIPBan(ctx, username, ip, s.opts.Now())

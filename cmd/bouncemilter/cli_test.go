@@ -107,7 +107,7 @@ func seedRegistry(t *testing.T) (regPath string, inst *mgtest.Instance) {
 	}
 	due, _ := reg.DueActions(ctx, now, 10)
 	for _, a := range due {
-		reg.MarkApplied(ctx, a.ID, now)
+		reg.MarkApplied(ctx, a.ID, now, "")
 	}
 	return regPath, inst
 }

@@ -44,7 +44,7 @@ func proveBot(t *testing.T, regPath string, applied bool) {
 	if applied {
 		acts, _ := reg.Actions(ctx, 1)
 		for _, a := range acts {
-			reg.MarkApplied(ctx, a.ID, now)
+			reg.MarkApplied(ctx, a.ID, now, "")
 		}
 	}
 }

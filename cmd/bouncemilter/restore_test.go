@@ -80,7 +80,7 @@ func newRestoreWorld(t *testing.T) *restoreWorld {
 		t.Fatal(err)
 	}
 	for _, a := range acts {
-		if err := reg.MarkApplied(ctx, a.ID, now); err != nil {
+		if err := reg.MarkApplied(ctx, a.ID, now, ""); err != nil {
 			t.Fatal(err)
 		}
 	}

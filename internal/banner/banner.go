@@ -219,6 +219,13 @@ func (g *guard) target(ip netip.Addr) netip.Prefix {
 	return p
 }
 
+// Covers returns what a ban of ip bans: its network when IPv6 addresses
+// are grouped and the network holds no allow-listed address, else ip
+// alone.
+func (g *guard) Covers(ip netip.Addr) netip.Prefix {
+	return g.target(normalize(ip))
+}
+
 func (g *guard) Ban(ctx context.Context, ip netip.Addr, reason string) error {
 	ip = normalize(ip)
 	if err := check(ip, g.allow); err != nil {

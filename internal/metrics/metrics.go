@@ -278,8 +278,8 @@ func (q *queue) count(id int64, result string, forget bool) {
 	q.m.actions.with(string(kind), result).inc()
 }
 
-func (q *queue) MarkApplied(ctx context.Context, id int64, now time.Time) error {
-	err := q.Queue.MarkApplied(ctx, id, now)
+func (q *queue) MarkApplied(ctx context.Context, id int64, now time.Time, banned string) error {
+	err := q.Queue.MarkApplied(ctx, id, now, banned)
 	if err == nil {
 		q.count(id, ResultApplied, true)
 	}

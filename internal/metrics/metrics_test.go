@@ -62,7 +62,7 @@ func TestDecorators(t *testing.T) {
 	if before := scrape(t, m); !strings.Contains(before, "bouncemilter_action_backlog 2\n") {
 		t.Errorf("backlog before: %s", grep(before, "backlog"))
 	}
-	q.MarkApplied(ctx, due[0].ID, now)
+	q.MarkApplied(ctx, due[0].ID, now, "")
 	q.MarkRefused(ctx, due[1].ID, errors.New("no"), now)
 	if err := reg.RecordSync(ctx, registry.SyncRun{At: time.Unix(1700000000, 0)}); err != nil {
 		t.Fatal(err)

@@ -88,6 +88,10 @@ type Action struct {
 	// failed or refused: the process died while it was under way, and
 	// the action may have taken effect. Zero otherwise.
 	Started time.Time
+	// Banned is what an applied IP ban banned when that is wider than
+	// Target: the network the banner grouped the address in (an IPv6
+	// /64 by default). "" otherwise.
+	Banned string
 }
 
 // RecordBounce journals a bounce and the actions it calls for, durably,
@@ -158,7 +162,7 @@ func (t *Tx) queue(ctx context.Context, a Action, now time.Time) (int64, error) 
 	return res.LastInsertId()
 }
 
-const actionColumns = `id, coalesce(bounce_id, 0), user_id, kind, target, reason, state, attempts, last_error, next_attempt, created, coalesce(done, 0), started`
+const actionColumns = `id, coalesce(bounce_id, 0), user_id, kind, target, reason, state, attempts, last_error, next_attempt, created, coalesce(done, 0), started, banned`
 
 func scanAction(s interface{ Scan(...any) error }) (Action, error) {
 	var (
@@ -166,7 +170,7 @@ func scanAction(s interface{ Scan(...any) error }) (Action, error) {
 		kind, state                  string
 		next, created, done, started int64
 	)
-	err := s.Scan(&a.ID, &a.BounceID, &a.UserID, &kind, &a.Target, &a.Reason, &state, &a.Attempts, &a.LastError, &next, &created, &done, &started)
+	err := s.Scan(&a.ID, &a.BounceID, &a.UserID, &kind, &a.Target, &a.Reason, &state, &a.Attempts, &a.LastError, &next, &created, &done, &started, &a.Banned)
 	a.Kind, a.State = ActionKind(kind), ActionState(state)
 	a.NextAttempt, a.Created, a.Done, a.Started = fromUnix(next), fromUnix(created), fromUnix(done), fromUnix(started)
 	return a, err
@@ -215,12 +219,13 @@ func collectActions(rows *sql.Rows) ([]Action, error) {
 	return out, rows.Err()
 }
 
-// MarkApplied records that an action took effect. It is a no-op for an
-// action that is no longer pending, so a retried worker cannot undo a
-// cancellation.
-func (r *DB) MarkApplied(ctx context.Context, id int64, now time.Time) error {
-	err := r.grouped(ctx, `UPDATE actions SET state = 'applied', done = ?, attempts = attempts + 1, last_error = '', started = 0
-		WHERE id = ? AND state = 'pending'`, unix(now), id)
+// MarkApplied records that an action took effect, and for an IP ban what
+// it banned when that was wider than its target (see Action.Banned; ""
+// otherwise). It is a no-op for an action that is no longer pending, so a
+// retried worker cannot undo a cancellation.
+func (r *DB) MarkApplied(ctx context.Context, id int64, now time.Time, banned string) error {
+	err := r.grouped(ctx, `UPDATE actions SET state = 'applied', done = ?, attempts = attempts + 1, last_error = '', started = 0, banned = ?
+		WHERE id = ? AND state = 'pending'`, unix(now), banned, id)
 	if err != nil {
 		return fmt.Errorf("mark action %d applied: %w", id, err)
 	}

@@ -200,7 +200,7 @@ func TestWithdrawIPBan(t *testing.T) {
 		}
 	}
 	acts, _ := db.Actions(ctx, 1)
-	if err := db.MarkApplied(ctx, acts[1].ID, t0); err != nil {
+	if err := db.MarkApplied(ctx, acts[1].ID, t0, ""); err != nil {
 		t.Fatal(err)
 	}
 	withdraw := func(name, ip string) bool {
@@ -254,7 +254,7 @@ func TestSecondUnbanOfOneAddress(t *testing.T) {
 		if ban == 0 {
 			t.Fatalf("round %d: ban not queued", round)
 		}
-		if err := db.MarkApplied(ctx, ban, t0); err != nil {
+		if err := db.MarkApplied(ctx, ban, t0, ""); err != nil {
 			t.Fatal(err)
 		}
 		// Lifted as restore lifts it: undone, and an unban queued.
@@ -269,7 +269,7 @@ func TestSecondUnbanOfOneAddress(t *testing.T) {
 		if unban == 0 {
 			t.Fatalf("round %d: unban not queued", round)
 		}
-		if err := db.MarkApplied(ctx, unban, t0); err != nil {
+		if err := db.MarkApplied(ctx, unban, t0, ""); err != nil {
 			t.Fatal(err)
 		}
 	}

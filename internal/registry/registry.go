@@ -200,6 +200,9 @@ CREATE INDEX sends_sent ON sends(sent);
 	feedSchema,
 	// Reports to StopForumSpam (package sfs). See sfs.go.
 	sfsSchema,
+	// What an applied IP ban banned when it is wider than its target:
+	// the IPv6 network of the address. See Action.Banned.
+	`ALTER TABLE actions ADD COLUMN banned TEXT NOT NULL DEFAULT '';`,
 }
 
 func (r *DB) migrate(ctx context.Context) error {

@@ -126,7 +126,7 @@ func TestJournalActionsLifecycle(t *testing.T) {
 	if err := db.MarkFailed(ctx, due[0].ID, errors.New("db down"), t0.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.MarkApplied(ctx, due[1].ID, t0); err != nil {
+	if err := db.MarkApplied(ctx, due[1].ID, t0, ""); err != nil {
 		t.Fatal(err)
 	}
 	if due, _ := db.DueActions(ctx, t0, 10); len(due) != 0 {
@@ -136,7 +136,7 @@ func TestJournalActionsLifecycle(t *testing.T) {
 	if len(due) != 1 || due[0].Attempts != 1 || due[0].LastError != "db down" {
 		t.Fatalf("retry = %+v", due)
 	}
-	if err := db.MarkApplied(ctx, due[0].ID, t0.Add(time.Minute)); err != nil {
+	if err := db.MarkApplied(ctx, due[0].ID, t0.Add(time.Minute), ""); err != nil {
 		t.Fatal(err)
 	}
 

@@ -16,7 +16,7 @@ func TestMarkStarted(t *testing.T) {
 		want ActionState
 	}{
 		{"interrupted", func(db *DB, id int64) error { return nil }, Pending},
-		{"applied", func(db *DB, id int64) error { return db.MarkApplied(context.Background(), id, t0) }, Applied},
+		{"applied", func(db *DB, id int64) error { return db.MarkApplied(context.Background(), id, t0, "") }, Applied},
 		{"failed", func(db *DB, id int64) error {
 			return db.MarkFailed(context.Background(), id, errors.New("down"), t0)
 		}, Pending},

@@ -187,7 +187,11 @@ func writeAccount(w io.Writer, a Account) {
 	}
 	fmt.Fprintf(w, "  actions (%d)\n", len(s.Actions))
 	for _, act := range s.Actions {
-		line(w, "    #%d %s %s: %s", act.ID, act.Kind, act.Target, act.State)
+		target := act.Target
+		if act.Banned != "" {
+			target += " (network " + act.Banned + ")"
+		}
+		line(w, "    #%d %s %s: %s", act.ID, act.Kind, target, act.State)
 		done := "-"
 		if !act.Done.IsZero() {
 			done = when(act.Done)
@@ -275,6 +279,7 @@ type actionJSON struct {
 	ID        int64      `json:"id"`
 	Kind      string     `json:"kind"`
 	Target    string     `json:"target"`
+	Banned    string     `json:"banned,omitempty"` // the network an IP ban banned, when wider than target
 	State     string     `json:"state"`
 	Queued    time.Time  `json:"queued"`
 	Done      *time.Time `json:"done,omitempty"`
@@ -309,7 +314,7 @@ func toJSON(a Account) accountJSON {
 		out.Bounces = append(out.Bounces, bj)
 	}
 	for _, act := range s.Actions {
-		aj := actionJSON{ID: act.ID, Kind: string(act.Kind), Target: act.Target, State: string(act.State), Queued: act.Created,
+		aj := actionJSON{ID: act.ID, Kind: string(act.Kind), Target: act.Target, Banned: act.Banned, State: string(act.State), Queued: act.Created,
 			Attempts: act.Attempts, LastError: act.LastError}
 		if !act.Done.IsZero() {
 			d := act.Done

@@ -52,3 +52,26 @@ func TestShowFitsWidth(t *testing.T) {
 		t.Errorf("empty list as JSON = %q", b.String())
 	}
 }
+
+// An IPv6 ban shows the network it banned, in text and in JSON.
+func TestShowNetworkBanned(t *testing.T) {
+	s := registry.Story{
+		Registration: registry.Registration{UserID: 7, Username: "bot", Email: "bot@nowhere.example", IP: "2001:db8:4:7::99"},
+		Actions: []registry.Action{{ID: 3, Kind: registry.BanIP, Target: "2001:db8:4:7::99", Banned: "2001:db8:4:7::/64",
+			State: registry.Applied, Created: time.Now(), Done: time.Now(), Attempts: 1}},
+	}
+	var b bytes.Buffer
+	if err := WriteShow(&b, []Account{{Story: s}}, false); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "#3 ban-ip 2001:db8:4:7::99 (network 2001:db8:4:7::/64): applied") {
+		t.Errorf("text does not show the network banned:\n%s", b.String())
+	}
+	b.Reset()
+	if err := WriteShow(&b, []Account{{Story: s}}, true); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), `"banned": "2001:db8:4:7::/64"`) {
+		t.Errorf("JSON does not show the network banned:\n%s", b.String())
+	}
+}

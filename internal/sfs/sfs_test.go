@@ -78,7 +78,7 @@ func vandal(t *testing.T, reg *registry.DB, id int64, name, ip string, verdict r
 	if applied {
 		acts, _ := reg.Actions(ctx, id)
 		for _, a := range acts {
-			reg.MarkApplied(ctx, a.ID, t0)
+			reg.MarkApplied(ctx, a.ID, t0, "")
 		}
 	}
 }

@@ -21,7 +21,7 @@ type crashingQueue struct {
 
 var errKilled = errors.New("killed")
 
-func (q crashingQueue) MarkApplied(ctx context.Context, id int64, now time.Time) error {
+func (q crashingQueue) MarkApplied(ctx context.Context, id int64, now time.Time, banned string) error {
 	acts, err := q.DB.DueActions(ctx, now.Add(time.Hour), 100)
 	if err != nil {
 		return err
@@ -31,7 +31,7 @@ func (q crashingQueue) MarkApplied(ctx context.Context, id int64, now time.Time)
 			return errKilled
 		}
 	}
-	return q.DB.MarkApplied(ctx, id, now)
+	return q.DB.MarkApplied(ctx, id, now, banned)
 }
 
 // A ban log line written just before a crash is not written again after

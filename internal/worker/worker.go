@@ -33,7 +33,7 @@ type Queue interface {
 	DueActions(ctx context.Context, now time.Time, limit int) ([]registry.Action, error)
 	Actions(ctx context.Context, userID int64) ([]registry.Action, error)
 	MarkStarted(ctx context.Context, id int64, now time.Time) error
-	MarkApplied(ctx context.Context, id int64, now time.Time) error
+	MarkApplied(ctx context.Context, id int64, now time.Time, banned string) error
 	MarkFailed(ctx context.Context, id int64, cause error, next time.Time) error
 	MarkRefused(ctx context.Context, id int64, cause error, now time.Time) error
 }
@@ -48,6 +48,12 @@ type Accounts interface {
 type Banner interface {
 	Ban(ctx context.Context, ip netip.Addr, reason string) error
 	Unban(ctx context.Context, ip netip.Addr) error
+}
+
+// Coverer is implemented by banners that may ban more than the address
+// they are given: banner.New's bans the IPv6 network of an address.
+type Coverer interface {
+	Covers(ip netip.Addr) netip.Prefix
 }
 
 // BanChecker is implemented by banners whose Ban is not idempotent at the
@@ -217,8 +223,12 @@ func (w *Worker) book(ctx context.Context, a registry.Action, err error) (bool, 
 	case errors.Is(err, errWaiting):
 		return false, nil
 	case err == nil:
+		banned := w.banned(a)
+		if banned != "" {
+			log = log.With("banned", banned)
+		}
 		log.Info("action applied")
-		return true, w.Queue.MarkApplied(ctx, a.ID, now)
+		return true, w.Queue.MarkApplied(ctx, a.ID, now, banned)
 	case w.refused(err):
 		log.Warn("action refused", "err", err)
 		return true, w.Queue.MarkRefused(ctx, a.ID, err, now)
@@ -265,6 +275,23 @@ func (w *Worker) do(ctx context.Context, a registry.Action) error {
 }
 
 var errBadAction = refusal.New("malformed action")
+
+// banned returns what applying a banned, for the journal, when that is
+// wider than its target: the network of an IPv6 address. "" otherwise.
+func (w *Worker) banned(a registry.Action) string {
+	c, ok := w.Banner.(Coverer)
+	if !ok || a.Kind != registry.BanIP {
+		return ""
+	}
+	ip, err := netip.ParseAddr(a.Target)
+	if err != nil {
+		return ""
+	}
+	if p := c.Covers(ip); !p.IsSingleIP() {
+		return p.String()
+	}
+	return ""
+}
 
 // ban bans ip for action a. When the banner is a BanChecker, the attempt is
 // marked in the journal, durably, before it begins; an attempt found marked

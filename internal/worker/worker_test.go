@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncemilter/bouncemilter/internal/banner"
 	"github.com/bouncemilter/bouncemilter/internal/refusal"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 )
@@ -682,5 +683,32 @@ func TestRunOnceBatchFailureRetriesAll(t *testing.T) {
 	}
 	if calls := tg.Calls(); len(calls) != 0 {
 		t.Errorf("calls = %q; want none while the database is down", calls)
+	}
+}
+
+// The journal keeps what an IP ban banned when the banner bans more than
+// the address: the /64 of an IPv6 sign-up, not when the /64 holds an
+// allow-listed address (then the address alone is banned), never for
+// IPv4.
+func TestIPBanRecordsTheNetworkBanned(t *testing.T) {
+	db := openRegistry(t)
+	c := &clock{t: t0}
+	tg := &target{}
+	journal(t, db, 1, "2001:db8:4:7::99", t0)
+	journal(t, db, 2, "2001:db8:5:1::99", t0)
+	journal(t, db, 3, "203.0.113.9", t0)
+	w := newWorker(db, tg, c)
+	w.Banner = banner.GuardedNet(banner.Nop{}, []netip.Prefix{netip.MustParsePrefix("2001:db8:5:1::1/128")}, 64)
+	if _, err := w.RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for user, want := range map[int64]string{1: "2001:db8:4:7::/64", 2: "", 3: ""} {
+		acts, err := db.Actions(t.Context(), user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(acts) != 2 || acts[1].Kind != registry.BanIP || acts[1].State != registry.Applied || acts[1].Banned != want {
+			t.Errorf("actions of user %d = %+v; want the IP ban applied, banned %q", user, acts, want)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strconv"
 	"time"
@@ -17,7 +18,9 @@ const (
 	AllowIP    AllowKind = "ip"    // an IP address
 )
 
-// Allow protects value from every future action.
+// Allow protects value from every future action: the bans still waiting
+// for it are cancelled (each with an unban queued, as for a restore, in
+// case a worker is applying it right now).
 func (r *DB) Allow(ctx context.Context, kind AllowKind, value, note string, now time.Time) error {
 	return r.Tx(ctx, func(tx *Tx) error { return tx.Allow(ctx, kind, value, note, now) })
 }
@@ -31,6 +34,30 @@ func (t *Tx) Allow(ctx context.Context, kind AllowKind, value, note string, now 
 		ON CONFLICT(kind, value) DO UPDATE SET note = excluded.note`, string(kind), value, note, unix(now))
 	if err != nil {
 		return fmt.Errorf("allow %s %s: %w", kind, value, err)
+	}
+	// The worker does not read the allow-list: what it protects from
+	// now on must not depend on whether the bans were applied yet.
+	waiting := `SELECT ` + actionColumns + ` FROM actions WHERE state = 'pending' AND kind IN ('ban-account', 'ban-ip') AND `
+	var rows *sql.Rows
+	switch kind {
+	case AllowIP:
+		rows, err = t.tx.QueryContext(ctx, waiting+`kind = 'ban-ip' AND target = ? ORDER BY id`, value)
+	case AllowUser:
+		rows, err = t.tx.QueryContext(ctx, waiting+`user_id IN (SELECT user_id FROM registrations WHERE username = ?) ORDER BY id`, value)
+	default:
+		rows, err = t.tx.QueryContext(ctx, waiting+`user_id IN (SELECT user_id FROM registrations WHERE email_key = ?) ORDER BY id`, value)
+	}
+	if err != nil {
+		return fmt.Errorf("allow %s %s: %w", kind, value, err)
+	}
+	bans, err := collectActions(rows)
+	if err != nil {
+		return fmt.Errorf("allow %s %s: %w", kind, value, err)
+	}
+	for _, ban := range bans {
+		if _, err := t.liftBan(ctx, ban, ban.UserID, fmt.Sprintf("%s %s is allow-listed", kind, value), now); err != nil {
+			return fmt.Errorf("allow %s %s: %w", kind, value, err)
+		}
 	}
 	return nil
 }
@@ -48,10 +75,15 @@ func (r *DB) Allowed(ctx context.Context, reg Registration) (bool, error) {
 	return ok, nil
 }
 
+// restoredReason starts the reason of the unbans Restore queues; Queue
+// knows by it the IPs a restore freed (see Tx.Queue).
+const restoredReason = "restored by admin: "
+
 // Restore undoes what bouncemilter did to one account: pending bans are
-// cancelled and applied ones undone, each with an action queued that lifts it, and the username is
-// allow-listed so that a later bounce cannot disable it again. It returns
-// the unban actions it queued.
+// cancelled and applied ones undone, each with an action queued that lifts
+// it; the username and address are allow-listed so that a later bounce
+// cannot disable it again, and an IP whose ban it lifted is never banned
+// again (see Tx.Queue). It returns the unban actions it queued.
 func (r *DB) Restore(ctx context.Context, userID int64, note string, now time.Time) ([]Action, error) {
 	reg, err := r.Registration(ctx, userID)
 	if err != nil {
@@ -74,7 +106,7 @@ func (r *DB) Restore(ctx context.Context, userID int64, note string, now time.Ti
 			return err
 		}
 		for _, ban := range bans {
-			undo, err := tx.liftBan(ctx, ban, userID, "restored by admin: "+note, now)
+			undo, err := tx.liftBan(ctx, ban, userID, restoredReason+note, now)
 			if err != nil {
 				return err
 			}

@@ -148,6 +148,21 @@ func (t *Tx) queue(ctx context.Context, a Action, now time.Time) (int64, error) 
 	if exists {
 		return 0, nil
 	}
+	if a.Kind == BanIP {
+		// An IP whose ban an admin's restore lifted is used by a real
+		// person: whatever bouncemilter learns later of another
+		// sign-up from it (a bounce, a link, a peer's feed) bans its
+		// account, never the IP again.
+		var restored bool
+		if err := t.tx.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM actions
+			WHERE kind = 'unban-ip' AND target = ? AND substr(reason, 1, ?) = ?)`,
+			a.Target, len(restoredReason), restoredReason).Scan(&restored); err != nil {
+			return 0, fmt.Errorf("queue %s %s: %w", a.Kind, a.Target, err)
+		}
+		if restored {
+			return 0, nil
+		}
+	}
 	var bounce any
 	if a.BounceID != 0 {
 		bounce = a.BounceID

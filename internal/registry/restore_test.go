@@ -1,0 +1,175 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// restoreSharedIP bans bot (42) and real (43), who signed up from one
+// address, and has the admin restore real.
+func restoreSharedIP(t *testing.T) *DB {
+	t.Helper()
+	ctx := context.Background()
+	db := openTest(t)
+	seed(t, db,
+		Registration{UserID: 42, Username: "bot", Email: "bot@x.example", Created: t0, Synced: t0},
+		Registration{UserID: 43, Username: "real", Email: "real@x.example", Created: t0, Synced: t0},
+	)
+	if err := db.Tx(ctx, func(tx *Tx) error {
+		for _, name := range []string{"bot", "real"} {
+			if _, err := tx.SetIP(ctx, name, "198.51.100.4", "combined-log"); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []int64{43, 42} {
+		if _, err := db.RecordBounce(ctx, Bounce{Received: t0, Verdict: VerdictActed, Report: "{}"}, []Action{
+			{UserID: id, Kind: BanAccount, Target: UserTarget(id), Reason: "bouncemilter: bounced"},
+			{UserID: id, Kind: BanIP, Target: "198.51.100.4", Reason: "bouncemilter: bounced"},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	due, err := db.DueActions(ctx, t0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range due {
+		if err := db.MarkApplied(ctx, a.ID, t0, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Restore(ctx, 43, "a real person", t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// dueBans returns the bans of ip due by a day after t0.
+func dueBans(t *testing.T, db *DB, ip string) []Action {
+	t.Helper()
+	due, err := db.DueActions(context.Background(), t0.Add(24*time.Hour), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []Action
+	for _, a := range due {
+		if a.Kind == BanIP && a.Target == ip {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// The IP whose ban a restore lifted, because a real person uses it, is
+// not banned again by anything bouncemilter learns later about another
+// sign-up from it: a late bounce, a new link from the web log, a peer's
+// feed. The other sign-up's account ban still stands.
+func TestRestoredIPIsNotBannedAgain(t *testing.T) {
+	ctx := context.Background()
+	t.Run("late bounce", func(t *testing.T) {
+		db := restoreSharedIP(t)
+		if _, err := db.RecordBounce(ctx, Bounce{Received: t0.Add(2 * time.Hour), Verdict: VerdictActed, Report: "{}"}, []Action{
+			{UserID: 42, Kind: BanAccount, Target: UserTarget(42), Reason: "bouncemilter: again"},
+			{UserID: 42, Kind: BanIP, Target: "198.51.100.4", Reason: "bouncemilter: again"},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got := dueBans(t, db, "198.51.100.4"); len(got) != 0 {
+			t.Errorf("the restored IP is banned again: %+v", got)
+		}
+	})
+	t.Run("link", func(t *testing.T) {
+		db := restoreSharedIP(t)
+		var queued bool
+		if err := db.Tx(ctx, func(tx *Tx) error {
+			if _, err := tx.SetIP(ctx, "bot", "198.51.100.4", "signup-log"); err != nil {
+				return err
+			}
+			var err error
+			queued, err = tx.QueueLinkedIPBan(ctx, "bot", "198.51.100.4", t0.Add(2*time.Hour))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if queued || len(dueBans(t, db, "198.51.100.4")) != 0 {
+			t.Error("the restored IP is banned again by a link")
+		}
+	})
+	t.Run("feed", func(t *testing.T) {
+		db := restoreSharedIP(t)
+		ok, err := db.BanFromFeed(ctx, "198.51.100.4", "bouncemilter: listed by peers", "a.example", t0.Add(30*24*time.Hour), t0.Add(2*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok || len(dueBans(t, db, "198.51.100.4")) != 0 {
+			t.Error("the restored IP is banned again from a feed")
+		}
+	})
+	t.Run("other IPs", func(t *testing.T) {
+		db := restoreSharedIP(t)
+		if _, err := db.RecordBounce(ctx, Bounce{Received: t0.Add(2 * time.Hour), Verdict: VerdictActed, Report: "{}"}, []Action{
+			{UserID: 42, Kind: BanIP, Target: "198.51.100.5", Reason: "bouncemilter: bounced"},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if len(dueBans(t, db, "198.51.100.5")) != 1 {
+			t.Error("another IP is not banned")
+		}
+	})
+}
+
+// Allow-listing a user, an address or an IP cancels the bans still
+// waiting for them (MediaGoblin down, say): the worker does not read the
+// allow-list, and "protected from every future action" must not depend on
+// whether the bans were applied yet.
+func TestAllowCancelsWaitingBans(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		kind  AllowKind
+		value string
+	}{{AllowUser, "u"}, {AllowEmail, "U@X.example"}, {AllowIP, "198.51.100.9"}} {
+		t.Run(string(tc.kind), func(t *testing.T) {
+			db := openTest(t)
+			seed(t, db, Registration{UserID: 7, Username: "u", Email: "u@x.example", Created: t0, Synced: t0},
+				Registration{UserID: 8, Username: "other", Email: "other@x.example", Created: t0, Synced: t0})
+			for _, id := range []int64{7, 8} {
+				ip := "198.51.100.9"
+				if id == 8 {
+					ip = "198.51.100.8"
+				}
+				if _, err := db.RecordBounce(ctx, Bounce{Received: t0, Verdict: VerdictActed, Report: "{}"}, []Action{
+					{UserID: id, Kind: BanAccount, Target: UserTarget(id), Reason: "bouncemilter: bounced"},
+					{UserID: id, Kind: BanIP, Target: ip, Reason: "bouncemilter: bounced"},
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := db.Allow(ctx, tc.kind, tc.value, "office", t0.Add(time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			due, err := db.DueActions(ctx, t0.Add(24*time.Hour), 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var left []string
+			for _, a := range due {
+				if a.Kind == BanAccount || a.Kind == BanIP {
+					left = append(left, string(a.Kind)+" "+a.Target)
+				}
+			}
+			want := map[AllowKind]string{AllowIP: "[ban-account 7 ban-account 8 ban-ip 198.51.100.8]"}[tc.kind]
+			if want == "" {
+				want = "[ban-account 8 ban-ip 198.51.100.8]"
+			}
+			if got := fmt.Sprint(left); got != want {
+				t.Errorf("bans due after allowing %s %s: %s, want %s", tc.kind, tc.value, got, want)
+			}
+		})
+	}
+}

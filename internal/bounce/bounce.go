@@ -180,7 +180,7 @@ func (h *Handler) decide(ctx context.Context, env Envelope, rep *dsn.Report, now
 			note("not a permanent no-such-address failure (%s %s %s)", rcpt.Action, rcpt.Status, rcpt.Reason)
 			continue
 		}
-		candidates := literalAddresses(rcpt)
+		candidates := literalAddresses(rcpt, h.Tags != nil)
 		if len(candidates) == 0 {
 			// The parser derived, cleaned or guessed the address: it may
 			// be shown, never acted on.
@@ -273,13 +273,17 @@ func (h *Handler) decide(ctx context.Context, env Envelope, rep *dsn.Report, now
 }
 
 // literalAddresses returns the addresses of r that the report wrote
-// literally: Final-Recipient, then Original-Recipient when it differs.
-func literalAddresses(r dsn.Recipient) []string {
+// literally: Final-Recipient, then, when signed return paths can prove it,
+// Original-Recipient when it differs. Original-Recipient is the ORCPT
+// parameter the SMTP client chose (RFC 3461 section 4.2), so without a tag
+// naming it a bounce this Postfix made may still carry any address an
+// attacker picked: only Final-Recipient, which the MTA wrote, is looked at.
+func literalAddresses(r dsn.Recipient, signed bool) []string {
 	var out []string
 	if r.Literal && r.Address != "" {
 		out = append(out, r.Address)
 	}
-	if r.OriginalLiteral && r.OriginalAddress != "" && !(r.Literal && SameAddress(r.OriginalAddress, r.Address)) {
+	if signed && r.OriginalLiteral && r.OriginalAddress != "" && !(r.Literal && SameAddress(r.OriginalAddress, r.Address)) {
 		out = append(out, r.OriginalAddress)
 	}
 	return out

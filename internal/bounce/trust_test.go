@@ -270,3 +270,32 @@ func TestSameAddress(t *testing.T) {
 		}
 	}
 }
+
+// Without signed return paths, a bounce this Postfix made is believed for
+// an address a send was recorded to. Its Original-Recipient comes from the
+// ORCPT parameter the SMTP client chose (RFC 3461 section 4.2): anyone who
+// may relay mail from the sender address can send to a dead address with
+// ORCPT=rfc822;victim@example.net and get a genuine bounce naming her. So
+// without a tag only Final-Recipient, which this Postfix wrote, may prove
+// an address; in signed mode the tag names the address, whichever field
+// holds it.
+func TestUnsignedBouncesIgnoreOriginalRecipient(t *testing.T) {
+	db := openRegistry(t)
+	signUp(t, db, victim())
+	sent(t, db, victimAddr, testNow.Add(-time.Minute))
+	rcpt := failed("nosuch@dead.example", true)
+	rcpt.OriginalAddress, rcpt.OriginalLiteral = victimAddr, true
+	h := newHandler(db)
+	for _, trustReturned := range []bool{false, true} {
+		h.TrustReturnedHeaders = trustReturned
+		rep := report(rcpt)
+		rep.Original = dsn.Original{From: testSender, To: victimAddr}
+		acts, out, err := h.decide(t.Context(), localEnv(), rep, testNow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(acts) != 0 || out.Discard {
+			t.Errorf("trust returned headers %v: %d actions, discard %v (%s); want none", trustReturned, len(acts), out.Discard, out.Detail)
+		}
+	}
+}

@@ -199,23 +199,18 @@ func (f *Filter) fromMediaGoblin(c bounce.Client) bool {
 }
 
 // isOwn reports whether addr is the sender address, or a form of it with a
-// recipient delimiter extension (local+tag@domain).
+// recipient delimiter extension (local+tag@domain). The extension follows
+// the sender's whole local part, which may hold the delimiter itself: the
+// return path of mg+noreply@domain is signed mg+noreply+TAG@domain.
 func (f *Filter) isOwn(addr string) bool {
 	addr = registry.EmailKey(addr)
 	own := registry.EmailKey(f.cfg.Sender)
 	if addr == own {
 		return true
 	}
-	if f.cfg.Delimiter == "" {
+	at, ownAt := strings.LastIndexByte(addr, '@'), strings.LastIndexByte(own, '@')
+	if f.cfg.Delimiter == "" || at < 0 || ownAt <= 0 || addr[at:] != own[ownAt:] {
 		return false
 	}
-	at := strings.LastIndexByte(addr, '@')
-	if at < 0 {
-		return false
-	}
-	local, domain := addr[:at], addr[at:]
-	if i := strings.Index(local, f.cfg.Delimiter); i > 0 {
-		return local[:i]+domain == own
-	}
-	return false
+	return strings.HasPrefix(addr[:at], own[:ownAt]+f.cfg.Delimiter)
 }

@@ -271,29 +271,40 @@ func TestNew(t *testing.T) {
 
 func TestIsOwn(t *testing.T) {
 	tests := []struct {
-		delim string
-		addr  string
-		want  bool
+		delim  string
+		addr   string
+		want   bool
+		sender string // "" for sender
 	}{
-		{"", "notice@media.example.org", true},
-		{"", "Notice@Media.Example.ORG", true},
-		{"", " notice@media.example.org ", true},
-		{"", "notice+d5ab12cd34ef@media.example.org", false},
-		{"+", "notice+d5ab12cd34ef@media.example.org", true},
-		{"+", "NOTICE+x@media.example.org", true},
-		{"+", "notice+@media.example.org", true},
-		{"+", "notice-x@media.example.org", false},
-		{"+", "+notice@media.example.org", false},
-		{"+", "notice+x@other.example.org", false},
-		{"+", "notice+x@media.example.org.evil.example", false},
-		{"+", "noticeboard+x@media.example.org", false},
-		{"+", "postmaster@media.example.org", false},
-		{"+", "notice+x", false},
-		{"+", "", false},
-		{"-", "notice-x@media.example.org", true},
+		{"", "notice@media.example.org", true, ""},
+		{"", "Notice@Media.Example.ORG", true, ""},
+		{"", " notice@media.example.org ", true, ""},
+		{"", "notice+d5ab12cd34ef@media.example.org", false, ""},
+		{"+", "notice+d5ab12cd34ef@media.example.org", true, ""},
+		{"+", "NOTICE+x@media.example.org", true, ""},
+		{"+", "notice+@media.example.org", true, ""},
+		{"+", "notice-x@media.example.org", false, ""},
+		{"+", "+notice@media.example.org", false, ""},
+		{"+", "notice+x@other.example.org", false, ""},
+		{"+", "notice+x@media.example.org.evil.example", false, ""},
+		{"+", "noticeboard+x@media.example.org", false, ""},
+		{"+", "postmaster@media.example.org", false, ""},
+		{"+", "notice+x", false, ""},
+		{"+", "", false, ""},
+		{"-", "notice-x@media.example.org", true, ""},
+		// A sender whose local part holds the delimiter is signed as
+		// mg+noreply+TAG (the tag goes after the last one).
+		{"+", "mg+noreply+d5ab12cd34ef@media.example.org", true, "mg+noreply@media.example.org"},
+		{"+", "mg+noreply@media.example.org", true, "mg+noreply@media.example.org"},
+		{"+", "mg+other+x@media.example.org", false, "mg+noreply@media.example.org"},
+		{"+", "mg+x@media.example.org", false, "mg+noreply@media.example.org"},
 	}
 	for _, tt := range tests {
-		f, err := New(Config{Sender: sender, Delimiter: tt.delim}, nil, nil, nil, nil)
+		snd := sender
+		if tt.sender != "" {
+			snd = tt.sender
+		}
+		f, err := New(Config{Sender: snd, Delimiter: tt.delim}, nil, nil, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

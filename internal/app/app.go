@@ -213,10 +213,12 @@ func openMediaGoblin(ctx context.Context, cfg mediagoblin.Config) (*mediagoblin.
 
 // banner builds the IP banner the configuration names, for banning
 // (serve) or only for lifting bans (restore: a log line lifts nothing).
-func (c Config) banner(log *slog.Logger) (banner.Banner, error) {
+// banner builds the IP banner; allowFrom (nil: none) reads the registry's
+// allow-listed IPs at each ban.
+func (c Config) banner(log *slog.Logger, allowFrom func(context.Context) ([]netip.Prefix, error)) (banner.Banner, error) {
 	return banner.New(c.Banner, banner.Options{
 		LogPath: c.BanLog, Jail: c.Jail, Fail2banSocket: c.Fail2banSocket,
-		Duration: c.BanDuration, IPv6Prefix: c.IPv6Prefix, Allow: c.NeverBan,
+		Duration: c.BanDuration, IPv6Prefix: c.IPv6Prefix, Allow: c.NeverBan, AllowFrom: allowFrom,
 		Log: log.With("component", "banner"),
 	})
 }

@@ -24,7 +24,8 @@ func Restore(ctx context.Context, cfg Config, names []string, note string, log *
 	switch cfg.Banner {
 	case banner.KindFail2ban, banner.KindNFTables:
 		var err error
-		if ipBanner, err = cfg.banner(log); err != nil {
+		// It only lifts bans: no allow-list to read.
+		if ipBanner, err = cfg.banner(log, nil); err != nil {
 			return usage("%v", err)
 		}
 	case banner.KindNone:

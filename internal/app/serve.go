@@ -53,7 +53,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer reg.Close()
-	ipBanner, err := cfg.banner(log)
+	ipBanner, err := cfg.banner(log, reg.AllowedIPs)
 	if err != nil {
 		return err
 	}

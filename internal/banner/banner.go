@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/bouncemilter/bouncemilter/internal/refusal"
@@ -97,6 +98,10 @@ type Options struct {
 	IPv6Prefix int
 	// Allow lists prefixes never to ban, on top of the protected ones.
 	Allow []netip.Prefix
+	// AllowFrom, when set, is read at each ban for more of them: the
+	// registry's allow-listed IPs, which the admin changes while the
+	// milter runs. A network that holds one is not banned whole either.
+	AllowFrom func(ctx context.Context) ([]netip.Prefix, error)
 	// Log receives the dry-run Banner's lines.
 	Log *slog.Logger
 }
@@ -145,7 +150,7 @@ func New(kind string, opts Options) (Banner, error) {
 	if opts.IPv6Prefix < 0 || opts.IPv6Prefix > 128 {
 		return nil, fmt.Errorf("IPv6 prefix length %d is not between 0 and 128", opts.IPv6Prefix)
 	}
-	return GuardedNet(b, opts.Allow, opts.IPv6Prefix), nil
+	return guarded(&guard{next: b, allow: opts.Allow, allowFrom: opts.AllowFrom, v6bits: opts.IPv6Prefix}), nil
 }
 
 func (opts Options) fail2ban(jail string) *Fail2banClient {
@@ -176,8 +181,12 @@ func Guarded(b Banner, allow []netip.Prefix) Banner {
 // an IPv6 address when b is a NetBanner. Unban lifts the network's ban and
 // the address's.
 func GuardedNet(b Banner, allow []netip.Prefix, v6bits int) Banner {
-	g := &guard{next: b, allow: allow, v6bits: v6bits}
-	if _, ok := b.(Checker); ok {
+	return guarded(&guard{next: b, allow: allow, v6bits: v6bits})
+}
+
+// guarded returns g, as a Checker when what it guards is one.
+func guarded(g *guard) Banner {
+	if _, ok := g.next.(Checker); ok {
 		return checkingGuard{g}
 	}
 	return g
@@ -200,20 +209,38 @@ func (g checkingGuard) BannedSince(ctx context.Context, ip netip.Addr, since tim
 	if !ok {
 		return g.next.(Checker).BannedSince(ctx, ip, since)
 	}
-	return nc.BannedNetSince(ctx, g.target(ip), since)
+	allow, err := g.allowList(ctx)
+	if err != nil {
+		return false, err
+	}
+	return nc.BannedNetSince(ctx, g.target(ip, allow), since)
 }
 
 type guard struct {
-	next   Banner
-	allow  []netip.Prefix
-	v6bits int
+	next      Banner
+	allow     []netip.Prefix
+	allowFrom func(ctx context.Context) ([]netip.Prefix, error)
+	v6bits    int
 }
 
-// target is what a ban of ip bans: its network when grouped and allowed,
-// else the address alone.
-func (g *guard) target(ip netip.Addr) netip.Prefix {
+// allowList is what must not be banned now: allow, and what allowFrom
+// reads.
+func (g *guard) allowList(ctx context.Context) ([]netip.Prefix, error) {
+	if g.allowFrom == nil {
+		return g.allow, nil
+	}
+	more, err := g.allowFrom(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the allow-list: %w", err)
+	}
+	return append(slices.Clip(g.allow), more...), nil
+}
+
+// target is what a ban of ip bans: its network when grouped and no part
+// of allow, else the address alone.
+func (g *guard) target(ip netip.Addr, allow []netip.Prefix) netip.Prefix {
 	p := Group(ip, g.v6bits)
-	if !p.IsSingleIP() && checkNet(p, g.allow) != nil {
+	if !p.IsSingleIP() && checkNet(p, allow) != nil {
 		return single(ip)
 	}
 	return p
@@ -222,17 +249,30 @@ func (g *guard) target(ip netip.Addr) netip.Prefix {
 // Covers returns what a ban of ip bans: its network when IPv6 addresses
 // are grouped and the network holds no allow-listed address, else ip
 // alone.
-func (g *guard) Covers(ip netip.Addr) netip.Prefix {
-	return g.target(normalize(ip))
+func (g *guard) Covers(ctx context.Context, ip netip.Addr) (netip.Prefix, error) {
+	allow, err := g.allowList(ctx)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return g.target(normalize(ip), allow), nil
 }
 
 func (g *guard) Ban(ctx context.Context, ip netip.Addr, reason string) error {
 	ip = normalize(ip)
+	// The static list first: a protected address is refused even when
+	// the allow-list cannot be read.
 	if err := check(ip, g.allow); err != nil {
 		return err
 	}
+	allow, err := g.allowList(ctx)
+	if err != nil {
+		return err
+	}
+	if err := check(ip, allow); err != nil {
+		return err
+	}
 	if nb, ok := g.next.(NetBanner); ok {
-		return nb.BanNet(ctx, g.target(ip), reason)
+		return nb.BanNet(ctx, g.target(ip, allow), reason)
 	}
 	return g.next.Ban(ctx, ip, reason)
 }

@@ -78,6 +78,47 @@ func TestGuardedNet(t *testing.T) {
 	}
 }
 
+// The admin's allow-list changes while the milter runs (accounts allow
+// --ip): New's banner reads it at each ban, refuses an allow-listed
+// address, and bans the address alone, never its network, when the
+// network holds one. When it cannot read the list it bans nothing, and
+// says so with an error that is no refusal: the ban is tried again.
+func TestAllowFrom(t *testing.T) {
+	ctx := context.Background()
+	var (
+		listed  []netip.Prefix
+		readErr error
+	)
+	b, err := New(KindNone, Options{IPv6Prefix: 64, AllowFrom: func(context.Context) ([]netip.Prefix, error) { return listed, readErr }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	b.(*guard).next = rec
+	listed = []netip.Prefix{netip.MustParsePrefix("2001:db8:4:7::1/128"), netip.MustParsePrefix("198.51.100.20/32")}
+	for _, ip := range []string{"2001:db8:4:7::99", "2001:db8:5:1::99"} {
+		if err := b.Ban(ctx, netip.MustParseAddr(ip), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := []string{"2001:db8:4:7::99", "2001:db8:5:1::/64"}; !slices.Equal(rec.bans, want) {
+		t.Errorf("banned %q, want %q", rec.bans, want)
+	}
+	for _, ip := range []string{"198.51.100.20", "2001:db8:4:7::1"} {
+		if err := b.Ban(ctx, netip.MustParseAddr(ip), ""); !errors.Is(err, ErrProtected) {
+			t.Errorf("ban of allow-listed %s = %v, want ErrProtected", ip, err)
+		}
+	}
+	if p, err := b.(*guard).Covers(ctx, netip.MustParseAddr("2001:db8:4:7::99")); err != nil || !p.IsSingleIP() {
+		t.Errorf("Covers = %v, %v; want the address alone", p, err)
+	}
+	readErr = errors.New("database is locked")
+	n := len(rec.bans)
+	if err := b.Ban(ctx, netip.MustParseAddr("203.0.113.9"), ""); err == nil || errors.Is(err, ErrProtected) || len(rec.bans) != n {
+		t.Errorf("ban while the allow-list cannot be read = %v, banned %q", err, rec.bans[n:])
+	}
+}
+
 func TestNewOptions(t *testing.T) {
 	if _, err := New(KindNone, Options{IPv6Prefix: 129}); err == nil {
 		t.Error("an IPv6 prefix of 129 bits was taken")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"time"
 )
@@ -60,6 +61,30 @@ func (t *Tx) Allow(ctx context.Context, kind AllowKind, value, note string, now 
 		}
 	}
 	return nil
+}
+
+// AllowedIPs returns the allow-listed IPs, each as the prefix of its full
+// length, for the banner: a ban must not cover one, nor the network it is
+// in (see banner.Options.AllowFrom).
+func (r *DB) AllowedIPs(ctx context.Context) ([]netip.Prefix, error) {
+	rows, err := r.db.QueryContext(ctx, `SELECT value FROM allowlist WHERE kind = 'ip'`)
+	if err != nil {
+		return nil, fmt.Errorf("allow-listed IPs: %w", err)
+	}
+	defer rows.Close()
+	var out []netip.Prefix
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("allow-listed IPs: %w", err)
+		}
+		if p, err := netip.ParsePrefix(v); err == nil {
+			out = append(out, p.Masked())
+		} else if a, err := netip.ParseAddr(v); err == nil {
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		}
+	}
+	return out, rows.Err()
 }
 
 // Allowed reports whether any of the registration's username, address or

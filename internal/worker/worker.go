@@ -53,7 +53,7 @@ type Banner interface {
 // Coverer is implemented by banners that may ban more than the address
 // they are given: banner.New's bans the IPv6 network of an address.
 type Coverer interface {
-	Covers(ip netip.Addr) netip.Prefix
+	Covers(ctx context.Context, ip netip.Addr) (netip.Prefix, error)
 }
 
 // BanChecker is implemented by banners whose Ban is not idempotent at the
@@ -223,7 +223,7 @@ func (w *Worker) book(ctx context.Context, a registry.Action, err error) (bool, 
 	case errors.Is(err, errWaiting):
 		return false, nil
 	case err == nil:
-		banned := w.banned(a)
+		banned := w.banned(ctx, a)
 		if banned != "" {
 			log = log.With("banned", banned)
 		}
@@ -278,7 +278,7 @@ var errBadAction = refusal.New("malformed action")
 
 // banned returns what applying a banned, for the journal, when that is
 // wider than its target: the network of an IPv6 address. "" otherwise.
-func (w *Worker) banned(a registry.Action) string {
+func (w *Worker) banned(ctx context.Context, a registry.Action) string {
 	c, ok := w.Banner.(Coverer)
 	if !ok || a.Kind != registry.BanIP {
 		return ""
@@ -287,7 +287,9 @@ func (w *Worker) banned(a registry.Action) string {
 	if err != nil {
 		return ""
 	}
-	if p := c.Covers(ip); !p.IsSingleIP() {
+	// Only what the journal shows depends on it: a failure to tell
+	// leaves it blank.
+	if p, err := c.Covers(ctx, ip); err == nil && !p.IsSingleIP() {
 		return p.String()
 	}
 	return ""

@@ -712,3 +712,31 @@ func TestIPBanRecordsTheNetworkBanned(t *testing.T) {
 		}
 	}
 }
+
+// An address the admin allow-listed (accounts allow --ip) keeps its /64
+// unbanned: a bot from the same network has its own address banned, and
+// the journal says so.
+func TestAllowListedIPKeepsItsNetwork(t *testing.T) {
+	db := openRegistry(t)
+	c := &clock{t: t0}
+	journal(t, db, 1, "2001:db8:4:7::99", t0)
+	if err := db.Allow(t.Context(), registry.AllowIP, "2001:db8:4:7::1", "the office", t0); err != nil {
+		t.Fatal(err)
+	}
+	w := newWorker(db, &target{}, c)
+	b, err := banner.New(banner.KindNone, banner.Options{IPv6Prefix: 64, AllowFrom: db.AllowedIPs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Banner = b
+	if _, err := w.RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	acts, err := db.Actions(t.Context(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(acts) != 2 || acts[1].State != registry.Applied || acts[1].Banned != "" {
+		t.Errorf("actions = %+v; want the IP ban applied to the address alone", acts)
+	}
+}

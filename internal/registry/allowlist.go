@@ -120,7 +120,7 @@ func (r *DB) Restore(ctx context.Context, userID int64, note string, now time.Ti
 		// same address: it is lifted too, since a real user uses that IP.
 		rows, err := tx.tx.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions
 			WHERE state IN ('pending', 'applied') AND (
-				(user_id = ? AND kind IN ('ban-account', 'ban-ip')) OR
+				(user_id = ? AND retired = 0 AND kind IN ('ban-account', 'ban-ip')) OR
 				(kind = 'ban-ip' AND target = ? AND target != ''))
 			ORDER BY id`, userID, reg.IP)
 		if err != nil {

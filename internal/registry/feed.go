@@ -75,7 +75,7 @@ const ownProof = `a.bounce_id IS NOT NULL AND a.state IN ('pending', 'applied')
 // seen when they were; its IP ban must still be pending or applied.
 func (r *DB) ProvenIPs(ctx context.Context) ([]Proven, error) {
 	return r.proven(ctx, `SELECT g.ip, min(a.created), max(a.created), count(*) FROM actions a
-		JOIN registrations g ON g.user_id = a.user_id
+		JOIN registrations g ON g.user_id = a.user_id AND `+banOf+`
 		WHERE a.kind = 'ban-account' AND `+ownProof+` AND coalesce(g.ip, '') != ''
 		AND EXISTS (SELECT 1 FROM actions i WHERE i.kind = 'ban-ip' AND i.target = g.ip AND i.state IN ('pending', 'applied'))
 		AND g.ip NOT IN (SELECT value FROM allowlist WHERE kind = 'ip')
@@ -86,7 +86,7 @@ func (r *DB) ProvenIPs(ctx context.Context) ([]Proven, error) {
 // accounts this instance disabled on its own evidence.
 func (r *DB) ProvenAddresses(ctx context.Context) ([]Proven, error) {
 	return r.proven(ctx, `SELECT g.email_key, min(a.created), max(a.created), count(*) FROM actions a
-		JOIN registrations g ON g.user_id = a.user_id
+		JOIN registrations g ON g.user_id = a.user_id AND `+banOf+`
 		WHERE a.kind = 'ban-account' AND `+ownProof+`
 		AND g.email_key NOT IN (SELECT value FROM allowlist WHERE kind = 'email')
 		AND g.username NOT IN (SELECT value FROM allowlist WHERE kind = 'user')
@@ -119,7 +119,7 @@ func (r *DB) proven(ctx context.Context, query string) ([]Proven, error) {
 func (r *DB) ProvenAddress(ctx context.Context, addr string) (bool, error) {
 	var ok bool
 	err := r.db.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM actions a
-		JOIN registrations g ON g.user_id = a.user_id
+		JOIN registrations g ON g.user_id = a.user_id AND `+banOf+`
 		WHERE g.email_key = ? AND a.kind = 'ban-account' AND `+ownProof+`)`, EmailKey(addr)).Scan(&ok)
 	if err != nil {
 		return false, fmt.Errorf("proven address %s: %w", addr, err)
@@ -384,7 +384,7 @@ func (r *DB) UnbanFromFeed(ctx context.Context, ip, reason string, now time.Time
 			return nil
 		}
 		var own bool
-		if err := tx.tx.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM registrations g JOIN actions a ON a.user_id = g.user_id
+		if err := tx.tx.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM registrations g JOIN actions a ON a.user_id = g.user_id AND `+banOf+`
 			WHERE g.ip = ? AND a.kind = 'ban-account' AND a.state IN ('pending', 'applied'))`, ip).Scan(&own); err != nil {
 			return err
 		}

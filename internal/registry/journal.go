@@ -214,7 +214,7 @@ func (r *DB) DueActions(ctx context.Context, now time.Time, limit int) ([]Action
 
 // Actions returns the actions of one user, oldest first.
 func (r *DB) Actions(ctx context.Context, userID int64) ([]Action, error) {
-	rows, err := r.db.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions WHERE user_id = ? ORDER BY id`, userID)
+	rows, err := r.db.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions WHERE user_id = ? AND retired = 0 ORDER BY id`, userID)
 	if err != nil {
 		return nil, fmt.Errorf("actions of user %d: %w", userID, err)
 	}

@@ -51,9 +51,9 @@ func (t *Tx) QueueLinkedIPBan(ctx context.Context, username, ip string, now time
 		reason           string
 	)
 	err := t.tx.QueryRowContext(ctx, `SELECT a.user_id, a.bounce_id, a.reason FROM actions a
-		JOIN registrations r ON r.user_id = a.user_id
-		WHERE r.username = ? AND a.kind = 'ban-account' AND a.state IN ('pending', 'applied')
-			AND a.bounce_id IS NOT NULL
+		JOIN registrations g ON g.user_id = a.user_id
+		WHERE g.user_id = `+byName+` AND a.kind = 'ban-account' AND a.state IN ('pending', 'applied')
+			AND a.bounce_id IS NOT NULL AND `+banOf+`
 		ORDER BY a.id DESC LIMIT 1`, username).Scan(&userID, &bounceID, &reason)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
@@ -80,7 +80,7 @@ func (t *Tx) ipAllowed(ctx context.Context, ip string) (bool, error) {
 // server's log line and the bounce arrive must not decide that.
 func (t *Tx) liftAccountBanOfAllowedIP(ctx context.Context, userID int64, ip string, now time.Time) error {
 	rows, err := t.tx.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions
-		WHERE user_id = ? AND kind = 'ban-account' AND state IN ('pending', 'applied') AND bounce_id IS NOT NULL
+		WHERE user_id = ? AND retired = 0 AND kind = 'ban-account' AND state IN ('pending', 'applied') AND bounce_id IS NOT NULL
 		ORDER BY id`, userID)
 	if err != nil {
 		return fmt.Errorf("lift the ban of user %d: %w", userID, err)
@@ -144,7 +144,7 @@ func (t *Tx) queueIPBan(ctx context.Context, a Action, now time.Time) (bool, err
 		return false, t.liftAccountBanOfAllowedIP(ctx, a.UserID, a.Target, now)
 	}
 	var skip bool
-	err = t.tx.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM actions WHERE user_id = ? AND kind = 'ban-ip'
+	err = t.tx.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM actions WHERE user_id = ? AND retired = 0 AND kind = 'ban-ip'
 			AND state IN ('pending', 'applied'))`, a.UserID).Scan(&skip)
 	if err != nil {
 		return false, fmt.Errorf("ban IP %s of user %d: %w", a.Target, a.UserID, err)
@@ -171,8 +171,8 @@ func (t *Tx) WithdrawIPBan(ctx context.Context, username, oldIP string, now time
 		return false, nil
 	}
 	rows, err := t.tx.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions
-		WHERE kind = 'ban-ip' AND target = ? AND state IN ('pending', 'applied')
-			AND user_id = (SELECT user_id FROM registrations WHERE username = ?)`, oldIP, username)
+		WHERE kind = 'ban-ip' AND target = ? AND state IN ('pending', 'applied') AND retired = 0
+			AND user_id = `+byName, oldIP, username)
 	if err != nil {
 		return false, fmt.Errorf("withdraw the IP ban of %s: %w", username, err)
 	}
@@ -184,9 +184,9 @@ func (t *Tx) WithdrawIPBan(ctx context.Context, username, oldIP string, now time
 		return false, nil
 	}
 	var stillJustified bool
-	err = t.tx.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM registrations r JOIN actions a ON a.user_id = r.user_id
-		WHERE r.ip = ? AND r.username != ? AND a.kind = 'ban-account' AND a.state IN ('pending', 'applied')
-			AND a.bounce_id IS NOT NULL)`, oldIP, username).Scan(&stillJustified)
+	err = t.tx.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM registrations g JOIN actions a ON a.user_id = g.user_id
+		WHERE g.ip = ? AND g.username != ? AND a.kind = 'ban-account' AND a.state IN ('pending', 'applied')
+			AND a.bounce_id IS NOT NULL AND `+banOf+`)`, oldIP, username).Scan(&stillJustified)
 	if err != nil {
 		return false, fmt.Errorf("withdraw the IP ban of %s: %w", username, err)
 	}

@@ -37,6 +37,18 @@ func EmailKey(addr string) string {
 	return strings.ToLower(strings.TrimSpace(addr))
 }
 
+// byName selects the registration a username names now: the newest one
+// with it. MediaGoblin frees a deleted account's username, and the
+// registry keeps the deleted account's row while it has journalled
+// actions, so an old account and a new one may share the name; what the
+// web server's log says of the name is the new one's.
+const byName = `(SELECT user_id FROM registrations WHERE username = ? ORDER BY created DESC, user_id DESC LIMIT 1)`
+
+// banOf is the condition that the action a, joined on user id, was made for
+// the account of registration g, not for an earlier account MediaGoblin
+// gave the same id (see Tx.RetireRegistration).
+const banOf = `a.retired = 0`
+
 const registrationColumns = `user_id, username, email, created, verified, privileged, coalesce(ip, ''), coalesce(ip_source, ''), synced`
 
 func scanRegistration(s interface{ Scan(...any) error }) (Registration, error) {
@@ -60,7 +72,7 @@ func (t *Tx) UpsertRegistration(ctx context.Context, reg Registration) error {
 // SetIP links the sign-up of username to ip, saying how the link was made.
 // It reports whether a registration of that name exists.
 func (t *Tx) SetIP(ctx context.Context, username, ip, source string) (bool, error) {
-	res, err := t.tx.ExecContext(ctx, `UPDATE registrations SET ip = ?, ip_source = ? WHERE username = ?`,
+	res, err := t.tx.ExecContext(ctx, `UPDATE registrations SET ip = ?, ip_source = ? WHERE user_id = `+byName,
 		nullIfEmpty(ip), nullIfEmpty(source), username)
 	if err != nil {
 		return false, fmt.Errorf("link %s to %s: %w", username, ip, err)
@@ -114,7 +126,7 @@ func (r *DB) Registration(ctx context.Context, userID int64) (Registration, erro
 
 // RegistrationByName returns the registration of one username.
 func (r *DB) RegistrationByName(ctx context.Context, username string) (Registration, error) {
-	reg, err := scanRegistration(r.db.QueryRowContext(ctx, `SELECT `+registrationColumns+` FROM registrations WHERE username = ?`, username))
+	reg, err := scanRegistration(r.db.QueryRowContext(ctx, `SELECT `+registrationColumns+` FROM registrations WHERE user_id = `+byName, username))
 	if errors.Is(err, sql.ErrNoRows) {
 		return reg, fmt.Errorf("registration %q: %w", username, ErrNotFound)
 	}

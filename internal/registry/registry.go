@@ -203,6 +203,9 @@ CREATE INDEX sends_sent ON sends(sent);
 	// What an applied IP ban banned when it is wider than its target:
 	// the IPv6 network of the address. See Action.Banned.
 	`ALTER TABLE actions ADD COLUMN banned TEXT NOT NULL DEFAULT '';`,
+	// Actions of an account whose id MediaGoblin gave to another one:
+	// kept as history, never the new account's. See Tx.RetireRegistration.
+	`ALTER TABLE actions ADD COLUMN retired INTEGER NOT NULL DEFAULT 0;`,
 }
 
 func (r *DB) migrate(ctx context.Context) error {

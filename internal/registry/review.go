@@ -132,7 +132,7 @@ func (r *DB) Story(ctx context.Context, reg Registration) (Story, error) {
 	rows, err = r.db.QueryContext(ctx, `SELECT id, received, queue_id, envelope_to, client, verdict, detail,
 			coalesce(json_extract(report, '$.reporting_mta'), ''), report
 		FROM bounces b
-		WHERE id IN (SELECT bounce_id FROM actions WHERE user_id = ? AND bounce_id IS NOT NULL)
+		WHERE id IN (SELECT bounce_id FROM actions WHERE user_id = ? AND retired = 0 AND bounce_id IS NOT NULL)
 			OR (json_valid(report) AND EXISTS (SELECT 1 FROM json_each(b.report, '$.recipients') rc
 				WHERE lower(json_extract(rc.value, '$.address')) = ?
 					OR lower(json_extract(rc.value, '$.original_address')) = ?))
@@ -258,7 +258,7 @@ func (r *DB) DisabledAccountsWhere(ctx context.Context, f ListFilter) ([]Disable
 SELECT r.user_id, r.username, r.email, r.created, r.verified, r.privileged, coalesce(r.ip, ''), coalesce(r.ip_source, ''), r.synced,
 	a.id, a.state, a.reason, a.created, coalesce(b.detail, ''), coalesce(b.queue_id, '')
 FROM actions a
-JOIN registrations r ON r.user_id = a.user_id
+JOIN registrations r ON r.user_id = a.user_id AND a.retired = 0
 LEFT JOIN bounces b ON b.id = a.bounce_id
 WHERE a.kind = 'ban-account' AND a.state IN (` + strings.Join(ph, ",") + `) AND a.created >= ?`
 	args = append(args, unix(f.Since))

@@ -38,7 +38,7 @@ type Vandal struct {
 // allow-listed.
 func (r *DB) Unreported(ctx context.Context, limit int) ([]Vandal, error) {
 	rows, err := r.db.QueryContext(ctx, `SELECT g.user_id, g.username, g.email, g.ip, min(a.reason) FROM actions a
-		JOIN registrations g ON g.user_id = a.user_id
+		JOIN registrations g ON g.user_id = a.user_id AND `+banOf+`
 		WHERE a.kind = 'ban-account' AND `+ownProof+` AND a.state = 'applied' AND coalesce(g.ip, '') != ''
 		AND EXISTS (SELECT 1 FROM actions i WHERE i.kind = 'ban-ip' AND i.target = g.ip AND i.state = 'applied')
 		AND g.user_id NOT IN (SELECT user_id FROM sfs_reports)

@@ -31,22 +31,70 @@ func (r *DB) UnverifiedSince(ctx context.Context, since time.Time, afterID int64
 }
 
 // DeleteRegistration forgets a registration whose account no longer exists
-// in MediaGoblin, unless an action was journalled for it (it stays
-// reviewable). It reports whether a row was deleted.
-func (t *Tx) DeleteRegistration(ctx context.Context, userID int64) (bool, error) {
+// in MediaGoblin. One with journalled actions stays, to be reviewed (and
+// its IP and address still count as proven), but its bans still waiting
+// are cancelled: the account is gone, and on SQLite its id may soon name
+// another. It reports whether a row was deleted.
+func (t *Tx) DeleteRegistration(ctx context.Context, userID int64, now time.Time) (bool, error) {
 	res, err := t.tx.ExecContext(ctx, `DELETE FROM registrations WHERE user_id = ?
 		AND user_id NOT IN (SELECT user_id FROM actions)`, userID)
 	if err != nil {
 		return false, fmt.Errorf("delete registration %d: %w", userID, err)
 	}
-	n, _ := res.RowsAffected()
-	return n > 0, nil
+	if n, _ := res.RowsAffected(); n > 0 {
+		return true, nil
+	}
+	if err := t.cancelWaitingBans(ctx, userID, now); err != nil {
+		return false, fmt.Errorf("delete registration %d: %w", userID, err)
+	}
+	return false, nil
+}
+
+// RetireRegistration forgets the account a registration described when
+// MediaGoblin gave its id to another account (SQLite reuses the highest id
+// after a deletion), before the new one is stored under the id. Nothing of
+// the old account may reach the new one: its IP link is dropped, its bans
+// still waiting are cancelled (a ban of the id would ban the new account),
+// and its journalled actions are kept as history but retired, so that
+// none counts as the new account's (see banOf).
+func (t *Tx) RetireRegistration(ctx context.Context, userID int64, now time.Time) error {
+	deleted, err := t.DeleteRegistration(ctx, userID, now)
+	if err != nil || deleted {
+		return err
+	}
+	if _, err := t.tx.ExecContext(ctx, `UPDATE registrations SET ip = NULL, ip_source = NULL WHERE user_id = ?`, userID); err != nil {
+		return fmt.Errorf("retire registration %d: %w", userID, err)
+	}
+	if _, err := t.tx.ExecContext(ctx, `UPDATE actions SET retired = 1 WHERE user_id = ?`, userID); err != nil {
+		return fmt.Errorf("retire registration %d: %w", userID, err)
+	}
+	return nil
+}
+
+// cancelWaitingBans cancels the pending bans of userID (liftBan: an unban
+// is queued too, in case a worker is applying one right now).
+func (t *Tx) cancelWaitingBans(ctx context.Context, userID int64, now time.Time) error {
+	rows, err := t.tx.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions
+		WHERE user_id = ? AND retired = 0 AND kind IN ('ban-account', 'ban-ip') AND state = 'pending' ORDER BY id`, userID)
+	if err != nil {
+		return err
+	}
+	bans, err := collectActions(rows)
+	if err != nil {
+		return err
+	}
+	for _, ban := range bans {
+		if _, err := t.liftBan(ctx, ban, userID, "the account no longer exists in MediaGoblin", now); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // LinkedIP returns the IP linked to username and how, "" when none or when
 // there is no such registration.
 func (t *Tx) LinkedIP(ctx context.Context, username string) (ip, source string, err error) {
-	rows, err := t.tx.QueryContext(ctx, `SELECT coalesce(ip, ''), coalesce(ip_source, '') FROM registrations WHERE username = ?`, username)
+	rows, err := t.tx.QueryContext(ctx, `SELECT coalesce(ip, ''), coalesce(ip_source, '') FROM registrations WHERE user_id = `+byName, username)
 	if err != nil {
 		return "", "", fmt.Errorf("read link of %s: %w", username, err)
 	}

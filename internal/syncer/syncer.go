@@ -277,7 +277,7 @@ func (s *run) copyNew(ctx context.Context) (int64, error) {
 						return err
 					}
 					if ok && name != u.Username {
-						if _, err := tx.DeleteRegistration(ctx, u.ID); err != nil {
+						if err := tx.RetireRegistration(ctx, u.ID, s.opts.Now()); err != nil {
 							return err
 						}
 					}
@@ -401,17 +401,20 @@ func (s *run) refresh(ctx context.Context, upTo int64) error {
 				old := known[id]
 				u, ok := current[id]
 				renamed := ok && (u.Username != old.Username || !u.Created.Equal(old.Created))
-				if !ok || renamed {
-					// Gone, or the id now names another account
-					// (SQLite reuses the highest id after a deletion):
-					// what the registry knew, IP included, is not this
-					// user's.
-					if _, err := tx.DeleteRegistration(ctx, id); err != nil {
+				switch {
+				case !ok:
+					if _, err := tx.DeleteRegistration(ctx, id, s.opts.Now()); err != nil {
 						return err
 					}
-					if !ok {
-						vanished++
-						continue
+					vanished++
+					continue
+				case renamed:
+					// The id now names another account (SQLite
+					// reuses the highest id after a deletion): what
+					// the registry knew, IP and bans included, is not
+					// this user's.
+					if err := tx.RetireRegistration(ctx, id, s.opts.Now()); err != nil {
+						return err
 					}
 				}
 				if !renamed && u.Verified == old.Verified && u.Privileged == old.Privileged && u.Email == old.Email {

@@ -522,3 +522,109 @@ func TestSyncWithdrawsIPBanOfReplacedLink(t *testing.T) {
 		}
 	})
 }
+
+// A banned bot is MediaGoblin's newest account; the admin deletes it and
+// SQLite gives its id to the next sign-up, a real person. Nothing of the
+// bot reaches her: not its IP link, not its bans (one still waiting, as
+// when MediaGoblin was down), not its place in the feed of proven vandals;
+// her own IP, linked by the sign-up log, is not banned.
+func TestSyncReusedIDOfBannedBot(t *testing.T) {
+	e := newEnv(t, mgtest.NewSQLite(t, sender))
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	e.inst.AddUser(t, mgtest.User{Username: "first", Email: "first@example.net", Created: now.Add(-time.Hour)})
+	bot := e.inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example", Created: now.Add(-time.Hour)})
+	e.opts.AccessLogs = []string{e.writeLog("access.log",
+		combined("203.0.113.66", now.Add(-time.Hour), "POST", "/auth/register/", 302),
+		combined("203.0.113.66", now.Add(-time.Hour+time.Second), "GET", "/u/bot/", 200))}
+	e.sync()
+	if _, err := e.reg.RecordBounce(ctx, registry.Bounce{Received: now.Add(-time.Hour), Verdict: registry.VerdictActed, Report: "{}"}, []registry.Action{
+		{UserID: bot, Kind: registry.BanAccount, Target: registry.UserTarget(bot), Reason: "bouncemilter: bounced"},
+		{UserID: bot, Kind: registry.BanIP, Target: "203.0.113.66", Reason: "bouncemilter: bounced"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.inst.DeleteUser(t, bot)
+	real := e.inst.AddUser(t, mgtest.User{Username: "real", Email: "real@example.net", Created: now})
+	if real != bot {
+		t.Skipf("SQLite did not reuse id %d (got %d)", bot, real)
+	}
+	e.opts.SignupLogs = []string{e.writeLog("signup.log", signupLine("198.51.100.5", now, "real"))}
+	e.sync()
+	if r := e.reg1("real"); r.UserID != real || r.IP != "198.51.100.5" {
+		t.Errorf("real = %+v; want linked to her own address only", r)
+	}
+	acts, err := e.reg.Actions(ctx, real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range acts {
+		if a.Kind == registry.BanAccount || a.Kind == registry.BanIP {
+			t.Errorf("a ban counts as the real person's: %+v", a)
+		}
+	}
+	due, err := e.reg.DueActions(ctx, now.Add(time.Hour), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range due {
+		if a.Kind == registry.BanAccount || a.Kind == registry.BanIP {
+			t.Errorf("a ban is still due: %+v", a)
+		}
+	}
+	ips, err := e.reg.ProvenIPs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := e.reg.ProvenAddresses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ips)+len(addrs) != 0 {
+		t.Errorf("proven for the feed: %+v %+v", ips, addrs)
+	}
+}
+
+// A banned bot's account is deleted and a real person later picks its
+// username. What the web server's log says of the name is hers: her IP
+// link goes to her registration, and the bot's ban bans neither her nor
+// her IP.
+func TestSyncReusedUsernameOfBannedBot(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		now := time.Now().UTC().Truncate(time.Second)
+		bot := e.inst.AddUser(t, mgtest.User{Username: "foo", Email: "foo@nowhere.example", Created: now.Add(-2 * time.Hour)})
+		e.sync()
+		if _, err := e.reg.RecordBounce(ctx, registry.Bounce{Received: now.Add(-2 * time.Hour), Verdict: registry.VerdictActed, Report: "{}"}, []registry.Action{
+			{UserID: bot, Kind: registry.BanAccount, Target: registry.UserTarget(bot), Reason: "bouncemilter: bounced"},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		due, _ := e.reg.DueActions(ctx, now, 10)
+		for _, a := range due {
+			if err := e.reg.MarkApplied(ctx, a.ID, now, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.inst.DeleteUser(t, bot)
+		e.inst.AddUser(t, mgtest.User{Username: "other", Email: "other@example.net", Created: now.Add(-time.Hour)})
+		real := e.inst.AddUser(t, mgtest.User{Username: "foo", Email: "foo@example.net", Created: now})
+		e.opts.SignupLogs = []string{e.writeLog("signup.log", signupLine("198.51.100.5", now, "foo"))}
+		sum := e.sync()
+		if r := e.reg1("foo"); r.UserID != real || r.IP != "198.51.100.5" {
+			t.Errorf("foo = %+v; want her registration, linked to her address", r)
+		}
+		if sum.IPBans != 0 {
+			t.Errorf("sync queued %d IP bans for her link", sum.IPBans)
+		}
+		due, err := e.reg.DueActions(ctx, now.Add(time.Hour), 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range due {
+			if a.Kind == registry.BanIP || a.Kind == registry.BanAccount {
+				t.Errorf("a ban is due: %+v", a)
+			}
+		}
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -161,6 +162,32 @@ func TestReadGarbled(t *testing.T) {
 	}
 	if pos != l.pos || st.Malformed != 2 {
 		t.Errorf("pos moved to %+v (malformed %d)", pos, st.Malformed)
+	}
+}
+
+// nginx logs $remote_user from any "Authorization: Basic" header, even
+// where no auth is configured, with its spaces: two such requests made up
+// more than a tenth of this read, which then failed, and sync with it.
+func TestReadRemoteUserWithSpaces(t *testing.T) {
+	var b strings.Builder
+	for i := 0; i < 9; i++ {
+		b.WriteString(`203.0.113.7 - - [20/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "ua"` + "\n")
+	}
+	// Authorization: Basic base64("a b:x"), twice.
+	b.WriteString(`198.51.100.66 - a b [20/Nov/2026:10:00:01 +0000] "GET / HTTP/1.1" 200 5 "-" "ua"` + "\n")
+	b.WriteString(`198.51.100.66 - a b [20/Nov/2026:10:00:01 +0000] "GET / HTTP/1.1" 200 5 "-" "ua"` + "\n")
+	b.WriteString(`192.0.2.9 - - [20/Nov/2026:10:00:02 +0000] "POST /auth/register/ HTTP/1.1" 302 0 "-" "ua"` + "\n")
+	b.WriteString(`192.0.2.9 - - [20/Nov/2026:10:00:03 +0000] "GET /u/bot/ HTTP/1.1" 200 5 "-" "ua"` + "\n")
+	l := newLog(t)
+	l.append(b.String())
+	lk := NewLinker(Options{})
+	_, st, err := Read(context.Background(), l.path, Position{}, lk.Add)
+	if err != nil || st.Malformed != 0 {
+		t.Fatalf("malformed %d of %d: %v", st.Malformed, st.Lines, err)
+	}
+	links, _ := lk.Result()
+	if len(links) != 1 || links[0].Username != "bot" || links[0].IP.String() != "192.0.2.9" {
+		t.Errorf("links %+v", links)
 	}
 }
 

@@ -151,17 +151,66 @@ func TestReadMissing(t *testing.T) {
 	}
 }
 
+// A file whose start is not a log in a format read here (a wrong path, a
+// JSON log) is refused, at the first read and when rotation brings a new
+// file; the position stays.
 func TestReadGarbled(t *testing.T) {
 	l := newLog(t)
-	l.append(line("/1"))
-	expect(t, l.read(), "/1")
-	l.append("{\"json\": \"log\"}\n", "{\"json\": \"log\"}\n", line("/2"))
+	l.append("{\"json\": \"log\"}\n", "{\"json\": \"log\"}\n", line("/1"))
 	pos, st, err := Read(context.Background(), l.path, l.pos, func(Entry) {})
 	if !errors.Is(err, ErrGarbled) {
 		t.Fatalf("err = %v, want ErrGarbled", err)
 	}
 	if pos != l.pos || st.Malformed != 2 {
 		t.Errorf("pos moved to %+v (malformed %d)", pos, st.Malformed)
+	}
+
+	l = newLog(t)
+	l.append(line("/1"))
+	expect(t, l.read(), "/1")
+	os.Rename(l.path, l.path+".1")
+	l.append("{\"json\": \"log\"}\n", "{\"json\": \"log\"}\n", line("/2"))
+	pos, _, err = Read(context.Background(), l.path, l.pos, func(Entry) {})
+	if !errors.Is(err, ErrGarbled) || pos != l.pos {
+		t.Errorf("new file after rotation: err = %v, pos %+v, want ErrGarbled and %+v", err, pos, l.pos)
+	}
+}
+
+// Lines that do not parse past the start of a file that did are counted
+// and skipped, not fatal: any client could otherwise stop every later read
+// with a few odd lines (a reviewer's finding, with nginx's $remote_user).
+func TestReadMalformedPastStart(t *testing.T) {
+	l := newLog(t)
+	l.append(line("/1"))
+	expect(t, l.read(), "/1")
+	l.append("{\"json\": \"log\"}\n", "{\"json\": \"log\"}\n", line("/2"))
+	var got []string
+	pos, st, err := Read(context.Background(), l.path, l.pos, func(e Entry) { got = append(got, e.Path) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, got, "/2")
+	if st.Malformed != 2 || st.Lines != 3 || pos == l.pos {
+		t.Errorf("malformed %d of %d, pos %+v", st.Malformed, st.Lines, pos)
+	}
+	l.pos = pos
+	expect(t, l.read())
+}
+
+// Lines too long to read, which a client can cause, do not make a file's
+// start garbled; a minority of odd lines there does not either.
+func TestReadStartTooLongOrOdd(t *testing.T) {
+	long := strings.Repeat(`\xC3`, 20<<10)
+	l := newLog(t)
+	l.append(long+"\n", long+"\n", long+"\n", "\x00odd\n", line("/1"), line("/2"))
+	var got []string
+	_, st, err := Read(context.Background(), l.path, Position{}, func(e Entry) { got = append(got, e.Path) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, got, "/1", "/2")
+	if st.Malformed != 4 {
+		t.Errorf("malformed %d, want 4", st.Malformed)
 	}
 }
 

@@ -245,18 +245,21 @@ func readLines(ctx context.Context, path string, offset int64, whole bool, fn fu
 		return fmt.Errorf("read log: %w", err)
 	}
 	defer r.Close()
+	st.Files = append(st.Files, path)
+	st.lastConsumed = 0
 	if offset > 0 {
-		if s, ok := r.(io.Seeker); ok {
-			_, err = s.Seek(offset, io.SeekStart)
-		} else {
-			_, err = io.CopyN(io.Discard, r, offset)
-		}
+		short, err := skip(r, offset)
 		if err != nil {
 			return fmt.Errorf("read log %s: skip to %d: %w", path, offset, err)
 		}
+		if short {
+			// A predecessor that copytruncate copied before we read lines
+			// written after the copy: nothing is left in it, and what was
+			// written between our read and the truncation is gone.
+			st.Lost = true
+			return nil
+		}
 	}
-	st.Files = append(st.Files, path)
-	st.lastConsumed = 0
 	br := bufio.NewReaderSize(r, 64<<10)
 	var long bool // inside a line longer than maxLine
 	for n := 0; ; n++ {
@@ -289,6 +292,29 @@ func readLines(ctx context.Context, path string, offset int64, whole bool, fn fu
 			return nil
 		}
 	}
+}
+
+// skip moves r to offset; short: r holds fewer bytes.
+func skip(r io.Reader, offset int64) (short bool, err error) {
+	if f, ok := r.(*os.File); ok {
+		fi, err := f.Stat()
+		if err != nil {
+			return false, err
+		}
+		if fi.Size() < offset {
+			return true, nil
+		}
+		_, err = f.Seek(offset, io.SeekStart)
+		return false, err
+	}
+	// A compressed file is skipped by reading it.
+	if _, err := io.CopyN(io.Discard, r, offset); err != nil {
+		if errors.Is(err, io.EOF) {
+			return true, nil
+		}
+		return false, err
+	}
+	return false, nil
 }
 
 // parse parses a line read and counts it. tooLong: it was longer than

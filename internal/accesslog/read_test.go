@@ -321,3 +321,37 @@ func TestReadLost(t *testing.T) {
 	l.pos = pos
 	expect(t, l.read())
 }
+
+// copytruncate, then compress: logrotate copied the log, we read lines
+// written after its copy, then it truncated. The .1.gz holds fewer bytes
+// than the stored offset: nothing of it is left to read, and lines written
+// between our read and the truncation are lost. Read failed on every run
+// until the next rotation (a reviewer's finding).
+func TestReadCopyTruncatePredecessorShorter(t *testing.T) {
+	for _, compress := range []bool{true, false} {
+		l := newLog(t)
+		l.append(line("/1"))
+		copied, _ := os.ReadFile(l.path)
+		l.append(line("/2"))
+		expect(t, l.read(), "/1", "/2")
+		if compress {
+			gzipTo(t, l.path+".1.gz", copied)
+		} else if err := os.WriteFile(l.path+".1", copied, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.Truncate(l.path, 0)
+		l.append(line("/3"))
+		var got []string
+		pos, st, err := Read(context.Background(), l.path, l.pos, func(e Entry) { got = append(got, e.Path) })
+		if err != nil {
+			t.Errorf("compressed %v: %v", compress, err)
+			continue
+		}
+		expect(t, got, "/3")
+		if !st.Lost {
+			t.Errorf("compressed %v: Lost not set", compress)
+		}
+		l.pos = pos
+		expect(t, l.read())
+	}
+}

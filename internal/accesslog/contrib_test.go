@@ -122,6 +122,34 @@ func checkSignupLog(t *testing.T, path string) {
 	}
 }
 
+// oddUser requests path as a client sending "Authorization: Basic" with
+// a user name holding spaces, brackets, quotes and backslashes; the web
+// server logs that name as %u / $remote_user.
+func oddUser(t *testing.T, base, path string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+path, nil)
+	req.SetBasicAuth(`a "b" [x] \ ] "`, "pw") // the name ends at its first ':'
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+}
+
+// checkCombinedLog checks that every line of a combined log parses.
+func checkCombinedLog(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if _, err := accesslog.ParseLine(line); err != nil {
+			t.Errorf("%q: %v", line, err)
+		}
+	}
+}
+
 // contrib/nginx/bouncemilter.conf, included as shipped, in front of a
 // MediaGoblin stand-in.
 func TestContribNginx(t *testing.T) {
@@ -169,11 +197,14 @@ http {
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	waitListening(t, addr, filepath.Join(dir, "error.log"))
 
+	// nginx logs the name with no auth configured.
+	oddUser(t, "http://"+addr, "/")
 	signUp(t, "http://"+addr, "direct", "")
 	signUp(t, "http://"+addr, "proxied", "198.51.100.7")
 	// nginx writes its log when the request ends; give it a moment.
 	time.Sleep(200 * time.Millisecond)
 	checkSignupLog(t, filepath.Join(dir, "signup.log"))
+	checkCombinedLog(t, filepath.Join(dir, "access.log"))
 
 	got := links(t, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, filepath.Join(dir, "signup.log"))
 	want := map[string]string{"direct": "127.0.0.1 signup-log", "proxied": "198.51.100.7 signup-log"}
@@ -215,13 +246,24 @@ LoadModule authz_core_module %[5]s/mod_authz_core.so
 LoadModule setenvif_module %[5]s/mod_setenvif.so
 LoadModule proxy_module %[5]s/mod_proxy.so
 LoadModule proxy_http_module %[5]s/mod_proxy_http.so
+LoadModule auth_basic_module %[5]s/mod_auth_basic.so
+LoadModule authn_core_module %[5]s/mod_authn_core.so
+LoadModule authn_file_module %[5]s/mod_authn_file.so
+LoadModule authz_user_module %[5]s/mod_authz_user.so
 Define APACHE_LOG_DIR %[1]s
 LogFormat "%%h %%l %%u %%t \"%%r\" %%>s %%O \"%%{Referer}i\" \"%%{User-Agent}i\"" combined
 CustomLog %[1]s/access.log combined
 Include %[2]s
 ProxyPass / %[4]s/
 ProxyPassReverse / %[4]s/
+<Location /private/>
+	AuthType Basic
+	AuthName private
+	AuthUserFile %[1]s/htpasswd
+	Require valid-user
+</Location>
 `, dir, filepath.Join(testenv.RepoRoot(t), "contrib", "apache", "bouncemilter.conf"), addr, backend.URL, modules)
+	os.WriteFile(filepath.Join(dir, "htpasswd"), nil, 0o644)
 	confPath := filepath.Join(dir, "httpd.conf")
 	os.WriteFile(confPath, []byte(conf), 0o644)
 	cmd := exec.Command(httpd, "-X", "-f", confPath)
@@ -232,11 +274,14 @@ ProxyPassReverse / %[4]s/
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	waitListening(t, addr, filepath.Join(dir, "error.log"))
 
+	// Apache logs the name of a failed login where auth is configured.
+	oddUser(t, "http://"+addr, "/private/")
 	signUp(t, "http://"+addr, "direct", "")
 	signUp(t, "http://"+addr, "proxied", "198.51.100.7")
 	time.Sleep(200 * time.Millisecond)
 	signupLog := filepath.Join(dir, "mediagoblin-signup.log")
 	checkSignupLog(t, signupLog)
+	checkCombinedLog(t, filepath.Join(dir, "access.log"))
 
 	got := links(t, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, signupLog)
 	want := map[string]string{"direct": "127.0.0.1 signup-log", "proxied": "198.51.100.7 signup-log"}

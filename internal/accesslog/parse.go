@@ -192,15 +192,34 @@ func (p *scanner) more() bool {
 // parseCombined reads
 //
 //	%h %l %u [%t] "%r" %>s %b "%{Referer}i" "%{User-Agent}i" ["X-Forwarded-For"]
+//
+// The fields up to the request are read by position, not as tokens: %u
+// ($remote_user) is whatever name a client sends in "Authorization: Basic",
+// logged by nginx even where no auth is configured and by Apache on a
+// failed login, spaces and brackets as sent. Read as a token, "a b" split
+// the line, and any client could make lines malformed at will.
 func parseCombined(line string) (Entry, error) {
 	p := &scanner{s: line}
 	e := Entry{Format: Combined}
-	e.Remote = p.token("remote address")
-	p.token("ident")
-	// The user may be quoted or hold spaces in odd setups; MediaGoblin's
-	// own auth never sets it, so only the common forms are read.
-	p.token("user")
-	ts := p.bracketed("time")
+	remote, rest, _ := strings.Cut(line, " ")
+	if remote == "" {
+		p.fail("remote address")
+		return Entry{}, p.err
+	}
+	e.Remote = remote
+	q := requestStart(rest)
+	if q < 0 {
+		p.s = rest
+		p.fail("request")
+		return Entry{}, p.err
+	}
+	ts, ok := combinedTime(rest[:q])
+	if !ok {
+		p.s = rest
+		p.fail("ident, user or time")
+		return Entry{}, p.err
+	}
+	p.s = rest[q:]
 	req := p.quoted("request")
 	status := p.token("status")
 	p.token("size")
@@ -213,6 +232,43 @@ func parseCombined(line string) (Entry, error) {
 		return Entry{}, p.err
 	}
 	return finish(e, ts, req, status)
+}
+
+// requestStart returns the index in s of the quote that opens the request:
+// the first '"' that is not behind a backslash and follows a ']' (the end
+// of the time), or -1. Neither server leaves a bare '"' in %l or %u: nginx
+// (escape=default) writes '"' and '\' as \x22 and \x5C; Apache
+// (ap_escape_logitem) as \" and \\, and an empty user name as "" — which
+// follows no ']'.
+func requestStart(s string) int {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case '"':
+			if strings.HasSuffix(strings.TrimRight(s[:i], " "), "]") {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+// combinedTime returns the time of "%l %u [%t] ": the last [...], since %u
+// may hold brackets itself but %t holds none; %l a token and %u anything
+// but nothing.
+func combinedTime(s string) (string, bool) {
+	s = strings.TrimRight(s, " ")
+	i := strings.LastIndexByte(s, '[')
+	if i < 0 || !strings.HasSuffix(s, "]") {
+		return "", false
+	}
+	ident, user, _ := strings.Cut(s[:i], " ")
+	user, ok := strings.CutSuffix(user, " ")
+	if ident == "" || user == "" || !ok {
+		return "", false
+	}
+	return s[i+1 : len(s)-1], true
 }
 
 // parseSignup reads the sign-up format after its tag.

@@ -2,6 +2,7 @@ package accesslog
 
 import (
 	"bufio"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -67,6 +68,13 @@ func TestParseLineMalformed(t *testing.T) {
 		`{"remote_addr":"203.0.113.7","status":302}`,
 		`bouncemilter-signup/1 203.0.113.7 [2026-11-20T10:00:05+00:00] "POST /auth/register/ HTTP/1.1" 302 "/u/x/" "-" trailing`,
 		`bouncemilter-signup/1 203.0.113.7 [2026-11-20T10:00:05+00:00] "POST /auth/register/ HTTP/1.1" 302`,
+		// What reading the user field by position must still refuse.
+		`203.0.113.7 [20/Nov/2026:10:00:05 +0000] "GET / HTTP/1.1" 200 1 "-" "-"`,
+		`203.0.113.7 - [20/Nov/2026:10:00:05 +0000] "GET / HTTP/1.1" 200 1 "-" "-"`,
+		`203.0.113.7 - - "GET / HTTP/1.1" 200 1 "-" "-"`,
+		`203.0.113.7 - - [20/Nov/2026:10:00:05 +0000] x "GET / HTTP/1.1" 200 1 "-" "-"`,
+		`203.0.113.7 - "a b" [20/Nov/2026:10:00:05 +0000] 200 1 "-" "-"`,
+		`203.0.113.7 - - [20/Nov/2026:10:00:05 +0000] \"GET / HTTP/1.1" 200 1 "-" "-"`,
 	} {
 		if e, err := ParseLine(line); err == nil {
 			t.Errorf("ParseLine(%q) = %+v, want error", line, e)
@@ -196,6 +204,107 @@ func FuzzParseLine(f *testing.F) {
 		e.Client([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, true)
 		if e.Status < 100 || e.Status > 999 {
 			t.Errorf("status %d accepted", e.Status)
+		}
+	})
+}
+
+// $remote_user is whatever a client sends in "Authorization: Basic", logged
+// even where no auth is configured (nginx) or on a failed login (Apache),
+// spaces and brackets unescaped: it must not split the line (found by
+// review: two such requests made a read ErrGarbled and stopped sync).
+func TestParseLineRemoteUser(t *testing.T) {
+	want := Entry{Format: Combined, Remote: "198.51.100.66", Time: time.Date(2026, 11, 20, 10, 0, 1, 0, time.UTC), Method: "GET", Path: "/u/bob/", Status: 200}
+	for _, user := range []string{
+		`-`,
+		`a b`,
+		`a  b `,
+		` `,
+		`[20/Nov/2026:09:00:00 +0000]`,
+		`x] [y`,
+		`a\x22 b`,                // nginx: '"' as \x22
+		`\x5C\x22`,               // nginx: '\' and '"'
+		`\xC3\xA9 \x09`,          // nginx: bytes above 126 and below 32
+		`a\" [x] \"b`,            // Apache: '"' as \"
+		`a\\`,                    // Apache: '\' as \\
+		`a\\\" \"GET / HTTP/1.1`, // Apache: an escaped quote after an escaped backslash
+		`""`,                     // Apache: an empty user name
+		`\t\x01`,                 // Apache: control bytes
+	} {
+		line := `198.51.100.66 - ` + user + ` [20/Nov/2026:10:00:01 +0000] "GET /u/bob/ HTTP/1.1" 200 5 "-" "ua"`
+		got, err := ParseLine(line)
+		if err != nil {
+			t.Errorf("ParseLine(%q): %v", line, err)
+		} else if got != want {
+			t.Errorf("ParseLine(%q)\n got %+v\nwant %+v", line, got, want)
+		}
+	}
+}
+
+// nginxEscape escapes a value as nginx's log_format escape=default does:
+// '"', '\' and bytes below 32 or above 126 as \xHH.
+func nginxEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '"' || c == '\\' || c < 32 || c > 126 {
+			fmt.Fprintf(&b, `\x%02X`, c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// apacheUser writes a user name as Apache's %u does (log_remote_user and
+// ap_escape_logitem): "" when empty, else '"' and '\' behind a backslash,
+// \b \n \r \t \v as such, other unprintable bytes as \xhh. A C string ends
+// at NUL.
+func apacheUser(s string) string {
+	s, _, _ = strings.Cut(s, "\x00")
+	if s == "" {
+		return `""`
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c == '\b':
+			b.WriteString(`\b`)
+		case c == '\n':
+			b.WriteString(`\n`)
+		case c == '\r':
+			b.WriteString(`\r`)
+		case c == '\t':
+			b.WriteString(`\t`)
+		case c == '\v':
+			b.WriteString(`\v`)
+		case c < 32 || c > 126:
+			fmt.Fprintf(&b, `\x%02x`, c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// Whatever user name a client sends, nginx's and Apache's combined lines
+// parse to the same entry.
+func FuzzParseLineRemoteUser(f *testing.F) {
+	for _, s := range []string{"a b", `a" [x] "b`, `\`, `\"`, "", "é \t\n", `] "GET / HTTP/1.1" 200`} {
+		f.Add(s)
+	}
+	want := Entry{Format: Combined, Remote: "2001:db8::7", Time: time.Date(2026, 11, 20, 10, 0, 1, 0, time.UTC), Method: "POST", Path: "/auth/register/", Status: 302, Forwarded: "198.51.100.1"}
+	f.Fuzz(func(t *testing.T, user string) {
+		for server, logged := range map[string]string{"nginx": nginxEscape(user), "Apache": apacheUser(user)} {
+			if logged == "" {
+				logged = "-" // nginx logs an empty value as "-"
+			}
+			line := `2001:db8::7 - ` + logged + ` [20/Nov/2026:10:00:01 +0000] "POST /auth/register/ HTTP/1.1" 302 0 "-" "ua" "198.51.100.1"`
+			got, err := ParseLine(line)
+			if err != nil || got != want {
+				t.Errorf("%s: user %q, line %q: got %+v, %v", server, user, line, got, err)
+			}
 		}
 	})
 }

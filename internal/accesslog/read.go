@@ -15,9 +15,19 @@ import (
 	"sort"
 )
 
-// ErrGarbled: too many lines of a log could not be parsed; it is probably
-// not an access log in a format this package reads.
+// ErrGarbled: most lines at the start of a log could not be parsed; it is
+// probably not an access log in a format this package reads.
 var ErrGarbled = errors.New("accesslog: not a log in combined or sign-up format")
+
+// startLines is how many lines at the start of a file judge whether it is
+// a log in a format read here: a log in another one fails on nearly every
+// line, so the file is refused when more than half of them do. Only its
+// start, and only by a majority: were a client able to write lines that do
+// not parse (as a user name with a space was), a few of them could
+// otherwise stop every read. Lines longer than maxLine, which a client can
+// cause (a request line and headers of 8 KiB each, escaped as \xHH), are
+// not counted: they say nothing of the format.
+const startLines = 100
 
 // maxLine bounds one log line; longer ones are counted as malformed and
 // skipped. Web servers cap request lines at 8 KiB by default.
@@ -48,6 +58,9 @@ type Stats struct {
 	Lost bool
 
 	lastConsumed int64 // bytes consumed of the file read last
+	// Of the file read last, when read from its start: its first lines
+	// (up to startLines) and how many of those did not parse.
+	startRead, startMalformed int
 }
 
 // Read reads what was added to the log at path since pos and calls fn for
@@ -63,8 +76,11 @@ type Stats struct {
 // file that was being read cannot be found any more (rotated twice between
 // two reads), Stats.Lost says that entries may have been missed.
 //
-// When more than a tenth of the lines do not parse, Read returns an error
-// wrapping ErrGarbled; the caller should then not store the position.
+// Lines that do not parse are skipped and counted in Stats.Malformed, for
+// the caller to warn about. But when more than half of the first lines of
+// a file read from its start do not parse, it is not a log in a format
+// read here (a wrong path, say): Read returns an error wrapping ErrGarbled,
+// and the caller should then not store the position.
 func Read(ctx context.Context, path string, pos Position, fn func(Entry)) (Position, Stats, error) {
 	var st Stats
 	fi, err := os.Stat(path)
@@ -105,9 +121,6 @@ func Read(ctx context.Context, path string, pos Position, fn func(Entry)) (Posit
 		next.Head, next.HeadLen = head, n
 	} else {
 		return pos, st, fmt.Errorf("read log %s: %w", path, err)
-	}
-	if st.Malformed > 0 && st.Malformed*10 > st.Lines {
-		return pos, st, fmt.Errorf("read log %s: %d of %d lines malformed: %w", path, st.Malformed, st.Lines, ErrGarbled)
 	}
 	return next, st, nil
 }
@@ -212,25 +225,41 @@ func headMatches(path string, pos Position) bool {
 
 // readFile parses path from offset on. whole: the file is finished (a
 // rotated predecessor), so a last line without newline is read too.
-// st.lastConsumed is set to the bytes consumed from offset.
+// st.lastConsumed is set to the bytes consumed from offset. Read from its
+// start, a file whose first lines mostly do not parse is refused.
 func readFile(ctx context.Context, path string, offset int64, whole bool, fn func(Entry), st *Stats) error {
+	st.startRead, st.startMalformed = 0, 0
+	if err := readLines(ctx, path, offset, whole, fn, st); err != nil {
+		return err
+	}
+	if offset == 0 && st.startMalformed*2 > st.startRead {
+		return fmt.Errorf("read log %s: %d of its first %d lines malformed: %w", path, st.startMalformed, st.startRead, ErrGarbled)
+	}
+	return nil
+}
+
+// readLines does readFile's reading.
+func readLines(ctx context.Context, path string, offset int64, whole bool, fn func(Entry), st *Stats) error {
 	r, err := openLog(path)
 	if err != nil {
 		return fmt.Errorf("read log: %w", err)
 	}
 	defer r.Close()
+	st.Files = append(st.Files, path)
+	st.lastConsumed = 0
 	if offset > 0 {
-		if s, ok := r.(io.Seeker); ok {
-			_, err = s.Seek(offset, io.SeekStart)
-		} else {
-			_, err = io.CopyN(io.Discard, r, offset)
-		}
+		short, err := skip(r, offset)
 		if err != nil {
 			return fmt.Errorf("read log %s: skip to %d: %w", path, offset, err)
 		}
+		if short {
+			// A predecessor that copytruncate copied before we read lines
+			// written after the copy: nothing is left in it, and what was
+			// written between our read and the truncation is gone.
+			st.Lost = true
+			return nil
+		}
 	}
-	st.Files = append(st.Files, path)
-	st.lastConsumed = 0
 	br := bufio.NewReaderSize(r, 64<<10)
 	var long bool // inside a line longer than maxLine
 	for n := 0; ; n++ {
@@ -256,25 +285,59 @@ func readFile(ctx context.Context, path string, offset int64, whole bool, fn fun
 		st.lastConsumed += int64(len(chunk))
 		st.Bytes += int64(len(chunk))
 		if len(chunk) > 0 || long {
-			st.Lines++
-			line := lineBytes(chunk)
-			switch {
-			case long:
-				st.Malformed++
-				long = false
-			case len(bytes.TrimSpace(line)) == 0:
-				st.Lines--
-			default:
-				e, perr := ParseLine(string(line))
-				if perr != nil {
-					st.Malformed++
-				} else {
-					fn(e)
-				}
-			}
+			st.parse(lineBytes(chunk), long, offset == 0, fn)
+			long = false
 		}
 		if !complete {
 			return nil
+		}
+	}
+}
+
+// skip moves r to offset; short: r holds fewer bytes.
+func skip(r io.Reader, offset int64) (short bool, err error) {
+	if f, ok := r.(*os.File); ok {
+		fi, err := f.Stat()
+		if err != nil {
+			return false, err
+		}
+		if fi.Size() < offset {
+			return true, nil
+		}
+		_, err = f.Seek(offset, io.SeekStart)
+		return false, err
+	}
+	// A compressed file is skipped by reading it.
+	if _, err := io.CopyN(io.Discard, r, offset); err != nil {
+		if errors.Is(err, io.EOF) {
+			return true, nil
+		}
+		return false, err
+	}
+	return false, nil
+}
+
+// parse parses a line read and counts it. tooLong: it was longer than
+// maxLine, and line is its tail; atStart: its file is read from its start.
+func (st *Stats) parse(line []byte, tooLong, atStart bool, fn func(Entry)) {
+	malformed := tooLong
+	if !tooLong {
+		if len(bytes.TrimSpace(line)) == 0 {
+			return // not a line to count
+		}
+		e, err := ParseLine(string(line))
+		if malformed = err != nil; !malformed {
+			fn(e)
+		}
+	}
+	st.Lines++
+	if malformed {
+		st.Malformed++
+	}
+	if atStart && !tooLong && st.startRead < startLines {
+		st.startRead++
+		if malformed {
+			st.startMalformed++
 		}
 	}
 }

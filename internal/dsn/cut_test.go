@@ -3,6 +3,7 @@ package dsn
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -159,6 +160,39 @@ func TestCutNeverLiteral(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestParseAllLineInPieces: a line longer than ParseAll's 4 KiB buffer
+// comes in pieces; when a later piece goes over MaxBytes, the whole line
+// is dropped, as ParseAllBytes drops it, not only the pieces over.
+func TestParseAllLineInPieces(t *testing.T) {
+	head := strings.ReplaceAll(cutDSN("Reporting-MTA: dns; mx.example.org\r\n\r\n"+cutStatusBob), "\r\n", "\n")
+	head = strings.TrimSuffix(head, "\n--B--\n")
+	for _, n := range []int{4096, 4096 + 100, 3 * 4096} {
+		long := "Final-Recipient: rfc822;" + strings.Repeat(" ", n-len("Final-Recipient: rfc822;")-len(cutPart)) + cutAddr + "\n"
+		msg := head + long + "Action: failed\nStatus: 5.1.1\n\n--B--\n"
+		mbox := "From a@b Mon Jan  1 00:00:00 2024\n" + msg
+		p := Parser{MaxBytes: int64(strings.Index(msg, cutPart) + len(cutPart))}
+		stream, err := p.ParseAll(strings.NewReader(mbox))
+		if err != nil {
+			t.Fatal(err)
+		}
+		inPlace, err := p.ParseAllBytes([]byte(mbox))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(stream, inPlace) {
+			t.Errorf("%d-byte line: ParseAll:\n%+v\nParseAllBytes:\n%+v", n, stream[0], inPlace[0])
+		}
+		if len(stream) != 1 || !stream[0].Truncated {
+			t.Fatalf("%d-byte line: %d reports, want 1, truncated", n, len(stream))
+		}
+		for _, r := range stream[0].Recipients {
+			if strings.HasPrefix(r.Address, "alice@") {
+				t.Errorf("%d-byte line: %q reported (literal %v) from a cut line", n, r.Address, r.Literal)
+			}
+		}
 	}
 }
 

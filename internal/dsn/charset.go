@@ -49,7 +49,10 @@ func charsetEncoding(name string) encoding.Encoding {
 // decodeCharset returns at most n bytes of src turned from the charset
 // enc into UTF-8, written into *dst (grown as needed) or, when dst is nil,
 // into a buffer of its own. Bytes that are not valid in enc become U+FFFD.
-func decodeCharset(enc encoding.Encoding, src []byte, n int64, dst *[]byte) []byte {
+// When src was cut short (cut) or its decoding does not fit in n bytes,
+// what is returned is cut back to a line end (see cutToLine): its length,
+// which the charset changes, no longer tells that it was cut.
+func decodeCharset(enc encoding.Encoding, src []byte, cut bool, n int64, dst *[]byte) []byte {
 	// A character takes at most three bytes in UTF-8 and at least one in
 	// the charsets mail uses: three times the input is room enough.
 	size := int(min(n, 3*int64(len(src))+utf8Max))
@@ -62,7 +65,10 @@ func decodeCharset(enc encoding.Encoding, src []byte, n int64, dst *[]byte) []by
 			*dst = out
 		}
 	}
-	k, _, _ := enc.NewDecoder().Transform(out, src, true)
+	k, read, _ := enc.NewDecoder().Transform(out, src, true)
+	if cut || read < len(src) {
+		return cutToLine(out[:k])
+	}
 	return out[:k]
 }
 

@@ -240,10 +240,11 @@ func boundaryOf(t *testing.T, msg string) string {
 }
 
 // capText is what capTextBytes does, written plainly: cut to maxTextBytes,
-// then "\r\n" made "\n".
+// back to the last line end when that cut, then "\r\n" made "\n".
 func capText(s string) string {
 	if len(s) > maxTextBytes {
 		s = s[:maxTextBytes]
+		s = s[:strings.LastIndexByte(s, '\n')+1]
 	}
 	if strings.IndexByte(s, '\r') >= 0 {
 		s = strings.ReplaceAll(s, "\r\n", "\n")
@@ -305,7 +306,8 @@ func TestCapTextBytes(t *testing.T) {
 	long := strings.Repeat("a", maxTextBytes-1) + "\r\nb"
 	full := &arena{buf: make([]byte, 0, 8)}
 	full.alloc(5)
-	for _, s := range []string{"", "a\r\nb", "\r\r\n", "a\rb\n\r", "\r\n\r\n", long, long[:maxTextBytes], strings.Repeat("\r\n", maxTextBytes)} {
+	for _, s := range []string{"", "a\r\nb", "\r\r\n", "a\rb\n\r", "\r\n\r\n", long, long[:maxTextBytes], strings.Repeat("\r\n", maxTextBytes),
+		"x\r\n" + strings.Repeat("a", maxTextBytes), long[:maxTextBytes-1] + "\n" + long} {
 		for _, a := range []*arena{nil, getArena(), full} {
 			in := []byte(s)
 			if got, want := capTextBytes(in, a), capText(s); got != want {

@@ -59,11 +59,19 @@ func (p *Parser) ParseAll(r io.Reader) ([]*Report, error) {
 		// pieces: the next one goes on with it, neither a separator
 		// nor a blank line.
 		piece bool
+		// lineStart is where the current line starts in buf: a line
+		// that comes in pieces and goes over MaxBytes in a later one
+		// is dropped whole, as ParseAllBytes keeps whole lines only
+		// (an address cut there must not be read as one).
+		lineStart int
 	)
 	for {
 		line, err := readLine(br)
 		more := piece
 		piece = len(line) > 0 && line[len(line)-1] != '\n'
+		if !more {
+			lineStart = buf.Len()
+		}
 		if !more && bytes.HasPrefix(line, []byte("From ")) {
 			from = append(from[:0], line...)
 			line = from
@@ -77,6 +85,7 @@ func (p *Parser) ParseAll(r io.Reader) ([]*Report, error) {
 					return s.reports, err
 				}
 			} else if int64(buf.Len()+len(line)) > limit {
+				buf.Truncate(lineStart)
 				over = true
 			} else if !over {
 				buf.Write(line)

@@ -118,7 +118,9 @@ func (p *Parser) ParseBytes(b []byte) (*Report, error) {
 	limit := p.maxBytes()
 	var tooLarge error
 	if int64(len(b)) > limit {
-		b = b[:limit]
+		// Whole lines only, as ParseAll keeps them: an address the
+		// limit cut ("alice@example.co") must not be read as one.
+		b = cutToLine(b[:limit])
 		tooLarge = fmt.Errorf("message larger than %d bytes: %w", limit, ErrTooLarge)
 	}
 	rep, err := p.parseBytes(skipFromLine(b))
@@ -303,7 +305,11 @@ func (p *Parser) read(b []byte, budget, scan *int64, a *arena) *msg {
 		// (within the budget, and not when a limit stopped the walk:
 		// a structure too deep or too large is not read again as text).
 		body := rawBody(b)
-		body = body[:min(int64(len(body)), maxTextBytes+1, *budget)]
+		if n := min(int64(len(body)), maxTextBytes+1, *budget); n < int64(len(body)) {
+			// capTextBytes cuts what is over maxTextBytes at a
+			// line end, but not what the budget cut.
+			body = cutToLine(body[:n])
+		}
 		*budget -= int64(len(body))
 		m.text = capTextBytes(body, a)
 	}
@@ -321,7 +327,7 @@ func readEntity(m *msg, b []byte) *entity {
 	hb, body := b, []byte(nil)
 	if len(b) > maxHeaderBytes {
 		if end := len(b) - len(rawBody(b)); end > maxHeaderBytes {
-			hb = b[:bytes.LastIndexByte(b[:maxHeaderBytes], '\n')+1]
+			hb = cutToLine(b[:maxHeaderBytes])
 			body = b[end:]
 			m.truncated = true
 		}
@@ -396,14 +402,17 @@ func (p *Parser) walk(m *msg, e *entity, depth int) {
 	// body returns the part's content, up to limit bytes and within the
 	// budget. Where what is cut off could hold recipients (mark), the
 	// report is marked truncated; text beyond maxTextBytes is not.
+	// Content that is cut is cut back by cut (cutToLine, or cutToField
+	// for fields that may be folded), so that no line, nor an address
+	// in it, ends where a limit fell.
 	// With scratch, decoded bytes are read into *scratch and valid until
 	// it is used again. The content may be a slice of the message: it
 	// must not be changed.
-	body := func(limit int64, mark bool, scratch *[]byte) []byte {
+	body := func(limit int64, mark bool, scratch *[]byte, cut func([]byte) []byte) []byte {
 		n := min(limit, p.maxBytes(), *m.budget)
 		b := e.content(n+1, scratch)
 		if int64(len(b)) > n {
-			b = b[:n]
+			b = cut(b[:n])
 			if mark || n < limit {
 				// Cut where recipients may follow, or out of
 				// budget: read no further part, so that the rest
@@ -416,7 +425,7 @@ func (p *Parser) walk(m *msg, e *entity, depth int) {
 	}
 	switch mediaType {
 	case "message/delivery-status", "message/global-delivery-status":
-		m.status = append(m.status, body(maxStatusBytes, true, nil))
+		m.status = append(m.status, body(maxStatusBytes, true, nil, cutToField))
 	case "message/feedback-report":
 		m.feedback = true
 	case "message/rfc822", "message/global", "message/partial":
@@ -437,7 +446,7 @@ func (p *Parser) walk(m *msg, e *entity, depth int) {
 			return
 		}
 		// It may be a bounce forwarded as an attachment: keep it whole.
-		b := body(p.maxBytes(), true, nil)
+		b := body(p.maxBytes(), true, nil, cutToLine)
 		m.returnedRaw = b
 		if h, ok := m.readHeader(b); ok {
 			m.returned = &h
@@ -445,7 +454,7 @@ func (p *Parser) walk(m *msg, e *entity, depth int) {
 	case "text/rfc822-headers", "message/global-headers":
 		if m.returned == nil {
 			sp := getScratch()
-			if h, ok := m.readHeader(body(maxStatusBytes, false, sp)); ok {
+			if h, ok := m.readHeader(body(maxStatusBytes, false, sp, cutToLine)); ok {
 				m.returned = &h
 			}
 			putScratch(sp)
@@ -458,7 +467,7 @@ func (p *Parser) walk(m *msg, e *entity, depth int) {
 			return
 		}
 		sp := getScratch()
-		if b := body(maxTextBytes+1, false, sp); mediaType == "text/html" {
+		if b := body(maxTextBytes+1, false, sp, cutToLine); mediaType == "text/html" {
 			m.text = htmlText(b, m.arena)
 		} else {
 			m.text = capTextBytes(b, m.arena)
@@ -468,7 +477,7 @@ func (p *Parser) walk(m *msg, e *entity, depth int) {
 		if depth == 0 {
 			// A single-part message of an odd type: look at it as text.
 			sp := getScratch()
-			m.text = capTextBytes(body(maxTextBytes+1, false, sp), m.arena)
+			m.text = capTextBytes(body(maxTextBytes+1, false, sp, cutToLine), m.arena)
 			putScratch(sp)
 		}
 	}
@@ -576,11 +585,46 @@ func putBufio(br *bufio.Reader) {
 	bufioPool.Put(br)
 }
 
-// capTextBytes returns the text of a part, b, cut to maxTextBytes and
-// copied into the arena a (nil: the heap) with its line ends turned into
-// LF on the way; b, which may be a slice of the message, is left as it is.
+// cutToLine returns b, which a limit cut short, up to the end of its last
+// whole line: the line the limit fell in is dropped (all of b when it has
+// no line end), so that an address cut there ("alice@example.co" of
+// "alice@example.com") is not read, let alone as written literally.
+// Every limit that cuts text cuts it back with this.
+func cutToLine(b []byte) []byte {
+	return b[:bytes.LastIndexByte(b, '\n')+1]
+}
+
+// cutToField returns a delivery-status part, b, which maxStatusBytes (or
+// the budget) cut short, without its last field, which the cut may have
+// left incomplete: the fields use header syntax (RFC 3464 section 2.1),
+// so a value may go on in continuation lines, and one read in part could
+// pass for a literal recipient. When the cut falls in the first line of
+// a field, the fields before it are whole; when it falls in a continuation
+// line, or at a line end (the next line may be one), the field that line
+// belongs to is dropped too.
+func cutToField(b []byte) []byte {
+	end := len(cutToLine(b))
+	if end < len(b) && b[end] != ' ' && b[end] != '\t' {
+		return b[:end]
+	}
+	for end > 0 {
+		start := bytes.LastIndexByte(b[:end-1], '\n') + 1
+		if c := b[start]; c != ' ' && c != '\t' {
+			return b[:start]
+		}
+		end = start
+	}
+	return b[:0]
+}
+
+// capTextBytes returns the text of a part, b, cut to maxTextBytes (at a
+// line end, see cutToLine) and copied into the arena a (nil: the heap)
+// with its line ends turned into LF on the way; b, which may be a slice
+// of the message, is left as it is.
 func capTextBytes(b []byte, a *arena) string {
-	b = b[:min(len(b), maxTextBytes)]
+	if len(b) > maxTextBytes {
+		b = cutToLine(b[:maxTextBytes])
+	}
 	if bytes.IndexByte(b, '\r') < 0 {
 		return a.string(b)
 	}
@@ -616,10 +660,11 @@ func skipFromLine(b []byte) []byte {
 // htmlText turns an HTML part into text good enough for pattern matching:
 // tags dropped, block elements ending lines (so that line-oriented
 // recognisers keep working), the common entities decoded, then cut to
-// maxTextBytes with its line ends turned into LF. One pass over b and one
-// over the result, in the arena a (nil: the heap): the text is never
-// longer than the HTML. TestHTMLText and FuzzHTMLText hold it to
-// stripping, replacing and capping one after the other.
+// maxTextBytes at a line end (see cutToLine) with its line ends turned
+// into LF. One pass over b and one over the result, in the arena a (nil:
+// the heap): the text is never longer than the HTML. TestHTMLText and
+// FuzzHTMLText hold it to stripping, replacing and capping one after the
+// other.
 func htmlText(b []byte, a *arena) string {
 	out := a.alloc(len(b))
 	w := 0
@@ -656,8 +701,12 @@ func htmlText(b []byte, a *arena) string {
 		n++
 		r++
 	}
-	// As capTextBytes: "\r\n" becomes "\n" within the cut text.
-	out = out[:min(n, maxTextBytes)]
+	// As capTextBytes: cut at a line end to maxTextBytes, and "\r\n"
+	// becomes "\n" within the cut text.
+	out = out[:n]
+	if n > maxTextBytes {
+		out = cutToLine(out[:maxTextBytes])
+	}
 	return unsafe.String(unsafe.SliceData(out), crlfToLF(out, out))
 }
 

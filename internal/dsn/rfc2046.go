@@ -72,7 +72,9 @@ func newEntity(h header, raw []byte, a *arena) *entity {
 // go-message does. A body that needs no decoding (no transfer encoding,
 // and no charset, or UTF-8 or ASCII) is returned as a slice of the
 // message; any other is decoded into *scratch (grown as needed) or, when
-// scratch is nil, into a buffer of its own.
+// scratch is nil, into a buffer of its own. Decoded from a charset, a body
+// cut at n bytes comes back shorter than n, which the caller cannot tell
+// from a whole one: it is cut at a line end here (see decodeCharset).
 func (e *entity) content(n int64, scratch *[]byte) []byte {
 	// An unknown charset leaves the bytes as they are, as no charset does.
 	var enc encoding.Encoding
@@ -85,16 +87,18 @@ func (e *entity) content(n int64, scratch *[]byte) []byte {
 			return e.transferDecoded(n, scratch)
 		}
 		// Decoded twice: the transfer encoding into a buffer of
-		// the pool, the charset from it.
+		// the pool, the charset from it. n bytes decoded may be
+		// all there is, or a cut: it is taken for one.
 		sp := getScratch()
 		defer putScratch(sp)
-		return decodeCharset(enc, e.transferDecoded(n, sp), n, scratch)
+		src := e.transferDecoded(n, sp)
+		return decodeCharset(enc, src, int64(len(src)) >= n, n, scratch)
 	}
 	b := e.raw[:min(int64(len(e.raw)), n)]
 	if enc == nil {
 		return b
 	}
-	return decodeCharset(enc, b, n, scratch)
+	return decodeCharset(enc, b, int64(len(e.raw)) > n, n, scratch)
 }
 
 // transferDecoded returns at most n bytes of the body with its transfer

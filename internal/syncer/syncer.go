@@ -496,7 +496,9 @@ func (s *run) readLogs(ctx context.Context) (*logRead, error) {
 			s.opts.Log.Warn("log was rotated and its unread rest not found (rotated twice between runs, or compressed under another name): sign-ups may be missed", "log", abs)
 		}
 		if st.Malformed > 0 {
-			s.opts.Log.Info("malformed log lines skipped", "log", abs, "lines", st.Malformed)
+			// Only reported now, never fatal past a file's start:
+			// said where an admin looks.
+			s.opts.Log.Warn("malformed log lines skipped", "log", abs, "lines", st.Malformed)
 		}
 		out.positions[abs] = next
 		if st.Lines > 0 {

@@ -26,6 +26,7 @@ type bounceRecord struct {
 	actions []Action
 	stmt    string
 	args    []any
+	fn      func(ctx context.Context, t *Tx) error // bookkeeping of more than one statement
 	done    chan recordResult
 }
 
@@ -93,6 +94,9 @@ func (r *DB) commitBatch(batch []bounceRecord) {
 }
 
 func (t *Tx) record(ctx context.Context, rec bounceRecord) (int64, error) {
+	if rec.fn != nil {
+		return 0, rec.fn(ctx, t)
+	}
 	if rec.stmt != "" {
 		_, err := t.tx.ExecContext(ctx, rec.stmt, rec.args...)
 		return 0, err
@@ -104,6 +108,13 @@ func (t *Tx) record(ctx context.Context, rec bounceRecord) (int64, error) {
 // until it is committed.
 func (r *DB) grouped(ctx context.Context, stmt string, args ...any) error {
 	_, err := r.enqueue(ctx, bounceRecord{stmt: stmt, args: args, done: make(chan recordResult, 1)})
+	return err
+}
+
+// groupedTx runs fn in the next group commit and waits until it is
+// committed.
+func (r *DB) groupedTx(ctx context.Context, fn func(ctx context.Context, t *Tx) error) error {
+	_, err := r.enqueue(ctx, bounceRecord{fn: fn, done: make(chan recordResult, 1)})
 	return err
 }
 

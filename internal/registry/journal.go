@@ -236,11 +236,35 @@ func collectActions(rows *sql.Rows) ([]Action, error) {
 
 // MarkApplied records that an action took effect, and for an IP ban what
 // it banned when that was wider than its target (see Action.Banned; ""
-// otherwise). It is a no-op for an action that is no longer pending, so a
-// retried worker cannot undo a cancellation.
+// otherwise). An action no longer pending keeps its state, so that a
+// retried worker cannot undo a cancellation; but a ban cancelled while it
+// was being applied took effect all the same: its unban is queued again,
+// since the one queued at the cancellation may have run before it (a
+// restore lifts its bans at once, from another process).
 func (r *DB) MarkApplied(ctx context.Context, id int64, now time.Time, banned string) error {
-	err := r.grouped(ctx, `UPDATE actions SET state = 'applied', done = ?, attempts = attempts + 1, last_error = '', started = 0, banned = ?
-		WHERE id = ? AND state = 'pending'`, unix(now), banned, id)
+	err := r.groupedTx(ctx, func(ctx context.Context, t *Tx) error {
+		res, err := t.tx.ExecContext(ctx, `UPDATE actions SET state = 'applied', done = ?, attempts = attempts + 1, last_error = '', started = 0, banned = ?
+			WHERE id = ? AND state = 'pending'`, unix(now), banned, id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			return nil
+		}
+		a, err := scanAction(t.tx.QueryRowContext(ctx, `SELECT `+actionColumns+` FROM actions WHERE id = ?`, id))
+		if errors.Is(err, sql.ErrNoRows) || err == nil && (a.State != Cancelled || a.Kind != BanAccount && a.Kind != BanIP) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		undo := Action{UserID: a.UserID, Kind: UnbanAccount, Target: a.Target, Reason: "a ban applied after it was cancelled"}
+		if a.Kind == BanIP {
+			undo.Kind = UnbanIP
+		}
+		_, err = t.Queue(ctx, undo, now)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("mark action %d applied: %w", id, err)
 	}

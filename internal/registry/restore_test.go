@@ -173,3 +173,54 @@ func TestAllowCancelsWaitingBans(t *testing.T) {
 		})
 	}
 }
+
+// A restore lifts its bans at once, from another process, while the
+// milter's worker may be applying one of them: its unban can run before
+// the ban lands. The ban, marked applied after it was cancelled, gets its
+// unban queued again, so that it does not stay in force.
+func TestBanAppliedAfterItsCancellation(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t)
+	seed(t, db, Registration{UserID: 43, Username: "real", Email: "real@x.example", Created: t0, Synced: t0, IP: "198.51.100.4"})
+	if _, err := db.RecordBounce(ctx, Bounce{Received: t0, Verdict: VerdictActed, Report: "{}"}, []Action{
+		{UserID: 43, Kind: BanAccount, Target: UserTarget(43), Reason: "bouncemilter: bounced"},
+		{UserID: 43, Kind: BanIP, Target: "198.51.100.4", Reason: "bouncemilter: bounced"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	bans, err := db.DueActions(ctx, t0, 10) // the worker takes them
+	if err != nil || len(bans) != 2 {
+		t.Fatalf("due = %v, %v", bans, err)
+	}
+	unbans, err := db.Restore(ctx, 43, "a real person", t0.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range unbans { // the restore applies its unbans at once
+		if err := db.MarkApplied(ctx, u.ID, t0.Add(time.Second), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, b := range bans { // then the worker's bans land
+		if err := db.MarkApplied(ctx, b.ID, t0.Add(2*time.Second), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	due, err := db.DueActions(ctx, t0.Add(time.Hour), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range due {
+		got = append(got, string(a.Kind)+" "+a.Target)
+	}
+	if want := "[unban-account 43 unban-ip 198.51.100.4]"; fmt.Sprint(got) != want {
+		t.Errorf("due after the late bans = %v, want %s", got, want)
+	}
+	acts, _ := db.Actions(ctx, 43)
+	for _, a := range acts[:2] {
+		if a.State != Cancelled {
+			t.Errorf("%s %s is %s, want it still cancelled", a.Kind, a.Target, a.State)
+		}
+	}
+}

@@ -219,7 +219,7 @@ func (h *Handler) decide(ctx context.Context, env Envelope, rep *dsn.Report, now
 		// on sign-ups with exactly the address the bounce proved.
 		var same []registry.Registration
 		for _, reg := range regs {
-			if SameAddress(reg.Email, addr) {
+			if registry.SameAddress(reg.Email, addr) {
 				same = append(same, reg)
 			}
 		}
@@ -283,21 +283,10 @@ func literalAddresses(r dsn.Recipient, signed bool) []string {
 	if r.Literal && r.Address != "" {
 		out = append(out, r.Address)
 	}
-	if signed && r.OriginalLiteral && r.OriginalAddress != "" && !(r.Literal && SameAddress(r.OriginalAddress, r.Address)) {
+	if signed && r.OriginalLiteral && r.OriginalAddress != "" && !(r.Literal && registry.SameAddress(r.OriginalAddress, r.Address)) {
 		out = append(out, r.OriginalAddress)
 	}
 	return out
-}
-
-// SameAddress reports whether a and b are one address: the local part
-// compared exactly, the domain without regard to case (RFC 5321 section
-// 2.4 leaves the local part's case to the receiving server).
-func SameAddress(a, b string) bool {
-	i, j := strings.LastIndexByte(a, '@'), strings.LastIndexByte(b, '@')
-	if i < 0 || j < 0 {
-		return a == b
-	}
-	return a[:i] == b[:j] && strings.EqualFold(a[i:], b[j:])
 }
 
 // authentic reports whether a bounce about the literal address rcpt
@@ -347,7 +336,7 @@ func returnedMatches(o dsn.Original, rcpt, sender string) bool {
 		return false
 	}
 	for _, a := range to {
-		if SameAddress(a.Address, rcpt) {
+		if registry.SameAddress(a.Address, rcpt) {
 			return true
 		}
 	}

@@ -254,23 +254,6 @@ func TestReturnedMatches(t *testing.T) {
 	}
 }
 
-func TestSameAddress(t *testing.T) {
-	for _, tt := range []struct {
-		a, b string
-		same bool
-	}{
-		{"a@example.net", "a@EXAMPLE.net", true},
-		{"A@example.net", "a@example.net", false},
-		{"/a@example.net", "a@example.net", false},
-		{`"a@b"@example.net`, "a@b@example.net", false},
-		{"noat", "noat", true},
-	} {
-		if got := SameAddress(tt.a, tt.b); got != tt.same {
-			t.Errorf("SameAddress(%q, %q) = %v", tt.a, tt.b, got)
-		}
-	}
-}
-
 // Without signed return paths, a bounce this Postfix made is believed for
 // an address a send was recorded to. Its Original-Recipient comes from the
 // ORCPT parameter the SMTP client chose (RFC 3461 section 4.2): anyone who

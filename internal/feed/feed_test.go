@@ -223,6 +223,11 @@ func TestHashAddress(t *testing.T) {
 	if got != HashAddress("bot@spam.example") {
 		t.Error("normalisation differs for case and white space")
 	}
+	// Only ASCII is lowercased: a look-alike with the Kelvin sign or a
+	// capital dotted I is not the real address.
+	if HashAddress("\u212aim@spam.example") == HashAddress("kim@spam.example") || HashAddress("V\u0130ctim@spam.example") == HashAddress("victim@spam.example") {
+		t.Error("a Unicode look-alike hashes as the real address")
+	}
 	out, err := exec.Command("sh", "-c", "printf %s bot@spam.example | sha256sum").Output()
 	if err != nil {
 		t.Fatal(err)

@@ -62,7 +62,7 @@ type Address struct {
 
 // HashAddress is how addresses appear in a feed: the lowercase hex SHA-256
 // of the address's UTF-8 bytes after removing surrounding white space and
-// lowercasing it whole (registry.EmailKey). Nothing else changes: no
+// lowercasing its ASCII letters (registry.EmailKey). Nothing else changes: no
 // removal of +tags or dots, which are different mailboxes at many hosts.
 func HashAddress(addr string) string {
 	sum := sha256.Sum256([]byte(registry.EmailKey(addr)))

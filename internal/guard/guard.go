@@ -96,6 +96,12 @@ func (g *Guard) Stop(ctx context.Context, env bounce.Envelope) (bool, error) {
 		}
 		var eligible []registry.Registration
 		for _, reg := range regs {
+			// The journal matches addresses without regard to case;
+			// only the sign-ups with exactly this address are the
+			// recipient's (as for a bounce).
+			if !registry.SameAddress(reg.Email, rcpt) {
+				continue
+			}
 			allowed, err := g.Journal.Allowed(ctx, reg)
 			if err != nil {
 				return false, err

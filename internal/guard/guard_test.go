@@ -136,7 +136,9 @@ func TestGuard(t *testing.T) {
 			[]string{"ban-account 2", "ban-ip 203.0.113.2"}, "no-address-records"},
 		{"no such domain", registry.Registration{UserID: 3, Username: "b3", Email: "b3@gone.test"}, true,
 			[]string{"ban-account 3"}, "no-such-domain"},
-		{"own bounce before", registry.Registration{UserID: 4, Username: "b4", Email: "AGAIN@known.test", IP: "203.0.113.4"}, true,
+		// The same address, the domain's case aside (a case variant of
+		// the local part is another address: TestLookalikeBanProvesNothing).
+		{"own bounce before", registry.Registration{UserID: 4, Username: "b4", Email: "again@KNOWN.test", IP: "203.0.113.4"}, true,
 			[]string{"ban-account 4", "ban-ip 203.0.113.4"}, KnownOwn},
 		{"address hash listed by peers", registry.Registration{UserID: 5, Username: "b5", Email: "listed@known.test", IP: "203.0.113.5"}, true,
 			[]string{"ban-account 5", "ban-ip 203.0.113.5"}, KnownPeers},
@@ -221,5 +223,34 @@ func TestGuardSeveralRecipients(t *testing.T) {
 	}
 	if got := actionsOf(t, reg, 1); len(got) != 0 {
 		t.Errorf("actions %v", got)
+	}
+}
+
+// A look-alike that bounced and was banned (Victim@, or Kim@ with a Kelvin
+// sign, for victim@ and kim@) proves nothing of the real address: her
+// verification mail goes, and nothing happens to her account.
+func TestLookalikeBanProvesNothing(t *testing.T) {
+	for _, tc := range []struct{ lookalike, real string }{
+		{"Victim@nowhere.example", "victim@nowhere.example"},
+		{"\u212aim@nowhere.example", "kim@nowhere.example"},
+	} {
+		t.Run(tc.real, func(t *testing.T) {
+			ctx := context.Background()
+			reg := openRegistry(t)
+			bounced(t, reg, registry.Registration{UserID: 1, Username: "lookalike", Email: tc.lookalike, IP: "198.51.100.9"})
+			signUp(t, reg, registry.Registration{UserID: 2, Username: "real", Email: tc.real, IP: "192.0.2.7"})
+			g := &Guard{Journal: reg, Policy: bounce.Policy{Window: 48 * time.Hour, Skew: time.Minute}, Now: func() time.Time { return now }}
+			stop, err := g.Stop(ctx, bounce.Envelope{QueueID: "Q1", Recipients: []string{tc.real}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stop || len(actionsOf(t, reg, 2)) > 0 {
+				t.Errorf("mail to %s stopped (%v) or her account acted on (%v) because %s bounced", tc.real, stop, actionsOf(t, reg, 2), tc.lookalike)
+			}
+			// The look-alike itself is still proven.
+			if stop, err := g.Stop(ctx, bounce.Envelope{QueueID: "Q2", Recipients: []string{tc.lookalike}}); err != nil || !stop {
+				t.Errorf("mail to the look-alike %s: stop %v, %v", tc.lookalike, stop, err)
+			}
+		})
 	}
 }

@@ -114,17 +114,30 @@ func (r *DB) proven(ctx context.Context, query string) ([]Proven, error) {
 	return out, rows.Err()
 }
 
-// ProvenAddress reports whether addr belongs to an account this instance
-// disabled on its own evidence and did not restore.
+// ProvenAddress reports whether addr, exactly (SameAddress), belongs to an
+// account this instance disabled on its own evidence and did not restore.
+// A look-alike's ban (Victim@ for victim@) proves nothing of addr.
 func (r *DB) ProvenAddress(ctx context.Context, addr string) (bool, error) {
-	var ok bool
-	err := r.db.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM actions a
+	rows, err := r.db.QueryContext(ctx, `SELECT DISTINCT g.email FROM actions a
 		JOIN registrations g ON g.user_id = a.user_id AND `+banOf+`
-		WHERE g.email_key = ? AND a.kind = 'ban-account' AND `+ownProof+`)`, EmailKey(addr)).Scan(&ok)
+		WHERE g.email_key = ? AND a.kind = 'ban-account' AND `+ownProof, EmailKey(addr))
 	if err != nil {
 		return false, fmt.Errorf("proven address %s: %w", addr, err)
 	}
-	return ok, nil
+	defer rows.Close()
+	for rows.Next() {
+		var email string
+		if err := rows.Scan(&email); err != nil {
+			return false, fmt.Errorf("proven address %s: %w", addr, err)
+		}
+		if SameAddress(email, addr) {
+			return true, nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("proven address %s: %w", addr, err)
+	}
+	return false, nil
 }
 
 // FeedPeer is what the registry knows of one peer's feed.

@@ -29,12 +29,40 @@ type Registration struct {
 	Synced time.Time
 }
 
-// EmailKey is the form addresses are looked up by: the whole address
-// lowercased. MediaGoblin lowercases only the domain, but remote servers
-// report recipients in whatever case they like, and two sign-ups that differ
-// only in the case of the local part are the same mailbox in practice.
+// EmailKey is the form addresses are looked up by: the whole address with
+// A to Z lowercased. MediaGoblin lowercases only the domain, but remote
+// servers report recipients in whatever case they like, and two sign-ups
+// that differ only in the case of the local part are the same mailbox in
+// practice. Only ASCII: Unicode lowercasing maps other letters onto ASCII
+// ones (the Kelvin sign K onto k, İ onto i), so a bot signing up as
+// "Kim@" with a Kelvin sign would share the key, and the feed hash, of
+// the real kim@. What acts on an address compares it exactly
+// (SameAddress); the key only finds candidates.
 func EmailKey(addr string) string {
-	return strings.ToLower(strings.TrimSpace(addr))
+	addr = strings.TrimSpace(addr)
+	for i := 0; i < len(addr); i++ {
+		if 'A' <= addr[i] && addr[i] <= 'Z' {
+			b := []byte(addr)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return addr
+}
+
+// SameAddress reports whether a and b are one address: the local part
+// compared exactly, the domain without regard to ASCII case (RFC 5321
+// section 2.4 leaves the local part's case to the receiving server).
+func SameAddress(a, b string) bool {
+	i, j := strings.LastIndexByte(a, '@'), strings.LastIndexByte(b, '@')
+	if i < 0 || j < 0 {
+		return a == b
+	}
+	return a[:i] == b[:j] && EmailKey(a[i:]) == EmailKey(b[j:])
 }
 
 // byName selects the registration a username names now: the newest one

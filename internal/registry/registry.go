@@ -206,6 +206,9 @@ CREATE INDEX sends_sent ON sends(sent);
 	// Actions of an account whose id MediaGoblin gave to another one:
 	// kept as history, never the new account's. See Tx.RetireRegistration.
 	`ALTER TABLE actions ADD COLUMN retired INTEGER NOT NULL DEFAULT 0;`,
+	// EmailKey lowercases A to Z only now, as SQLite's lower() does:
+	// keys made by Unicode lowercasing are made again.
+	`UPDATE registrations SET email_key = lower(trim(email)) WHERE email_key != lower(trim(email));`,
 }
 
 func (r *DB) migrate(ctx context.Context) error {

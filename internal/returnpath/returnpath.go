@@ -18,12 +18,15 @@
 // address; a forger who never saw our mail cannot make a valid TAG.
 //
 // TAG is a key id, the day (days since the Unix epoch, in UTC) and an
-// HMAC-SHA256 truncated to 64 bits over the key id, the day and the lowercased
-// recipient address:
+// HMAC-SHA256 truncated to 64 bits over the key id, the day and the
+// recipient address, its domain's ASCII letters lowercased:
 //
 //   - The recipient is in the MAC so that a tag seen on one message (say, mail
 //     the forger had us send to themselves) cannot be replayed to make a
-//     bounce for somebody else's address.
+//     bounce for somebody else's address. Its local part is signed exactly
+//     as written: a tag for xk7bot@ must not verify for Xk7bot@, another
+//     mailbox where case matters, nor Unicode lowercasing turn vİctim@ or
+//     a Kelvin-sign K into an ASCII victim@.
 //   - The day is in the MAC so that a tag that has leaked stops working after
 //     MaxAge, and so that old tags need not be remembered. A day rather than a
 //     timestamp keeps the address the same for a recipient all day long and
@@ -34,8 +37,7 @@
 // The tag is 18 characters of lowercase base32 (RFC 4648 section 6, without
 // padding): letters and digits only, valid in an unquoted local part (RFC
 // 5321 section 4.1.2), and read case-insensitively, because some servers
-// fold the case of the whole address they bounce to. For the same reason the
-// recipient is lowercased before it is signed or checked.
+// fold the case of the whole address they bounce to.
 //
 // Verify checks a tag in constant time, and tells apart a missing tag
 // (ErrNoTag), a forged or damaged one (ErrBadTag), a genuine but old one
@@ -254,7 +256,7 @@ func (s *Signer) VerifySender(sender, bounceAddr, failedRecipient string, now ti
 	if err != nil {
 		return err
 	}
-	if base, _ := Split(bounceAddr, delim); !strings.EqualFold(normalize(base), normalize(sender)) || sender == "" {
+	if base, _ := Split(bounceAddr, delim); lowerASCII(normalize(base)) != lowerASCII(normalize(sender)) || sender == "" {
 		return fmt.Errorf("verify %q: not a tag on %q: %w", bounceAddr, sender, ErrBadTag)
 	}
 	return s.Verify(bounceAddr, failedRecipient, now)
@@ -297,15 +299,29 @@ func splitAddr(addr string) (local, domain string, ok bool) {
 }
 
 // normalize returns the form of a recipient address that is signed: without
-// surrounding space and angle brackets, lowercased. Lowercasing the local
-// part too treats John@ and john@ as one recipient; mail systems that tell
-// them apart are rare, servers that change the case in bounces are not.
+// surrounding space and angle brackets, the domain's ASCII letters
+// lowercased (RFC 5321 section 2.4: a domain's case carries no meaning),
+// the local part as it is. The milter acts only on a sign-up with exactly
+// the address a bounce names (bounce.decide), so a bounce from a server
+// that changed the local part's case could not have acted anyway.
 func normalize(addr string) string {
 	addr = strings.TrimSpace(addr)
 	if len(addr) >= 2 && addr[0] == '<' && addr[len(addr)-1] == '>' {
 		addr = addr[1 : len(addr)-1]
 	}
-	return strings.ToLower(addr)
+	at := strings.LastIndexByte(addr, '@')
+	return addr[:at+1] + lowerASCII(addr[at+1:])
+}
+
+// lowerASCII lowercases A to Z only: Unicode lowercasing maps some other
+// letters onto ASCII ones (the Kelvin sign onto k, İ onto i).
+func lowerASCII(s string) string {
+	return strings.Map(func(r rune) rune {
+		if 'A' <= r && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return r
+	}, s)
 }
 
 // decodeTag decodes a tag of exactly TagLen characters, in either case.

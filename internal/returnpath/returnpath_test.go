@@ -94,7 +94,12 @@ func TestVerify(t *testing.T) {
 		{"valid", signed, rcpt, now, nil},
 		{"valid, recipient in brackets", signed, " <" + rcpt + "> ", now, nil},
 		{"case-folded address", strings.ToUpper(signed), rcpt, now, nil},
-		{"case-folded recipient", signed, "Alice@EXAMPLE.NET", now, nil},
+		{"recipient's domain in another case", signed, "alice@EXAMPLE.NET", now, nil},
+		// The local part is signed exactly: another case, or a letter
+		// that Unicode lowercasing turns into ASCII, is another mailbox.
+		{"recipient's local part in another case", signed, "Alice@example.net", now, ErrBadTag},
+		{"Kelvin sign for k", mustSign(t, s, sender, "\u212ae@example.net", now), "ke@example.net", now, ErrBadTag},
+		{"capital dotted I for i", mustSign(t, s, sender, "v\u0130ctim@example.net", now), "victim@example.net", now, ErrBadTag},
 		{"last second of MaxAge", signed, rcpt, lastValid, nil},
 		{"expired", signed, rcpt, lastValid.Add(time.Second), ErrExpired},
 		{"long expired", signed, rcpt, now.AddDate(1, 0, 0), ErrExpired},

@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
@@ -341,15 +342,23 @@ func (d *DB) ban(ctx context.Context, tx *sql.Tx, userID int64, reason string) e
 // BanReasonPrefix starts the reason of every ban bouncemilter makes.
 const BanReasonPrefix = "bouncemilter:"
 
+// hasBanReasonPrefix is an SQL condition, true when the reason column
+// starts with BanReasonPrefix, exactly: not LIKE, which on SQLite ignores
+// ASCII case (a moderator's "BounceMilter: ..." would match) and would take
+// '_' and '%' in the prefix as wildcards. substr counts characters on both
+// backends, as utf8.RuneCountInString does. Its argument is
+// BanReasonPrefix.
+var hasBanReasonPrefix = fmt.Sprintf(`substr(reason, 1, %d) = ?`, utf8.RuneCountInString(BanReasonPrefix))
+
 // UnbanUser deletes the user's ban if bouncemilter made it (its reason
-// starts with BanReasonPrefix). A ban a moderator gave through
-// MediaGoblin's own pages stays: undoing what bouncemilter did must not
-// undo what people did. (A ban insert is ON CONFLICT DO NOTHING, so a
+// starts with BanReasonPrefix, in the same case). A ban a moderator gave
+// through MediaGoblin's own pages stays: undoing what bouncemilter did must
+// not undo what people did. (A ban insert is ON CONFLICT DO NOTHING, so a
 // moderator's earlier ban is never replaced by bouncemilter's either.)
 func (d *DB) UnbanUser(ctx context.Context, userID int64) error {
 	return d.tx(ctx, fmt.Sprintf("unban user %d", userID), func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, d.rebind(`DELETE FROM core__user_bans WHERE user_id = ? AND reason LIKE ?`),
-			userID, BanReasonPrefix+"%")
+		_, err := tx.ExecContext(ctx, d.rebind(`DELETE FROM core__user_bans WHERE user_id = ? AND `+hasBanReasonPrefix),
+			userID, BanReasonPrefix)
 		return err
 	})
 }

@@ -162,13 +162,41 @@ func TestBanUser(t *testing.T) {
 			t.Errorf("after unban IsBanned = %v, %v", ok, err)
 		}
 
-		// A moderator's own ban is not bouncemilter's to lift.
-		inst.Ban(t, bot, "spam, by a moderator")
-		if err := db.UnbanUser(ctx, bot); err != nil {
-			t.Fatal(err)
-		}
-		if ok, r, err := db.IsBanned(ctx, bot); err != nil || !ok || r != "spam, by a moderator" {
-			t.Errorf("a moderator's ban after UnbanUser: banned=%v %q %v", ok, r, err)
+		// A moderator's own ban is not bouncemilter's to lift, however
+		// closely its reason resembles the prefix: compared exactly, in
+		// case too (SQLite's LIKE ignores ASCII case).
+		for _, tc := range []struct {
+			reason string
+			lifted bool
+		}{
+			{"spam, by a moderator", false},
+			{"BounceMilter: banned by hand", false},
+			{"BOUNCEMILTER: banned by hand", false},
+			{"bouncemilter banned by hand", false},
+			{" bouncemilter: leading space", false},
+			{"bouncemilter", false},
+			{"bouncemilter:", true},
+			{"bouncemilter: bot@nowhere.example bounced 5.1.1", true},
+		} {
+			inst.Ban(t, bot, tc.reason)
+			if err := db.UnbanUser(ctx, bot); err != nil {
+				t.Fatal(err)
+			}
+			ok, r, err := db.IsBanned(ctx, bot)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok == tc.lifted {
+				t.Errorf("ban with reason %q after UnbanUser: banned=%v, want %v", tc.reason, ok, !tc.lifted)
+			}
+			if ok && r != tc.reason {
+				t.Errorf("ban with reason %q after UnbanUser: reason %q", tc.reason, r)
+			}
+			if ok { // as a moderator would lift it
+				if _, err := inst.SQL().Exec(mediagoblin.Rebind(db.Backend(), `DELETE FROM core__user_bans WHERE user_id = ?`), bot); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 	})
 }

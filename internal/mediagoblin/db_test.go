@@ -2,6 +2,7 @@ package mediagoblin_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"testing"
 	"time"
@@ -162,13 +163,41 @@ func TestBanUser(t *testing.T) {
 			t.Errorf("after unban IsBanned = %v, %v", ok, err)
 		}
 
-		// A moderator's own ban is not bouncemilter's to lift.
-		inst.Ban(t, bot, "spam, by a moderator")
-		if err := db.UnbanUser(ctx, bot); err != nil {
-			t.Fatal(err)
-		}
-		if ok, r, err := db.IsBanned(ctx, bot); err != nil || !ok || r != "spam, by a moderator" {
-			t.Errorf("a moderator's ban after UnbanUser: banned=%v %q %v", ok, r, err)
+		// A moderator's own ban is not bouncemilter's to lift, however
+		// closely its reason resembles the prefix: compared exactly, in
+		// case too (SQLite's LIKE ignores ASCII case).
+		for _, tc := range []struct {
+			reason string
+			lifted bool
+		}{
+			{"spam, by a moderator", false},
+			{"BounceMilter: banned by hand", false},
+			{"BOUNCEMILTER: banned by hand", false},
+			{"bouncemilter banned by hand", false},
+			{" bouncemilter: leading space", false},
+			{"bouncemilter", false},
+			{"bouncemilter:", true},
+			{"bouncemilter: bot@nowhere.example bounced 5.1.1", true},
+		} {
+			inst.Ban(t, bot, tc.reason)
+			if err := db.UnbanUser(ctx, bot); err != nil {
+				t.Fatal(err)
+			}
+			ok, r, err := db.IsBanned(ctx, bot)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok == tc.lifted {
+				t.Errorf("ban with reason %q after UnbanUser: banned=%v, want %v", tc.reason, ok, !tc.lifted)
+			}
+			if ok && r != tc.reason {
+				t.Errorf("ban with reason %q after UnbanUser: reason %q", tc.reason, r)
+			}
+			if ok { // as a moderator would lift it
+				if _, err := inst.SQL().Exec(mediagoblin.Rebind(db.Backend(), `DELETE FROM core__user_bans WHERE user_id = ?`), bot); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 	})
 }
@@ -294,4 +323,159 @@ func TestBanUsers(t *testing.T) {
 			t.Errorf("reason changed to %q", r)
 		}
 	})
+}
+
+// verifyInTx grants 'active' to user id inside tx as MediaGoblin's
+// verification link does (one insert into core__privileges_users), in a
+// goroutine: the result arrives on the channel returned.
+func verifyInTx(ctx context.Context, tx *sql.Tx, id int64) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := tx.ExecContext(ctx, `INSERT INTO core__privileges_users ("user", privilege)
+			SELECT $1, id FROM core__privileges WHERE privilege_name = 'active'`, id)
+		done <- err
+	}()
+	return done
+}
+
+// backendPID returns the PostgreSQL backend serving tx.
+func backendPID(t *testing.T, ctx context.Context, tx *sql.Tx) int {
+	t.Helper()
+	var pid int
+	if err := tx.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// waitLockWait waits until query (one bool) reports that some backend waits
+// for a lock, failing if done delivers first: what should have waited did
+// not.
+func waitLockWait[T any](t *testing.T, ctx context.Context, pg *sql.DB, what string, done <-chan T, query string, args ...any) {
+	t.Helper()
+	for {
+		select {
+		case v := <-done:
+			t.Fatalf("%s did not wait for the lock: finished with %v", what, v)
+		default:
+		}
+		var waiting bool
+		if err := pg.QueryRowContext(ctx, query, args...).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			return
+		}
+		select {
+		case v := <-done:
+			t.Fatalf("%s did not wait for the lock: finished with %v", what, v)
+		case <-ctx.Done():
+			t.Fatalf("%s: %v", what, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// A verification inserted but not yet committed when a ban starts: the ban
+// waits for it and, once it commits, refuses. (Without the ban's row lock it
+// read the privileges without waiting and banned the user.)
+func TestBanWaitsForPendingVerification(t *testing.T) {
+	inst := mgtest.NewPostgres(t, testenv.Postgres(t), sender)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	late := inst.AddUser(t, mgtest.User{Username: "late", Email: "late@example.net"})
+	db := open(t, inst)
+
+	verify, err := inst.SQL().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer verify.Rollback()
+	verifyPID := backendPID(t, ctx, verify)
+	if err := <-verifyInTx(ctx, verify, late); err != nil {
+		t.Fatal(err)
+	}
+
+	banned := make(chan error, 1)
+	go func() { banned <- db.BanUser(ctx, late, "bouncemilter: late@example.net bounced") }()
+	waitLockWait(t, ctx, inst.SQL(), "the ban", banned,
+		`SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid)))`, verifyPID)
+	if err := verify.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-banned; !errors.Is(err, mediagoblin.ErrVerified) {
+		t.Errorf("BanUser during a verification = %v, want ErrVerified", err)
+	}
+	if ok, _ := inst.Banned(t, late); ok {
+		t.Error("a user whose verification committed before the ban was banned")
+	}
+}
+
+// A verification that starts after a ban has locked the user waits until
+// the ban commits; the next ban then refuses. The ban's transaction is held
+// open by a second user, which BanUsers locks after the first (in id
+// order) and which another transaction holds.
+func TestVerificationWaitsForBan(t *testing.T) {
+	inst := mgtest.NewPostgres(t, testenv.Postgres(t), sender)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	late := inst.AddUser(t, mgtest.User{Username: "late", Email: "late@example.net"})
+	held := inst.AddUser(t, mgtest.User{Username: "held", Email: "held@example.net"})
+	if held <= late {
+		t.Fatalf("ids %d, %d: the test needs late < held", late, held)
+	}
+	db := open(t, inst)
+
+	hold, err := inst.SQL().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback()
+	holdPID := backendPID(t, ctx, hold)
+	if _, err := hold.ExecContext(ctx, `SELECT 1 FROM core__users WHERE id = $1 FOR UPDATE`, held); err != nil {
+		t.Fatal(err)
+	}
+
+	type result struct {
+		refused map[int64]error
+		err     error
+	}
+	banned := make(chan result, 1)
+	go func() {
+		refused, err := db.BanUsers(ctx, map[int64]string{late: "bouncemilter: late", held: "bouncemilter: held"})
+		banned <- result{refused, err}
+	}()
+	// BanUsers has dealt with late and waits for held.
+	waitLockWait(t, ctx, inst.SQL(), "BanUsers", banned,
+		`SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid)))`, holdPID)
+
+	verify, err := inst.SQL().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer verify.Rollback()
+	verifyPID := backendPID(t, ctx, verify)
+	verified := verifyInTx(ctx, verify, late)
+	waitLockWait(t, ctx, inst.SQL(), "the verification", verified,
+		`SELECT cardinality(pg_blocking_pids($1)) > 0`, verifyPID)
+
+	if err := hold.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-banned
+	if r.err != nil || len(r.refused) != 0 {
+		t.Fatalf("BanUsers = %v, %v", r.refused, r.err)
+	}
+	if err := <-verified; err != nil {
+		t.Fatal(err)
+	}
+	if err := verify.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := inst.Banned(t, late); !ok {
+		t.Error("late not banned: the ban came first")
+	}
+	if err := db.BanUser(ctx, late, "bouncemilter: again"); !errors.Is(err, mediagoblin.ErrVerified) {
+		t.Errorf("BanUser after the verification = %v, want ErrVerified", err)
+	}
 }

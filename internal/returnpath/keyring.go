@@ -21,12 +21,13 @@ import (
 // group or others: the keys would let anyone who reads them forge bounces.
 var ErrInsecureKeyFile = errors.New("returnpath: key file is accessible to group or others")
 
-// secretLen is the size of a new key: the HMAC-SHA256 block size would be
+// secretLen is the size of a key: the HMAC-SHA256 block size would be
 // more than needed, the hash size is what RFC 2104 section 3 recommends.
+// Every key this program wrote has this size, and a key file is read only
+// if each of its secrets has it: a file cut short (an interrupted copy to
+// another MX host) can end in a shorter secret that is still valid base64,
+// and that host would sign and verify with a different key.
 const secretLen = 32
-
-// minSecretLen is the shortest key accepted from a file edited by hand.
-const minSecretLen = 16
 
 // key is one signing key.
 type key struct {
@@ -46,9 +47,9 @@ func (k key) valid(now time.Time) bool {
 // use.
 //
 // The file is text, one key a line: id (0–255), creation time and expiry time
-// (RFC 3339, "-" for none) and the secret (base64), with "#" comments. It
-// must have mode 0600 or stricter. The current key, the one Sign uses, is
-// the newest key without an expiry time.
+// (RFC 3339, "-" for none) and the secret (32 bytes, base64), with "#"
+// comments. It must have mode 0600 or stricter. The current key, the one
+// Sign uses, is the newest key without an expiry time.
 type Keyring struct {
 	path string
 
@@ -227,7 +228,8 @@ func readKeys(path string) ([]key, error) {
 		return nil, fmt.Errorf("returnpath: read %s: %w", path, err)
 	}
 	// An empty or cut file is refused rather than replaced: replacing it
-	// would make every tag in flight unverifiable.
+	// would make every tag in flight unverifiable. (A line cut inside its
+	// secret is refused by parseKey.)
 	hasCurrent := false
 	for _, k := range keys {
 		hasCurrent = hasCurrent || k.expires.IsZero()
@@ -261,8 +263,9 @@ func parseKey(line string) (key, error) {
 	if k.secret, err = base64.StdEncoding.DecodeString(f[3]); err != nil {
 		return key{}, fmt.Errorf("secret: %w", err)
 	}
-	if len(k.secret) < minSecretLen {
-		return key{}, fmt.Errorf("secret: %d bytes, want at least %d", len(k.secret), minSecretLen)
+	if len(k.secret) != secretLen {
+		// The message names the length, never the secret.
+		return key{}, fmt.Errorf("secret: %d bytes, want %d (is the file cut short? copy it again from the host it came from)", len(k.secret), secretLen)
 	}
 	return k, nil
 }

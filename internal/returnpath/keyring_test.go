@@ -100,7 +100,7 @@ func TestKeyFileMode(t *testing.T) {
 }
 
 func TestLoadErrors(t *testing.T) {
-	const secret = "c2l4dGVlbiBieXRlcyBsb25nIHNlY3JldCBrZXkhIQ==" // 32 bytes
+	const secret = "dGhpcnR5LXR3byBieXRlcyBsb25nIHNlY3JldCBrZXk=" // 32 bytes
 	tests := []struct {
 		name, file, want string
 	}{
@@ -112,7 +112,10 @@ func TestLoadErrors(t *testing.T) {
 		{"created", "1 yesterday - " + secret + "\n", "created"},
 		{"expires", "1 2026-11-01T00:00:00Z never " + secret + "\n", "expires"},
 		{"secret", "1 2026-11-01T00:00:00Z - !!!\n", "secret"},
-		{"short secret", "1 2026-11-01T00:00:00Z - c2hvcnQ=\n", "at least 16"},
+		{"short secret", "1 2026-11-01T00:00:00Z - c2hvcnQ=\n", "5 bytes, want 32"},
+		// Valid base64 of 30 bytes: the secret above cut by 4 characters.
+		{"cut secret", "1 2026-11-01T00:00:00Z - " + secret[:40] + "\n", ":1: secret: 30 bytes, want 32"},
+		{"long secret", "1 2026-11-01T00:00:00Z - " + secret[:40] + "a2V5QUFB\n", "36 bytes, want 32"},
 		{"duplicate id", "1 2026-11-01T00:00:00Z 2026-12-01T00:00:00Z " + secret + "\n1 2026-11-02T00:00:00Z - " + secret + "\n", "used twice"},
 	}
 	for _, tc := range tests {
@@ -140,13 +143,76 @@ func TestLoadErrors(t *testing.T) {
 	}
 }
 
+// TestCutKeyFile: a key file cut short while it was copied to another MX
+// host, where what is left of the last secret is still valid base64, is
+// refused with the file and line named, never the secret; before, the host
+// signed and verified with a shorter, different key.
+func TestCutKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "returnpath.keys")
+	k, err := LoadOrCreate(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Rotate(now, DefaultGrace); err != nil {
+		t.Fatal(err)
+	}
+	whole, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The current key's secret is the last 44 characters before the final
+	// newline; cut "=" and newline and 3 more: 40 characters, 30 bytes.
+	cut := whole[:len(whole)-5]
+	lines := strings.Split(string(whole), "\n")
+	last := lines[len(lines)-2]
+	secret := last[strings.LastIndexByte(last, ' ')+1:]
+	copyPath := filepath.Join(t.TempDir(), "returnpath.keys")
+	if err := os.WriteFile(copyPath, cut, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = LoadOrCreate(copyPath)
+	if err == nil {
+		t.Fatal("a key file cut inside its last secret was loaded")
+	}
+	msg := err.Error()
+	if want := copyPath + ":4: secret: 30 bytes, want 32"; !strings.Contains(msg, want) {
+		t.Errorf("err = %q; want it to say %q", msg, want)
+	}
+	if strings.Contains(msg, secret[:40]) {
+		t.Errorf("err = %q shows the secret", msg)
+	}
+	// The whole copy loads, and what one host signs the other verifies.
+	if err := os.WriteFile(copyPath, whole, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k2, err := LoadOrCreate(copyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := mustSign(t, &Signer{Keys: k}, sender, rcpt, now)
+	if err := (&Signer{Keys: k2}).Verify(addr, rcpt, now); err != nil {
+		t.Errorf("whole copy: %v", err)
+	}
+	// Reload keeps the keys in memory when the file is cut.
+	if err := os.WriteFile(copyPath, cut, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := k2.Reload(); err == nil {
+		t.Error("Reload accepted a cut file")
+	}
+	if err := (&Signer{Keys: k2}).Verify(addr, rcpt, now); err != nil {
+		t.Errorf("after a refused reload: %v", err)
+	}
+}
+
 // TestHandWritten reads a file written by hand: keys in any order, the
 // current one the newest without expiry.
 func TestHandWritten(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "returnpath.keys")
 	file := "# keys\n\n" +
-		"9 2026-11-20T00:00:00Z - c2l4dGVlbiBieXRlcyBsb25nIHNlY3JldCBrZXkhIQ==\n" +
-		"  3 2026-11-01T00:00:00Z 2026-11-28T00:00:00Z b3RoZXIgc2l4dGVlbiBieXRlcyBzZWNyZXQga2V5\n"
+		"9 2026-11-20T00:00:00Z - dGhpcnR5LXR3byBieXRlcyBsb25nIHNlY3JldCBrZXk=\n" +
+		"  3 2026-11-01T00:00:00Z 2026-11-28T00:00:00Z YW5vdGhlciAzMi1ieXRlIGxvbmcgc2VjcmV0IGtleSE=\n"
 	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
 		t.Fatal(err)
 	}

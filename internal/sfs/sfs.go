@@ -2,8 +2,9 @@
 // a sign-up that this instance's own evidence proved fake, and whose bans
 // took effect — to StopForumSpam's submission API, at a limited rate, and
 // journals each report with the service's answer in the registry. It never
-// reports a restored or allow-listed account (registry.DB.Unreported), nor
-// what it only learnt from peers.
+// reports a restored or allow-listed account (registry.DB.Unreported, and
+// registry.DB.ClaimReport again right before each submission), nor what it
+// only learnt from peers, nor, when two runs overlap, one account twice.
 package sfs
 
 import (
@@ -28,7 +29,9 @@ const DefaultURL = "https://www.stopforumspam.com/add.php"
 
 // Journal is what the reporter needs of the registry.
 type Journal interface {
-	Unreported(ctx context.Context, limit int) ([]registry.Vandal, error)
+	Unreported(ctx context.Context, limit int, now time.Time) ([]registry.Vandal, error)
+	ClaimReport(ctx context.Context, userID int64, now time.Time) (registry.Vandal, bool, error)
+	ReleaseReport(ctx context.Context, userID int64) error
 	Reported(ctx context.Context, v registry.Vandal, accepted bool, response string, now time.Time) error
 }
 
@@ -55,18 +58,27 @@ const (
 	requestTimeout   = 30 * time.Second
 )
 
-// Summary is what one Run did.
-type Summary struct{ Accepted, Refused, Failed int }
+// Summary is what one Run did. Skipped counts the vandals listed at the
+// start of the run and no longer to be reported when their turn came
+// (restored, allow-listed, or being reported by another run).
+type Summary struct{ Accepted, Refused, Failed, Skipped int }
 
 func (s Summary) String() string {
-	return fmt.Sprintf("%d reported, %d refused, %d failed", s.Accepted, s.Refused, s.Failed)
+	out := fmt.Sprintf("%d reported, %d refused, %d failed", s.Accepted, s.Refused, s.Failed)
+	if s.Skipped > 0 {
+		out += fmt.Sprintf(", %d skipped", s.Skipped)
+	}
+	return out
 }
 
 // Run reports the vandals not reported yet, up to MaxPerRun. A submission
 // the service refuses (HTTP 403, with its reason) is journalled and not
 // tried again; one that fails otherwise (network, other status) is tried
-// again at the next Run. It returns an error only when the registry fails
-// or ctx ends.
+// again at the next Run. Submissions are spaced out over the run, so each
+// vandal is checked again and claimed (registry.DB.ClaimReport) right
+// before it is sent: an account restored or allow-listed meanwhile is not
+// reported, nor one another run is reporting. It returns an error only
+// when the registry fails or ctx ends.
 func (r *Reporter) Run(ctx context.Context) (Summary, error) {
 	var sum Summary
 	if r.Key == "" {
@@ -76,20 +88,40 @@ func (r *Reporter) Run(ctx context.Context) (Summary, error) {
 	if limit <= 0 {
 		limit = DefaultMaxPerRun
 	}
-	vandals, err := r.Journal.Unreported(ctx, limit)
+	vandals, err := r.Journal.Unreported(ctx, limit, r.now())
 	if err != nil {
 		return sum, err
 	}
-	for i, v := range vandals {
-		if i > 0 {
+	pause := false // a submission was made since the last pause
+	for _, listed := range vandals {
+		// Pause before the check, not between it and the submission:
+		// the check is then at most one request old when the report
+		// arrives.
+		if pause {
 			if err := r.sleep(ctx, r.interval()); err != nil {
 				return sum, err
 			}
+			pause = false
 		}
+		v, ok, err := r.Journal.ClaimReport(ctx, listed.UserID, r.now())
+		if err != nil {
+			return sum, err
+		}
+		if !ok {
+			sum.Skipped++
+			r.log().Info("not reporting to StopForumSpam: restored, allow-listed or being reported by another run since the run began", "user", listed.Username)
+			continue
+		}
+		pause = true
 		accepted, answer, err := r.submit(ctx, v)
 		if err != nil {
 			if ctx.Err() != nil {
+				// The report may have arrived: the claim stays, and
+				// lapses (registry.DB.ClaimReport) before a retry.
 				return sum, ctx.Err()
+			}
+			if err := r.Journal.ReleaseReport(ctx, v.UserID); err != nil {
+				return sum, err
 			}
 			sum.Failed++
 			r.log().Warn("reporting to StopForumSpam failed; will retry", "user", v.Username, "err", err)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -185,5 +186,156 @@ func TestReporterStopsWithContext(t *testing.T) {
 	sum, err := r.Run(ctx)
 	if err == nil || sum.Accepted != 1 || time.Since(start) > 10*time.Second {
 		t.Errorf("Run = %v, %v after %v; want one report, then the context's error", sum, err, time.Since(start))
+	}
+}
+
+// journal returns the rows of sfs_reports as "username status".
+func journal(t *testing.T, reg *registry.DB) []string {
+	t.Helper()
+	rows, err := reg.SQL().QueryContext(context.Background(), `SELECT username, status FROM sfs_reports ORDER BY user_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var u, status string
+		if err := rows.Scan(&u, &status); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, u+" "+status)
+	}
+	return out
+}
+
+// TestRestoreDuringRun: Run lists its vandals once and then spaces its
+// submissions out (20 of them take about 95 s); an account restored or
+// allow-listed while it waits is not reported when its turn comes.
+func TestRestoreDuringRun(t *testing.T) {
+	ctx := context.Background()
+	reg, err := registry.Open(ctx, filepath.Join(t.TempDir(), "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	vandal(t, reg, 1, "first", "203.0.113.1", registry.VerdictActed, "", true)
+	vandal(t, reg, 2, "restored", "203.0.113.2", registry.VerdictActed, "", true)
+	vandal(t, reg, 3, "allowed", "203.0.113.3", registry.VerdictActed, "", true)
+	vandal(t, reg, 4, "last", "203.0.113.4", registry.VerdictActed, "", true)
+	a := &api{}
+	srv := httptest.NewServer(a)
+	defer srv.Close()
+	pauses := 0
+	r := &Reporter{Journal: reg, Key: "KEY123", URL: srv.URL, Sleep: func(ctx context.Context, d time.Duration) error {
+		pauses++
+		if pauses > 1 {
+			return nil
+		}
+		// The admin acts while the reporter waits after its first report.
+		if _, err := reg.Restore(ctx, 2, "a real person", t0); err != nil {
+			return err
+		}
+		return reg.Allow(ctx, registry.AllowUser, "allowed", "a real person too", t0)
+	}}
+	sum, err := r.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a.users(); len(got) != 2 || got[0] != "first" || got[1] != "last" {
+		t.Errorf("submitted %v; want first and last only", got)
+	}
+	if sum != (Summary{Accepted: 2, Skipped: 2}) {
+		t.Errorf("run %v; want 2 reported, 2 skipped", sum)
+	}
+	// One pause between the two submissions; none for the skipped ones.
+	if pauses != 1 {
+		t.Errorf("%d pauses; want 1", pauses)
+	}
+	if got := journal(t, reg); len(got) != 2 || got[0] != "first accepted" || got[1] != "last accepted" {
+		t.Errorf("journal %q; want first and last accepted", got)
+	}
+}
+
+// TestOverlappingRuns: two sync processes reporting at once (two handles on
+// one registry file) report each vandal once.
+func TestOverlappingRuns(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "registry.db")
+	reg, err := registry.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	other, err := registry.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	for id := int64(1); id <= 6; id++ {
+		vandal(t, reg, id, "v"+registry.UserTarget(id), "203.0.113."+registry.UserTarget(id), registry.VerdictActed, "", true)
+	}
+	a := &api{}
+	var second *Reporter
+	var secondSum Summary
+	var secondErr error
+	var started atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		// While the first run's first submission is in flight, the
+		// second run starts and goes through the whole list.
+		if started.CompareAndSwap(false, true) {
+			secondSum, secondErr = second.Run(req.Context())
+		}
+		a.ServeHTTP(w, req)
+	}))
+	defer srv.Close()
+	noSleep := func(context.Context, time.Duration) error { return nil }
+	first := &Reporter{Journal: reg, Key: "KEY123", URL: srv.URL, Sleep: noSleep}
+	second = &Reporter{Journal: other, Key: "KEY123", URL: srv.URL, Sleep: noSleep}
+	sum, err := first.Run(ctx)
+	if err != nil || secondErr != nil {
+		t.Fatal(err, secondErr)
+	}
+	got := a.users()
+	sort.Strings(got)
+	if len(got) != 6 {
+		t.Errorf("submitted %v; want each of the 6 once", got)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i] == got[i-1] {
+			t.Errorf("%s reported twice", got[i])
+		}
+	}
+	// The second run does not list the one the first has claimed; the
+	// first finds the rest reported when their turn comes.
+	if sum != (Summary{Accepted: 1, Skipped: 5}) || secondSum != (Summary{Accepted: 5}) {
+		t.Errorf("runs %v and %v; want 1 reported, 5 skipped and 5 reported", sum, secondSum)
+	}
+	if j := journal(t, reg); len(j) != 6 {
+		t.Errorf("journal %q; want 6 rows", j)
+	}
+}
+
+// TestFailureReleasesClaim: a submission that fails leaves no claim behind,
+// so the next run tries again at once.
+func TestFailureReleasesClaim(t *testing.T) {
+	ctx := context.Background()
+	reg, err := registry.Open(ctx, filepath.Join(t.TempDir(), "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	vandal(t, reg, 1, "flaky", "203.0.113.1", registry.VerdictActed, "", true)
+	a := &api{}
+	srv := httptest.NewServer(a)
+	defer srv.Close()
+	r := &Reporter{Journal: reg, Key: "KEY123", URL: srv.URL}
+	if sum, err := r.Run(ctx); err != nil || sum != (Summary{Failed: 1}) {
+		t.Fatalf("first run %v, %v; want 1 failed", sum, err)
+	}
+	if j := journal(t, reg); len(j) != 0 {
+		t.Errorf("journal after a failure %q; want nothing", j)
+	}
+	if sum, err := r.Run(ctx); err != nil || sum != (Summary{Accepted: 1}) {
+		t.Errorf("second run %v, %v; want 1 reported", sum, err)
 	}
 }

@@ -75,8 +75,7 @@ func (c Config) SourceRedacted() string {
 //
 // The file is configobj syntax. Only what bouncemilter needs is understood:
 // sections, key = value lines, quoted values, comments, and ConfigParser
-// style interpolation of %(name)s from the same section, the [DEFAULT]
-// section, and %(here)s, the directory of the file.
+// style interpolation of %(name)s as MediaGoblin sets it up (see lookup).
 func LoadConfig(path string) (Config, error) {
 	if path == "" {
 		return Config{}, fmt.Errorf("%w: no path given", ErrConfig)
@@ -100,13 +99,16 @@ func LoadConfig(path string) (Config, error) {
 		return Config{}, fmt.Errorf("%w: %s: %v", ErrConfig, abs, err)
 	}
 	here := filepath.Dir(abs)
-	mg := sections["mediagoblin"]
+	look := lookup(sections, "mediagoblin", abs)
 	get := func(key, def string) (string, error) {
-		v, ok := mg[key]
+		v, ok := sections["mediagoblin"][key]
 		if !ok {
-			v = def
+			// MediaGoblin's validator fills in config_spec.ini's default,
+			// and its %(here)s is the ini's directory even when the file
+			// sets a here of its own (checked with MediaGoblin 0.15).
+			return strings.ReplaceAll(def, "%(here)s", here), nil
 		}
-		return interpolate(v, here, mg, sections["DEFAULT"])
+		return interpolate(v, look)
 	}
 	cfg := Config{Path: abs}
 	engine, err := get("sql_engine", DefaultSQLEngine)
@@ -354,30 +356,65 @@ func queryEscape(s string) string {
 // Compiled on first use, not at the start of every command.
 var interpRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`%\(([^)]*)\)s`) })
 
+// lookup returns how %(name)s is resolved in section sec, as configobj's
+// ConfigParser interpolation (InterpolationEngine._fetch) does in the
+// ConfigObj MediaGoblin builds (mediagoblin/init/config.py): the section
+// itself, its [[DEFAULT]] subsection, then the keys before any section,
+// then [DEFAULT]. A value found elsewhere is interpolated again from sec,
+// not from where it was found, as _fetch always starts from the owning
+// section. MediaGoblin sets [DEFAULT]'s here to the ini's directory and
+// __file__ to its path, overriding the file's, and gives [DEFAULT] the
+// keys of config_spec.ini's [DEFAULT] the file does not set: only
+// data_basedir = %(here)s/user_dev, already interpolated with the ini's
+// directory (so a here set before any section does not move it).
+func lookup(sections map[string]map[string]string, sec, path string) func(string) (string, bool) {
+	defaults := map[string]string{"data_basedir": filepath.Dir(path) + "/user_dev"}
+	for k, v := range sections["DEFAULT"] {
+		defaults[k] = v
+	}
+	defaults["here"] = filepath.Dir(path)
+	defaults["__file__"] = path
+	chain := []map[string]string{sections[sec], sections[sec+subDefault], sections[""], defaults}
+	return func(name string) (string, bool) {
+		for _, m := range chain {
+			if v, ok := m[name]; ok {
+				return v, true
+			}
+		}
+		return "", false
+	}
+}
+
+// subDefault is appended to a section's name for its [[DEFAULT]]
+// subsection; no section name read from a line holds a NUL.
+const subDefault = "\x00DEFAULT"
+
+// Interpolation stops beyond this: a few keys that each repeat the next
+// twice would otherwise grow without bound.
+const maxInterpolated = 64 << 10
+
 // interpolate expands %(name)s as configobj's "ConfigParser" interpolation
-// does, which MediaGoblin enables.
-func interpolate(v, here string, section, defaults map[string]string) (string, error) {
+// does, which MediaGoblin enables, looking names up with look.
+func interpolate(v string, look func(string) (string, bool)) (string, error) {
 	for depth := 0; strings.Contains(v, "%("); depth++ {
 		if depth > 10 {
+			// configobj raises InterpolationLoopError on a cycle.
 			return "", fmt.Errorf("interpolation of %q too deep", v)
 		}
 		var missing string
 		v = interpRE().ReplaceAllStringFunc(v, func(m string) string {
 			name := m[2 : len(m)-2]
-			if r, ok := section[name]; ok {
+			if r, ok := look(name); ok {
 				return r
-			}
-			if r, ok := defaults[name]; ok {
-				return r
-			}
-			if name == "here" {
-				return here
 			}
 			missing = name
 			return m
 		})
 		if missing != "" {
 			return "", fmt.Errorf("%%(%s)s is not defined", missing)
+		}
+		if len(v) > maxInterpolated {
+			return "", errors.New("interpolation grows too long")
 		}
 		if !interpRE().MatchString(v) {
 			break
@@ -386,8 +423,10 @@ func interpolate(v, here string, section, defaults map[string]string) (string, e
 	return v, nil
 }
 
-// parseINI reads configobj syntax into section → key → value. Subsections
-// ([[name]]) are skipped: nothing bouncemilter reads lives in one.
+// parseINI reads configobj syntax into section → key → value. The keys
+// before any section are the section "". Subsections ([[name]]) are
+// skipped, nothing bouncemilter reads lives in one, except [[DEFAULT]],
+// which interpolation looks in (see lookup).
 func parseINI(data []byte) (map[string]map[string]string, error) {
 	out := map[string]map[string]string{}
 	cur := ""  // the top-level section we are in
@@ -419,26 +458,30 @@ func parseINI(data []byte) (map[string]map[string]string, error) {
 				}
 			}
 			depth = d
+			if d == 2 && name == "DEFAULT" && cur != "" {
+				depth = 1 // read its keys, into cur+subDefault
+				cur = strings.TrimSuffix(cur, subDefault) + subDefault
+				if out[cur] == nil {
+					out[cur] = map[string]string{}
+				}
+			} else if d == 2 {
+				cur = strings.TrimSuffix(cur, subDefault)
+			}
 			continue
 		}
 		key, val, ok := strings.Cut(line, "=")
 		if !ok {
 			return nil, fmt.Errorf("line %d: expected key = value", n)
 		}
-		if depth != 1 {
-			if cur == "" && depth == 0 {
-				// configobj allows keys before any section; keep them
-				// where interpolation can see them as defaults.
-				if out["DEFAULT"] == nil {
-					out["DEFAULT"] = map[string]string{}
-				}
-				out["DEFAULT"][strings.TrimSpace(key)], _ = unquote(val)
-			}
+		if depth > 1 {
 			continue
 		}
 		v, err := unquote(val)
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %v", n, err)
+		}
+		if out[cur] == nil { // keys before any section
+			out[cur] = map[string]string{}
 		}
 		out[cur][strings.TrimSpace(key)] = v
 	}
@@ -449,7 +492,9 @@ func parseINI(data []byte) (map[string]map[string]string, error) {
 }
 
 // unquote returns a configobj value: a quoted string without its quotes, or
-// an unquoted one without a trailing comment.
+// an unquoted one without a trailing comment. configobj's value pattern
+// (_valueexp) ends an unquoted value at its first '#', space before it or
+// not: sqlite:////srv/mg.db#old is sqlite:////srv/mg.db.
 func unquote(s string) (string, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
@@ -465,9 +510,7 @@ func unquote(s string) (string, error) {
 		}
 		return s[1 : 1+end], nil
 	}
-	if i := strings.Index(s, " #"); i >= 0 {
-		s = s[:i]
-	} else if i := strings.Index(s, "\t#"); i >= 0 {
+	if i := strings.IndexByte(s, '#'); i >= 0 {
 		s = s[:i]
 	}
 	return strings.TrimSpace(s), nil

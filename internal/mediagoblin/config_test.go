@@ -149,9 +149,10 @@ func FuzzParseINI(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for _, s := range secs {
+		for name, s := range secs {
+			look := lookup(secs, name, "/here/mediagoblin.ini")
 			for _, v := range s {
-				interpolate(v, "/here", s, secs["DEFAULT"])
+				interpolate(v, look)
 			}
 		}
 	})

@@ -324,7 +324,7 @@ func (r *DB) FeedBans(ctx context.Context) (map[string]FeedBan, error) {
 func (r *DB) BanFromFeed(ctx context.Context, ip, reason, peers string, expires, now time.Time) (bool, error) {
 	var queued bool
 	err := r.Tx(ctx, func(tx *Tx) error {
-		allowed, err := tx.ipAllowed(ctx, ip)
+		allowed, err := tx.ipAllowed(ctx, canonicalIP(ip))
 		if err != nil {
 			return err
 		}

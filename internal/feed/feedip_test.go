@@ -1,9 +1,19 @@
 package feed
 
 import (
+	"context"
 	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/banner"
+	"github.com/bouncemilter/bouncemilter/internal/registry"
+	"github.com/bouncemilter/bouncemilter/internal/worker"
 )
 
 // An IPv4-mapped IPv6 address is netip's canonical spelling of
@@ -28,5 +38,136 @@ func TestParseRefusesMappedIP(t *testing.T) {
 		if _, err := Parse(data); err != nil {
 			t.Errorf("feed listing %s: %v", ip, err)
 		}
+	}
+}
+
+// netLog is a NetBanner that records the networks banned, as every real
+// banner is one.
+type netLog struct {
+	mu     sync.Mutex
+	banned map[netip.Prefix]bool
+}
+
+func (b *netLog) Ban(ctx context.Context, ip netip.Addr, r string) error {
+	return b.BanNet(ctx, netip.PrefixFrom(ip, ip.BitLen()), r)
+}
+func (b *netLog) Unban(ctx context.Context, ip netip.Addr) error {
+	return b.UnbanNet(ctx, netip.PrefixFrom(ip, ip.BitLen()))
+}
+func (b *netLog) BanNet(ctx context.Context, p netip.Prefix, r string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.banned[p] = true
+	return nil
+}
+func (b *netLog) UnbanNet(ctx context.Context, p netip.Prefix) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.banned, p)
+	return nil
+}
+
+func (b *netLog) holds() []netip.Prefix {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []netip.Prefix
+	for p := range b.banned {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	return out
+}
+
+// servedBanner is the banner as serve wires it: grouping IPv6 addresses in
+// /64s, and reading the registry's AllowedIPs at each ban.
+type servedBanner struct {
+	next *netLog
+	reg  *registry.DB
+}
+
+func (s servedBanner) Ban(ctx context.Context, ip netip.Addr, reason string) error {
+	allow, err := s.reg.AllowedIPs(ctx)
+	if err != nil {
+		return err
+	}
+	return banner.GuardedNet(s.next, allow, 64).Ban(ctx, ip, reason)
+}
+
+func (s servedBanner) Unban(ctx context.Context, ip netip.Addr) error {
+	return banner.GuardedNet(s.next, nil, 64).Unban(ctx, ip)
+}
+
+// publish writes a signed feed of in listing ips, made at made.
+func (in *instance) publish(t *testing.T, made time.Time, ips ...string) {
+	t.Helper()
+	f := &Feed{Version: Version, Name: in.name, Made: made}
+	for _, ip := range ips {
+		f.IPs = append(f.IPs, IP{IP: ip, Seen: Seen{FirstSeen: made.Add(-time.Hour), LastSeen: made.Add(-time.Hour), Count: 1, Expires: made.Add(DefaultTTL)}})
+	}
+	data, err := f.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse(data); err != nil {
+		t.Fatalf("feed refused: %v", err)
+	}
+	if err := os.MkdirAll(in.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(in.dir, JSONFile), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(in.dir, SignatureFile), Sign(in.key, data, f.Name, f.Made), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A restored user's IPv6 address is never banned again, nor its /64: when
+// the peers list a neighbour in it, the neighbour's address alone is
+// banned; when they list the restored address itself, nothing is.
+func TestPeersDoNotRebanRestoredNetwork(t *testing.T) {
+	const own = "2001:db8:1:2::5"
+	for _, tc := range []struct {
+		listed string
+		want   []netip.Prefix
+	}{
+		{"2001:db8:1:2::7", []netip.Prefix{netip.MustParsePrefix("2001:db8:1:2::7/128")}},
+		{own, nil},
+	} {
+		t.Run(tc.listed, func(t *testing.T) {
+			ctx := context.Background()
+			a, b, c := newInstance(t, "a.example"), newInstance(t, "b.example"), newInstance(t, "c.example")
+			clk := &clock{t: t0}
+			bl := &netLog{banned: map[netip.Prefix]bool{}}
+			w := worker.New(c.reg, noAccounts{}, servedBanner{bl, c.reg}, nil)
+			w.Now = clk.now
+			id := c.prove(t, "real@example.org", own, t0)
+			if _, err := w.RunOnce(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := bl.holds(); len(got) != 1 || got[0] != netip.MustParsePrefix("2001:db8:1:2::/64") {
+				t.Fatalf("after the bounce the banner holds %v; want the /64", got)
+			}
+			if _, err := c.reg.Restore(ctx, id, "real person", t0.Add(time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			clk.set(t0.Add(2 * time.Minute))
+			if _, err := w.RunOnce(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, in := range []*instance{a, b} {
+				in.publish(t, t0.Add(time.Hour), tc.listed)
+			}
+			clk.set(t0.Add(2 * time.Hour))
+			if _, err := subscriber(c, clk, a.peer(1), b.peer(1)).Pull(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.RunOnce(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := bl.holds(); !slices.Equal(got, tc.want) {
+				t.Errorf("peers listing %s: the banner holds %v; want %v", tc.listed, got, tc.want)
+			}
+		})
 	}
 }

@@ -2,6 +2,8 @@ package registry
 
 import (
 	"context"
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
 )
@@ -49,5 +51,35 @@ func TestMappedSpellingDuplicatesBan(t *testing.T) {
 	}
 	if len(due) != 1 || due[0].Target != "192.0.2.9" {
 		t.Errorf("queued %+v; want one ban of 192.0.2.9", due)
+	}
+}
+
+// AllowedIPs, which the banner must never cover, holds the IPs whose ban a
+// restore lifted, not those of other unbans.
+func TestAllowedIPsHoldRestoredIPs(t *testing.T) {
+	ctx := context.Background()
+	db := restoreSharedIP(t) // 198.51.100.4 restored
+	if _, err := db.RecordBounce(ctx, Bounce{Received: t0, Verdict: VerdictActed, Report: "{}"}, []Action{
+		{UserID: 50, Kind: BanIP, Target: "2001:db8:1:2::5", Reason: "bouncemilter: bounced"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Tx(ctx, func(tx *Tx) error {
+		_, err := tx.Queue(ctx, Action{Kind: UnbanIP, Target: "203.0.113.8", Reason: "bouncemilter: no longer listed by enough peers"}, t0)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Allow(ctx, AllowIP, "192.0.2.200", "office", t0); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.AllowedIPs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("192.0.2.200/32"), netip.MustParsePrefix("198.51.100.4/32")}
+	slices.SortFunc(got, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	if !slices.Equal(got, want) {
+		t.Errorf("AllowedIPs = %v; want %v", got, want)
 	}
 }

@@ -171,3 +171,48 @@ func TestPeersDoNotRebanRestoredNetwork(t *testing.T) {
 		})
 	}
 }
+
+// A feed that lists, then drops, a neighbour (2001:db8:1:2::7) of this
+// instance's own banned bot (2001:db8:1:2::5) leaves the bot's /64 banned:
+// lifting the feed's ban through the banner would lift the whole /64.
+func TestFeedUnbanKeepsOwnNetworkBan(t *testing.T) {
+	ctx := context.Background()
+	a, b, c := newInstance(t, "a.example"), newInstance(t, "b.example"), newInstance(t, "c.example")
+	clk := &clock{t: t0}
+	bl := &netLog{banned: map[netip.Prefix]bool{}}
+	w := worker.New(c.reg, noAccounts{}, servedBanner{bl, c.reg}, nil)
+	w.Now = clk.now
+	c.prove(t, "bot@spam.example", "2001:db8:1:2::5", t0)
+	if _, err := w.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range []*instance{a, b} {
+		in.publish(t, t0.Add(time.Hour), "2001:db8:1:2::7")
+	}
+	clk.set(t0.Add(2 * time.Hour))
+	s := subscriber(c, clk, a.peer(1), b.peer(1))
+	s.IPv6Prefix = 64
+	if sum, err := s.Pull(ctx); err != nil || sum.Banned != 1 {
+		t.Fatalf("pull %v, %v; want 1 banned", sum, err)
+	}
+	if _, err := w.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range []*instance{a, b} {
+		in.publish(t, t0.Add(3*time.Hour))
+	}
+	clk.set(t0.Add(4 * time.Hour))
+	if _, err := s.Pull(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	net := netip.MustParsePrefix("2001:db8:1:2::/64")
+	if got := bl.holds(); !slices.Equal(got, []netip.Prefix{net}) {
+		t.Errorf("the peers dropped 2001:db8:1:2::7: the banner holds %v; want %v still, the own ban of 2001:db8:1:2::5", got, net)
+	}
+	if got := pendingBans(t, c); len(got) != 0 {
+		t.Errorf("feed bans left %v", got)
+	}
+}

@@ -83,3 +83,65 @@ func TestAllowedIPsHoldRestoredIPs(t *testing.T) {
 		t.Errorf("AllowedIPs = %v; want %v", got, want)
 	}
 }
+
+// A feed ban whose network another ban still covers (this instance's own
+// ban of a neighbour in the same /64) is forgotten when the listing goes,
+// not lifted: lifting goes through the banner, which lifts the whole /64.
+func TestUnbanFromFeedKeepsSharedNetwork(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name     string
+		own      string
+		listed   string
+		v6bits   int
+		wantLift bool
+	}{
+		{"same /64", "2001:db8:1:2::5", "2001:db8:1:2::7", 64, false},
+		{"another /64", "2001:db8:1:3::5", "2001:db8:1:2::7", 64, true},
+		{"addresses alone", "2001:db8:1:2::5", "2001:db8:1:2::7", 128, true},
+		{"IPv4 neighbour", "192.0.2.8", "192.0.2.7", 64, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := openTest(t)
+			if _, err := db.RecordBounce(ctx, Bounce{Received: t0, Verdict: VerdictActed, Report: "{}"}, []Action{
+				{UserID: 7, Kind: BanIP, Target: tc.own, Reason: "bouncemilter: bounced"},
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if ok, err := db.BanFromFeed(ctx, tc.listed, "bouncemilter: listed", "a,b", t0.Add(48*time.Hour), t0); err != nil || !ok {
+				t.Fatalf("BanFromFeed = %v, %v", ok, err)
+			}
+			due, _ := db.DueActions(ctx, t0, 10)
+			for _, a := range due {
+				if err := db.MarkApplied(ctx, a.ID, t0, ""); err != nil {
+					t.Fatal(err)
+				}
+			}
+			lifted, err := db.UnbanFromFeed(ctx, tc.listed, "bouncemilter: no longer listed", tc.v6bits, t0.Add(time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			due, _ = db.DueActions(ctx, t0.Add(time.Hour), 10)
+			if lifted != tc.wantLift || (len(due) == 1) != tc.wantLift {
+				t.Errorf("UnbanFromFeed = %v, queued %+v; want lifted %v", lifted, due, tc.wantLift)
+			}
+			bans, _ := db.FeedBans(ctx)
+			if len(bans) != 0 {
+				t.Errorf("feed bans left: %+v", bans)
+			}
+			var state ActionState
+			if err := db.db.QueryRowContext(ctx, `SELECT state FROM actions WHERE kind = 'ban-ip' AND target = ?`, tc.listed).Scan(&state); err != nil {
+				t.Fatal(err)
+			}
+			if state != Undone {
+				t.Errorf("feed ban %s; want undone", state)
+			}
+			if err := db.db.QueryRowContext(ctx, `SELECT state FROM actions WHERE kind = 'ban-ip' AND target = ?`, tc.own).Scan(&state); err != nil {
+				t.Fatal(err)
+			}
+			if state != Applied {
+				t.Errorf("own ban %s; want applied", state)
+			}
+		})
+	}
+}

@@ -44,6 +44,7 @@ func bindSubscribe(fs *flag.FlagSet, cfg *app.Config, prefix string) {
 	fs.DurationVar(&cfg.FeedTimeout, "feed-timeout", cfg.FeedTimeout, "time allowed to fetch one peer's feed and signature")
 	fs.Int64Var(&cfg.FeedMaxSize, "feed-max-size", cfg.FeedMaxSize, "largest feed.json accepted, in bytes")
 	fs.Var((*prefixFlag)(&cfg.FeedNeverBan), prefix+"never-ban", "an address or CIDR never to ban, whatever the peers say; repeatable")
+	fs.IntVar(&cfg.IPv6Prefix, "ipv6-prefix", cfg.IPv6Prefix, "serve's --ipv6-prefix: a shared ban is not lifted while another ban covers the network the banner grouped it in")
 }
 
 // bindPublish defines the export flags; sync names them with the prefix
@@ -58,7 +59,7 @@ func bindPublish(fs *flag.FlagSet, cfg *app.Config, prefix string) {
 // peersFromConfig fills the subscription settings that the command line
 // left empty from the configuration file that serve and sync read
 // (--config, or DefaultConfig when it exists): its feed-peers, feed-peer,
-// feed-threshold and feed-never-ban settings.
+// feed-threshold, feed-never-ban and ipv6-prefix settings.
 func peersFromConfig(cfg *app.Config, config string) error {
 	if cfg.FeedPeers != "" || len(cfg.FeedPeerLines) > 0 {
 		return nil
@@ -84,6 +85,9 @@ func peersFromConfig(cfg *app.Config, config string) error {
 	if len(cfg.FeedNeverBan) == 0 {
 		cfg.FeedNeverBan = file.FeedNeverBan
 	}
+	if cfg.IPv6Prefix == app.Defaults().IPv6Prefix {
+		cfg.IPv6Prefix = file.IPv6Prefix
+	}
 	return nil
 }
 
@@ -107,7 +111,7 @@ func runFeed(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 		bindPublish(fs, &cfg, "")
 	case "pull", "status":
 		bindSubscribe(fs, &cfg, "")
-		config = fs.String("config", DefaultConfig, "without --peers or --peer: the configuration `file` whose feed-peers, feed-peer, feed-threshold and feed-never-ban settings to use")
+		config = fs.String("config", DefaultConfig, "without --peers or --peer: the configuration `file` whose feed-peers, feed-peer, feed-threshold, feed-never-ban and ipv6-prefix settings to use")
 		if sub == "status" {
 			fs.BoolVar(&asJSON, "json", false, "print one JSON object per peer")
 		}

@@ -221,7 +221,7 @@ func (c Config) subscriber(reg *registry.DB, log *slog.Logger) (*feed.Subscriber
 		return nil, errors.New("--threshold, --feed-timeout and --feed-max-size must be positive")
 	}
 	return &feed.Subscriber{Peers: peers, Store: reg, Threshold: c.FeedThreshold, NeverBan: c.FeedNeverBan,
-		Timeout: c.FeedTimeout, MaxSize: c.FeedMaxSize, Log: log.With("component", "feed")}, nil
+		IPv6Prefix: c.IPv6Prefix, Timeout: c.FeedTimeout, MaxSize: c.FeedMaxSize, Log: log.With("component", "feed")}, nil
 }
 
 // exporter returns a function that exports the feed with the configured

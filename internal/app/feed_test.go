@@ -88,3 +88,32 @@ func TestFeedHooksOff(t *testing.T) {
 		t.Errorf("FeedStatus of a new registry: %v, %q", err, out.String())
 	}
 }
+
+// TestSubscriberKnowsIPv6Prefix: the subscriber of sync and feed pull
+// lifts the peers' bans knowing serve's --ipv6-prefix, whose networks the
+// banner lifts whole.
+func TestSubscriberKnowsIPv6Prefix(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "feed.key")
+	if err := FeedKeygen(Config{FeedKey: key}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := os.ReadFile(key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(pub)), "\n")
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, bits := range []int{64, 48, 0} {
+		c := Defaults()
+		c.FeedPeerLines = []string{"a https://a.example/feed.json " + lines[len(lines)-1]}
+		c.IPv6Prefix = bits
+		s, err := c.subscriber(nil, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.IPv6Prefix != bits {
+			t.Errorf("--ipv6-prefix %d: the subscriber has %d", bits, s.IPv6Prefix)
+		}
+	}
+}

@@ -152,18 +152,27 @@ func (s Seen) check() error {
 }
 
 // parseIP reads an entry's IP: a bare address or a network in CIDR
-// notation, in canonical form.
+// notation, in canonical form. An IPv4-mapped IPv6 address (::ffff:192.0.2.1,
+// netip's canonical spelling of it) is refused: it is an IPv4 address,
+// which the banner bans unmapped, and only one spelling of an address may
+// reach the registry's checks (a restored IP is never banned again).
 func parseIP(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
 		if err != nil || p != p.Masked() || p.String() != s {
 			return netip.Prefix{}, fmt.Errorf("ip %q is not a canonical network", s)
 		}
+		if p.Addr().Is4In6() {
+			return netip.Prefix{}, fmt.Errorf("ip %q is an IPv4-mapped network: list it as IPv4", s)
+		}
 		return p, nil
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil || a.Zone() != "" || a.String() != s {
 		return netip.Prefix{}, fmt.Errorf("ip %q is not a canonical address", s)
+	}
+	if a.Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("ip %q is an IPv4-mapped address: list it as %s", s, a.Unmap())
 	}
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }

@@ -37,7 +37,7 @@ type Store interface {
 	FeedBans(ctx context.Context) (map[string]registry.FeedBan, error)
 	BanFromFeed(ctx context.Context, ip, reason, peers string, expires, now time.Time) (bool, error)
 	UpdateFeedBan(ctx context.Context, ip, peers string, expires time.Time) error
-	UnbanFromFeed(ctx context.Context, ip, reason string, now time.Time) (bool, error)
+	UnbanFromFeed(ctx context.Context, ip, reason string, v6bits int, now time.Time) (bool, error)
 }
 
 // Defaults for Subscriber's zero fields.
@@ -63,11 +63,16 @@ type Subscriber struct {
 	// NeverBan are networks never to ban (the serve command's --never-ban),
 	// checked before a ban is queued; the worker's banner checks again.
 	NeverBan []netip.Prefix
-	Client   *http.Client
-	Timeout  time.Duration // per peer, both files
-	MaxSize  int64         // of feed.json
-	Log      *slog.Logger
-	Now      func() time.Time
+	// IPv6Prefix is serve's --ipv6-prefix: the banner bans (and lifts)
+	// the network of that many bits around an IPv6 address, so a ban the
+	// listings no longer call for is not lifted while another ban covers
+	// its network (see registry.DB.UnbanFromFeed). 0: addresses alone.
+	IPv6Prefix int
+	Client     *http.Client
+	Timeout    time.Duration // per peer, both files
+	MaxSize    int64         // of feed.json
+	Log        *slog.Logger
+	Now        func() time.Time
 }
 
 // Summary is what one pull did.
@@ -354,7 +359,7 @@ func (s *Subscriber) Reconcile(ctx context.Context) (banned, unbanned int, err e
 		if _, ok := want[ip]; ok {
 			continue
 		}
-		ok, err := s.Store.UnbanFromFeed(ctx, ip, "bouncemilter: no longer listed by enough peers", now)
+		ok, err := s.Store.UnbanFromFeed(ctx, ip, "bouncemilter: no longer listed by enough peers", s.IPv6Prefix, now)
 		if err != nil {
 			return banned, unbanned, err
 		}

@@ -63,11 +63,17 @@ func (t *Tx) Allow(ctx context.Context, kind AllowKind, value, note string, now 
 	return nil
 }
 
-// AllowedIPs returns the allow-listed IPs, each as the prefix of its full
-// length, for the banner: a ban must not cover one, nor the network it is
-// in (see banner.Options.AllowFrom).
+// AllowedIPs returns what the banner must never cover, each IP as the
+// prefix of its full length: the allow-listed IPs, and every IP whose ban a
+// restore lifted (an unban-ip whose reason starts with restoredReason),
+// since a real person uses it. A ban must not cover one, nor the network
+// it is in (see banner.Options.AllowFrom): with --ipv6-prefix 64 a peer's
+// listing of a neighbour in a restored user's /64 bans the neighbour's
+// address alone, and the restored address itself is refused.
 func (r *DB) AllowedIPs(ctx context.Context) ([]netip.Prefix, error) {
-	rows, err := r.db.QueryContext(ctx, `SELECT value FROM allowlist WHERE kind = 'ip'`)
+	rows, err := r.db.QueryContext(ctx, `SELECT value FROM allowlist WHERE kind = 'ip'
+		UNION SELECT target FROM actions WHERE kind = 'unban-ip' AND substr(reason, 1, ?) = ?`,
+		len(restoredReason), restoredReason)
 	if err != nil {
 		return nil, fmt.Errorf("allow-listed IPs: %w", err)
 	}

@@ -5,7 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/banner"
 )
 
 // feedSchema holds what package feed keeps: the peers' listings, one row
@@ -337,7 +340,7 @@ func (r *DB) FeedBans(ctx context.Context) (map[string]FeedBan, error) {
 func (r *DB) BanFromFeed(ctx context.Context, ip, reason, peers string, expires, now time.Time) (bool, error) {
 	var queued bool
 	err := r.Tx(ctx, func(tx *Tx) error {
-		allowed, err := tx.ipAllowed(ctx, ip)
+		allowed, err := tx.ipAllowed(ctx, canonicalIP(ip))
 		if err != nil {
 			return err
 		}
@@ -375,7 +378,15 @@ func (r *DB) UpdateFeedBan(ctx context.Context, ip, peers string, expires time.T
 // this instance proved the IP bad itself since (a sign-up from it has its
 // account ban pending or applied): then the ban stays, as its own. A ban
 // the admin lifted already is only forgotten.
-func (r *DB) UnbanFromFeed(ctx context.Context, ip, reason string, now time.Time) (bool, error) {
+//
+// v6bits is serve's --ipv6-prefix. The unban goes through the banner, which
+// lifts the whole network an address is grouped in (an IPv6 /64), not the
+// address alone; when another ban-ip pending or applied covers the same
+// network (this instance's own ban of a neighbour, or the feed's of
+// another address there), the feed's ban is only cancelled or undone in
+// the journal, with no unban queued, so that the network stays banned for
+// the other. It reports whether an unban was queued.
+func (r *DB) UnbanFromFeed(ctx context.Context, ip, reason string, v6bits int, now time.Time) (bool, error) {
 	var unbanned bool
 	err := r.Tx(ctx, func(tx *Tx) error {
 		var (
@@ -404,6 +415,18 @@ func (r *DB) UnbanFromFeed(ctx context.Context, ip, reason string, now time.Time
 		if own {
 			return nil
 		}
+		shared, err := tx.networkBannedByOther(ctx, ip, actionID, v6bits)
+		if err != nil {
+			return err
+		}
+		if shared {
+			end := Undone
+			if state == string(Pending) {
+				end = Cancelled
+			}
+			_, err := tx.tx.ExecContext(ctx, `UPDATE actions SET state = ?, done = ? WHERE id = ?`, string(end), unix(now), actionID)
+			return err
+		}
 		ban := Action{ID: actionID, State: ActionState(state), Kind: BanIP, Target: ip}
 		if _, err := tx.liftBan(ctx, ban, 0, reason, now); err != nil {
 			return err
@@ -415,6 +438,45 @@ func (r *DB) UnbanFromFeed(ctx context.Context, ip, reason string, now time.Time
 		return false, fmt.Errorf("unban %s from feed: %w", ip, err)
 	}
 	return unbanned, nil
+}
+
+// networkBannedByOther reports whether a ban-ip other than the action
+// except, pending or applied, covers the network a ban of ip covers when
+// IPv6 addresses are grouped in networks of v6bits (banner.Group): lifting
+// ip through the banner would lift that ban too.
+func (t *Tx) networkBannedByOther(ctx context.Context, ip string, except int64, v6bits int) (bool, error) {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false, nil
+	}
+	net := banner.Group(a, v6bits)
+	// An address banned alone: only its two spellings can match. A
+	// network: every IPv6 target in force is compared, one query per
+	// lifted IPv6 feed ban.
+	query := `SELECT target FROM actions WHERE kind = 'ban-ip' AND state IN ('pending', 'applied') AND id != ? AND `
+	args := []any{except}
+	if net.IsSingleIP() {
+		u := net.Addr().String()
+		query += `target IN (?, ?, ?)`
+		args = append(args, u, "::ffff:"+u, ip)
+	} else {
+		query += `target LIKE '%:%'`
+	}
+	rows, err := t.tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return false, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var target string
+		if err := rows.Scan(&target); err != nil {
+			return false, err
+		}
+		if b, err := netip.ParseAddr(target); err == nil && banner.Group(b, v6bits) == net {
+			return true, nil
+		}
+	}
+	return false, rows.Err()
 }
 
 // ListedBy returns the peers whose unexpired listing holds value (an IP, or

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 )
 
@@ -132,6 +133,12 @@ func (t *Tx) Queue(ctx context.Context, a Action, now time.Time) (int64, error) 
 }
 
 func (t *Tx) queue(ctx context.Context, a Action, now time.Time) (int64, error) {
+	if a.Kind == BanIP || a.Kind == UnbanIP {
+		// One spelling of an address: the banner bans ::ffff:192.0.2.1 as
+		// 192.0.2.1, so the duplicate and restored checks below, which
+		// compare text, must see it so too.
+		a.Target = canonicalIP(a.Target)
+	}
 	// A ban pending or in force makes another one a duplicate. An unban
 	// only while pending: one applied before is history, and the same
 	// address may have been banned again since.
@@ -350,4 +357,14 @@ func (r *DB) CountBounces(ctx context.Context) (map[Verdict]int64, error) {
 		out[Verdict(v)] = n
 	}
 	return out, rows.Err()
+}
+
+// canonicalIP returns ip as the banner sees it: unmapped from IPv4-mapped
+// IPv6, in netip's canonical form. What is not an address is returned as is.
+func canonicalIP(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || a.Zone() != "" {
+		return ip
+	}
+	return a.Unmap().String()
 }

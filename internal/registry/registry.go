@@ -209,6 +209,9 @@ CREATE INDEX sends_sent ON sends(sent);
 	// EmailKey lowercases A to Z only now, as SQLite's lower() does:
 	// keys made by Unicode lowercasing are made again.
 	`UPDATE registrations SET email_key = lower(trim(email)) WHERE email_key != lower(trim(email));`,
+	// The banner reads the IPs restores freed at each ban (AllowedIPs):
+	// the unbans, without reading every ban the journal holds.
+	`CREATE INDEX actions_kind ON actions(kind);`,
 }
 
 func (r *DB) migrate(ctx context.Context) error {

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -38,27 +37,17 @@ func (t *Tx) Allow(ctx context.Context, kind AllowKind, value, note string, now 
 	}
 	// The worker does not read the allow-list: what it protects from
 	// now on must not depend on whether the bans were applied yet.
-	waiting := `SELECT ` + actionColumns + ` FROM actions WHERE state = 'pending' AND kind IN ('ban-account', 'ban-ip') AND `
-	var rows *sql.Rows
+	waiting := `state = 'pending' AND kind IN ('ban-account', 'ban-ip') AND `
 	switch kind {
 	case AllowIP:
-		rows, err = t.tx.QueryContext(ctx, waiting+`kind = 'ban-ip' AND target = ? ORDER BY id`, value)
+		waiting += `kind = 'ban-ip' AND target = ?`
 	case AllowUser:
-		rows, err = t.tx.QueryContext(ctx, waiting+`user_id IN (SELECT user_id FROM registrations WHERE username = ?) ORDER BY id`, value)
+		waiting += `user_id IN (SELECT user_id FROM registrations WHERE username = ?)`
 	default:
-		rows, err = t.tx.QueryContext(ctx, waiting+`user_id IN (SELECT user_id FROM registrations WHERE email_key = ?) ORDER BY id`, value)
+		waiting += `user_id IN (SELECT user_id FROM registrations WHERE email_key = ?)`
 	}
-	if err != nil {
+	if _, err := t.liftBansWhere(ctx, 0, fmt.Sprintf("%s %s is allow-listed", kind, value), now, waiting, value); err != nil {
 		return fmt.Errorf("allow %s %s: %w", kind, value, err)
-	}
-	bans, err := collectActions(rows)
-	if err != nil {
-		return fmt.Errorf("allow %s %s: %w", kind, value, err)
-	}
-	for _, ban := range bans {
-		if _, err := t.liftBan(ctx, ban, ban.UserID, fmt.Sprintf("%s %s is allow-listed", kind, value), now); err != nil {
-			return fmt.Errorf("allow %s %s: %w", kind, value, err)
-		}
 	}
 	return nil
 }
@@ -124,24 +113,12 @@ func (r *DB) Restore(ctx context.Context, userID int64, note string, now time.Ti
 	err = r.Tx(ctx, func(tx *Tx) error {
 		// The IP ban may have been queued under another sign-up from the
 		// same address: it is lifted too, since a real user uses that IP.
-		rows, err := tx.tx.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions
-			WHERE state IN ('pending', 'applied') AND (
-				(user_id = ? AND retired = 0 AND kind IN ('ban-account', 'ban-ip')) OR
-				(kind = 'ban-ip' AND target = ? AND target != ''))
-			ORDER BY id`, userID, reg.IP)
+		var err error
+		queued, err = tx.liftBansWhere(ctx, userID, restoredReason+note, now, `state IN ('pending', 'applied') AND (
+			(user_id = ? AND retired = 0 AND kind IN ('ban-account', 'ban-ip')) OR
+			(kind = 'ban-ip' AND target = ? AND target != ''))`, userID, reg.IP)
 		if err != nil {
 			return err
-		}
-		bans, err := collectActions(rows)
-		if err != nil {
-			return err
-		}
-		for _, ban := range bans {
-			undo, err := tx.liftBan(ctx, ban, userID, restoredReason+note, now)
-			if err != nil {
-				return err
-			}
-			queued = append(queued, undo)
 		}
 		if err := tx.Allow(ctx, AllowUser, reg.Username, note, now); err != nil {
 			return err
@@ -152,6 +129,34 @@ func (r *DB) Restore(ctx context.Context, userID int64, note string, now time.Ti
 		return nil, fmt.Errorf("restore user %d: %w", userID, err)
 	}
 	return queued, nil
+}
+
+// liftBansWhere lifts (liftBan) every action that where selects (a
+// condition on the actions table, with args), in id order, queueing each
+// unban under userID, or under the ban's own user when userID is 0, with
+// reason. It returns the unbans.
+func (t *Tx) liftBansWhere(ctx context.Context, userID int64, reason string, now time.Time, where string, args ...any) ([]Action, error) {
+	rows, err := t.tx.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions WHERE `+where+` ORDER BY id`, args...)
+	if err != nil {
+		return nil, err
+	}
+	bans, err := collectActions(rows)
+	if err != nil {
+		return nil, err
+	}
+	var unbans []Action
+	for _, ban := range bans {
+		owner := userID
+		if owner == 0 {
+			owner = ban.UserID
+		}
+		undo, err := t.liftBan(ctx, ban, owner, reason, now)
+		if err != nil {
+			return nil, err
+		}
+		unbans = append(unbans, undo)
+	}
+	return unbans, nil
 }
 
 // liftBan ends ban, a ban-account or ban-ip action that is pending or

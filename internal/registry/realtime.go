@@ -79,20 +79,10 @@ func (t *Tx) ipAllowed(ctx context.Context, ip string) (bool, error) {
 // from an allow-listed IP is never acted on); the order in which the web
 // server's log line and the bounce arrive must not decide that.
 func (t *Tx) liftAccountBanOfAllowedIP(ctx context.Context, userID int64, ip string, now time.Time) error {
-	rows, err := t.tx.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions
-		WHERE user_id = ? AND retired = 0 AND kind = 'ban-account' AND state IN ('pending', 'applied') AND bounce_id IS NOT NULL
-		ORDER BY id`, userID)
+	_, err := t.liftBansWhere(ctx, userID, "sign-up IP "+ip+" is allow-listed", now,
+		`user_id = ? AND retired = 0 AND kind = 'ban-account' AND state IN ('pending', 'applied') AND bounce_id IS NOT NULL`, userID)
 	if err != nil {
 		return fmt.Errorf("lift the ban of user %d: %w", userID, err)
-	}
-	bans, err := collectActions(rows)
-	if err != nil {
-		return fmt.Errorf("lift the ban of user %d: %w", userID, err)
-	}
-	for _, ban := range bans {
-		if _, err := t.liftBan(ctx, ban, userID, "sign-up IP "+ip+" is allow-listed", now); err != nil {
-			return fmt.Errorf("lift the ban of user %d: %w", userID, err)
-		}
 	}
 	return nil
 }

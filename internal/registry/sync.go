@@ -74,21 +74,9 @@ func (t *Tx) RetireRegistration(ctx context.Context, userID int64, now time.Time
 // cancelWaitingBans cancels the pending bans of userID (liftBan: an unban
 // is queued too, in case a worker is applying one right now).
 func (t *Tx) cancelWaitingBans(ctx context.Context, userID int64, now time.Time) error {
-	rows, err := t.tx.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions
-		WHERE user_id = ? AND retired = 0 AND kind IN ('ban-account', 'ban-ip') AND state = 'pending' ORDER BY id`, userID)
-	if err != nil {
-		return err
-	}
-	bans, err := collectActions(rows)
-	if err != nil {
-		return err
-	}
-	for _, ban := range bans {
-		if _, err := t.liftBan(ctx, ban, userID, "the account no longer exists in MediaGoblin", now); err != nil {
-			return err
-		}
-	}
-	return nil
+	_, err := t.liftBansWhere(ctx, userID, "the account no longer exists in MediaGoblin", now,
+		`user_id = ? AND retired = 0 AND kind IN ('ban-account', 'ban-ip') AND state = 'pending'`, userID)
+	return err
 }
 
 // LinkedIP returns the IP linked to username and how, "" when none or when

@@ -22,7 +22,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -301,16 +300,9 @@ func (d *DB) BanUser(ctx context.Context, userID int64, reason string) error {
 // when err is nil. When err is set, nothing was banned.
 func (d *DB) BanUsers(ctx context.Context, bans map[int64]string) (refused map[int64]error, err error) {
 	refused = map[int64]error{}
-	// In id order, so that on PostgreSQL two concurrent BanUsers take their
-	// row locks (see ban) in the same order rather than deadlocking.
-	ids := make([]int64, 0, len(bans))
-	for id := range bans {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
 	err = d.tx(ctx, fmt.Sprintf("ban %d users", len(bans)), func(tx *sql.Tx) error {
-		for _, id := range ids {
-			err := d.ban(ctx, tx, id, bans[id])
+		for id, reason := range bans {
+			err := d.ban(ctx, tx, id, reason)
 			switch {
 			case refusal.Is(err):
 				refused[id] = fmt.Errorf("ban user %d: %w", id, err)
@@ -327,30 +319,7 @@ func (d *DB) BanUsers(ctx context.Context, bans map[int64]string) (refused map[i
 }
 
 // ban bans one user inside tx, after re-reading its privileges.
-//
-// The re-read must see any verification that commits before the ban does.
-// On SQLite it does: the transaction holds the write lock from its start
-// (_txlock=immediate). On PostgreSQL, at READ COMMITTED, a verification
-// committing between the read and the insert would go unseen, so ban first
-// locks the user's core__users row FOR UPDATE. MediaGoblin verifies an
-// address by inserting into core__privileges_users, whose "user" column is
-// a foreign key to core__users (models.py, PrivilegeUserAssociation; the
-// initial alembic revision); that insert's foreign-key check takes a KEY
-// SHARE lock on the same row, which conflicts with FOR UPDATE. So a
-// verification that has inserted but not committed makes ban wait, and
-// ban's privilege query, a new statement with a new snapshot, then sees
-// it; and a verification that starts after the lock waits until the ban
-// has committed (the ban came first). Grants of admin and moderator go
-// through the same table and the same lock.
 func (d *DB) ban(ctx context.Context, tx *sql.Tx, userID int64, reason string) error {
-	if d.backend == Postgres {
-		// No row: the user is gone, which the query below reports.
-		var one int
-		err := tx.QueryRowContext(ctx, `SELECT 1 FROM core__users WHERE id = $1 FOR UPDATE`, userID).Scan(&one)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return err
-		}
-	}
 	var u User
 	var created any
 	err := tx.QueryRowContext(ctx, d.rebind(usersQuery+` WHERE u.id = ?`), userID).

@@ -11,6 +11,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
@@ -48,15 +49,50 @@ func when(t time.Time) string {
 	return t.UTC().Format(stamp)
 }
 
-// fit cuts s to at most n characters, marking a cut with "…". Line
-// breaks and tabs inside it become spaces: one record, one line.
+// fit cuts s to at most n characters, marking a cut with "…". It is
+// printable first: one record, one line, and nothing a terminal obeys.
 func fit(s string, n int) string {
-	s = strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ", "\t", " ").Replace(s)
+	s = printable(s)
 	if utf8.RuneCountInString(s) <= n {
 		return s
 	}
 	r := []rune(s)
 	return string(r[:n-1]) + "…"
+}
+
+// printable returns s as it may reach an admin's terminal: white space
+// (line breaks, tabs, vertical tabs, ...) as a space, every other control
+// character and every invisible format character (bidi overrides,
+// zero-width ones) as a visible escape (\x1b, \u202e), invalid UTF-8 as
+// U+FFFD. Much of what is shown comes from strangers (a remote server's
+// diagnostic, a sign-up's address), and a terminal obeys escape
+// sequences: one could erase the line that says an account is banned, or
+// write a false one.
+func printable(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] >= 0x7f {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s { // invalid UTF-8 comes as U+FFFD
+		switch {
+		case unicode.IsSpace(r):
+			b.WriteByte(' ')
+		case r < 0x100 && unicode.IsControl(r):
+			fmt.Fprintf(&b, "\\x%02x", r)
+		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r):
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // line writes one line of at most Width characters.
@@ -69,7 +105,7 @@ func line(w io.Writer, format string, args ...any) {
 // reasons are what the admin came to read, so they are not cut. A word
 // longer than a line is cut.
 func para(w io.Writer, indent, label, text string) {
-	text = strings.Join(strings.Fields(text), " ")
+	text = strings.Join(strings.Fields(printable(text)), " ")
 	first := indent + label
 	pad := strings.Repeat(" ", utf8.RuneCountInString(first))
 	cur := first
@@ -92,13 +128,14 @@ func para(w io.Writer, indent, label, text string) {
 // Postfix", "suspect: …", or "" when the bounce did not get that far.
 func AuthPath(detail, addr string) string {
 	for _, seg := range strings.Split(detail, "; ") {
-		rest, ok := strings.CutPrefix(seg, addr+": ")
-		if !ok {
-			if !strings.HasPrefix(strings.ToLower(seg), strings.ToLower(addr)+": ") {
-				continue
-			}
-			rest = seg[len(addr)+2:]
+		// The prefix compared is as long as addr in bytes: lowercasing
+		// may change a string's length (the Kelvin sign), and an index
+		// into one is not an index into the other.
+		n := len(addr) + len(": ")
+		if len(seg) < n || !strings.EqualFold(seg[:n], addr+": ") {
+			continue
 		}
+		rest := seg[n:]
 		if i := strings.Index(rest, "suspect: "); i >= 0 {
 			return "suspect: " + rest[i+len("suspect: "):]
 		}

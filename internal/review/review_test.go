@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 )
@@ -73,5 +74,44 @@ func TestShowNetworkBanned(t *testing.T) {
 	}
 	if !strings.Contains(b.String(), `"banned": "2001:db8:4:7::/64"`) {
 		t.Errorf("JSON does not show the network banned:\n%s", b.String())
+	}
+}
+
+// What strangers wrote (a remote server's diagnostic, a sign-up's address,
+// a reporting MTA's name) reaches the admin's terminal without anything a
+// terminal obeys: no escape sequence could erase the line that says an
+// account is banned or write a false one, no bidi override could turn text
+// around, no zero-width character hide in an address.
+func TestShowPrintsNoControls(t *testing.T) {
+	hostile := "550 \x1b[1A\x1b[2Kbot restored\x1b]8;;http://e\x1b\\link\x07 \x1b[8mhidden\vFAKE\u202eevil\u200b\u2028x\xff"
+	s := registry.Story{
+		Registration: registry.Registration{UserID: 1, Username: "bot\x1b[2K", Email: "\u200bbot@example.net", IP: "203.0.113.9"},
+		Bounces: []registry.BounceEvidence{{Bounce: registry.Bounce{Received: time.Now(), QueueID: "Q\x1b[0m", Detail: hostile},
+			ReportingMTA: "mx\x1b[31m", Recipients: []registry.BounceRecipient{{Address: "bot@example.net", Diagnostic: hostile}}}},
+		Actions: []registry.Action{{ID: 1, Kind: registry.BanAccount, Target: "1", State: registry.Applied, Reason: hostile, LastError: hostile}},
+	}
+	var b bytes.Buffer
+	if err := WriteShow(&b, []Account{{Story: s, LiveError: hostile}}, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range b.String() {
+		if r != '\n' && (unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == '\u2028') {
+			t.Fatalf("control or format character %U in the output:\n%q", r, b.String())
+		}
+	}
+	if !strings.Contains(b.String(), `\x1b[2K`) || !strings.Contains(b.String(), `\u202e`) {
+		t.Errorf("the escapes are not shown for what they are:\n%s", b.String())
+	}
+}
+
+// AuthPath finds an address's segment without regard to case, comparing
+// as many bytes as the address has: lowercasing may change a string's
+// length (the Kelvin sign), which once cut the segment out of range.
+func TestAuthPathFoldedLength(t *testing.T) {
+	if got := AuthPath("kkkkkk@x: no sign-up", "\u212a\u212a\u212a\u212a\u212a\u212a@x"); got != "" {
+		t.Errorf("AuthPath = %q", got)
+	}
+	if got := AuthPath("A@X.example: bot disabled (signed return path)", "a@x.example"); got != "signed return path" {
+		t.Errorf("AuthPath = %q", got)
 	}
 }

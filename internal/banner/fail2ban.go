@@ -33,13 +33,22 @@ type Fail2banClient struct {
 	// "fail2ban-client", looked up in PATH.
 	Command string
 	// Bantime, when set, is made the jail's bantime before the first ban
-	// (fail2ban keeps one bantime per jail, not per ban). Zero leaves the
-	// jail's own.
+	// (fail2ban keeps one bantime per jail, not per ban), and again before
+	// a ban a minute or more after the last time (see setBantime). Zero
+	// leaves the jail's own.
 	Bantime time.Duration
 
-	mu         sync.Mutex
-	bantimeSet bool
+	mu        sync.Mutex
+	bantimeAt time.Time        // when Bantime was last made the jail's; zero: never
+	now       func() time.Time // nil: time.Now
 }
+
+// bantimeRefresh is how long a bantime set in the jail is trusted: fail2ban
+// builds the jail again from its configuration at every reload or restart
+// (a package upgrade, an admin's reload), forgetting what was set, and this
+// process cannot see that happen. At most this long of bans after a reload
+// get the jail's configured bantime.
+const bantimeRefresh = time.Minute
 
 // Ban adds ip to the jail's bans, for the jail's bantime.
 func (c *Fail2banClient) Ban(ctx context.Context, ip netip.Addr, reason string) error {
@@ -67,14 +76,18 @@ func (c *Fail2banClient) setBantime(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.bantimeSet {
+	now := time.Now
+	if c.now != nil {
+		now = c.now
+	}
+	if !c.bantimeAt.IsZero() && now().Sub(c.bantimeAt) < bantimeRefresh {
 		return nil
 	}
 	secs := int64((c.Bantime + time.Second - 1) / time.Second)
 	if _, err := c.run(ctx, "set", c.Jail, "bantime", strconv.FormatInt(secs, 10)); err != nil {
 		return err
 	}
-	c.bantimeSet = true
+	c.bantimeAt = now()
 	return nil
 }
 

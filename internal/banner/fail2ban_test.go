@@ -180,3 +180,32 @@ func TestContribJailSystemConfig(t *testing.T) {
 		t.Logf("fail2ban-client -d:\n%s", out)
 	}
 }
+
+// fail2ban forgets a bantime set in a jail at every reload or restart, and
+// the banner cannot see one happen: it sets the bantime again before a ban
+// a minute or more after the last time, not only before its first.
+func TestFail2banBantimeSetAgain(t *testing.T) {
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	prog := filepath.Join(dir, "fail2ban-client")
+	if err := os.WriteFile(prog, []byte("#!/bin/sh\necho \"$*\" >> "+calls+"\necho 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	c := &Fail2banClient{Jail: "bouncemilter", Command: prog, Bantime: 90 * time.Minute, now: func() time.Time { return clock }}
+	ctx := context.Background()
+	for _, step := range []time.Duration{0, 10 * time.Second, time.Minute} {
+		clock = clock.Add(step)
+		if err := c.Ban(ctx, netip.MustParseAddr("203.0.113.9"), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(calls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "set bouncemilter bantime 5400\nset bouncemilter banip 203.0.113.9\nset bouncemilter banip 203.0.113.9\nset bouncemilter bantime 5400\nset bouncemilter banip 203.0.113.9\n"
+	if string(got) != want {
+		t.Errorf("fail2ban-client was called with\n%s\nwant\n%s", got, want)
+	}
+}

@@ -150,7 +150,7 @@ func New(kind string, opts Options) (Banner, error) {
 	if opts.IPv6Prefix < 0 || opts.IPv6Prefix > 128 {
 		return nil, fmt.Errorf("IPv6 prefix length %d is not between 0 and 128", opts.IPv6Prefix)
 	}
-	return guarded(&guard{next: b, allow: opts.Allow, allowFrom: opts.AllowFrom, v6bits: opts.IPv6Prefix}), nil
+	return Guard(b, opts), nil
 }
 
 func (opts Options) fail2ban(jail string) *Fail2banClient {
@@ -181,11 +181,14 @@ func Guarded(b Banner, allow []netip.Prefix) Banner {
 // an IPv6 address when b is a NetBanner. Unban lifts the network's ban and
 // the address's.
 func GuardedNet(b Banner, allow []netip.Prefix, v6bits int) Banner {
-	return guarded(&guard{next: b, allow: allow, v6bits: v6bits})
+	return Guard(b, Options{Allow: allow, IPv6Prefix: v6bits})
 }
 
-// guarded returns g, as a Checker when what it guards is one.
-func guarded(g *guard) Banner {
+// Guard is GuardedNet with what opts says of it (Allow, AllowFrom,
+// IPv6Prefix): the guard New puts around the banner it builds, for a
+// Banner built elsewhere.
+func Guard(b Banner, opts Options) Banner {
+	g := &guard{next: b, allow: opts.Allow, allowFrom: opts.AllowFrom, v6bits: opts.IPv6Prefix}
 	if _, ok := g.next.(Checker); ok {
 		return checkingGuard{g}
 	}

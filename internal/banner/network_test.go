@@ -89,12 +89,8 @@ func TestAllowFrom(t *testing.T) {
 		listed  []netip.Prefix
 		readErr error
 	)
-	b, err := New(KindNone, Options{IPv6Prefix: 64, AllowFrom: func(context.Context) ([]netip.Prefix, error) { return listed, readErr }})
-	if err != nil {
-		t.Fatal(err)
-	}
 	rec := &recorder{}
-	b.(*guard).next = rec
+	b := Guard(rec, Options{IPv6Prefix: 64, AllowFrom: func(context.Context) ([]netip.Prefix, error) { return listed, readErr }})
 	listed = []netip.Prefix{netip.MustParsePrefix("2001:db8:4:7::1/128"), netip.MustParsePrefix("198.51.100.20/32")}
 	for _, ip := range []string{"2001:db8:4:7::99", "2001:db8:5:1::99"} {
 		if err := b.Ban(ctx, netip.MustParseAddr(ip), ""); err != nil {

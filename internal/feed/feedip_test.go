@@ -78,23 +78,11 @@ func (b *netLog) holds() []netip.Prefix {
 	return out
 }
 
-// servedBanner is the banner as serve wires it: grouping IPv6 addresses in
-// /64s, and reading the registry's AllowedIPs at each ban.
-type servedBanner struct {
-	next *netLog
-	reg  *registry.DB
-}
-
-func (s servedBanner) Ban(ctx context.Context, ip netip.Addr, reason string) error {
-	allow, err := s.reg.AllowedIPs(ctx)
-	if err != nil {
-		return err
-	}
-	return banner.GuardedNet(s.next, allow, 64).Ban(ctx, ip, reason)
-}
-
-func (s servedBanner) Unban(ctx context.Context, ip netip.Addr) error {
-	return banner.GuardedNet(s.next, nil, 64).Unban(ctx, ip)
+// servedBanner is bl behind the guard serve puts around its banner:
+// grouping IPv6 addresses in /64s, and reading the registry's AllowedIPs
+// at each ban.
+func servedBanner(bl *netLog, reg *registry.DB) banner.Banner {
+	return banner.Guard(bl, banner.Options{IPv6Prefix: 64, AllowFrom: reg.AllowedIPs})
 }
 
 // publish writes a signed feed of in listing ips, made at made.
@@ -139,7 +127,7 @@ func TestPeersDoNotRebanRestoredNetwork(t *testing.T) {
 			a, b, c := newInstance(t, "a.example"), newInstance(t, "b.example"), newInstance(t, "c.example")
 			clk := &clock{t: t0}
 			bl := &netLog{banned: map[netip.Prefix]bool{}}
-			w := worker.New(c.reg, noAccounts{}, servedBanner{bl, c.reg}, nil)
+			w := worker.New(c.reg, noAccounts{}, servedBanner(bl, c.reg), nil)
 			w.Now = clk.now
 			id := c.prove(t, "real@example.org", own, t0)
 			if _, err := w.RunOnce(ctx); err != nil {
@@ -180,7 +168,7 @@ func TestFeedUnbanKeepsOwnNetworkBan(t *testing.T) {
 	a, b, c := newInstance(t, "a.example"), newInstance(t, "b.example"), newInstance(t, "c.example")
 	clk := &clock{t: t0}
 	bl := &netLog{banned: map[netip.Prefix]bool{}}
-	w := worker.New(c.reg, noAccounts{}, servedBanner{bl, c.reg}, nil)
+	w := worker.New(c.reg, noAccounts{}, servedBanner(bl, c.reg), nil)
 	w.Now = clk.now
 	c.prove(t, "bot@spam.example", "2001:db8:1:2::5", t0)
 	if _, err := w.RunOnce(ctx); err != nil {

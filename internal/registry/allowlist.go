@@ -35,16 +35,18 @@ func (t *Tx) Allow(ctx context.Context, kind AllowKind, value, note string, now 
 	if err != nil {
 		return fmt.Errorf("allow %s %s: %w", kind, value, err)
 	}
-	// The worker does not read the allow-list: what it protects from
-	// now on must not depend on whether the bans were applied yet.
-	waiting := `state = 'pending' AND kind IN ('ban-account', 'ban-ip') AND `
+	// The worker does not read the usernames and addresses allowed (the
+	// banner reads the IPs, at each ban, only as serve wires it): what
+	// the entry protects from now on must not depend on whether the bans
+	// were applied yet.
+	waiting := `state = 'pending' AND `
 	switch kind {
 	case AllowIP:
 		waiting += `kind = 'ban-ip' AND target = ?`
 	case AllowUser:
-		waiting += `user_id IN (SELECT user_id FROM registrations WHERE username = ?)`
+		waiting += `kind IN ('ban-account', 'ban-ip') AND user_id IN (SELECT user_id FROM registrations WHERE username = ?)`
 	default:
-		waiting += `user_id IN (SELECT user_id FROM registrations WHERE email_key = ?)`
+		waiting += `kind IN ('ban-account', 'ban-ip') AND user_id IN (SELECT user_id FROM registrations WHERE email_key = ?)`
 	}
 	if _, err := t.liftBansWhere(ctx, 0, fmt.Sprintf("%s %s is allow-listed", kind, value), now, waiting, value); err != nil {
 		return fmt.Errorf("allow %s %s: %w", kind, value, err)
@@ -60,9 +62,7 @@ func (t *Tx) Allow(ctx context.Context, kind AllowKind, value, note string, now 
 // listing of a neighbour in a restored user's /64 bans the neighbour's
 // address alone, and the restored address itself is refused.
 func (r *DB) AllowedIPs(ctx context.Context) ([]netip.Prefix, error) {
-	rows, err := r.db.QueryContext(ctx, `SELECT value FROM allowlist WHERE kind = 'ip'
-		UNION SELECT target FROM actions WHERE kind = 'unban-ip' AND substr(reason, 1, ?) = ?`,
-		len(restoredReason), restoredReason)
+	rows, err := r.db.QueryContext(ctx, `SELECT value FROM allowlist WHERE kind = 'ip' UNION `+restoredIPs)
 	if err != nil {
 		return nil, fmt.Errorf("allow-listed IPs: %w", err)
 	}
@@ -95,9 +95,15 @@ func (r *DB) Allowed(ctx context.Context, reg Registration) (bool, error) {
 	return ok, nil
 }
 
-// restoredReason starts the reason of the unbans Restore queues; Queue
-// knows by it the IPs a restore freed (see Tx.Queue).
+// restoredReason starts the reason of the unbans Restore queues; by it
+// restoredIPs knows the IPs a restore freed.
 const restoredReason = "restored by admin: "
+
+// restoredIPs selects the IPs whose ban a restore lifted: a real person
+// uses them, so Queue never bans one again and AllowedIPs gives them to
+// the banner as never to be covered.
+var restoredIPs = `SELECT target FROM actions WHERE kind = 'unban-ip' AND substr(reason, 1, ` +
+	strconv.Itoa(len(restoredReason)) + `) = '` + restoredReason + `'`
 
 // Restore undoes what bouncemilter did to one account: pending bans are
 // cancelled and applied ones undone, each with an action queued that lifts
@@ -166,23 +172,38 @@ func (t *Tx) liftBansWhere(ctx context.Context, userID int64, reason string, now
 // there is harmless. It returns the unban as queued (ID 0 when one was
 // pending already).
 func (t *Tx) liftBan(ctx context.Context, ban Action, userID int64, reason string, now time.Time) (Action, error) {
-	state := Undone
-	if ban.State == Pending {
-		state = Cancelled
+	if err := t.endBan(ctx, ban, now); err != nil {
+		return Action{}, err
 	}
-	if _, err := t.tx.ExecContext(ctx, `UPDATE actions SET state = ?, done = ? WHERE id = ?`, string(state), unix(now), ban.ID); err != nil {
-		return Action{}, fmt.Errorf("lift %s %s: %w", ban.Kind, ban.Target, err)
-	}
-	undo := Action{UserID: userID, Kind: UnbanAccount, Target: ban.Target, Reason: reason}
-	if ban.Kind == BanIP {
-		undo.Kind = UnbanIP
-	}
+	undo := unbanOf(ban, userID, reason)
 	id, err := t.Queue(ctx, undo, now)
 	if err != nil {
 		return Action{}, err
 	}
 	undo.ID, undo.State = id, Pending
 	return undo, nil
+}
+
+// endBan ends ban in the journal alone: a pending ban is cancelled, an
+// applied one undone. Nothing is queued to lift it.
+func (t *Tx) endBan(ctx context.Context, ban Action, now time.Time) error {
+	state := Undone
+	if ban.State == Pending {
+		state = Cancelled
+	}
+	if _, err := t.tx.ExecContext(ctx, `UPDATE actions SET state = ?, done = ? WHERE id = ?`, string(state), unix(now), ban.ID); err != nil {
+		return fmt.Errorf("lift %s %s: %w", ban.Kind, ban.Target, err)
+	}
+	return nil
+}
+
+// unbanOf is the action that lifts ban, queued for userID with reason.
+func unbanOf(ban Action, userID int64, reason string) Action {
+	undo := Action{UserID: userID, Kind: UnbanAccount, Target: ban.Target, Reason: reason}
+	if ban.Kind == BanIP {
+		undo.Kind = UnbanIP
+	}
+	return undo
 }
 
 // UserTarget is the Target of an account action.

@@ -419,15 +419,10 @@ func (r *DB) UnbanFromFeed(ctx context.Context, ip, reason string, v6bits int, n
 		if err != nil {
 			return err
 		}
-		if shared {
-			end := Undone
-			if state == string(Pending) {
-				end = Cancelled
-			}
-			_, err := tx.tx.ExecContext(ctx, `UPDATE actions SET state = ?, done = ? WHERE id = ?`, string(end), unix(now), actionID)
-			return err
-		}
 		ban := Action{ID: actionID, State: ActionState(state), Kind: BanIP, Target: ip}
+		if shared {
+			return tx.endBan(ctx, ban, now)
+		}
 		if _, err := tx.liftBan(ctx, ban, 0, reason, now); err != nil {
 			return err
 		}

@@ -161,9 +161,7 @@ func (t *Tx) queue(ctx context.Context, a Action, now time.Time) (int64, error) 
 		// sign-up from it (a bounce, a link, a peer's feed) bans its
 		// account, never the IP again.
 		var restored bool
-		if err := t.tx.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM actions
-			WHERE kind = 'unban-ip' AND target = ? AND substr(reason, 1, ?) = ?)`,
-			a.Target, len(restoredReason), restoredReason).Scan(&restored); err != nil {
+		if err := t.tx.QueryRowContext(ctx, `SELECT ? IN (`+restoredIPs+`)`, a.Target).Scan(&restored); err != nil {
 			return 0, fmt.Errorf("queue %s %s: %w", a.Kind, a.Target, err)
 		}
 		if restored {
@@ -265,11 +263,7 @@ func (r *DB) MarkApplied(ctx context.Context, id int64, now time.Time, banned st
 		if err != nil {
 			return err
 		}
-		undo := Action{UserID: a.UserID, Kind: UnbanAccount, Target: a.Target, Reason: "a ban applied after it was cancelled"}
-		if a.Kind == BanIP {
-			undo.Kind = UnbanIP
-		}
-		_, err = t.Queue(ctx, undo, now)
+		_, err = t.Queue(ctx, unbanOf(a, a.UserID, "a ban applied after it was cancelled"), now)
 		return err
 	})
 	if err != nil {

@@ -72,9 +72,9 @@ func SameAddress(a, b string) bool {
 // web server's log says of the name is the new one's.
 const byName = `(SELECT user_id FROM registrations WHERE username = ? ORDER BY created DESC, user_id DESC LIMIT 1)`
 
-// banOf is the condition that the action a, joined on user id, was made for
-// the account of registration g, not for an earlier account MediaGoblin
-// gave the same id (see Tx.RetireRegistration).
+// banOf is the condition, on the action a joined to a registration on user
+// id, that a was made for the account the id names now, not for an earlier
+// one MediaGoblin gave the same id (see Tx.RetireRegistration).
 const banOf = `a.retired = 0`
 
 const registrationColumns = `user_id, username, email, created, verified, privileged, coalesce(ip, ''), coalesce(ip_source, ''), synced`

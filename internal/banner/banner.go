@@ -271,8 +271,10 @@ func (g *guard) Ban(ctx context.Context, ip netip.Addr, reason string) error {
 	if err != nil {
 		return err
 	}
-	if err := check(ip, allow); err != nil {
-		return err
+	if g.allowFrom != nil {
+		if err := check(ip, allow); err != nil {
+			return err
+		}
 	}
 	if nb, ok := g.next.(NetBanner); ok {
 		return nb.BanNet(ctx, g.target(ip, allow), reason)

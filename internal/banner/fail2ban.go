@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/bouncemilter/bouncemilter/internal/defaults"
 )
 
 // Fail2banClient bans and unbans through a running fail2ban server, with
@@ -76,18 +78,15 @@ func (c *Fail2banClient) setBantime(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := time.Now
-	if c.now != nil {
-		now = c.now
-	}
-	if !c.bantimeAt.IsZero() && now().Sub(c.bantimeAt) < bantimeRefresh {
+	now := defaults.Now(c.now)
+	if !c.bantimeAt.IsZero() && now.Sub(c.bantimeAt) < bantimeRefresh {
 		return nil
 	}
 	secs := int64((c.Bantime + time.Second - 1) / time.Second)
 	if _, err := c.run(ctx, "set", c.Jail, "bantime", strconv.FormatInt(secs, 10)); err != nil {
 		return err
 	}
-	c.bantimeAt = now()
+	c.bantimeAt = now
 	return nil
 }
 

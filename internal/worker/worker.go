@@ -284,8 +284,8 @@ func (w *Worker) banned(ctx context.Context, a registry.Action) string {
 		return ""
 	}
 	ip, err := netip.ParseAddr(a.Target)
-	if err != nil {
-		return ""
+	if err != nil || !ip.Unmap().Is6() {
+		return "" // an IPv4 address is banned alone
 	}
 	// Only what the journal shows depends on it: a failure to tell
 	// leaves it blank.

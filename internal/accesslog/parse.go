@@ -207,15 +207,14 @@ func parseCombined(line string) (Entry, error) {
 		return Entry{}, p.err
 	}
 	e.Remote = remote
+	p.s = rest
 	q := requestStart(rest)
 	if q < 0 {
-		p.s = rest
 		p.fail("request")
 		return Entry{}, p.err
 	}
 	ts, ok := combinedTime(rest[:q])
 	if !ok {
-		p.s = rest
 		p.fail("ident, user or time")
 		return Entry{}, p.err
 	}
@@ -254,13 +253,13 @@ func requestStart(s string) int {
 	return -1
 }
 
-// combinedTime returns the time of "%l %u [%t] ": the last [...], since %u
-// may hold brackets itself but %t holds none; %l a token and %u anything
-// but nothing.
+// combinedTime returns the time of "%l %u [%t] ", which requestStart found
+// to end in ']': the last [...], since %u may hold brackets itself but %t
+// holds none; %l a token and %u anything but nothing.
 func combinedTime(s string) (string, bool) {
 	s = strings.TrimRight(s, " ")
 	i := strings.LastIndexByte(s, '[')
-	if i < 0 || !strings.HasSuffix(s, "]") {
+	if i < 0 {
 		return "", false
 	}
 	ident, user, _ := strings.Cut(s[:i], " ")

@@ -212,9 +212,8 @@ func openMediaGoblin(ctx context.Context, cfg mediagoblin.Config) (*mediagoblin.
 }
 
 // banner builds the IP banner the configuration names, for banning
-// (serve) or only for lifting bans (restore: a log line lifts nothing).
-// banner builds the IP banner; allowFrom (nil: none) reads the registry's
-// allow-listed IPs at each ban.
+// (serve) or only for lifting bans (restore: a log line lifts nothing);
+// allowFrom (nil: none) reads the registry's allow-listed IPs at each ban.
 func (c Config) banner(log *slog.Logger, allowFrom func(context.Context) ([]netip.Prefix, error)) (banner.Banner, error) {
 	return banner.New(c.Banner, banner.Options{
 		LogPath: c.BanLog, Jail: c.Jail, Fail2banSocket: c.Fail2banSocket,

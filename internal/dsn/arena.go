@@ -152,8 +152,10 @@ func (a *arena) join(prev, sep, s string) string {
 	return unsafe.String(unsafe.SliceData(dst), n)
 }
 
-// lower is asciiLower(s), with the lowered copy (when one is needed) made
-// in the arena: one allocation and a loop without appends, the bytes never
+// lower lowercases A to Z only, so that indexes into the result are
+// indexes into s (strings.ToLower may change the length of non-ASCII and
+// invalid UTF-8 text). The lowered copy, when one is needed, is made in the
+// arena: one allocation and a loop without appends, the bytes never
 // changed once the string is made of them.
 func (a *arena) lower(s string) string {
 	for i := 0; i < len(s); i++ {

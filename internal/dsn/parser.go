@@ -661,8 +661,9 @@ func skipFromLine(b []byte) []byte {
 // tags dropped, block elements ending lines (so that line-oriented
 // recognisers keep working), the common entities decoded, then cut to
 // maxTextBytes at a line end (see cutToLine) with its line ends turned
-// into LF. One pass over b and one over the result, in the arena a (nil:
-// the heap): the text is never longer than the HTML. TestHTMLText and
+// into LF: tags stripped in one pass over b, then entities and line ends
+// rewritten in place, in the arena a (nil: the heap): the text is never
+// longer than the HTML. TestHTMLText and
 // FuzzHTMLText hold it to stripping, replacing and capping one after the
 // other.
 func htmlText(b []byte, a *arena) string {

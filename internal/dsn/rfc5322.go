@@ -281,6 +281,8 @@ func unfold(v string, a *arena) string {
 			b = append(b, line...)
 		}
 	}
+	// What the joining saved goes back to the arena, as collapseSpace's.
+	a.shrink(b[:cap(b)], len(b))
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 

@@ -148,9 +148,7 @@ func mayBeBounce(m *msg) bool {
 	return daemon || bounceSubject(m) || m.header.Get("X-Failed-Recipients") != "" || daemonWording(m)
 }
 
-// asciiLower lowercases A to Z only, so that indexes into the result are
-// indexes into s (strings.ToLower may change the length of non-ASCII and
-// invalid UTF-8 text). A copy, when one is needed, is on the heap.
+// asciiLower is arena.lower with its copy, when one is needed, on the heap.
 func asciiLower(s string) string {
 	var heap *arena
 	return heap.lower(s)

@@ -59,11 +59,10 @@ func bindPublish(fs *flag.FlagSet, cfg *app.Config, prefix string) {
 // peersFromConfig fills the subscription settings that the command line
 // left empty from the configuration file that serve and sync read
 // (--config, or DefaultConfig when it exists): its feed-peers, feed-peer,
-// feed-threshold, feed-never-ban and ipv6-prefix settings.
+// feed-threshold, feed-never-ban and ipv6-prefix settings. Peers named on
+// the command line replace the file's; the other settings are read from
+// the file all the same, for they are the instance's, not the peers'.
 func peersFromConfig(cfg *app.Config, config string) error {
-	if cfg.FeedPeers != "" || len(cfg.FeedPeerLines) > 0 {
-		return nil
-	}
 	conf := flag.NewFlagSet("config", flag.ContinueOnError)
 	conf.SetOutput(io.Discard)
 	file := app.Defaults()
@@ -78,7 +77,9 @@ func peersFromConfig(cfg *app.Config, config string) error {
 	if err := parseFlags(conf, args, allKeys); err != nil {
 		return fmt.Errorf("configuration file %s: %w", config, err)
 	}
-	cfg.FeedPeers, cfg.FeedPeerLines = file.FeedPeers, file.FeedPeerLines
+	if cfg.FeedPeers == "" && len(cfg.FeedPeerLines) == 0 {
+		cfg.FeedPeers, cfg.FeedPeerLines = file.FeedPeers, file.FeedPeerLines
+	}
 	if cfg.FeedThreshold == feed.DefaultThreshold {
 		cfg.FeedThreshold = file.FeedThreshold
 	}

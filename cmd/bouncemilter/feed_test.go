@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bouncemilter/bouncemilter/internal/app"
 	"github.com/bouncemilter/bouncemilter/internal/mediagoblin/mgtest"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 )
@@ -179,5 +180,23 @@ func TestSyncExportsAndPulls(t *testing.T) {
 	}
 	if string(after) == string(data) {
 		t.Errorf("the feed was not exported again when the sync failed (exit %d: %s)", code, errOut)
+	}
+}
+
+// Peers named on the command line replace the configuration file's, but the
+// instance's own settings there (here ipv6-prefix, which serve bans with)
+// still count: feed pull must group networks as the banner does.
+func TestPeersFromConfigKeepsInstanceSettings(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "bouncemilter.conf")
+	if err := os.WriteFile(conf, []byte("ipv6-prefix = 48\nfeed-threshold = 3\nfeed-peers = /from/the/file\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := app.Defaults()
+	cfg.FeedPeers = "/on/the/command/line"
+	if err := peersFromConfig(&cfg, conf); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.FeedPeers != "/on/the/command/line" || cfg.IPv6Prefix != 48 || cfg.FeedThreshold != 3 {
+		t.Errorf("peers %q, ipv6-prefix %d, threshold %v; want the command line's peers and the file's 48 and 3", cfg.FeedPeers, cfg.IPv6Prefix, cfg.FeedThreshold)
 	}
 }

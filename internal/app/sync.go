@@ -48,6 +48,7 @@ func Sync(ctx context.Context, cfg Config, log *slog.Logger, out, terminal io.Wr
 		TrustedProxies:  cfg.TrustedProxies,
 		TrustUnixSocket: cfg.TrustUnixSocket,
 		Window:          cfg.LinkWindow,
+		IPv6Prefix:      cfg.IPv6Prefix,
 		Log:             log,
 	}
 	if cfg.Every == 0 {

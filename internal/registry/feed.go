@@ -415,24 +415,38 @@ func (r *DB) UnbanFromFeed(ctx context.Context, ip, reason string, v6bits int, n
 		if own {
 			return nil
 		}
-		shared, err := tx.networkBannedByOther(ctx, ip, actionID, v6bits)
-		if err != nil {
-			return err
-		}
 		ban := Action{ID: actionID, State: ActionState(state), Kind: BanIP, Target: ip}
-		if shared {
-			return tx.endBan(ctx, ban, now)
-		}
-		if _, err := tx.liftBan(ctx, ban, 0, reason, now); err != nil {
-			return err
-		}
-		unbanned = true
-		return nil
+		unbanned, err = tx.withdrawBan(ctx, ban, 0, reason, v6bits, now)
+		return err
 	})
 	if err != nil {
 		return false, fmt.Errorf("unban %s from feed: %w", ip, err)
 	}
 	return unbanned, nil
+}
+
+// withdrawBan lifts ban, a ban-ip whose evidence is gone, as liftBan does,
+// unless another ban-ip in force covers the network the banner would lift
+// with it when IPv6 addresses are grouped in networks of v6bits
+// (networkBannedByOther): then the ban is only ended in the journal and the
+// network stays banned for the other. It reports whether an unban was
+// queued.
+//
+// Only withdrawn evidence goes this way. An admin's restore or allow-list
+// lifts the network whatever else it holds: a person known to be innocent
+// is set free even when that frees a bot beside them.
+func (t *Tx) withdrawBan(ctx context.Context, ban Action, userID int64, reason string, v6bits int, now time.Time) (bool, error) {
+	shared, err := t.networkBannedByOther(ctx, ban.Target, ban.ID, v6bits)
+	if err != nil {
+		return false, err
+	}
+	if shared {
+		return false, t.endBan(ctx, ban, now)
+	}
+	if _, err := t.liftBan(ctx, ban, userID, reason, now); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // networkBannedByOther reports whether a ban-ip other than the action

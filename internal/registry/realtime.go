@@ -155,8 +155,10 @@ func (t *Tx) queueIPBan(ctx context.Context, a Action, now time.Time) (bool, err
 // the wrong address, and is lifted (a pending one cancelled, an applied one
 // undone with an unban queued), unless another sign-up whose account a
 // bounce banned is still linked to oldIP: then the IP ban stands on that
-// evidence. It reports whether it lifted a ban.
-func (t *Tx) WithdrawIPBan(ctx context.Context, username, oldIP string, now time.Time) (bool, error) {
+// evidence. v6bits is serve's --ipv6-prefix: a ban whose network another
+// ban in force still needs is ended in the journal only (see withdrawBan).
+// It reports whether it withdrew a ban.
+func (t *Tx) WithdrawIPBan(ctx context.Context, username, oldIP string, v6bits int, now time.Time) (bool, error) {
 	if oldIP == "" {
 		return false, nil
 	}
@@ -184,7 +186,7 @@ func (t *Tx) WithdrawIPBan(ctx context.Context, username, oldIP string, now time
 		return false, nil
 	}
 	for _, ban := range bans {
-		if _, err := t.liftBan(ctx, ban, ban.UserID, "the web log no longer links "+username+" to "+oldIP, now); err != nil {
+		if _, err := t.withdrawBan(ctx, ban, ban.UserID, "the web log no longer links "+username+" to "+oldIP, v6bits, now); err != nil {
 			return false, fmt.Errorf("withdraw the IP ban of %s: %w", username, err)
 		}
 	}

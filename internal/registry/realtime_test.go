@@ -208,7 +208,7 @@ func TestWithdrawIPBan(t *testing.T) {
 		var lifted bool
 		if err := db.Tx(ctx, func(tx *Tx) error {
 			var err error
-			lifted, err = tx.WithdrawIPBan(ctx, name, ip, t0)
+			lifted, err = tx.WithdrawIPBan(ctx, name, ip, 64, t0)
 			return err
 		}); err != nil {
 			t.Fatal(err)
@@ -271,6 +271,54 @@ func TestSecondUnbanOfOneAddress(t *testing.T) {
 		}
 		if err := db.MarkApplied(ctx, unban, t0, ""); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// A ban whose link the web log withdraws is not lifted through the banner
+// while another ban in force covers the network the banner grouped it in:
+// the banner would lift that network, setting free the other sign-up's bot.
+// Its journal entry is ended all the same.
+func TestWithdrawIPBanKeepsSharedNetwork(t *testing.T) {
+	for _, tc := range []struct {
+		v6bits    int
+		wantUnban bool
+	}{{64, false}, {0, true}} {
+		ctx := context.Background()
+		db := openTest(t)
+		seed(t, db,
+			Registration{UserID: 1, Username: "bot", Email: "bot@nowhere.example", Created: t0, Synced: t0},
+			Registration{UserID: 2, Username: "bot2", Email: "bot2@nowhere.example", Created: t0, Synced: t0},
+		)
+		ips := map[int64]string{1: "2001:db8:1:2::a", 2: "2001:db8:1:2::b"}
+		for id, name := range map[int64]string{1: "bot", 2: "bot2"} {
+			if err := db.Tx(ctx, func(tx *Tx) error { _, err := tx.SetIP(ctx, name, ips[id], "combined-log"); return err }); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.RecordBounce(ctx, Bounce{Received: t0, Verdict: VerdictActed, Report: "{}"}, []Action{
+				{UserID: id, Kind: BanAccount, Target: UserTarget(id), Reason: "bounced"},
+				{UserID: id, Kind: BanIP, Target: ips[id], Reason: "bounced"},
+			}); err != nil {
+				t.Fatal(err)
+			}
+			acts, _ := db.Actions(ctx, id)
+			if err := db.MarkApplied(ctx, acts[1].ID, t0, "2001:db8:1:2::/64"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := db.Tx(ctx, func(tx *Tx) error {
+			_, err := tx.WithdrawIPBan(ctx, "bot", ips[1], tc.v6bits, t0)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		acts, _ := db.Actions(ctx, 1)
+		if acts[1].State != Undone {
+			t.Errorf("v6bits %d: bot's IP ban is %s, want undone", tc.v6bits, acts[1].State)
+		}
+		queued := len(acts) == 3 && acts[2].Kind == UnbanIP
+		if queued != tc.wantUnban {
+			t.Errorf("v6bits %d: unban queued %v, want %v (actions %+v)", tc.v6bits, queued, tc.wantUnban, acts)
 		}
 	}
 }

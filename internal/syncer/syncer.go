@@ -79,6 +79,10 @@ type Options struct {
 	// TrustUnixSocket: see accesslog.Options.
 	TrustUnixSocket bool
 	Window          time.Duration
+	// IPv6Prefix is serve's --ipv6-prefix: when a link is withdrawn, an
+	// IPv6 ban is not lifted while another ban covers the network the
+	// banner grouped it in (registry.Tx.WithdrawIPBan).
+	IPv6Prefix int
 	// Log receives periodic progress lines and notable events.
 	Log *slog.Logger
 	// Terminal, when set, receives a progress line redrawn in place
@@ -525,7 +529,7 @@ func (s *run) applyLinks(ctx context.Context, lr *logRead) error {
 	// "username ip", told once the transaction holds.
 	var withdrawn []string
 	withdraw := func(tx *registry.Tx, username, ip string) error {
-		lifted, err := tx.WithdrawIPBan(ctx, username, ip, s.opts.Now())
+		lifted, err := tx.WithdrawIPBan(ctx, username, ip, s.opts.IPv6Prefix, s.opts.Now())
 		if lifted {
 			withdrawn = append(withdrawn, username+" "+ip)
 		}

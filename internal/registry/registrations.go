@@ -91,6 +91,15 @@ func scanRegistration(s interface{ Scan(...any) error }) (Registration, error) {
 	return reg, err
 }
 
+// SameAccount reports whether reg and other describe one account: the
+// same username, created at the same second. Seconds are what the registry
+// keeps, while MediaGoblin stamps its users with microseconds: compared
+// finer, every account read again from MediaGoblin would look like another
+// one under the same id (see Tx.RetireRegistration).
+func (reg Registration) SameAccount(other Registration) bool {
+	return reg.Username == other.Username && unix(reg.Created) == unix(other.Created)
+}
+
 // UpsertRegistration stores reg, replacing what the registry knew of the
 // same user except a linked IP, which only SetIP changes.
 func (t *Tx) UpsertRegistration(ctx context.Context, reg Registration) error {

@@ -404,7 +404,7 @@ func (s *run) refresh(ctx context.Context, upTo int64) error {
 			for _, id := range ids {
 				old := known[id]
 				u, ok := current[id]
-				renamed := ok && (u.Username != old.Username || !u.Created.Equal(old.Created))
+				renamed := ok && !old.SameAccount(s.registration(u))
 				switch {
 				case !ok:
 					if _, err := tx.DeleteRegistration(ctx, id, s.opts.Now()); err != nil {

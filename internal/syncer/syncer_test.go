@@ -628,3 +628,54 @@ func TestSyncReusedUsernameOfBannedBot(t *testing.T) {
 		}
 	})
 }
+
+// MediaGoblin stamps core__users.created with microseconds
+// (datetime.utcnow); the registry keeps whole seconds. A full sync that
+// changed nothing in MediaGoblin must not take a recent unverified sign-up
+// for another account under the same id: that would drop its IP link and
+// retire its bans, and accounts restore would then lift nothing.
+func TestSyncRefreshSubSecondCreated(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		created := time.Now().UTC().Add(-time.Minute).Truncate(time.Second).Add(123456 * time.Microsecond)
+		bot := e.inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example", Created: created})
+		e.opts.SignupLogs = []string{e.writeLog("signup.log", signupLine("203.0.113.9", created, "bot"))}
+		e.sync()
+		if r := e.reg1("bot"); r.IP != "203.0.113.9" {
+			t.Fatalf("bot = %+v", r)
+		}
+		now := time.Now().UTC()
+		if _, err := e.reg.RecordBounce(ctx, registry.Bounce{Received: now, Verdict: registry.VerdictActed, Report: "{}"}, []registry.Action{
+			{UserID: bot, Kind: registry.BanAccount, Target: registry.UserTarget(bot), Reason: "bouncemilter: bounced"},
+			{UserID: bot, Kind: registry.BanIP, Target: "203.0.113.9", Reason: "bouncemilter: bounced"},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		due, _ := e.reg.DueActions(ctx, now, 10)
+		for _, a := range due {
+			if err := e.reg.MarkApplied(ctx, a.ID, now, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if sum := e.sync(); sum.Refreshed != 0 {
+			t.Errorf("a sync that changed nothing in MediaGoblin refreshed %v", sum)
+		}
+		if r := e.reg1("bot"); r.IP != "203.0.113.9" {
+			t.Errorf("bot's IP link after the second sync: %q", r.IP)
+		}
+		if acts, err := e.reg.Actions(ctx, bot); err != nil || len(acts) != 2 {
+			t.Errorf("bot's own actions after the second sync: %+v (%v); want its 2 bans", acts, err)
+		}
+		unbans, err := e.reg.Restore(ctx, bot, "ticket", now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var account bool
+		for _, u := range unbans {
+			account = account || u.Kind == registry.UnbanAccount
+		}
+		if !account {
+			t.Errorf("restore queued %+v: no unban of the account bouncemilter banned", unbans)
+		}
+	})
+}

@@ -142,13 +142,19 @@ func (t *Tx) queue(ctx context.Context, a Action, now time.Time) (int64, error) 
 	// A ban pending or in force makes another one a duplicate. An unban
 	// only while pending: one applied before is history, and the same
 	// address may have been banned again since.
-	states := `('pending', 'applied')`
+	same := `kind = ? AND target = ? AND state IN ('pending', 'applied')`
 	if a.Kind == UnbanAccount || a.Kind == UnbanIP {
-		states = `('pending')`
+		same = `kind = ? AND target = ? AND state = 'pending'`
+	}
+	if a.Kind == BanAccount || a.Kind == UnbanAccount {
+		// An account's target is its user id, and a retired action's id
+		// named an earlier account (see Tx.RetireRegistration): its ban
+		// is not this one's. An address is the same whoever it was
+		// banned for.
+		same += ` AND retired = 0`
 	}
 	var exists bool
-	err := t.tx.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM actions
-		WHERE kind = ? AND target = ? AND state IN `+states+`)`, string(a.Kind), a.Target).Scan(&exists)
+	err := t.tx.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM actions WHERE `+same+`)`, string(a.Kind), a.Target).Scan(&exists)
 	if err != nil {
 		return 0, fmt.Errorf("queue %s %s: %w", a.Kind, a.Target, err)
 	}

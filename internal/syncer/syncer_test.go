@@ -679,3 +679,45 @@ func TestSyncRefreshSubSecondCreated(t *testing.T) {
 		}
 	})
 }
+
+// A banned bot is deleted and SQLite gives its id to the next sign-up,
+// another bot, whose verification mail bounces too. Its account ban is
+// queued: the first bot's ban of the same id, retired with it, is history
+// and no duplicate.
+func TestSyncReusedIDBotIsBanned(t *testing.T) {
+	e := newEnv(t, mgtest.NewSQLite(t, sender))
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	e.inst.AddUser(t, mgtest.User{Username: "first", Email: "first@example.net", Created: now.Add(-time.Hour)})
+	bot := e.inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example", Created: now.Add(-time.Hour)})
+	e.sync()
+	if _, err := e.reg.RecordBounce(ctx, registry.Bounce{Received: now.Add(-time.Hour), Verdict: registry.VerdictActed, Report: "{}"}, []registry.Action{
+		{UserID: bot, Kind: registry.BanAccount, Target: registry.UserTarget(bot), Reason: "bouncemilter: bounced"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	due, _ := e.reg.DueActions(ctx, now, 10)
+	for _, a := range due {
+		if err := e.reg.MarkApplied(ctx, a.ID, now, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.inst.DeleteUser(t, bot)
+	bot2 := e.inst.AddUser(t, mgtest.User{Username: "bot2", Email: "bot2@nowhere.example", Created: now})
+	if bot2 != bot {
+		t.Skipf("SQLite did not reuse id %d (got %d)", bot, bot2)
+	}
+	e.sync()
+	if _, err := e.reg.RecordBounce(ctx, registry.Bounce{Received: now, Verdict: registry.VerdictActed, Report: "{}"}, []registry.Action{
+		{UserID: bot2, Kind: registry.BanAccount, Target: registry.UserTarget(bot2), Reason: "bouncemilter: bot2 bounced"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	acts, err := e.reg.Actions(ctx, bot2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(acts) != 1 || acts[0].Kind != registry.BanAccount || acts[0].State != registry.Pending {
+		t.Errorf("bot2's actions %+v; want its account ban pending", acts)
+	}
+}

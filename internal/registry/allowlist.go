@@ -40,15 +40,22 @@ func (t *Tx) Allow(ctx context.Context, kind AllowKind, value, note string, now 
 	// the entry protects from now on must not depend on whether the bans
 	// were applied yet.
 	waiting := `state = 'pending' AND `
+	args := []any{value}
 	switch kind {
 	case AllowIP:
-		waiting += `kind = 'ban-ip' AND target = ?`
+		// A sign-up from an allow-listed IP is never acted on, so the
+		// account bans of those already linked to it go too, as when
+		// the link comes after the allow-listing
+		// (liftAccountBanOfAllowedIP).
+		waiting += `(kind = 'ban-ip' AND target = ? OR kind = 'ban-account' AND retired = 0
+			AND user_id IN (SELECT user_id FROM registrations WHERE ip = ?))`
+		args = append(args, value)
 	case AllowUser:
 		waiting += `kind IN ('ban-account', 'ban-ip') AND user_id IN (SELECT user_id FROM registrations WHERE username = ?)`
 	default:
 		waiting += `kind IN ('ban-account', 'ban-ip') AND user_id IN (SELECT user_id FROM registrations WHERE email_key = ?)`
 	}
-	if _, err := t.liftBansWhere(ctx, 0, fmt.Sprintf("%s %s is allow-listed", kind, value), now, waiting, value); err != nil {
+	if _, err := t.liftBansWhere(ctx, 0, fmt.Sprintf("%s %s is allow-listed", kind, value), now, waiting, args...); err != nil {
 		return fmt.Errorf("allow %s %s: %w", kind, value, err)
 	}
 	return nil

@@ -242,7 +242,7 @@ func (s *sends) RecordSends(ctx context.Context, list []registry.Send) error {
 
 // WrapQueue wraps q: each attempt the worker books counts in
 // bouncemilter_actions_total with the action's kind and its result. The
-// kinds are learnt from DueActions, which hands the worker every action it
+// kinds are learnt from ReadyActions, which hands the worker every action it
 // attempts.
 func (m *Metrics) WrapQueue(q worker.Queue) worker.Queue {
 	return &queue{Queue: q, m: m, kinds: map[int64]registry.ActionKind{}}
@@ -255,8 +255,8 @@ type queue struct {
 	kinds map[int64]registry.ActionKind
 }
 
-func (q *queue) DueActions(ctx context.Context, now time.Time, limit int) ([]registry.Action, error) {
-	due, err := q.Queue.DueActions(ctx, now, limit)
+func (q *queue) ReadyActions(ctx context.Context, now time.Time, limit int) ([]registry.Action, error) {
+	due, err := q.Queue.ReadyActions(ctx, now, limit)
 	q.mu.Lock()
 	for _, a := range due {
 		q.kinds[a.ID] = a.Kind

@@ -29,7 +29,7 @@ func scrape(t *testing.T, m *Metrics) string {
 }
 
 // TestDecorators counts through the decorators over a real registry: the
-// queue's counts need the actions' kinds, which only DueActions gives.
+// queue's counts need the actions' kinds, which only ReadyActions gives.
 func TestDecorators(t *testing.T) {
 	ctx := context.Background()
 	reg, err := registry.Open(ctx, filepath.Join(t.TempDir(), "r.db"))
@@ -49,12 +49,14 @@ func TestDecorators(t *testing.T) {
 
 	if _, err := reg.RecordBounce(ctx, registry.Bounce{Received: now, Verdict: registry.VerdictActed, Report: "{}"}, []registry.Action{
 		{UserID: 1, Kind: registry.BanAccount, Target: "1", Reason: "r"},
-		{UserID: 1, Kind: registry.BanIP, Target: "203.0.113.7", Reason: "r"},
+		// No account behind it (a peers' ban): ready alongside, not
+		// waiting for the account ban.
+		{Kind: registry.BanIP, Target: "203.0.113.7", Reason: "r"},
 	}); err != nil {
 		t.Fatal(err)
 	}
 	q := m.WrapQueue(reg)
-	due, err := q.DueActions(ctx, now, 10)
+	due, err := q.ReadyActions(ctx, now, 10)
 	if err != nil || len(due) != 2 {
 		t.Fatalf("due = %v, %v", due, err)
 	}

@@ -30,7 +30,9 @@ import (
 
 // Queue is the action journal.
 type Queue interface {
-	DueActions(ctx context.Context, now time.Time, limit int) ([]registry.Action, error)
+	// ReadyActions returns the due actions oldest first, less the IP
+	// bans waiting for their account's ban (see registry.ReadyActions).
+	ReadyActions(ctx context.Context, now time.Time, limit int) ([]registry.Action, error)
 	Actions(ctx context.Context, userID int64) ([]registry.Action, error)
 	MarkStarted(ctx context.Context, id int64, now time.Time) error
 	MarkApplied(ctx context.Context, id int64, now time.Time, banned string) error
@@ -127,17 +129,22 @@ type BatchAccounts interface {
 }
 
 // RunOnce applies every action that is due and reports how many left the
-// queue (applied or refused).
+// queue (applied or refused). The queue is read again after each batch
+// that moved something: an account ban applied in it makes its IP ban
+// ready, and that IP ban follows in the same run, not a poll later.
 func (w *Worker) RunOnce(ctx context.Context) (int, error) {
 	done := 0
 	for {
-		due, err := w.Queue.DueActions(ctx, w.now(), 100)
+		due, err := w.Queue.ReadyActions(ctx, w.now(), 100)
 		if err != nil {
 			return done, err
 		}
 		n, err := w.applyAll(ctx, due)
 		done += n
-		if err != nil || len(due) < 100 || n == 0 {
+		// A batch where nothing left the queue ends the run: what
+		// failed comes back after its back-off, what stood behind it at
+		// the next poll, and nothing is read again unchanged in a loop.
+		if err != nil || n == 0 {
 			return done, err
 		}
 	}
@@ -151,8 +158,7 @@ func (w *Worker) Apply(ctx context.Context, actions []registry.Action) (int, err
 }
 
 // applyAll applies a batch of due actions, oldest first, the account bans
-// among them together when the store can, so that the IP bans after them
-// find the account bans they wait for done.
+// among them together when the store can.
 func (w *Worker) applyAll(ctx context.Context, due []registry.Action) (int, error) {
 	done := 0
 	outcome := w.banAccounts(ctx, due)
@@ -221,6 +227,9 @@ func (w *Worker) book(ctx context.Context, a registry.Action, err error) (bool, 
 	now := w.now()
 	switch {
 	case errors.Is(err, errWaiting):
+		// Not due again until its account ban is done (ReadyActions
+		// leaves it out); met here only when that ban was queued
+		// after the batch was read.
 		return false, nil
 	case err == nil:
 		banned := w.banned(ctx, a)

@@ -229,6 +229,50 @@ func TestIPBanWaitsForAccountBan(t *testing.T) {
 	}
 }
 
+// IP bans waiting for their account bans (MediaGoblin's database down
+// during a flood) are not due: a hundred of them, a full batch, hide no
+// action queued after them (here a peers' IP ban, which waits for no
+// account) while the outage lasts; and once MediaGoblin is back, each
+// follows its account ban in the same run.
+func TestWaitingIPBansDoNotStarveTheQueue(t *testing.T) {
+	db := openRegistry(t)
+	c := &clock{t: t0}
+	down := true
+	tg := &target{fail: func(call string) error {
+		if down && strings.HasPrefix(call, "ban-user") {
+			return errors.New("connect to MediaGoblin's database: connection refused")
+		}
+		return nil
+	}}
+	for i := range 100 {
+		journal(t, db, int64(1000+i), fmt.Sprintf("198.51.100.%d", i), t0)
+	}
+	w := newWorker(db, tg, c)
+	if _, err := w.RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.BanFromFeed(t.Context(), "192.0.2.77", "listed by peers", "peer-a", t0.Add(24*time.Hour), c.Now()); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(time.Second) // the worker's next poll
+	if _, err := w.RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := tg.Calls(); !slices.Equal(got, []string{"ban-ip 192.0.2.77"}) {
+		t.Errorf("calls with MediaGoblin down = %q; want the peers' IP ban alone", got)
+	}
+
+	down = false
+	c.Advance(10 * time.Minute) // past any account ban's back-off
+	n, err := w.RunOnce(t.Context())
+	if err != nil || n != 200 {
+		t.Errorf("RunOnce after MediaGoblin came back = %d, %v; want 200 (each account ban and its IP ban)", n, err)
+	}
+	if got := states(t, db, 1099); !slices.Equal(got, []string{"ban-account applied", "ban-ip applied"}) {
+		t.Errorf("last user = %q", got)
+	}
+}
+
 var errVerified = refusal.New("mediagoblin: account is verified")
 
 // When MediaGoblin refuses the account ban (the user verified meanwhile),

@@ -88,6 +88,37 @@ func TestDecideActsOnlyOnLiteralAddresses(t *testing.T) {
 			}(),
 			acted: []int64{66},
 		},
+		{
+			// An alias the victim signed up with, expanded by her
+			// domain: the member that failed is not her address.
+			name:     "Original-Recipient tagged, another Final-Recipient",
+			signedTo: victimAddr, lookalike: "bot@evil.example",
+			rcpt: func() dsn.Recipient {
+				r := failed("bob-left@example.net", true)
+				r.OriginalAddress, r.OriginalLiteral = victimAddr, true
+				return r
+			}(),
+		},
+		{
+			name:     "Original-Recipient tagged, Final-Recipient not literal",
+			signedTo: "bot@evil.example", lookalike: "bot@evil.example",
+			rcpt: func() dsn.Recipient {
+				r := failed("bot@evil.example", false)
+				r.OriginalAddress, r.OriginalLiteral = "bot@evil.example", true
+				return r
+			}(),
+			acted: []int64{66},
+		},
+		{
+			name:     "Original-Recipient tagged, Final-Recipient in other case",
+			signedTo: "bot@evil.example", lookalike: "bot@evil.example",
+			rcpt: func() dsn.Recipient {
+				r := failed("BOT@evil.example", true)
+				r.OriginalAddress, r.OriginalLiteral = "bot@evil.example", true
+				return r
+			}(),
+			acted: []int64{66},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -280,5 +311,73 @@ func TestUnsignedBouncesIgnoreOriginalRecipient(t *testing.T) {
 		if len(acts) != 0 || out.Discard {
 			t.Errorf("trust returned headers %v: %d actions, discard %v (%s); want none", trustReturned, len(acts), out.Discard, out.Detail)
 		}
+	}
+}
+
+// A real person signs up with a team address, info@company.example, which
+// company.example's Postfix expands to two mailboxes: alice@ (who gets the
+// verification mail and will click it) and bob-left@ (whose mailbox was
+// removed). The remote Postfix delivers to alice and sends a genuine DSN to
+// the signed return path for the one member that failed: Final-Recipient
+// bob-left@, Original-Recipient info@ (Postfix's enable_original_recipient,
+// no ORCPT needed). The tag is valid for info@, so the handler takes the
+// Original-Recipient as the address that does not exist and disables the
+// real, one-minute-old account of info@ and bans alice's office IP: an
+// alias's failed member proves nothing about the alias.
+func TestAliasMemberFailureSparesTheAlias(t *testing.T) {
+	const team = "info@company.example"
+	dsnMsg := strings.ReplaceAll(`From: MAILER-DAEMON@mx.company.example (Mail Delivery System)
+To: notice@media.example.org
+Subject: Undelivered Mail Returned to Sender
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B1"
+
+--B1
+Content-Type: text/plain
+
+This is the mail system at host mx.company.example.
+
+<bob-left@company.example> (expanded from <info@company.example>): unknown user:
+    "bob-left"
+
+--B1
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.company.example
+X-Postfix-Queue-ID: 4F1A2B3C4D
+Arrival-Date: Thu, 26 Nov 2026 09:14:06 +0000 (UTC)
+
+Final-Recipient: rfc822; bob-left@company.example
+Original-Recipient: rfc822;info@company.example
+Action: failed
+Status: 5.1.1
+Diagnostic-Code: X-Postfix; unknown user: "bob-left"
+
+--B1
+Content-Type: text/rfc822-headers
+
+From: notice@media.example.org
+To: info@company.example
+Subject: GNU MediaGoblin - Verify your email!
+
+--B1--
+`, "\n", "\r\n")
+	s := signer(t)
+	db := openRegistry(t)
+	signUp(t, db, registry.Registration{UserID: 7, Username: "acme", Email: team, Created: testNow.Add(-time.Minute), IP: "198.51.100.20"})
+	h := newHandler(db)
+	h.Tags = s
+	env := Envelope{QueueID: "2B7A41A0C1", Client: Client{Host: "mx.company.example"}, Recipients: []string{sign(t, s, team, testNow.Add(-time.Minute))}}
+	out, err := h.Handle(t.Context(), env, []byte(dsnMsg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acts, err := db.Actions(t.Context(), 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(acts) != 0 || out.Discard {
+		t.Errorf("one failed member of the alias %s disabled its real sign-up: verdict %s, discard %v, actions %q (%s)",
+			team, out.Verdict, out.Discard, kinds(acts), out.Detail)
 	}
 }

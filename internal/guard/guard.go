@@ -28,7 +28,7 @@ import (
 type Journal interface {
 	RegistrationsByEmail(ctx context.Context, addr string) ([]registry.Registration, error)
 	Allowed(ctx context.Context, reg registry.Registration) (bool, error)
-	ProvenAddress(ctx context.Context, addr string) (bool, error)
+	ProvenAddress(ctx context.Context, addr string, since time.Time) (bool, error)
 	RecordBounce(ctx context.Context, b registry.Bounce, actions []registry.Action) (int64, error)
 }
 
@@ -85,7 +85,7 @@ func (g *Guard) Stop(ctx context.Context, env bounce.Envelope) (bool, error) {
 		details []string
 	)
 	for _, rcpt := range env.Recipients {
-		s, err := g.judge(ctx, rcpt)
+		s, err := g.judge(ctx, rcpt, now)
 		if err != nil || s == nil {
 			// One recipient that may receive it: the mail goes, whole.
 			return false, err
@@ -155,8 +155,12 @@ func (g *Guard) Stop(ctx context.Context, env bounce.Envelope) (bool, error) {
 
 // judge says how rcpt is known unable to receive mail, or nil when it is
 // not. Cheap local knowledge comes first; DNS last.
-func (g *Guard) judge(ctx context.Context, rcpt string) (*stopped, error) {
-	own, err := g.Journal.ProvenAddress(ctx, rcpt)
+//
+// An address this instance proved bad counts for the policy's window: bots
+// reuse their made-up addresses within days, and a mailbox that did not
+// exist long ago may have a real owner now.
+func (g *Guard) judge(ctx context.Context, rcpt string, now time.Time) (*stopped, error) {
+	own, err := g.Journal.ProvenAddress(ctx, rcpt, now.Add(-g.Policy.Window))
 	if err != nil {
 		return nil, err
 	}

@@ -254,3 +254,49 @@ func TestLookalikeBanProvesNothing(t *testing.T) {
 		})
 	}
 }
+
+// Bots sign up with plausible made-up addresses at big providers. A year
+// ago one used john.smith1987@gmail.example, which did not exist then: its
+// bounce disabled the bot, and the admin later deleted the bot's account in
+// MediaGoblin (sync keeps the row, its history "still counts as proven").
+// Today a real John creates that mailbox and signs up. The proof never
+// expires, so the guard discards his verification mail, disables his new
+// account and bans his IP, on a year-old bounce of somebody else's mail.
+func TestOldProofStopsNothing(t *testing.T) {
+	ctx := context.Background()
+	reg := openRegistry(t)
+	const addr = "john.smith1987@gmail.example"
+	yearAgo := now.Add(-400 * 24 * time.Hour)
+	bot := registry.Registration{UserID: 42, Username: "jsmith87", Email: addr, Created: yearAgo, IP: "203.0.113.9"}
+	signUp(t, reg, bot)
+	id, err := reg.RecordBounce(ctx, registry.Bounce{Received: yearAgo, Verdict: registry.VerdictActed, Report: "{}"},
+		[]registry.Action{{UserID: 42, Kind: registry.BanAccount, Target: "42", Reason: "bounced"}})
+	if err != nil || id == 0 {
+		t.Fatal(id, err)
+	}
+	acts, err := reg.Actions(ctx, 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.MarkApplied(ctx, acts[0].ID, yearAgo, ""); err != nil {
+		t.Fatal(err)
+	}
+	// The admin deletes the banned bot; sync notices.
+	if err := reg.Tx(ctx, func(tx *registry.Tx) error {
+		_, err := tx.DeleteRegistration(ctx, 42, now.Add(-200*24*time.Hour))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The real owner of the address signs up now (copied as his mail passes).
+	signUp(t, reg, registry.Registration{UserID: 900, Username: "john", Email: addr, Created: now.Add(-time.Second), IP: "198.51.100.20"})
+	g := &Guard{Journal: reg, Policy: bounce.DefaultPolicy(), Now: func() time.Time { return now }}
+	stop, err := g.Stop(ctx, bounce.Envelope{QueueID: "7C2E01A0B4", Sender: "notice@media.example.org", Recipients: []string{addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stop || len(actionsOf(t, reg, 900)) != 0 {
+		t.Errorf("a year-old bounce of a deleted bot's mail stopped the real owner's verification mail: stop %v, actions for him %q", stop, actionsOf(t, reg, 900))
+	}
+}

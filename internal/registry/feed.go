@@ -118,12 +118,14 @@ func (r *DB) proven(ctx context.Context, query string) ([]Proven, error) {
 }
 
 // ProvenAddress reports whether addr, exactly (SameAddress), belongs to an
-// account this instance disabled on its own evidence and did not restore.
-// A look-alike's ban (Victim@ for victim@) proves nothing of addr.
-func (r *DB) ProvenAddress(ctx context.Context, addr string) (bool, error) {
+// account this instance disabled on its own evidence since since, and did
+// not restore. A look-alike's ban (Victim@ for victim@) proves nothing of
+// addr, and neither does an old one: a mailbox that did not exist a year
+// ago may have an owner today.
+func (r *DB) ProvenAddress(ctx context.Context, addr string, since time.Time) (bool, error) {
 	rows, err := r.db.QueryContext(ctx, `SELECT DISTINCT g.email FROM actions a
 		JOIN registrations g ON g.user_id = a.user_id AND `+banOf+`
-		WHERE g.email_key = ? AND a.kind = 'ban-account' AND `+ownProof, EmailKey(addr))
+		WHERE g.email_key = ? AND a.kind = 'ban-account' AND a.created >= ? AND `+ownProof, EmailKey(addr), unix(since))
 	if err != nil {
 		return false, fmt.Errorf("proven address %s: %w", addr, err)
 	}

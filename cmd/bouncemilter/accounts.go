@@ -34,9 +34,10 @@ default to those of the configuration file,
 `
 
 // reviewKeys are the settings of the configuration file the accounts
-// commands take: where things are, not how serve runs.
+// commands take: where things are, and how serve bans (restore lifts a ban
+// where serve put it), not how serve runs.
 var reviewKeys = map[string]bool{"registry": true, "mediagoblin-config": true, "mediagoblin-db": true,
-	"fail2ban-jail": true, "fail2ban-socket": true, "ipv6-prefix": true}
+	"banner": true, "fail2ban-jail": true, "fail2ban-socket": true, "ipv6-prefix": true}
 
 func runAccounts(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) int {
 	if len(args) == 0 {
@@ -203,7 +204,7 @@ func runAccountsRestore(ctx context.Context, args []string, stdout, stderr io.Wr
 	cfg := app.Defaults()
 	cfg.Banner = banner.KindFail2ban
 	fs := accountsFlags("restore", &cfg, true, stderr)
-	fs.StringVar(&cfg.Banner, "banner", cfg.Banner, "how to lift the IP ban: fail2ban (fail2ban-client; needs root), nftables, or none (leave it to the running milter)")
+	fs.StringVar(&cfg.Banner, "banner", cfg.Banner, "how to lift the IP ban: fail2ban (fail2ban-client; needs root), nftables, or none (leave it to the running milter); default: serve's banner from the configuration file (log: through fail2ban-client), else fail2ban")
 	fs.StringVar(&cfg.Jail, "fail2ban-jail", cfg.Jail, "the fail2ban jail to unban from")
 	fs.StringVar(&cfg.Fail2banSocket, "fail2ban-socket", cfg.Fail2banSocket, "fail2ban's socket, when not the system's (fail2ban-client -s)")
 	fs.IntVar(&cfg.IPv6Prefix, "ipv6-prefix", cfg.IPv6Prefix, "serve's --ipv6-prefix: an IPv6 sign-up's network is lifted with its address")
@@ -233,6 +234,11 @@ func (f allowFlag) Set(v string) error {
 			return fmt.Errorf("%q is not an IP address", v)
 		}
 		v = ip.Unmap().String()
+	}
+	if f.kind == registry.AllowUser {
+		// MediaGoblin lowercases every username it is given, at sign-up
+		// and at login: "Alice" is the account alice.
+		v = strings.ToLower(v)
 	}
 	if f.kind == registry.AllowEmail && !strings.Contains(v, "@") {
 		return fmt.Errorf("%q is not an address", v)

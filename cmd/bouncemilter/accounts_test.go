@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -100,5 +101,65 @@ func TestAccountsListAndAllow(t *testing.T) {
 	}
 	if ok, _ := reg.Allowed(ctx, registry.Registration{Username: "mallory", Email: "m@x.example", IP: "203.0.113.7"}); ok {
 		t.Error("an entry nobody allow-listed is allowed")
+	}
+}
+
+// MediaGoblin lowercases every username it is given (registration and
+// login alike: normalize_user_or_email_field), so "Alice" names the
+// account alice: accounts allow --user Alice protects her and cancels her
+// waiting ban.
+func TestAllowUserInOtherCase(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "registry.db")
+	reg, err := registry.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	if err := reg.Tx(ctx, func(tx *registry.Tx) error {
+		return tx.UpsertRegistration(ctx, registry.Registration{UserID: 7, Username: "alice", Email: "alice@example.net", Created: now, Synced: now})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.RecordBounce(ctx, registry.Bounce{Received: now, Verdict: registry.VerdictActed, Report: "{}"},
+		[]registry.Action{{UserID: 7, Kind: registry.BanAccount, Target: "7", Reason: "bouncemilter: bounced"}}); err != nil {
+		t.Fatal(err)
+	}
+	reg.Close()
+	var stdout, stderr bytes.Buffer
+	if code := runAccounts(ctx, []string{"allow", "--registry", path, "--user", "Alice"}, &stdout, &stderr, slog.New(slog.DiscardHandler)); code != 0 {
+		t.Fatalf("accounts allow = %d: %s", code, stderr.String())
+	}
+	reg, err = registry.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	if ok, err := reg.Allowed(ctx, registry.Registration{Username: "alice", Email: "alice@example.net"}); err != nil || !ok {
+		t.Errorf("after %q, alice is not allow-listed (%v)", stdout.String(), err)
+	}
+	acts, err := reg.Actions(ctx, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range acts {
+		if a.Kind == registry.BanAccount && a.State == registry.Pending {
+			t.Errorf("alice's waiting ban is still pending after allow --user Alice: %+v", a)
+		}
+	}
+}
+
+// `accounts allow --registry PATH` with a mistyped PATH (registry.sqlite
+// for registry.db) fails, as list, show and restore do: a new empty
+// registry there would take the entry, and the office NAT the admin meant
+// to protect would be banned at the next bounce.
+func TestAllowNeedsARegistry(t *testing.T) {
+	w := newRestoreWorld(t)
+	typo := filepath.Join(filepath.Dir(w.regPath), "registry.sqlite")
+	var stdout, stderr strings.Builder
+	code := runAccounts(context.Background(), []string{"allow", "--registry", typo, "--ip", "198.51.100.1"}, &stdout, &stderr, slog.New(slog.DiscardHandler))
+	if code == 0 {
+		_, statErr := os.Stat(typo)
+		t.Errorf("accounts allow --registry %s (no such file) = 0, said %q; a new registry was created: %v", filepath.Base(typo), strings.TrimSpace(stdout.String()), statErr == nil)
 	}
 }

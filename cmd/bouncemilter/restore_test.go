@@ -214,7 +214,7 @@ func TestAccountsRestoreBanners(t *testing.T) {
 			t.Errorf("the nftables set after restore; want %s lifted, %s kept:\n%s", restoredIP, otherIP, r.set)
 		}
 	})
-	for _, kind := range []string{"log", "dry-run", "iptables"} {
+	for _, kind := range []string{"iptables", "nft"} {
 		t.Run(kind, func(t *testing.T) {
 			w := newRestoreWorld(t)
 			out, code := w.restore(t, "--banner", kind)
@@ -256,5 +256,56 @@ func TestReadOnlyCommandsNeedARegistry(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Dir(missing)); err == nil {
 		t.Error("a read-only command created the registry's directory")
+	}
+}
+
+// TestRestoreUsesConfiguredBanner: the milter runs with `banner = nftables`
+// in bouncemilter.conf, and contrib/install.sh also installed fail2ban's
+// bouncemilter jail, which runs. `accounts restore spambot --config FILE`
+// (no --banner) must lift the IP ban where serve put it. restore does not
+// read `banner` from the file: it unbans through fail2ban-client, whose
+// unbanip of an address it never banned succeeds, marks the unban applied,
+// says "restored", and the nftables element stays for its whole timeout.
+func TestRestoreUsesConfiguredBanner(t *testing.T) {
+	testenv.Require(t, os.Geteuid() == 0, "nftables in a network namespace needs root")
+	_, err := exec.LookPath("nft")
+	testenv.Require(t, err == nil, "nft is not installed (apt-get install nftables)")
+	w := newRestoreWorld(t)
+	f2b := testenv.StartFail2ban(t, "")
+	conf := filepath.Join(t.TempDir(), "bouncemilter.conf")
+	if err := os.WriteFile(conf, []byte("banner = nftables\nfail2ban-socket = "+f2b.Socket+"\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		out, set string
+		code     int
+		err      error
+	}
+	done := make(chan result)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		var r result
+		defer func() { done <- r }()
+		if r.err = syscall.Unshare(syscall.CLONE_NEWNET); r.err != nil {
+			return
+		}
+		n := &banner.NFTables{}
+		ctx := context.Background()
+		if r.err = n.Ban(ctx, netip.MustParseAddr(restoredIP), "test"); r.err != nil {
+			return
+		}
+		r.out, r.code = w.restore(t, "--config", conf)
+		set, err := exec.Command("nft", "list", "table", "inet", banner.DefaultTable).CombinedOutput()
+		r.set, r.err = string(set), err
+	}()
+	r := <-done
+	testenv.Require(t, r.err == nil, "nftables does not work in a network namespace here: "+errString(r.err))
+	if r.code != 0 {
+		t.Fatalf("restore = %d: %s", r.code, r.out)
+	}
+	t.Logf("restore said: %s", strings.TrimSpace(r.out))
+	if strings.Contains(r.set, restoredIP) {
+		t.Errorf("restore (banner = nftables in the configuration) left %s in the nftables set; unban-ip is %s:\n%s",
+			restoredIP, w.states(t, w.bot)["unban-ip "+restoredIP], r.set)
 	}
 }

@@ -22,13 +22,20 @@ import (
 func Restore(ctx context.Context, cfg Config, names []string, note string, log *slog.Logger, out, errOut io.Writer) error {
 	var ipBanner banner.Banner
 	switch cfg.Banner {
+	case banner.KindLog:
+		// serve's banner, from the configuration file: its bans are
+		// fail2ban's jail's, lifted through fail2ban-client.
+		cfg.Banner = banner.KindFail2ban
+		fallthrough
 	case banner.KindFail2ban, banner.KindNFTables:
 		var err error
 		// It only lifts bans: no allow-list to read.
 		if ipBanner, err = cfg.banner(log, nil); err != nil {
 			return usage("%v", err)
 		}
-	case banner.KindNone:
+	case banner.KindNone, banner.KindDryRun:
+		// Nothing of serve's to lift here; the running milter's worker
+		// applies the unbans queued.
 	default:
 		return usage("--banner %q cannot lift an IP ban here; use fail2ban, nftables, or none (the running milter lifts it)", cfg.Banner)
 	}

@@ -109,8 +109,11 @@ type AllowEntry struct {
 
 // Allow protects each entry from every future action, before anything
 // happened to it (Restore does it after), and says so on out.
+//
+// The registry must exist: an entry written to a new file at a mistyped
+// path would protect nobody while saying it did.
 func Allow(ctx context.Context, cfg Config, entries []AllowEntry, note string, out io.Writer) error {
-	reg, err := openRegistry(ctx, cfg.Registry)
+	reg, err := OpenExisting(ctx, cfg.Registry)
 	if err != nil {
 		return err
 	}

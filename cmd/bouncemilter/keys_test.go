@@ -78,3 +78,37 @@ func TestKeysRotateRefusesADirectory(t *testing.T) {
 		t.Error("a key file was written beside the directory")
 	}
 }
+
+// keys rotate's default grace is the tags' lifetime plus a day. serve
+// makes tags live --window (Signer.MaxAge = cfg.Window), read from the same
+// configuration file: with window = 720h a genuine bounce of mail sent just
+// before a rotation, arriving 9 days later, still verifies.
+func TestKeysRotateGraceFollowsWindow(t *testing.T) {
+	dir := t.TempDir()
+	reg := filepath.Join(dir, "registry.db")
+	conf := filepath.Join(dir, "bouncemilter.conf")
+	if err := os.WriteFile(conf, []byte("registry = "+reg+"\nwindow = 720h\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := returnpath.LoadOrCreate(filepath.Join(dir, "returnpath.keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	signer := &returnpath.Signer{Keys: keys, MaxAge: 720 * time.Hour} // as serve builds it
+	tag, err := signer.Sign("notice@media.example.org", "bot@nowhere.example", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := runKeys(context.Background(), []string{"rotate", "--config", conf}, &stdout, &stderr); code != 0 {
+		t.Fatalf("keys rotate = %d: %s", code, stderr.String())
+	}
+	if err := keys.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	later := now.Add(9 * 24 * time.Hour)
+	if err := signer.Verify(tag, "bot@nowhere.example", later); err != nil {
+		t.Errorf("a tag within its 30-day lifetime stopped verifying 9 days after a default rotation: %v (%s)", err, stdout.String())
+	}
+}

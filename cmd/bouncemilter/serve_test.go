@@ -41,6 +41,9 @@ func TestServeRefusesBrokenSetups(t *testing.T) {
 		{"bad mediagoblin-db", []string{"--mediagoblin-config", good, "--mediagoblin-db", "mysql://x/y"}, 1, "unsupported database"},
 		{"bad socket mode", []string{"--socket-mode", "rw-rw----"}, 2, "not an octal permission"},
 		{"returned headers with signing on", []string{"--trust-returned-headers"}, 2, "needs --sign-return-path=false"},
+		// The signer would tag with "+" and the filter take no tagged
+		// bounce for its own: every one delivered unread.
+		{"signing without a delimiter", []string{"--recipient-delimiter", ""}, 2, "needs a --recipient-delimiter"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -31,6 +31,11 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if _, _, err := filter.ParseSpec(cfg.Listen); err != nil {
 		return usage("%v", err)
 	}
+	if cfg.SignReturnPath && cfg.Delimiter == "" {
+		// The signer would tag with "+" while the filter, with no
+		// delimiter, would take no tagged bounce for its own.
+		return usage("--sign-return-path needs a --recipient-delimiter (Postfix's recipient_delimiter, usually +)")
+	}
 	if cfg.SocketMode > 0o777 {
 		return usage("--socket-mode %o is not a permission", cfg.SocketMode)
 	}

@@ -60,7 +60,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"accounts", "show", "--registry", reg}, {"accounts", "list", "--state", "gone", "--registry", reg},
 		{"accounts", "list", "--since", "yesterday", "--registry", reg}, {"accounts", "list", "--ip", "300.1.2.3", "--registry", reg},
 		{"accounts", "stats", "--days", "0", "--registry", reg}, {"accounts", "restore", "--registry", reg},
-		{"accounts", "restore", "alice", "--banner", "log", "--registry", reg},
+		{"accounts", "restore", "alice", "--banner", "iptables", "--registry", reg},
 		{"serve", "--log-format", "xml"},
 	} {
 		if _, errOut, code := runCLI(args...); code != 2 {

@@ -1,6 +1,7 @@
 package bounce
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/netip"
@@ -546,6 +547,52 @@ func TestHandleAfterRestore(t *testing.T) {
 	}
 	if len(dis) != 0 {
 		t.Errorf("disabled again after restore: %+v", dis)
+	}
+}
+
+// restoreAfterCheck is the registry, with the admin's accounts restore
+// (another process) committing right after the handler read the allow-list
+// and before the bounce's group commit.
+type restoreAfterCheck struct {
+	*registry.DB
+	t *testing.T
+}
+
+func (j restoreAfterCheck) Allowed(ctx context.Context, reg registry.Registration) (bool, error) {
+	ok, err := j.DB.Allowed(ctx, reg)
+	if _, err := j.DB.Restore(ctx, reg.UserID, "a real person", testNow); err != nil {
+		j.t.Fatal(err)
+	}
+	return ok, err
+}
+
+// Undoing sticks also when the restore commits while a bounce of the
+// account is being handled: the bounce's transaction reads the allow-list
+// again, and the account is not disabled a second time.
+func TestHandleRestoreDuringBounce(t *testing.T) {
+	ctx := t.Context()
+	db := openRegistry(t)
+	signUp(t, db, bot())
+	sent(t, db, botAddr, testNow.Add(-3*time.Second))
+	h := newHandler(db)
+	msg := fixture(t, "local-userunknown.eml")
+	if _, err := h.Handle(ctx, localEnv(), msg); err != nil {
+		t.Fatal(err)
+	}
+	h.Journal = restoreAfterCheck{DB: db, t: t}
+	out, err := h.Handle(ctx, localEnv(), msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dis, err := db.DisabledAccounts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dis) != 0 {
+		t.Errorf("restored and allow-listed, yet disabled again: %+v", dis)
+	}
+	if b, err := db.Bounce(ctx, out.BounceID); err != nil || b.Verdict != registry.VerdictIneligible {
+		t.Errorf("bounce journalled %s, %q (%v); want it ineligible", b.Verdict, b.Detail, err)
 	}
 }
 

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -92,8 +93,15 @@ func (r *DB) AllowedIPs(ctx context.Context) ([]netip.Prefix, error) {
 // Allowed reports whether any of the registration's username, address or
 // IP is allow-listed.
 func (r *DB) Allowed(ctx context.Context, reg Registration) (bool, error) {
+	return allowed(ctx, r.db, reg)
+}
+
+// allowed is DB.Allowed on q, the database or a transaction.
+func allowed(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, reg Registration) (bool, error) {
 	var ok bool
-	err := r.db.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM allowlist WHERE
+	err := q.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM allowlist WHERE
 		(kind = 'user' AND value = ?) OR (kind = 'email' AND value = ?) OR (kind = 'ip' AND value = ? AND value != ''))`,
 		reg.Username, EmailKey(reg.Email), reg.IP).Scan(&ok)
 	if err != nil {

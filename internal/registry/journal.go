@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -104,6 +105,10 @@ func (r *DB) RecordBounce(ctx context.Context, b Bounce, actions []Action) (int6
 }
 
 func (t *Tx) recordBounce(ctx context.Context, b Bounce, actions []Action) (int64, error) {
+	actions, err := t.dropAllowed(ctx, &b, actions)
+	if err != nil {
+		return 0, err
+	}
 	res, err := t.tx.ExecContext(ctx, `INSERT INTO bounces
 		(received, queue_id, envelope_to, client, verdict, detail, report, headers)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -125,6 +130,49 @@ func (t *Tx) recordBounce(ctx context.Context, b Bounce, actions []Action) (int6
 		return 0, err
 	}
 	return id, nil
+}
+
+// dropAllowed removes from a bounce's actions those of the accounts that
+// are allow-listed now. The handler read the allow-list before this
+// transaction: an admin's restore (which allow-lists the username and the
+// address) committing in between must stick, as queueIPBan makes an
+// allow-listed IP stick. When nothing is left, the bounce is journalled as
+// ineligible, with the reason in its detail.
+func (t *Tx) dropAllowed(ctx context.Context, b *Bounce, actions []Action) ([]Action, error) {
+	dropped := map[int64]bool{}
+	for _, a := range actions {
+		if a.Kind != BanAccount || dropped[a.UserID] {
+			continue
+		}
+		reg, err := scanRegistration(t.tx.QueryRowContext(ctx, `SELECT `+registrationColumns+` FROM registrations WHERE user_id = ?`, a.UserID))
+		if errors.Is(err, sql.ErrNoRows) {
+			continue // nothing to be allow-listed by; the handler checked
+		}
+		if err != nil {
+			return nil, fmt.Errorf("allow-list check for user %d: %w", a.UserID, err)
+		}
+		ok, err := allowed(ctx, t.tx, reg)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			dropped[a.UserID] = true
+			b.Detail = strings.TrimPrefix(b.Detail+"; "+reg.Username+" allow-listed meanwhile, not acted on", "; ")
+		}
+	}
+	if len(dropped) == 0 {
+		return actions, nil
+	}
+	var kept []Action
+	for _, a := range actions {
+		if !dropped[a.UserID] {
+			kept = append(kept, a)
+		}
+	}
+	if len(kept) == 0 && b.Verdict == VerdictActed {
+		b.Verdict = VerdictIneligible
+	}
+	return kept, nil
 }
 
 // Queue adds an action the admin asked for (a restore, say) to the queue.

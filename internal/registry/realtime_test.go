@@ -151,7 +151,7 @@ func TestRecordBounceQueuesIPBanOfLinkedSignup(t *testing.T) {
 		t.Errorf("actions of bot2 = %+v, want one IP ban", acts)
 	}
 	// Linked meanwhile to an allow-listed IP: the account ban the handler
-	// decided without the IP is cancelled in the same transaction.
+	// decided without the IP is not queued.
 	seed(t, db, Registration{UserID: 3, Username: "office", Email: "office@nowhere.example", Created: t0, Synced: t0})
 	if err := db.Allow(ctx, AllowIP, "192.0.2.3", "office NAT", t0); err != nil {
 		t.Fatal(err)
@@ -159,12 +159,16 @@ func TestRecordBounceQueuesIPBanOfLinkedSignup(t *testing.T) {
 	if err := db.Tx(ctx, func(tx *Tx) error { _, err := tx.SetIP(ctx, "office", "192.0.2.3", "signup-log"); return err }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.RecordBounce(ctx, Bounce{Received: t0, Verdict: VerdictActed, Report: "{}"},
-		[]Action{{UserID: 3, Kind: BanAccount, Target: UserTarget(3), Reason: "bounced"}}); err != nil {
+	id, err := db.RecordBounce(ctx, Bounce{Received: t0, Verdict: VerdictActed, Report: "{}"},
+		[]Action{{UserID: 3, Kind: BanAccount, Target: UserTarget(3), Reason: "bounced"}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if acts, _ := db.Actions(ctx, 3); len(acts) != 2 || acts[0].State != Cancelled || acts[1].Kind != UnbanAccount {
-		t.Errorf("actions of the office sign-up = %+v, want its ban cancelled", acts)
+	if acts, _ := db.Actions(ctx, 3); len(acts) != 0 {
+		t.Errorf("actions of the office sign-up = %+v, want none", acts)
+	}
+	if b, err := db.Bounce(ctx, id); err != nil || b.Verdict != VerdictIneligible {
+		t.Errorf("bounce journalled %s, %q (%v); want it ineligible", b.Verdict, b.Detail, err)
 	}
 }
 

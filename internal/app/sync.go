@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
@@ -75,17 +76,29 @@ func Sync(ctx context.Context, cfg Config, log *slog.Logger, out, terminal io.Wr
 		}
 		return nil
 	}
-	if feeds != nil {
-		// The feeds do not wait for MediaGoblin's database: a run
-		// exports and pulls even when the sync fails.
-		syncOnly := once
-		once = func(ctx context.Context) error { return errors.Join(syncOnly(ctx), feeds(ctx)) }
-	}
 
 	log.Info("sync", "database", mg.SourceRedacted(), "registry", cfg.Registry,
 		"access_logs", len(cfg.AccessLogs), "signup_logs", len(cfg.SignupLogs), "every", cfg.Every)
 	if cfg.Every == 0 {
+		if feeds != nil {
+			// The feeds do not wait for MediaGoblin's database: a run
+			// exports and pulls even when the sync fails.
+			return errors.Join(once(ctx), feeds(ctx))
+		}
 		return once(ctx)
+	}
+	// The feeds and the StopForumSpam reports keep a loop of their own, at
+	// the same interval with their own back-off: a stalled peer or twenty
+	// reports spaced 5 s apart hold up no log poll, and a failure of
+	// theirs backs off neither the sync nor the log following.
+	var background sync.WaitGroup
+	loopCtx, stop := context.WithCancel(ctx)
+	defer func() {
+		stop()
+		background.Wait() // before the registry closes
+	}()
+	if feeds != nil {
+		background.Go(func() { syncer.Every(loopCtx, cfg.Every, log.With("component", "feeds"), feeds) })
 	}
 	openMG := func(ctx context.Context) (syncer.Source, func(), error) {
 		db, err := mediagoblin.Open(ctx, mg)
@@ -101,7 +114,7 @@ func Sync(ctx context.Context, cfg Config, log *slog.Logger, out, terminal io.Wr
 		}
 		return err
 	}
-	err = syncer.Follow(ctx, cfg.Every, cfg.Follow, log, once, logsOnce)
+	err = syncer.Follow(loopCtx, cfg.Every, cfg.Follow, log, once, logsOnce)
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		log.Info("sync stopped")
 		return nil

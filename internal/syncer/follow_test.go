@@ -3,6 +3,7 @@ package syncer_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -110,5 +111,49 @@ func TestFollow(t *testing.T) {
 		})
 	if !errors.Is(err, context.Canceled) || fulls.Load() != 2 || logs.Load() != 1 {
 		t.Errorf("Follow after a failure = %v, %d full, %d logs; want a full run right after the failed one", err, fulls.Load(), logs.Load())
+	}
+}
+
+// A full run longer than the interval (sync's feeds and StopForumSpam
+// reports, a stalled MediaGoblin) leaves the logs followed between two full
+// runs: the next one is due an interval after the last ended, not began,
+// so a bot's IP is still linked within a poll, not a full run later.
+func TestFollowSlowFullRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	defer cancel()
+	var mu sync.Mutex
+	var runs []string
+	record := func(kind string) {
+		mu.Lock()
+		defer mu.Unlock()
+		runs = append(runs, kind)
+	}
+	syncer.Follow(ctx, 50*time.Millisecond, time.Millisecond, nil,
+		func(ctx context.Context) error {
+			record("full")
+			select { // longer than the interval
+			case <-time.After(80 * time.Millisecond):
+			case <-ctx.Done():
+			}
+			return nil
+		},
+		func(context.Context) error {
+			record("logs")
+			return nil
+		})
+	mu.Lock()
+	defer mu.Unlock()
+	fulls := 0
+	for i, kind := range runs {
+		if kind != "full" {
+			continue
+		}
+		fulls++
+		if i > 0 && runs[i-1] == "full" {
+			t.Errorf("full run %d came right after another, the logs not followed between them", fulls)
+		}
+	}
+	if fulls < 2 {
+		t.Errorf("%d full runs in 600 ms at an interval of 50 ms; want at least 2", fulls)
 	}
 }

@@ -27,9 +27,11 @@ func Every(ctx context.Context, interval time.Duration, log *slog.Logger, run fu
 // and between them the logs alone (logs) every poll, the way fail2ban
 // follows a log. A sign-up's IP is then linked a poll after the web server
 // logged it, not up to a whole interval later. The two never run at the
-// same time: they share the registry's log positions. After a failure of
-// either, the next attempt is a full run, retried with back-off as in
-// Every. A poll of zero, or not shorter than interval, is Every.
+// same time: they share the registry's log positions. The next full run
+// is due an interval after the last one ended, not began, so that the logs
+// are followed between two full runs however long one takes. After a
+// failure of either, the next attempt is a full run, retried with back-off
+// as in Every. A poll of zero, or not shorter than interval, is Every.
 func Follow(ctx context.Context, interval, poll time.Duration, log *slog.Logger, full, logs func(context.Context) error) error {
 	if poll <= 0 || poll >= interval || logs == nil {
 		poll = interval
@@ -42,10 +44,15 @@ func Follow(ctx context.Context, interval, poll time.Duration, log *slog.Logger,
 	for {
 		wait := poll
 		run := logs
-		if now := time.Now(); run == nil || !now.Before(nextFull) {
-			run, nextFull = full, now.Add(interval)
+		isFull := run == nil || !time.Now().Before(nextFull)
+		if isFull {
+			run = full
 		}
-		if err := run(ctx); err != nil {
+		err := run(ctx)
+		if isFull {
+			nextFull = time.Now().Add(interval)
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}

@@ -14,16 +14,29 @@ import (
 	"github.com/bouncemilter/bouncemilter/internal/bounce"
 )
 
+// keygen makes a feed key in dir as feed keygen does, and returns its path
+// and the public key as a peers line holds it.
+func keygen(t *testing.T, dir string) (key, pub string) {
+	t.Helper()
+	key = filepath.Join(dir, "feed.key")
+	if err := FeedKeygen(Config{FeedKey: key}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(key + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	return key, lines[len(lines)-1]
+}
+
 // TestFeedConfigErrors checks that a feed configuration that cannot work
 // is refused before anything runs, and a usage error is told apart.
 func TestFeedConfigErrors(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	key := filepath.Join(dir, "feed.key")
-	if err := FeedKeygen(Config{FeedKey: key}, io.Discard); err != nil {
-		t.Fatal(err)
-	}
+	key, pub := keygen(t, dir)
 	empty := filepath.Join(dir, "empty.key")
 	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -31,12 +44,7 @@ func TestFeedConfigErrors(t *testing.T) {
 	base := Defaults()
 	base.Registry = filepath.Join(dir, "registry.db")
 	with := func(f func(*Config)) Config { c := base; f(&c); return c }
-	pub, err := os.ReadFile(key + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(pub)), "\n")
-	peer := "a https://a.example/feed.json " + lines[len(lines)-1]
+	peer := "a https://a.example/feed.json " + pub
 	for _, c := range []struct {
 		name  string
 		run   func() error
@@ -93,20 +101,11 @@ func TestFeedHooksOff(t *testing.T) {
 // lifts the peers' bans knowing serve's --ipv6-prefix, whose networks the
 // banner lifts whole.
 func TestSubscriberKnowsIPv6Prefix(t *testing.T) {
-	dir := t.TempDir()
-	key := filepath.Join(dir, "feed.key")
-	if err := FeedKeygen(Config{FeedKey: key}, io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := os.ReadFile(key + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(pub)), "\n")
+	_, pub := keygen(t, t.TempDir())
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, bits := range []int{64, 48, 0} {
 		c := Defaults()
-		c.FeedPeerLines = []string{"a https://a.example/feed.json " + lines[len(lines)-1]}
+		c.FeedPeerLines = []string{"a https://a.example/feed.json " + pub}
 		c.IPv6Prefix = bits
 		s, err := c.subscriber(nil, log)
 		if err != nil {

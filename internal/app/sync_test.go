@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -25,14 +24,7 @@ func TestSyncFollowsLogsWhileAPeerStalls(t *testing.T) {
 	inst := mgtest.NewSQLite(t, "mg@example.org")
 	inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example", Created: time.Now().UTC()})
 	dir := t.TempDir()
-	key := filepath.Join(dir, "feed.key")
-	if err := FeedKeygen(Config{FeedKey: key}, io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := os.ReadFile(key + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, pub := keygen(t, dir)
 	stalled := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done() // until the pull is cancelled
 	}))
@@ -48,8 +40,7 @@ func TestSyncFollowsLogsWhileAPeerStalls(t *testing.T) {
 	cfg.SignupLogs = []string{signups}
 	cfg.Every = time.Minute
 	cfg.Follow = 20 * time.Millisecond
-	lines := strings.Split(strings.TrimSpace(string(pub)), "\n")
-	cfg.FeedPeerLines = []string{"stalled " + stalled.URL + "/feed.json " + lines[len(lines)-1]}
+	cfg.FeedPeerLines = []string{"stalled " + stalled.URL + "/feed.json " + pub}
 	cfg.FeedTimeout = time.Minute
 	// Made before sync starts: the two would race to create its tables.
 	reg, err := openRegistry(context.Background(), cfg.Registry)

@@ -134,6 +134,17 @@ func states(t *testing.T, db *registry.DB, userID int64) []string {
 	return out
 }
 
+// mediaGoblinDown is a target whose account bans fail, as with
+// MediaGoblin's database unreachable, while *down holds.
+func mediaGoblinDown(down *bool) *target {
+	return &target{fail: func(call string) error {
+		if *down && strings.HasPrefix(call, "ban-user") {
+			return errors.New("connect to MediaGoblin's database: connection refused")
+		}
+		return nil
+	}}
+}
+
 func newWorker(db *registry.DB, tg interface {
 	Accounts
 	Banner
@@ -180,12 +191,7 @@ func TestIPBanWaitsForAccountBan(t *testing.T) {
 	db := openRegistry(t)
 	c := &clock{t: t0}
 	down := true
-	tg := &target{fail: func(call string) error {
-		if down && strings.HasPrefix(call, "ban-user") {
-			return errors.New("connect to MediaGoblin's database: connection refused")
-		}
-		return nil
-	}}
+	tg := mediaGoblinDown(&down)
 	journal(t, db, 42, "203.0.113.9", t0)
 	w := newWorker(db, tg, c)
 
@@ -238,12 +244,7 @@ func TestWaitingIPBansDoNotStarveTheQueue(t *testing.T) {
 	db := openRegistry(t)
 	c := &clock{t: t0}
 	down := true
-	tg := &target{fail: func(call string) error {
-		if down && strings.HasPrefix(call, "ban-user") {
-			return errors.New("connect to MediaGoblin's database: connection refused")
-		}
-		return nil
-	}}
+	tg := mediaGoblinDown(&down)
 	for i := range 100 {
 		journal(t, db, int64(1000+i), fmt.Sprintf("198.51.100.%d", i), t0)
 	}

@@ -63,6 +63,32 @@ func TestOpenTwiceKeepsData(t *testing.T) {
 	}
 }
 
+// serve and sync start together on a new registry (contrib/install.sh
+// starts both units at once): every opener must find the schema made, none
+// fail on the tables another created.
+func TestOpenNewRegistryConcurrently(t *testing.T) {
+	ctx := context.Background()
+	for round := range 5 {
+		path := filepath.Join(t.TempDir(), "r.db")
+		errs := make(chan error, 4)
+		for range cap(errs) {
+			go func() {
+				db, err := Open(ctx, path)
+				if err == nil {
+					err = db.SetState(ctx, "cursor", "1")
+					db.Close()
+				}
+				errs <- err
+			}()
+		}
+		for range cap(errs) {
+			if err := <-errs; err != nil {
+				t.Errorf("round %d: %v", round, err)
+			}
+		}
+	}
+}
+
 func TestRegistrationsLookupAndUpsert(t *testing.T) {
 	ctx := context.Background()
 	db := openTest(t)

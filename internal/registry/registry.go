@@ -220,31 +220,39 @@ func (r *DB) migrate(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close()
-	var version int
-	if err := conn.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
-	if version > len(migrations) {
-		return fmt.Errorf("schema version %d is newer than this program (%d): refusing to touch it", version, len(migrations))
-	}
-	for i := version; i < len(migrations); i++ {
+	// Each step reads the version inside its own transaction, which takes
+	// the write lock at BEGIN: serve and sync started together on a new
+	// registry (as install.sh starts them) would otherwise both read
+	// version 0 and the second fail on tables the first created.
+	for {
 		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
-			return fmt.Errorf("migrate to %d: %w", i+1, err)
+			return fmt.Errorf("migrate: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+		var version int
+		if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
 			tx.Rollback()
-			return fmt.Errorf("migrate to %d: %w", i+1, err)
+			return fmt.Errorf("read schema version: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, i+1)); err != nil {
+		if version >= len(migrations) {
 			tx.Rollback()
-			return fmt.Errorf("migrate to %d: %w", i+1, err)
+			if version > len(migrations) {
+				return fmt.Errorf("schema version %d is newer than this program (%d): refusing to touch it", version, len(migrations))
+			}
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, migrations[version]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate to %d: %w", version+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, version+1)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate to %d: %w", version+1, err)
 		}
 		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("migrate to %d: %w", i+1, err)
+			return fmt.Errorf("migrate to %d: %w", version+1, err)
 		}
 	}
-	return nil
 }
 
 // State reads a value that a job keeps between runs (a sync cursor, a log

@@ -151,3 +151,13 @@ func (t *Tx) RegisteredName(ctx context.Context, userID int64) (string, bool, er
 	}
 	return name, true, nil
 }
+
+// MaxRegisteredID returns the highest user id the registry holds, 0 when
+// it holds none.
+func (r *DB) MaxRegisteredID(ctx context.Context) (int64, error) {
+	var id int64
+	if err := r.db.QueryRowContext(ctx, `SELECT coalesce(max(user_id), 0) FROM registrations`).Scan(&id); err != nil {
+		return 0, fmt.Errorf("highest registered id: %w", err)
+	}
+	return id, nil
+}

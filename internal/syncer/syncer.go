@@ -44,6 +44,16 @@ const (
 	// re-reads.
 	DefaultRefreshLimit = 2000
 	refreshBatch        = 1000
+	// commitGrace is how long the cursor waits for a missing id below a
+	// sign-up that was read. PostgreSQL hands ids out from a sequence at
+	// insert, not at commit: of two sign-ups at once the higher id may
+	// commit first, and a copy between the two commits sees a gap where
+	// the lower one will be. MediaGoblin commits a sign-up within its
+	// request, so an id missing below one created this long ago was
+	// rolled back or deleted, and is passed. (The transactions still in
+	// progress, pg_current_snapshot, would not tell: an INSERT takes its
+	// id before its transaction gets an xid.)
+	commitGrace = time.Minute
 )
 
 // Registry state keys. Log positions are keyed by the log's absolute path.
@@ -237,6 +247,13 @@ func (s *run) do(ctx context.Context) error {
 // copyNew copies users past the cursor, batch by batch, each batch and the
 // cursor in one registry transaction. Users created before the retention
 // window are skipped: they are too old to act on.
+//
+// The cursor never passes an id that may still be committed: it stops
+// below a missing id until the sign-up read above it is commitGrace old,
+// while the users above are copied all the same (and again at each run
+// until the cursor passes them). So every user up to the cursor is in
+// the registry, and the milter's copies, which read only after it, find
+// a sign-up committed late.
 func (s *run) copyNew(ctx context.Context) (int64, error) {
 	v, err := s.reg.State(ctx, stateCursor)
 	if err != nil {
@@ -257,14 +274,22 @@ func (s *run) copyNew(ctx context.Context) (int64, error) {
 	if cursor, err = s.checkCursor(ctx, cursor, maxID); err != nil {
 		return start, err
 	}
-	// Ids up to the old cursor read again may have been handed to new
-	// accounts: what the registry knew under them (an IP link above all)
-	// is then another account's.
-	reusedUpTo := start
+	// Ids the registry holds already (up to the old cursor, and those
+	// copied above it: by an earlier run, or by the milter when a
+	// sign-up's mail passed) may have been handed to new accounts: what
+	// the registry knew under them (an IP link above all) is then another
+	// account's.
+	reusedUpTo, err := s.reg.MaxRegisteredID(ctx)
+	if err != nil {
+		return start, err
+	}
+	reusedUpTo = max(reusedUpTo, start)
+	settled := s.opts.Now().Add(-commitGrace)
+	held := false
 	prog := newProgress(s.opts, "users", maxID-cursor)
 	defer prog.done()
-	for {
-		users, err := s.src.UsersAfter(ctx, cursor, s.opts.Batch)
+	for read := cursor; ; {
+		users, err := s.src.UsersAfter(ctx, read, s.opts.Batch)
 		if err != nil {
 			return start, err
 		}
@@ -272,6 +297,14 @@ func (s *run) copyNew(ctx context.Context) (int64, error) {
 			return start, nil
 		}
 		last := users[len(users)-1].ID
+		next, name := cursor, ""
+		for _, u := range users {
+			if held || u.ID > next+1 && u.Created.After(settled) {
+				held = true // an id below u may still be committed
+				break
+			}
+			next, name = u.ID, u.Username
+		}
 		regs := make([]registry.Registration, 0, len(users))
 		err = s.reg.Tx(ctx, func(tx *registry.Tx) error {
 			for _, u := range users {
@@ -293,18 +326,21 @@ func (s *run) copyNew(ctx context.Context) (int64, error) {
 			if err := tx.UpsertRegistrations(ctx, regs); err != nil {
 				return err
 			}
-			if err := tx.SetState(ctx, stateCursorName, users[len(users)-1].Username); err != nil {
+			if next == cursor {
+				return nil
+			}
+			if err := tx.SetState(ctx, stateCursorName, name); err != nil {
 				return err
 			}
-			return tx.SetState(ctx, stateCursor, strconv.FormatInt(last, 10))
+			return tx.SetState(ctx, stateCursor, strconv.FormatInt(next, 10))
 		})
 		if err != nil {
 			return start, fmt.Errorf("store users %d–%d: %w", users[0].ID, last, err)
 		}
 		s.sum.Added += len(regs)
-		s.sum.Cursor = last
-		prog.add(last - cursor)
-		cursor = last
+		s.sum.Cursor = next
+		prog.add(last - read)
+		cursor, read = next, last
 	}
 }
 

@@ -721,3 +721,71 @@ func TestSyncReusedIDBotIsBanned(t *testing.T) {
 		t.Errorf("bot2's actions %+v; want its account ban pending", acts)
 	}
 }
+
+// On PostgreSQL a sign-up takes its id from a sequence when MediaGoblin
+// inserts it, not when it commits: of two sign-ups at once, the higher id
+// may commit first. A sync between the two commits copies the higher one
+// but keeps its cursor below the missing id, so that the milter's copy
+// (which reads only after the cursor) and the next sync find the lower
+// one once it is committed.
+func TestSyncSignupCommittedAfterHigherID(t *testing.T) {
+	e := newEnv(t, mgtest.NewPostgres(t, testenv.Postgres(t), sender))
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	ts := now.Format("2006-01-02 15:04:05.000000")
+
+	// MediaGoblin's request for "slow" has inserted its rows, taking the
+	// next id, and has not committed yet.
+	tx, err := e.inst.SQL().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	var slow int64
+	if err := tx.QueryRowContext(ctx, `INSERT INTO core__users (type, created, updated) VALUES ('user_local', $1, $1) RETURNING id`, ts).Scan(&slow); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO core__local_users (id, username, email, pw_hash, wants_comment_notification, wants_notifications, uploaded)
+		VALUES ($1, 'slow', 'slow@nowhere.example', 'x', true, true, 0)`, slow); err != nil {
+		t.Fatal(err)
+	}
+	fast := e.inst.AddUser(t, mgtest.User{Username: "fast", Email: "fast@nowhere.example", Created: now})
+	if sum := e.sync(); sum.Cursor >= slow {
+		t.Errorf("sync passed uncommitted id %d: %v (cursor %d)", slow, sum, sum.Cursor)
+	}
+	e.reg1("fast")
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	cursor, err := e.reg.SyncCursor(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if us, err := e.mg.UsersByEmail(ctx, []string{"slow@nowhere.example"}, cursor); err != nil || len(us) != 1 {
+		t.Errorf("the milter's copy after cursor %d finds %+v (%v); want slow (id %d)", cursor, us, err, slow)
+	}
+	if sum := e.sync(); sum.Cursor != fast {
+		t.Errorf("second sync: %v, cursor %d; want %d", sum, sum.Cursor, fast)
+	}
+	e.reg1("slow")
+}
+
+// An id that never commits (a rolled-back or deleted sign-up) holds the
+// cursor back only until the sign-up read above it is a minute old.
+func TestSyncCursorPassesSettledGap(t *testing.T) {
+	backends(t, func(t *testing.T, e *env) {
+		now := time.Now().UTC().Truncate(time.Second)
+		first := e.inst.AddUser(t, mgtest.User{Username: "first", Email: "first@example.net", Created: now})
+		gone := e.inst.AddUser(t, mgtest.User{Username: "gone", Email: "gone@example.net", Created: now})
+		last := e.inst.AddUser(t, mgtest.User{Username: "last", Email: "last@example.net", Created: now})
+		e.inst.DeleteUser(t, gone)
+		e.opts.Now = func() time.Time { return now }
+		if sum := e.sync(); sum.Cursor != first || e.count() != 2 {
+			t.Errorf("sync right after the sign-ups: cursor %d, %d registered; want cursor %d, 2", sum.Cursor, e.count(), first)
+		}
+		e.opts.Now = func() time.Time { return now.Add(time.Minute) }
+		if sum := e.sync(); sum.Cursor != last {
+			t.Errorf("sync a minute later: cursor %d; want %d", sum.Cursor, last)
+		}
+	})
+}

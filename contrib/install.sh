@@ -13,7 +13,8 @@
 #      nothing twice
 #   4. /etc/bouncemilter/bouncemilter.conf (unless it exists) and the systemd
 #      units, then systemctl enable --now
-#   5. fail2ban's filter and jail (banaction nftables), then a reload
+#   5. fail2ban's filter, action (nftables, sets that hold networks) and
+#      jail, then a reload
 #   6. nginx's sign-up log format, then a reload
 #
 # Usage: contrib/install.sh [options]    (as root; --dry-run prints only)
@@ -335,11 +336,16 @@ else
 fi
 fi
 
-if step fail2ban "5. fail2ban: the filter and the jail (banaction nftables)"; then
+if step fail2ban "5. fail2ban: the filter, the action and the jail (banaction bouncemilter-nftables)"; then
 run install -D -m 0644 contrib/fail2ban/filter.d/bouncemilter.conf "$root/etc/fail2ban/filter.d/bouncemilter.conf"
+run install -D -m 0644 -t "$root/etc/fail2ban/action.d" contrib/fail2ban/action.d/bouncemilter-nftables.conf contrib/fail2ban/action.d/bouncemilter-nftables-allports.conf
 run install -d "$root/etc/fail2ban/jail.d"
 install_edited contrib/fail2ban/jail.d/bouncemilter.conf "$root/etc/fail2ban/jail.d/bouncemilter.conf" "/var/log/bouncemilter|$logs"
 if [[ -z $root ]]; then
+	# A running jail is restarted: a plain reload that changes a jail's
+	# action (an upgrade from nftables-multiport) leaves it with none at
+	# all. The restart puts the bans fail2ban keeps back into the new sets.
+	run fail2ban-client reload --restart --if-exists bouncemilter
 	run fail2ban-client reload
 fi
 fi

@@ -511,7 +511,7 @@ func (w *realWorld) runInstall(args ...string) {
 }
 
 // startFail2ban runs fail2ban in the server's namespace with Debian's own
-// configuration and the jail and filter contrib/install.sh installed: its
+// configuration and the jail, filter and action contrib/install.sh installed: its
 // nftables rules go into that namespace only.
 func (w *realWorld) startFail2ban() {
 	t := w.t
@@ -523,7 +523,7 @@ func (w *realWorld) startFail2ban() {
 	// Debian's jail.d enables sshd; only the installed jail runs here.
 	os.RemoveAll(filepath.Join(w.f2bDir, "jail.d"))
 	os.Remove(filepath.Join(w.f2bDir, "jail.local"))
-	for _, f := range []string{"jail.d/bouncemilter.conf", "filter.d/bouncemilter.conf"} {
+	for _, f := range []string{"jail.d/bouncemilter.conf", "filter.d/bouncemilter.conf", "action.d/bouncemilter-nftables.conf", "action.d/bouncemilter-nftables-allports.conf"} {
 		b, err := os.ReadFile(filepath.Join(w.root, "etc", "fail2ban", f))
 		if err != nil {
 			t.Fatal(err)

@@ -23,6 +23,7 @@ func Doctor(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (f
 		Jail:              cfg.Jail,
 		Fail2banSocket:    cfg.Fail2banSocket,
 		BanDuration:       cfg.BanDuration,
+		IPv6Prefix:        cfg.IPv6Prefix,
 		AccessLogs:        cfg.AccessLogs,
 		SignupLogs:        cfg.SignupLogs,
 		SyncMaxAge:        cfg.SyncMaxAge,

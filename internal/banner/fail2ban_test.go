@@ -3,6 +3,7 @@ package banner
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -139,16 +140,7 @@ func TestContribJailSystemConfig(t *testing.T) {
 	if err := os.CopyFS(dir, os.DirFS("/etc/fail2ban")); err != nil {
 		t.Fatal(err)
 	}
-	contrib := filepath.Join(testenv.RepoRoot(t), "contrib", "fail2ban")
-	for _, f := range []string{"filter.d/bouncemilter.conf", "jail.d/bouncemilter.conf"} {
-		b, err := os.ReadFile(filepath.Join(contrib, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	installContrib(t, dir)
 	// The shipped logpath, /var/log/bouncemilter/bans.log, need not exist
 	// here: point the jail at a file that does, as a .local would.
 	banLog := filepath.Join(dir, "bans.log")
@@ -169,7 +161,9 @@ func TestContribJailSystemConfig(t *testing.T) {
 		"['set', 'bouncemilter', 'bantime', '7d']",
 		"['set', 'bouncemilter', 'usedns', 'no']",
 		"['set', 'bouncemilter', 'addlogpath', '" + banLog + "'",
-		"['set', 'bouncemilter', 'addaction', ",
+		"['set', 'bouncemilter', 'addaction', 'bouncemilter-nftables']",
+		// The sets hold networks (an IPv6 sign-up's /64).
+		`<addr_set> \\{ type <addr_type>\\; flags interval\\; \\}`,
 		"['start', 'bouncemilter']",
 	} {
 		if !strings.Contains(string(out), want) {
@@ -207,5 +201,137 @@ func TestFail2banBantimeSetAgain(t *testing.T) {
 	want := "set bouncemilter bantime 5400\nset bouncemilter banip 203.0.113.9\nset bouncemilter banip 203.0.113.9\nset bouncemilter bantime 5400\nset bouncemilter banip 203.0.113.9\n"
 	if string(got) != want {
 		t.Errorf("fail2ban-client was called with\n%s\nwant\n%s", got, want)
+	}
+}
+
+// installContrib copies contrib/fail2ban's filter, action and jail into the
+// fail2ban configuration directory dir, as contrib/install.sh does.
+func installContrib(t *testing.T, dir string) {
+	t.Helper()
+	contrib := filepath.Join(testenv.RepoRoot(t), "contrib", "fail2ban")
+	files, err := filepath.Glob(filepath.Join(contrib, "*.d", "*.conf"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("contrib/fail2ban holds no configuration: %v", err)
+	}
+	for _, f := range files {
+		rel, _ := filepath.Rel(contrib, f)
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, rel)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, rel), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// startSystemFail2ban starts a private fail2ban inside the network namespace
+// ns with the system's own jail.conf, paths and action.d (Debian's stock
+// fail2ban) and contrib's filter, action and jail as contrib/install.sh
+// installs them: the jail's real ban action runs nft, in the namespace only.
+// It returns the configuration directory and the ban log the jail watches.
+func startSystemFail2ban(t *testing.T, ns string) (dir, banLog string) {
+	t.Helper()
+	for _, f := range []string{"jail.conf", "paths-common.conf", "paths-debian.conf", "action.d/nftables.conf"} {
+		_, err := os.Stat("/etc/fail2ban/" + f)
+		testenv.Require(t, err == nil, "Debian's fail2ban is not installed (apt-get install fail2ban): no /etc/fail2ban/"+f)
+	}
+	// Not t.TempDir: a unix socket's path may not exceed 107 bytes.
+	dir, err := os.MkdirTemp("", "f2b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	for _, f := range []string{"jail.conf", "paths-common.conf", "paths-debian.conf", "action.d", "filter.d"} {
+		if out, err := exec.Command("cp", "-r", "/etc/fail2ban/"+f, filepath.Join(dir, f)).CombinedOutput(); err != nil {
+			t.Fatalf("cp %s: %v: %s", f, err, out)
+		}
+	}
+	installContrib(t, dir)
+	banLog = filepath.Join(dir, "bans.log")
+	for name, text := range map[string]string{
+		"bans.log":                  "",
+		"jail.d/bouncemilter.local": fmt.Sprintf("[bouncemilter]\nlogpath = %s\nbackend = polling\n", banLog),
+		"fail2ban.conf": fmt.Sprintf(`[Definition]
+loglevel = INFO
+logtarget = %[1]s/fail2ban.log
+syslogsocket = auto
+socket = %[1]s/fail2ban.sock
+pidfile = %[1]s/fail2ban.pid
+dbfile = :memory:
+dbpurgeage = 1d
+allowipv6 = auto
+`, dir),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The server forks: its output goes to a file, not a pipe Run would
+	// wait on.
+	outf, err := os.Create(filepath.Join(dir, "start.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outf.Close()
+	start := inNetns(ns, "fail2ban-client", "-c", dir, "-x", "start")
+	start.Stdout, start.Stderr = outf, outf
+	if err := start.Run(); err != nil {
+		b, _ := os.ReadFile(outf.Name())
+		t.Fatalf("fail2ban start: %v\n%s", err, b)
+	}
+	t.Cleanup(func() {
+		exec.Command("fail2ban-client", "-c", dir, "stop").Run()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "fail2ban.log"))
+			t.Logf("fail2ban's log:\n%s", b)
+		}
+	})
+	return dir, banLog
+}
+
+// TestStockFail2banBlocksIPv6Network: with the default banner (log), the
+// default --ipv6-prefix 64 and contrib's jail on Debian's fail2ban, the ban
+// of an IPv6 sign-up must end up in the firewall. Debian's nftables action
+// makes its set `{ type ipv6_addr; }` without the interval flag, and nft
+// refuses the /64 the log line names: fail2ban said the network was banned,
+// the milter's journal said applied, and nothing was blocked.
+func TestStockFail2banBlocksIPv6Network(t *testing.T) {
+	ns := netns(t)
+	_, err := exec.LookPath("fail2ban-client")
+	testenv.Require(t, err == nil, "fail2ban is not installed (apt-get install fail2ban)")
+	dir, banLog := startSystemFail2ban(t, ns)
+	b, err := New(KindLog, Options{LogPath: banLog, IPv6Prefix: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	want := []string{"203.0.113.7", "2001:db8:1:2::/64"}
+	for _, ip := range []string{"203.0.113.7", "2001:db8:1:2::5"} {
+		if err := b.Ban(ctx, netip.MustParseAddr(ip), "5.1.1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// fail2ban records a ban before its action runs: wait for nft.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _ := inNetns(ns, "nft", "list", "table", "inet", "f2b-table").CombinedOutput()
+		var missing []string
+		for _, w := range want {
+			if !strings.Contains(string(out), w) {
+				missing = append(missing, w)
+			}
+		}
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			status, _ := exec.Command("fail2ban-client", "-c", dir, "status", DefaultJail).CombinedOutput()
+			t.Fatalf("fail2ban's nftables table does not hold %q:\n%s\nfail2ban-client status:\n%s", missing, out, status)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

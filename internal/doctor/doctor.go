@@ -92,6 +92,9 @@ type Config struct {
 	Fail2banSocket string
 	Fail2banConfig string
 	BanDuration    time.Duration // 0: not compared
+	// IPv6Prefix is serve's --ipv6-prefix: below 128 the jail is given
+	// IPv6 networks, which its action's firewall sets must hold.
+	IPv6Prefix int
 
 	AccessLogs []string
 	SignupLogs []string
@@ -478,7 +481,9 @@ func (d *doctor) banner(ctx context.Context) {
 		}
 		return strings.TrimSpace(string(out)), nil
 	}
-	jailFix := "cp contrib/fail2ban/filter.d/bouncemilter.conf /etc/fail2ban/filter.d/ && cp contrib/fail2ban/jail.d/bouncemilter.conf /etc/fail2ban/jail.d/ && fail2ban-client reload"
+	// contrib/fail2ban holds the filter, the jail and its action
+	// (bouncemilter-nftables): copied whole, as install.sh installs them.
+	jailFix := "cp -r contrib/fail2ban/. /etc/fail2ban/ && fail2ban-client reload"
 	if _, err := client("status", d.cfg.Jail); err != nil {
 		fix := jailFix
 		if strings.Contains(err.Error(), "Failed to access socket") {
@@ -499,7 +504,9 @@ func (d *doctor) banner(ctx context.Context) {
 		}
 	}
 	actions, err := client("get", d.cfg.Jail, "actions")
-	actionFix := "set banaction = nftables-multiport (or iptables-multiport) in /etc/fail2ban/jail.d/bouncemilter.local && fail2ban-client reload"
+	// --restart: a plain reload that changes a jail's action leaves it
+	// with none.
+	actionFix := "cp -r contrib/fail2ban/action.d/. /etc/fail2ban/action.d/ && set banaction = bouncemilter-nftables (or iptables-multiport) in /etc/fail2ban/jail.d/bouncemilter.local && fail2ban-client reload --restart " + d.cfg.Jail
 	switch {
 	case err != nil:
 		d.add(Fail, "fail2ban banaction", actionFix, "%v", err)
@@ -523,12 +530,20 @@ func (d *doctor) banner(ctx context.Context) {
 
 // banactionTools checks that the programs the jail's actions run exist.
 func (d *doctor) banactionTools(actions, fix string) {
-	var missing, found []string
+	var missing, found, noNets []string
 	for _, name := range strings.FieldsFunc(actions, func(r rune) bool { return r == '\n' || r == ',' || r == ' ' }) {
 		name = strings.Trim(name, "|`- ")
 		var tools []string
 		switch {
 		case strings.HasPrefix(name, "nftables"):
+			// Debian's nftables actions make their sets without the
+			// interval flag, and nft refuses a network in them:
+			// fail2ban says banned and nothing is blocked.
+			if d.cfg.IPv6Prefix > 0 && d.cfg.IPv6Prefix < 128 {
+				noNets = append(noNets, name)
+			}
+			tools = []string{"nft"}
+		case strings.HasPrefix(name, "bouncemilter-nftables"):
 			tools = []string{"nft"}
 		case strings.HasPrefix(name, "iptables"):
 			tools = []string{"iptables", "ip6tables"}
@@ -550,6 +565,9 @@ func (d *doctor) banactionTools(actions, fix string) {
 		}
 	}
 	switch {
+	case len(noNets) > 0:
+		d.add(Fail, "fail2ban banaction", fix, "%s: its nftables sets cannot hold the IPv6 networks (/%d, --ipv6-prefix) the milter bans: nft refuses them and nothing is blocked",
+			strings.Join(noNets, ", "), d.cfg.IPv6Prefix)
 	case len(missing) > 0:
 		pkg := "nftables"
 		if strings.Contains(strings.Join(missing, " "), "iptables") {

@@ -134,12 +134,14 @@ func newSetup(t *testing.T) *setup {
 	t.Cleanup(func() { stop(); <-done })
 
 	// fail2ban with contrib's jail on the ban log, and a ban action by the
-	// name of Debian's nftables one that runs nothing: a test must not
-	// touch the machine's firewall, and doctor judges the action by the
-	// tools its name needs.
+	// name of contrib's nftables one that runs nothing: a test must not
+	// touch the machine's firewall, and doctor judges the action by its
+	// name.
 	s.f2b = testenv.StartFail2ban(t, banLog)
-	putFile(t, filepath.Join(s.f2b.Dir, "action.d", "nftables-multiport.conf"), "[Definition]\nactionban = true\nactionunban = true\n")
-	s.setJailAction(t, "nftables-multiport")
+	for _, name := range []string{"bouncemilter-nftables", "nftables-multiport"} {
+		putFile(t, filepath.Join(s.f2b.Dir, "action.d", name+".conf"), "[Definition]\nactionban = true\nactionunban = true\n")
+	}
+	s.setJailAction(t, "bouncemilter-nftables")
 
 	s.cfg = Config{
 		Listen:            listen,
@@ -153,6 +155,7 @@ func newSetup(t *testing.T) *setup {
 		BanLog:            banLog,
 		Fail2banConfig:    s.f2b.Dir,
 		BanDuration:       7 * 24 * time.Hour,
+		IPv6Prefix:        64,
 		SignupLogs:        []string{webLog},
 	}
 	return s
@@ -274,12 +277,16 @@ func TestDoctor(t *testing.T) {
 			}
 			putFile(t, filepath.Join(s.f2b.Dir, "action.d", "iptables-multiport.conf"), "[Definition]\nactionban = true\nactionunban = true\n")
 			s.setJailAction(t, "iptables-multiport")
-			return func() { s.setJailAction(t, "nftables-multiport") }
+			return func() { s.setJailAction(t, "bouncemilter-nftables") }
 		}, "fail2ban banaction", Fail, "apt-get install iptables"},
 		{"jail without action", func(t *testing.T, cfg *Config) func() {
 			s.setJailAction(t, "")
-			return func() { s.setJailAction(t, "nftables-multiport") }
+			return func() { s.setJailAction(t, "bouncemilter-nftables") }
 		}, "fail2ban banaction", Fail, "banaction"},
+		{"stock nftables action with IPv6 networks", func(t *testing.T, cfg *Config) func() {
+			s.setJailAction(t, "nftables-multiport")
+			return func() { s.setJailAction(t, "bouncemilter-nftables") }
+		}, "fail2ban banaction", Fail, "banaction = bouncemilter-nftables"},
 		{"ban durations differ", func(t *testing.T, cfg *Config) func() {
 			cfg.BanDuration = time.Hour
 			return func() {}

@@ -1,11 +1,9 @@
 package banner
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +32,9 @@ type Fail2banClient struct {
 	// Command is the fail2ban-client program; empty means
 	// "fail2ban-client", looked up in PATH.
 	Command string
+	// CommandTimeout is how long one fail2ban-client run may take; zero
+	// means DefaultCommandTimeout.
+	CommandTimeout time.Duration
 	// Bantime, when set, is made the jail's bantime before the first ban
 	// (fail2ban keeps one bantime per jail, not per ban), and again before
 	// a ban a minute or more after the last time (see setBantime). Zero
@@ -149,27 +150,9 @@ func (c *Fail2banClient) run(ctx context.Context, args ...string) ([]byte, error
 		full = append(full, "-s", c.Socket)
 	}
 	full = append(full, args...)
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, prog, full...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return nil, commandError(prog+" "+strings.Join(full, " "), err, append(stderr.Bytes(), stdout.Bytes()...))
+	stdout, stderr, err := runCommand(ctx, c.CommandTimeout, append([]string{prog}, full...), "")
+	if err != nil {
+		return nil, commandError(prog+" "+strings.Join(full, " "), err, append(stderr, stdout...))
 	}
-	return stdout.Bytes(), nil
-}
-
-// commandError describes a command that failed, with what it printed on one
-// line: the error ends up in one log line, and a second line would read as a
-// record of its own.
-func commandError(command string, err error, output []byte) error {
-	var lines []string
-	for line := range strings.Lines(string(output)) {
-		if line = strings.TrimSpace(line); line != "" {
-			lines = append(lines, line)
-		}
-	}
-	if len(lines) == 0 {
-		return fmt.Errorf("%s: %w", command, err)
-	}
-	return fmt.Errorf("%s: %w: %s", command, err, strings.Join(lines, " / "))
+	return stdout, nil
 }

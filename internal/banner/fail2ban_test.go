@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -333,5 +334,50 @@ func TestStockFail2banBlocksIPv6Network(t *testing.T) {
 			t.Fatalf("fail2ban's nftables table does not hold %q:\n%s\nfail2ban-client status:\n%s", missing, out, status)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestFail2banHungServer: a fail2ban server that accepts connections but
+// does not answer (stopped, swapped out, stuck in a long reload) must make
+// a ban fail in bounded time, so that the worker retries it later and goes
+// on with the account bans behind it. fail2ban-client waits on its socket
+// without a time limit, and the banner gave it none, with the worker's
+// context that has no deadline: Ban blocked for as long as the server did.
+func TestFail2banHungServer(t *testing.T) {
+	f2b := testenv.StartFail2ban(t, "")
+	pidText, err := os.ReadFile(filepath.Join(f2b.Dir, "fail2ban.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if fmt.Sscan(string(pidText), &pid); pid <= 1 {
+		t.Fatalf("fail2ban pid %q", pidText)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	// Before StartFail2ban's cleanup, which stops the server.
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+
+	const timeout = time.Second
+	b := &Fail2banClient{Jail: DefaultJail, Config: f2b.Dir, Bantime: time.Hour, CommandTimeout: timeout}
+	// The worker's context: no deadline, cancelled only at shutdown.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- b.Ban(ctx, netip.MustParseAddr("203.0.113.7"), "") }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errNoAnswer) {
+			t.Errorf("Ban against a stopped fail2ban = %v, want no answer", err)
+		}
+		if d := time.Since(start); d > 5*timeout {
+			t.Errorf("Ban against a stopped fail2ban took %v, its timeout is %v", d, timeout)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("Ban against a stopped fail2ban still blocks after 30 s")
+		cancel()
+		<-done
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"time"
 )
@@ -49,6 +48,9 @@ type NFTables struct {
 	// empty means "nft". Tests run it in a network namespace of their own
 	// with {"ip", "netns", "exec", NAME, "nft"}.
 	Command []string
+	// CommandTimeout is how long one nft run may take; zero means
+	// DefaultCommandTimeout.
+	CommandTimeout time.Duration
 }
 
 func (n *NFTables) table() string {
@@ -112,7 +114,7 @@ func (n *NFTables) BanNet(ctx context.Context, p netip.Prefix, reason string) er
 	add := fmt.Sprintf("add element inet %s %s { %s timeout %ds }\n", n.table(), n.set(p), target, secs)
 	script := add + "delete element " + elem + "\n" + add
 	err := n.script(ctx, script)
-	if err != nil && ctx.Err() == nil {
+	if err != nil && ctx.Err() == nil && !errors.Is(err, errNoAnswer) {
 		// The table may be missing (first ban, or flushed by a
 		// firewall reload), or older than the network set: load it and
 		// try once more.
@@ -172,15 +174,12 @@ func (n *NFTables) script(ctx context.Context, commands string) error {
 		argv = []string{"nft"}
 	}
 	argv = append(argv[:len(argv):len(argv)], "-f", "-")
-	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Stdin = strings.NewReader(commands)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		if bytes.Contains(out.Bytes(), []byte("No such file or directory")) {
+	stdout, stderr, err := runCommand(ctx, n.CommandTimeout, argv, commands)
+	if err != nil {
+		if bytes.Contains(stderr, []byte("No such file or directory")) {
 			err = fmt.Errorf("%w (%w)", err, errNoSuchElement)
 		}
-		return commandError(strings.Join(argv, " "), err, out.Bytes())
+		return commandError(strings.Join(argv, " "), err, append(stderr, stdout...))
 	}
 	return nil
 }

@@ -50,8 +50,8 @@ func inNetns(ns string, args ...string) *exec.Cmd {
 	return exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
 }
 
-// elements returns the addresses in a set of the table and the seconds left
-// before each expires, from nft's JSON listing.
+// elements returns the addresses (networks in CIDR form) in a set of the
+// table and the seconds left before each expires, from nft's JSON listing.
 func elements(t *testing.T, ns, table, set string) map[string]int {
 	t.Helper()
 	out, err := inNetns(ns, "nft", "-j", "list", "set", "inet", table, set).Output()
@@ -63,8 +63,8 @@ func elements(t *testing.T, ns, table, set string) map[string]int {
 			Set *struct {
 				Elem []struct {
 					Elem struct {
-						Val     string `json:"val"`
-						Expires int    `json:"expires"`
+						Val     json.RawMessage `json:"val"`
+						Expires int             `json:"expires"`
 					} `json:"elem"`
 				} `json:"elem"`
 			} `json:"set"`
@@ -77,7 +77,20 @@ func elements(t *testing.T, ns, table, set string) map[string]int {
 	for _, item := range listing.Nftables {
 		if item.Set != nil {
 			for _, e := range item.Set.Elem {
-				got[e.Elem.Val] = e.Elem.Expires
+				var addr string
+				var net struct {
+					Prefix struct {
+						Addr string `json:"addr"`
+						Len  int    `json:"len"`
+					} `json:"prefix"`
+				}
+				if json.Unmarshal(e.Elem.Val, &addr) != nil {
+					if err := json.Unmarshal(e.Elem.Val, &net); err != nil {
+						t.Fatalf("nft -j list set: element %s: %v", e.Elem.Val, err)
+					}
+					addr = fmt.Sprintf("%s/%d", net.Prefix.Addr, net.Prefix.Len)
+				}
+				got[addr] = e.Elem.Expires
 			}
 		}
 	}
@@ -236,5 +249,22 @@ func reachable(t *testing.T, ns, addr string) bool {
 	default:
 		t.Fatalf("probe of %s from %s: %v: %s", addr, ns, err, out)
 		return false
+	}
+}
+
+// TestNFTablesHungNFT: an nft that does not finish (the kernel's nftables
+// lock held by a stuck process) makes a ban fail after CommandTimeout, to
+// be retried later, instead of holding the worker; and the ban does not
+// then try to load the table, which would wait as long again.
+func TestNFTablesHungNFT(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	n := &NFTables{Command: []string{"sh", "-c", "exec sleep 30"}, CommandTimeout: timeout}
+	start := time.Now()
+	err := n.Ban(context.Background(), netip.MustParseAddr("203.0.113.7"), "")
+	if !errors.Is(err, errNoAnswer) {
+		t.Errorf("Ban with a hung nft = %v, want no answer", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Ban with a hung nft took %v, its timeout is %v", d, timeout)
 	}
 }

@@ -475,7 +475,11 @@ func (d *doctor) banner(ctx context.Context) {
 		if d.cfg.Fail2banSocket != "" {
 			full = append(full, "-s", d.cfg.Fail2banSocket)
 		}
-		out, err := exec.CommandContext(ctx, "fail2ban-client", append(full, args...)...).CombinedOutput()
+		// fail2ban-client waits on the server's socket without a time
+		// limit: a hung server must not hang doctor.
+		cctx, cancel := context.WithTimeout(ctx, banner.DefaultCommandTimeout)
+		defer cancel()
+		out, err := exec.CommandContext(cctx, "fail2ban-client", append(full, args...)...).CombinedOutput()
 		if err != nil {
 			return "", fmt.Errorf("fail2ban-client %s: %v: %s", strings.Join(args, " "), err, oneLine(string(out)))
 		}

@@ -295,7 +295,8 @@ func TestCommands(t *testing.T) {
 func TestDryRun(t *testing.T) {
 	ctx := context.Background()
 	inst := mgtest.NewSQLite(t, sender)
-	bot := inst.AddUser(t, mgtest.User{Username: "xk7bot", Email: "Xk7bot@example.net", Created: time.Now().Add(-time.Minute)})
+	created := time.Now().Add(-time.Minute)
+	bot := inst.AddUser(t, mgtest.User{Username: "xk7bot", Email: "Xk7bot@example.net", Created: created})
 	dir := t.TempDir()
 	var logs testenv.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
@@ -312,7 +313,7 @@ func TestDryRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = reg.Tx(ctx, func(tx *registry.Tx) error {
-		if err := tx.UpsertRegistration(ctx, registry.Registration{UserID: bot, Username: "xk7bot", Email: "Xk7bot@example.net", Created: time.Now(), Synced: time.Now()}); err != nil {
+		if err := tx.UpsertRegistration(ctx, registry.Registration{UserID: bot, Username: "xk7bot", Email: "Xk7bot@example.net", Created: created, Synced: time.Now()}); err != nil {
 			return err
 		}
 		_, err := tx.SetIP(ctx, "xk7bot", "2001:db8:1:2::7", "signup-log")

@@ -144,12 +144,12 @@ func (t *Tx) dropAllowed(ctx context.Context, b *Bounce, actions []Action) ([]Ac
 		if a.Kind != BanAccount || dropped[a.UserID] {
 			continue
 		}
-		reg, err := scanRegistration(t.tx.QueryRowContext(ctx, `SELECT `+registrationColumns+` FROM registrations WHERE user_id = ?`, a.UserID))
-		if errors.Is(err, sql.ErrNoRows) {
-			continue // nothing to be allow-listed by; the handler checked
-		}
+		reg, found, err := t.registration(ctx, a.UserID)
 		if err != nil {
-			return nil, fmt.Errorf("allow-list check for user %d: %w", a.UserID, err)
+			return nil, err
+		}
+		if !found {
+			continue // nothing to be allow-listed by; the handler checked
 		}
 		ok, err := allowed(ctx, t.tx, reg)
 		if err != nil {

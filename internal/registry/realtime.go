@@ -31,12 +31,29 @@ func (r *DB) SyncCursor(ctx context.Context) (int64, error) {
 
 // StoreRegistrations upserts sign-ups copied from MediaGoblin outside a
 // sync (when their mail or their bounce passes the milter), in one
-// transaction. A linked IP is kept, as UpsertRegistration keeps it.
+// transaction. A linked IP is kept, as UpsertRegistration keeps it, unless
+// the id names another account than the one the registry holds under it
+// (SQLite reuses the highest id after a deletion): that one is retired
+// first, as sync does, since sync will find the new account's name
+// already stored and see nothing to retire.
 func (r *DB) StoreRegistrations(ctx context.Context, regs []Registration) error {
 	if len(regs) == 0 {
 		return nil
 	}
-	return r.Tx(ctx, func(tx *Tx) error { return tx.UpsertRegistrations(ctx, regs) })
+	return r.Tx(ctx, func(tx *Tx) error {
+		for _, reg := range regs {
+			old, ok, err := tx.registration(ctx, reg.UserID)
+			if err != nil {
+				return err
+			}
+			if ok && !old.SameAccount(reg) {
+				if err := tx.RetireRegistration(ctx, reg.UserID, reg.Synced); err != nil {
+					return err
+				}
+			}
+		}
+		return tx.UpsertRegistrations(ctx, regs)
+	})
 }
 
 // QueueLinkedIPBan is the second half of a ban whose bounce came before the

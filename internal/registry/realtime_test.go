@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"testing"
+	"time"
 )
 
 func TestQueueLinkedIPBan(t *testing.T) {
@@ -100,6 +101,32 @@ func TestSyncCursorAndStore(t *testing.T) {
 	reg, err := db.Registration(ctx, 18)
 	if err != nil || reg.IP != "192.0.2.1" {
 		t.Errorf("after StoreRegistrations: %+v, %v; want the IP kept", reg, err)
+	}
+	// The bot is banned, then deleted, and SQLite gives its id to the
+	// next sign-up, whose mail the milter copies before any sync: nothing
+	// of the bot becomes the new account's.
+	if _, err := db.RecordBounce(ctx, Bounce{Received: t0, Verdict: VerdictActed, Report: "{}"},
+		[]Action{{UserID: 18, Kind: BanAccount, Target: UserTarget(18), Reason: "bounced"}}); err != nil {
+		t.Fatal(err)
+	}
+	later := t0.Add(time.Hour)
+	if err := db.StoreRegistrations(ctx, []Registration{{UserID: 18, Username: "real", Email: "real@example.net", Created: later, Synced: later}}); err != nil {
+		t.Fatal(err)
+	}
+	if reg, err := db.Registration(ctx, 18); err != nil || reg.Username != "real" || reg.IP != "" {
+		t.Errorf("the new account under id 18: %+v, %v; want real, with no IP", reg, err)
+	}
+	if acts, err := db.Actions(ctx, 18); err != nil || len(acts) != 0 {
+		t.Errorf("actions of the new account: %+v, %v; want none", acts, err)
+	}
+	due, err := db.DueActions(ctx, later, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range due {
+		if a.Kind == BanAccount || a.Kind == BanIP {
+			t.Errorf("the bot's ban is still due: %+v", a)
+		}
 	}
 }
 

@@ -161,6 +161,19 @@ func (r *DB) Registration(ctx context.Context, userID int64) (Registration, erro
 	return reg, nil
 }
 
+// registration is DB.Registration inside the transaction; ok is false
+// when there is none.
+func (t *Tx) registration(ctx context.Context, userID int64) (reg Registration, ok bool, err error) {
+	reg, err = scanRegistration(t.tx.QueryRowContext(ctx, `SELECT `+registrationColumns+` FROM registrations WHERE user_id = ?`, userID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return reg, false, nil
+	}
+	if err != nil {
+		return reg, false, fmt.Errorf("registration %d: %w", userID, err)
+	}
+	return reg, true, nil
+}
+
 // RegistrationByName returns the registration of one username.
 func (r *DB) RegistrationByName(ctx context.Context, username string) (Registration, error) {
 	reg, err := scanRegistration(r.db.QueryRowContext(ctx, `SELECT `+registrationColumns+` FROM registrations WHERE user_id = `+byName, username))

@@ -108,6 +108,29 @@ func (e *env) writeLog(name string, lines ...string) string {
 	return p
 }
 
+// banned journals the bounce of userID's mail at when, with an account
+// ban and, when ip is set, an IP ban, and applies them as the worker would.
+func (e *env) banned(when time.Time, userID int64, ip string) {
+	e.t.Helper()
+	ctx := context.Background()
+	acts := []registry.Action{{UserID: userID, Kind: registry.BanAccount, Target: registry.UserTarget(userID), Reason: "bouncemilter: bounced"}}
+	if ip != "" {
+		acts = append(acts, registry.Action{UserID: userID, Kind: registry.BanIP, Target: ip, Reason: "bouncemilter: bounced"})
+	}
+	if _, err := e.reg.RecordBounce(ctx, registry.Bounce{Received: when, Verdict: registry.VerdictActed, Report: "{}"}, acts); err != nil {
+		e.t.Fatal(err)
+	}
+	due, err := e.reg.DueActions(ctx, when, 10)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, a := range due {
+		if err := e.reg.MarkApplied(ctx, a.ID, when, ""); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
 func clf(t time.Time) string { return t.UTC().Format("02/Jan/2006:15:04:05 -0700") }
 
 func combined(ip string, t time.Time, method, path string, status int) string {
@@ -595,17 +618,7 @@ func TestSyncReusedUsernameOfBannedBot(t *testing.T) {
 		now := time.Now().UTC().Truncate(time.Second)
 		bot := e.inst.AddUser(t, mgtest.User{Username: "foo", Email: "foo@nowhere.example", Created: now.Add(-2 * time.Hour)})
 		e.sync()
-		if _, err := e.reg.RecordBounce(ctx, registry.Bounce{Received: now.Add(-2 * time.Hour), Verdict: registry.VerdictActed, Report: "{}"}, []registry.Action{
-			{UserID: bot, Kind: registry.BanAccount, Target: registry.UserTarget(bot), Reason: "bouncemilter: bounced"},
-		}); err != nil {
-			t.Fatal(err)
-		}
-		due, _ := e.reg.DueActions(ctx, now, 10)
-		for _, a := range due {
-			if err := e.reg.MarkApplied(ctx, a.ID, now, ""); err != nil {
-				t.Fatal(err)
-			}
-		}
+		e.banned(now.Add(-2*time.Hour), bot, "")
 		e.inst.DeleteUser(t, bot)
 		e.inst.AddUser(t, mgtest.User{Username: "other", Email: "other@example.net", Created: now.Add(-time.Hour)})
 		real := e.inst.AddUser(t, mgtest.User{Username: "foo", Email: "foo@example.net", Created: now})
@@ -645,18 +658,7 @@ func TestSyncRefreshSubSecondCreated(t *testing.T) {
 			t.Fatalf("bot = %+v", r)
 		}
 		now := time.Now().UTC()
-		if _, err := e.reg.RecordBounce(ctx, registry.Bounce{Received: now, Verdict: registry.VerdictActed, Report: "{}"}, []registry.Action{
-			{UserID: bot, Kind: registry.BanAccount, Target: registry.UserTarget(bot), Reason: "bouncemilter: bounced"},
-			{UserID: bot, Kind: registry.BanIP, Target: "203.0.113.9", Reason: "bouncemilter: bounced"},
-		}); err != nil {
-			t.Fatal(err)
-		}
-		due, _ := e.reg.DueActions(ctx, now, 10)
-		for _, a := range due {
-			if err := e.reg.MarkApplied(ctx, a.ID, now, ""); err != nil {
-				t.Fatal(err)
-			}
-		}
+		e.banned(now, bot, "203.0.113.9")
 		if sum := e.sync(); sum.Refreshed != 0 {
 			t.Errorf("a sync that changed nothing in MediaGoblin refreshed %v", sum)
 		}
@@ -691,17 +693,7 @@ func TestSyncReusedIDBotIsBanned(t *testing.T) {
 	e.inst.AddUser(t, mgtest.User{Username: "first", Email: "first@example.net", Created: now.Add(-time.Hour)})
 	bot := e.inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example", Created: now.Add(-time.Hour)})
 	e.sync()
-	if _, err := e.reg.RecordBounce(ctx, registry.Bounce{Received: now.Add(-time.Hour), Verdict: registry.VerdictActed, Report: "{}"}, []registry.Action{
-		{UserID: bot, Kind: registry.BanAccount, Target: registry.UserTarget(bot), Reason: "bouncemilter: bounced"},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	due, _ := e.reg.DueActions(ctx, now, 10)
-	for _, a := range due {
-		if err := e.reg.MarkApplied(ctx, a.ID, now, ""); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e.banned(now.Add(-time.Hour), bot, "")
 	e.inst.DeleteUser(t, bot)
 	bot2 := e.inst.AddUser(t, mgtest.User{Username: "bot2", Email: "bot2@nowhere.example", Created: now})
 	if bot2 != bot {

@@ -24,6 +24,14 @@ import (
 // and the worker applies what they queued (within the same grace) before
 // it stops. On SIGHUP it re-reads the signing keys.
 func Serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+	// SIGHUP is `systemctl reload` (the unit's ExecReload): caught for as
+	// long as serve runs, draining included, whatever there is to reload.
+	// Its default action would end the milter, and systemd counts that a
+	// clean exit: Postfix would pass mail unfiltered with nothing said.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	// Configuration errors first, before anything is opened.
 	if cfg.TrustReturnedHeaders && cfg.SignReturnPath {
 		return usage("--trust-returned-headers needs --sign-return-path=false: with signed return paths a valid tag is the only proof a bounce is genuine")
@@ -92,17 +100,19 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	var rewriter filter.Rewriter
+	var (
+		rewriter filter.Rewriter
+		keys     *returnpath.Keyring
+	)
 	if cfg.SignReturnPath {
-		keys, err := returnpath.LoadOrCreate(cfg.KeyFile())
-		if err != nil {
+		if keys, err = returnpath.LoadOrCreate(cfg.KeyFile()); err != nil {
 			return err
 		}
 		signer := &returnpath.Signer{Keys: keys, MaxAge: cfg.Window, Delimiter: cfg.Delimiter}
 		handler.Tags = signer
 		rewriter = signer
-		go reloadOnHangup(ctx, keys, log)
 	}
+	go reloadOnHangup(ctx, hup, keys, log)
 
 	fcfg := filter.Config{Sender: sender, Delimiter: cfg.Delimiter, MaxSize: cfg.MaxSize, Signups: copier, Guard: outGuard,
 		MediaGoblinClients: cfg.MediaGoblinClients, BounceDaemonName: cfg.BounceDaemonName, MaxInFlight: cfg.MaxInFlight}
@@ -171,17 +181,19 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return nil
 }
 
-// reloadOnHangup re-reads the signing keys on SIGHUP, so that a key rotated
-// from the command line is used without a restart.
-func reloadOnHangup(ctx context.Context, keys *returnpath.Keyring, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+// reloadOnHangup re-reads the signing keys (nil: none) at each signal on
+// hup, so that a key rotated from the command line is used without a
+// restart, until ctx is done.
+func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, keys *returnpath.Keyring, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
+			if keys == nil {
+				log.Info("SIGHUP: nothing to reload (--sign-return-path=false)")
+				continue
+			}
 			if err := keys.Reload(); err != nil {
 				log.Error("reloading signing keys failed; keeping the old ones", "err", err)
 				continue

@@ -215,31 +215,18 @@ func (h *Handler) decide(ctx context.Context, env Envelope, rep *dsn.Report, now
 		if err != nil {
 			return nil, Outcome{}, err
 		}
-		// The journal matches addresses without regard to case; act only
-		// on sign-ups with exactly the address the bounce proved.
-		var same []registry.Registration
-		for _, reg := range regs {
-			if registry.SameAddress(reg.Email, addr) {
-				same = append(same, reg)
-			}
+		eligible, notes, err := h.Policy.Eligible(ctx, h.Journal, addr, regs, now)
+		if err != nil {
+			return nil, Outcome{}, err
 		}
-		if len(same) == 0 {
+		for _, n := range notes {
+			note("%s", n)
+		}
+		if len(eligible) == 0 && len(notes) == 0 {
 			note("no sign-up")
 			continue
 		}
 		matched = true
-		var eligible []registry.Registration
-		for _, reg := range same {
-			allowed, err := h.Journal.Allowed(ctx, reg)
-			if err != nil {
-				return nil, Outcome{}, err
-			}
-			if why := h.Policy.Check(reg, regs, allowed, now); why != "" {
-				note("%s not eligible: %s", reg.Username, why)
-				continue
-			}
-			eligible = append(eligible, reg)
-		}
 		if len(eligible) == 0 {
 			continue
 		}

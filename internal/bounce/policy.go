@@ -1,6 +1,7 @@
 package bounce
 
 import (
+	"context"
 	"strings"
 	"time"
 
@@ -76,4 +77,33 @@ func (p Policy) Check(reg registry.Registration, others []registry.Registration,
 		}
 	}
 	return ""
+}
+
+// Allower says whether a sign-up is allow-listed (registry.DB.Allowed).
+type Allower interface {
+	Allowed(ctx context.Context, reg registry.Registration) (bool, error)
+}
+
+// Eligible returns the sign-ups of regs with exactly the address addr
+// (SameAddress: the journal matches addresses without regard to case, and
+// a look-alike's sign-up is not addr's) that may be acted on (Check, with
+// the allow-list read from a), and for each other one with that address a
+// note, "USERNAME not eligible: WHY". No sign-up with the address leaves
+// both empty.
+func (p Policy) Eligible(ctx context.Context, a Allower, addr string, regs []registry.Registration, now time.Time) (eligible []registry.Registration, notes []string, err error) {
+	for _, reg := range regs {
+		if !registry.SameAddress(reg.Email, addr) {
+			continue
+		}
+		allowed, err := a.Allowed(ctx, reg)
+		if err != nil {
+			return nil, nil, err
+		}
+		if why := p.Check(reg, regs, allowed, now); why != "" {
+			notes = append(notes, reg.Username+" not eligible: "+why)
+			continue
+		}
+		eligible = append(eligible, reg)
+	}
+	return eligible, notes, nil
 }

@@ -1,6 +1,8 @@
 package bounce
 
 import (
+	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -122,5 +124,44 @@ func TestZeroPolicyActsOnNothingOld(t *testing.T) {
 	reg := registry.Registration{UserID: 7, Username: "xk7bot", Created: now.Add(-time.Second)}
 	if why := (Policy{}).Check(reg, nil, false, now); why == "" {
 		t.Error("zero Policy accepted a sign-up of a second ago")
+	}
+}
+
+// allowNames allow-lists the usernames it holds.
+type allowNames []string
+
+func (a allowNames) Allowed(_ context.Context, reg registry.Registration) (bool, error) {
+	return slices.Contains(a, reg.Username), nil
+}
+
+// Eligible keeps the sign-ups with exactly the address that Check lets
+// through, and says why of the others with it; a look-alike's sign-up is
+// neither.
+func TestEligible(t *testing.T) {
+	now := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	recent := now.Add(-time.Minute)
+	regs := []registry.Registration{
+		{UserID: 1, Username: "bot", Email: "bot@example.net", Created: recent},
+		{UserID: 2, Username: "lookalike", Email: "Bot@example.net", Created: recent},
+		{UserID: 3, Username: "friend", Email: "bot@EXAMPLE.net", Created: recent},
+		{UserID: 4, Username: "old", Email: "bot@example.net", Created: now.Add(-30 * 24 * time.Hour)},
+	}
+	eligible, notes, err := DefaultPolicy().Eligible(context.Background(), allowNames{"friend"}, "bot@example.net", regs, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range eligible {
+		names = append(names, r.Username)
+	}
+	if !slices.Equal(names, []string{"bot"}) {
+		t.Errorf("eligible = %v, want [bot]", names)
+	}
+	want := []string{"friend not eligible: allow-listed", "old not eligible: signed up before the window of 168h0m0s"}
+	if !slices.Equal(notes, want) {
+		t.Errorf("notes = %q, want %q", notes, want)
+	}
+	if e, n, _ := DefaultPolicy().Eligible(context.Background(), allowNames{}, "nobody@example.net", regs, now); e != nil || n != nil {
+		t.Errorf("no sign-up with the address: %v, %q", e, n)
 	}
 }

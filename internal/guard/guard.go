@@ -94,23 +94,12 @@ func (g *Guard) Stop(ctx context.Context, env bounce.Envelope) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		var eligible []registry.Registration
-		for _, reg := range regs {
-			// The journal matches addresses without regard to case;
-			// only the sign-ups with exactly this address are the
-			// recipient's (as for a bounce).
-			if !registry.SameAddress(reg.Email, rcpt) {
-				continue
-			}
-			allowed, err := g.Journal.Allowed(ctx, reg)
-			if err != nil {
-				return false, err
-			}
-			if why := g.Policy.Check(reg, regs, allowed, now); why != "" {
-				details = append(details, fmt.Sprintf("%s: %s not eligible: %s", rcpt, reg.Username, why))
-				continue
-			}
-			eligible = append(eligible, reg)
+		eligible, notes, err := g.Policy.Eligible(ctx, g.Journal, rcpt, regs, now)
+		if err != nil {
+			return false, err
+		}
+		for _, n := range notes {
+			details = append(details, rcpt+": "+n)
 		}
 		// A listing says an address is bad; a sign-up that cannot be
 		// acted on (verified, allow-listed, none) says it may be fine:

@@ -3,6 +3,7 @@ package banner
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -106,27 +107,138 @@ func (n *NFTables) BanNet(ctx context.Context, p netip.Prefix, reason string) er
 	}
 	secs := int64((timeout + time.Second - 1) / time.Second)
 	target := netString(p)
-	elem := fmt.Sprintf("inet %s %s { %s }", n.table(), n.set(p), target)
-	// Add, delete, add again, in one transaction: the first add makes
-	// sure the element exists, so that the delete cannot fail, and the
-	// second sets a fresh timeout (adding an element already in a set
-	// leaves its timeout running).
-	add := fmt.Sprintf("add element inet %s %s { %s timeout %ds }\n", n.table(), n.set(p), target, secs)
-	script := add + "delete element " + elem + "\n" + add
-	err := n.script(ctx, script)
+	script, covered, err := n.banScript(ctx, p, secs)
+	if err == nil && !covered {
+		err = n.script(ctx, script)
+	}
 	if err != nil && ctx.Err() == nil && !errors.Is(err, errNoAnswer) {
 		// The table may be missing (first ban, or flushed by a
-		// firewall reload), or older than the network set: load it and
+		// firewall reload), or older than the network set, or a
+		// network listed may have expired since: load the table and
 		// try once more.
 		if eerr := n.EnsureSet(ctx); eerr != nil {
 			return fmt.Errorf("ban %s: %w; %w", target, err, eerr)
 		}
-		err = n.script(ctx, script)
+		script, covered, err = n.banScript(ctx, p, secs)
+		if err == nil && !covered {
+			err = n.script(ctx, script)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("ban %s: %w", target, err)
 	}
 	return nil
+}
+
+// banScript returns the nft commands that ban p for secs seconds, or
+// covered when a wider network banned before blocks p already (for as long
+// as its own ban lasts), and there is nothing to add.
+func (n *NFTables) banScript(ctx context.Context, p netip.Prefix, secs int64) (script string, covered bool, err error) {
+	target := netString(p)
+	add := fmt.Sprintf("add element inet %s %s { %s timeout %ds }\n", n.table(), n.set(p), target, secs)
+	if n.set(p) == set6net {
+		// The network set has the interval flag, and nft refuses an
+		// interval that overlaps one it holds: after --ipv6-prefix
+		// changed, it holds networks of the old length. The ban of p
+		// replaces the narrower ones p holds, deleted in the same
+		// transaction; p is not in the set then (it would overlap
+		// them), and is added once: nft refuses a transaction that
+		// deletes them and adds, deletes and adds p again.
+		inside, covered, err := n.nested(ctx, p)
+		if err != nil || covered {
+			return "", covered, err
+		}
+		if len(inside) > 0 && inside[0] != p {
+			var b strings.Builder
+			for _, e := range inside {
+				fmt.Fprintf(&b, "delete element inet %s %s { %s }\n", n.table(), set6net, netString(e))
+			}
+			return b.String() + add, false, nil
+		}
+	}
+	// Add, delete, add again: the first add makes sure the element
+	// exists, so that the delete cannot fail, and the second sets a fresh
+	// timeout (adding an element already in a set leaves its timeout
+	// running).
+	return fmt.Sprintf("%sdelete element inet %s %s { %s }\n%s", add, n.table(), n.set(p), target, add), false, nil
+}
+
+// nested lists the network set and returns the networks in it that p holds
+// (p itself included), and whether a wider one holds p. A missing table or
+// set holds nothing. An element that is no network (a range an admin added
+// by hand) is left out: if it overlaps p, nft refuses the ban and says so.
+func (n *NFTables) nested(ctx context.Context, p netip.Prefix) (inside []netip.Prefix, covered bool, err error) {
+	out, err := n.run(ctx, "", "-j", "list", "set", "inet", n.table(), set6net)
+	if errors.Is(err, errNoSuchElement) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	var listing setListing
+	if err := json.Unmarshal(out, &listing); err != nil {
+		return nil, false, fmt.Errorf("nft -j list set %s: %w", set6net, err)
+	}
+	for _, item := range listing.Nftables {
+		if item.Set == nil {
+			continue
+		}
+		for _, raw := range item.Set.Elem {
+			e, ok := setElement(raw)
+			switch {
+			case !ok:
+			case p.Contains(e.Addr()) && e.Bits() >= p.Bits():
+				inside = append(inside, e)
+			case e.Contains(p.Addr()) && e.Bits() < p.Bits():
+				covered = true
+			}
+		}
+	}
+	return inside, covered, nil
+}
+
+// setListing is what nft -j list set prints: the set's elements, each read
+// by setElement.
+type setListing struct {
+	Nftables []struct {
+		Set *struct {
+			Elem []json.RawMessage `json:"elem"`
+		} `json:"set"`
+	} `json:"nftables"`
+}
+
+// setElement reads an element of nft's JSON listing as a network: an
+// address ("2001:db8::1"), or a prefix ({"prefix": {"addr": …, "len": 64}}),
+// either alone or, in a set with timeouts, as {"elem": {"val": …}}.
+func setElement(raw json.RawMessage) (netip.Prefix, bool) {
+	var wrapped struct {
+		Elem *struct {
+			Val json.RawMessage `json:"val"`
+		} `json:"elem"`
+	}
+	if json.Unmarshal(raw, &wrapped) == nil && wrapped.Elem != nil {
+		raw = wrapped.Elem.Val
+	}
+	var addr string
+	if json.Unmarshal(raw, &addr) == nil {
+		ip, err := netip.ParseAddr(addr)
+		return single(ip), err == nil
+	}
+	var net struct {
+		Prefix *struct {
+			Addr string `json:"addr"`
+			Len  int    `json:"len"`
+		} `json:"prefix"`
+	}
+	if json.Unmarshal(raw, &net) != nil || net.Prefix == nil {
+		return netip.Prefix{}, false
+	}
+	ip, err := netip.ParseAddr(net.Prefix.Addr)
+	if err != nil {
+		return netip.Prefix{}, false
+	}
+	e, err := ip.Prefix(net.Prefix.Len)
+	return e, err == nil
 }
 
 // Unban removes ip from its set. An address that is not there, or a table
@@ -169,17 +281,23 @@ var errNoSuchElement = errors.New("no such table, set or element")
 // script runs nft -f - with the commands on its standard input: one
 // transaction, applied whole or not at all.
 func (n *NFTables) script(ctx context.Context, commands string) error {
+	_, err := n.run(ctx, commands, "-f", "-")
+	return err
+}
+
+// run runs nft with args and stdin, and returns its standard output.
+func (n *NFTables) run(ctx context.Context, stdin string, args ...string) ([]byte, error) {
 	argv := n.Command
 	if len(argv) == 0 {
 		argv = []string{"nft"}
 	}
-	argv = append(argv[:len(argv):len(argv)], "-f", "-")
-	stdout, stderr, err := runCommand(ctx, n.CommandTimeout, argv, commands)
+	argv = append(argv[:len(argv):len(argv)], args...)
+	stdout, stderr, err := runCommand(ctx, n.CommandTimeout, argv, stdin)
 	if err != nil {
 		if bytes.Contains(stderr, []byte("No such file or directory")) {
 			err = fmt.Errorf("%w (%w)", err, errNoSuchElement)
 		}
-		return commandError(strings.Join(argv, " "), err, append(stderr, stdout...))
+		return nil, commandError(strings.Join(argv, " "), err, append(stderr, stdout...))
 	}
-	return nil
+	return stdout, nil
 }

@@ -58,40 +58,26 @@ func elements(t *testing.T, ns, table, set string) map[string]int {
 	if err != nil {
 		t.Fatalf("nft list set %s: %v", set, err)
 	}
-	var listing struct {
-		Nftables []struct {
-			Set *struct {
-				Elem []struct {
-					Elem struct {
-						Val     json.RawMessage `json:"val"`
-						Expires int             `json:"expires"`
-					} `json:"elem"`
-				} `json:"elem"`
-			} `json:"set"`
-		} `json:"nftables"`
-	}
+	var listing setListing
 	if err := json.Unmarshal(out, &listing); err != nil {
 		t.Fatalf("nft -j list set: %v\n%s", err, out)
 	}
 	got := map[string]int{}
 	for _, item := range listing.Nftables {
-		if item.Set != nil {
-			for _, e := range item.Set.Elem {
-				var addr string
-				var net struct {
-					Prefix struct {
-						Addr string `json:"addr"`
-						Len  int    `json:"len"`
-					} `json:"prefix"`
-				}
-				if json.Unmarshal(e.Elem.Val, &addr) != nil {
-					if err := json.Unmarshal(e.Elem.Val, &net); err != nil {
-						t.Fatalf("nft -j list set: element %s: %v", e.Elem.Val, err)
-					}
-					addr = fmt.Sprintf("%s/%d", net.Prefix.Addr, net.Prefix.Len)
-				}
-				got[addr] = e.Elem.Expires
+		if item.Set == nil {
+			continue
+		}
+		for _, raw := range item.Set.Elem {
+			p, ok := setElement(raw)
+			var e struct {
+				Elem struct {
+					Expires int `json:"expires"`
+				} `json:"elem"`
 			}
+			if !ok || json.Unmarshal(raw, &e) != nil {
+				t.Fatalf("nft -j list set: element %s", raw)
+			}
+			got[netString(p)] = e.Elem.Expires
 		}
 	}
 	return got
@@ -249,6 +235,39 @@ func reachable(t *testing.T, ns, addr string) bool {
 	default:
 		t.Fatalf("probe of %s from %s: %v: %s", addr, ns, err, out)
 		return false
+	}
+}
+
+// TestNFTablesOverlappingNetworks: vandals6net has the interval flag and no
+// auto-merge, and nft refuses an interval that overlaps one the set holds
+// ("interval overlaps with an existing one"). After the admin widens
+// --ipv6-prefix from 64 to 48 (bots hop between the /64s of their /48), the
+// ban of a bot's /48 must go in while a /64 of it banned before the change
+// is still there, or every ban in that /48 fails until the /64 expires,
+// days later; narrowing the prefix again must not fail either.
+func TestNFTablesOverlappingNetworks(t *testing.T) {
+	ns := netns(t)
+	ctx := context.Background()
+	n := &NFTables{Timeout: time.Hour, Command: []string{"ip", "netns", "exec", ns, "nft"}}
+	for _, step := range []struct {
+		ban  string
+		want []string // vandals6net after the ban
+	}{
+		{"2001:db8:1:2::/64", []string{"2001:db8:1:2::/64"}},
+		{"2001:db8:2:5::/64", []string{"2001:db8:1:2::/64", "2001:db8:2:5::/64"}},
+		// Wider: the /48 replaces the /64 it holds.
+		{"2001:db8:1::/48", []string{"2001:db8:1::/48", "2001:db8:2:5::/64"}},
+		// Narrower, inside the /48: nothing more to block.
+		{"2001:db8:1:7::/64", []string{"2001:db8:1::/48", "2001:db8:2:5::/64"}},
+	} {
+		if err := n.BanNet(ctx, netip.MustParsePrefix(step.ban), ""); err != nil {
+			t.Errorf("BanNet(%s): %v", step.ban, err)
+			continue
+		}
+		got := slices.Sorted(maps.Keys(elements(t, ns, DefaultTable, set6net)))
+		if !slices.Equal(got, step.want) {
+			t.Errorf("after BanNet(%s) vandals6net = %q, want %q", step.ban, got, step.want)
+		}
 	}
 }
 

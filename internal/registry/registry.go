@@ -23,7 +23,7 @@ import (
 	"sync"
 	"time"
 
-	_ "github.com/mattn/go-sqlite3" // the SQLite driver
+	"github.com/mattn/go-sqlite3" // the SQLite driver
 )
 
 // ErrNotFound is returned when a looked-up row does not exist.
@@ -215,7 +215,7 @@ CREATE INDEX sends_sent ON sends(sent);
 }
 
 func (r *DB) migrate(ctx context.Context) error {
-	conn, err := r.db.Conn(ctx)
+	conn, err := r.firstConn(ctx)
 	if err != nil {
 		return err
 	}
@@ -251,6 +251,27 @@ func (r *DB) migrate(ctx context.Context) error {
 		}
 		if err := tx.Commit(); err != nil {
 			return fmt.Errorf("migrate to %d: %w", version+1, err)
+		}
+	}
+}
+
+// firstConn connects, waiting while another process makes a new registry
+// a WAL database: SQLite refuses the switch to a second connection at once
+// with SQLITE_BUSY, without the busy timeout, and every connection asks for
+// it (_journal_mode). Once the file is in WAL mode, asking again takes no
+// lock.
+func (r *DB) firstConn(ctx context.Context) (*sql.Conn, error) {
+	deadline := time.Now().Add(10 * time.Second) // as _busy_timeout
+	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		conn, err := r.db.Conn(ctx)
+		var se sqlite3.Error
+		if err == nil || !errors.As(err, &se) || se.Code != sqlite3.ErrBusy || time.Now().After(deadline) {
+			return conn, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
 		}
 	}
 }

@@ -232,9 +232,10 @@ func installContrib(t *testing.T, dir string) {
 // startSystemFail2ban starts a private fail2ban inside the network namespace
 // ns with the system's own jail.conf, paths and action.d (Debian's stock
 // fail2ban) and contrib's filter, action and jail as contrib/install.sh
-// installs them: the jail's real ban action runs nft, in the namespace only.
-// It returns the configuration directory and the ban log the jail watches.
-func startSystemFail2ban(t *testing.T, ns string) (dir, banLog string) {
+// installs them, with jailLocal's settings in the jail's .local: the jail's
+// real ban action runs nft, in the namespace only. It returns the
+// configuration directory and the ban log the jail watches.
+func startSystemFail2ban(t *testing.T, ns, jailLocal string) (dir, banLog string) {
 	t.Helper()
 	for _, f := range []string{"jail.conf", "paths-common.conf", "paths-debian.conf", "action.d/nftables.conf"} {
 		_, err := os.Stat("/etc/fail2ban/" + f)
@@ -253,9 +254,9 @@ func startSystemFail2ban(t *testing.T, ns string) (dir, banLog string) {
 	}
 	installContrib(t, dir)
 	banLog = filepath.Join(dir, "bans.log")
+	writeJailLocal(t, dir, banLog, jailLocal)
 	for name, text := range map[string]string{
-		"bans.log":                  "",
-		"jail.d/bouncemilter.local": fmt.Sprintf("[bouncemilter]\nlogpath = %s\nbackend = polling\n", banLog),
+		"bans.log": "",
 		"fail2ban.conf": fmt.Sprintf(`[Definition]
 loglevel = INFO
 logtarget = %[1]s/fail2ban.log
@@ -294,6 +295,16 @@ allowipv6 = auto
 	return dir, banLog
 }
 
+// writeJailLocal writes the jail's .local: the test's ban log, the polling
+// backend, and the settings of more.
+func writeJailLocal(t *testing.T, dir, banLog, more string) {
+	t.Helper()
+	text := fmt.Sprintf("[bouncemilter]\nlogpath = %s\nbackend = polling\n%s", banLog, more)
+	if err := os.WriteFile(filepath.Join(dir, "jail.d", "bouncemilter.local"), []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestStockFail2banBlocksIPv6Network: with the default banner (log), the
 // default --ipv6-prefix 64 and contrib's jail on Debian's fail2ban, the ban
 // of an IPv6 sign-up must end up in the firewall. Debian's nftables action
@@ -304,7 +315,7 @@ func TestStockFail2banBlocksIPv6Network(t *testing.T) {
 	ns := netns(t)
 	_, err := exec.LookPath("fail2ban-client")
 	testenv.Require(t, err == nil, "fail2ban is not installed (apt-get install fail2ban)")
-	dir, banLog := startSystemFail2ban(t, ns)
+	dir, banLog := startSystemFail2ban(t, ns, "")
 	b, err := New(KindLog, Options{LogPath: banLog, IPv6Prefix: 64})
 	if err != nil {
 		t.Fatal(err)
@@ -316,7 +327,14 @@ func TestStockFail2banBlocksIPv6Network(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// fail2ban records a ban before its action runs: wait for nft.
+	waitFail2banTable(t, ns, dir, want...)
+}
+
+// waitFail2banTable waits until the nftables table of fail2ban's actions
+// in ns holds each of want (fail2ban records a ban before its action runs),
+// and returns the table's listing.
+func waitFail2banTable(t *testing.T, ns, dir string, want ...string) string {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		out, _ := inNetns(ns, "nft", "list", "table", "inet", "f2b-table").CombinedOutput()
@@ -327,13 +345,50 @@ func TestStockFail2banBlocksIPv6Network(t *testing.T) {
 			}
 		}
 		if len(missing) == 0 {
-			break
+			return string(out)
 		}
 		if time.Now().After(deadline) {
 			status, _ := exec.Command("fail2ban-client", "-c", dir, "status", DefaultJail).CombinedOutput()
 			t.Fatalf("fail2ban's nftables table does not hold %q:\n%s\nfail2ban-client status:\n%s", missing, out, status)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestFail2banUpgradeFromStockAction upgrades a jail that bans with
+// Debian's nftables-multiport (contrib's before bouncemilter-nftables) as
+// contrib/install.sh does. fail2ban 1.0.2's plain reload that changes a
+// jail's action leaves the jail with no action at all: bans recorded,
+// nothing blocked. install.sh restarts the jail first, which stops the old
+// action (its sets go) and puts the bans fail2ban keeps into the new sets.
+func TestFail2banUpgradeFromStockAction(t *testing.T) {
+	ns := netns(t)
+	_, err := exec.LookPath("fail2ban-client")
+	testenv.Require(t, err == nil, "fail2ban is not installed (apt-get install fail2ban)")
+	dir, banLog := startSystemFail2ban(t, ns, "banaction = nftables-multiport\nbanaction_allports = nftables-allports\n")
+	b, err := New(KindLog, Options{LogPath: banLog, IPv6Prefix: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := b.Ban(ctx, netip.MustParseAddr("203.0.113.7"), "5.1.1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFail2banTable(t, ns, dir, "addr-set-bouncemilter", "203.0.113.7")
+
+	// The upgrade: contrib's jail as shipped, and install.sh's commands.
+	writeJailLocal(t, dir, banLog, "")
+	for _, args := range [][]string{{"reload", "--restart", "--if-exists", DefaultJail}, {"reload"}} {
+		if out, err := exec.Command("fail2ban-client", append([]string{"-c", dir}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("fail2ban-client %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	if err := b.Ban(ctx, netip.MustParseAddr("2001:db8:1:2::5"), "5.1.1"); err != nil {
+		t.Fatal(err)
+	}
+	table := waitFail2banTable(t, ns, dir, "net-set-bouncemilter", "203.0.113.7", "2001:db8:1:2::/64")
+	if strings.Contains(table, "addr-set-bouncemilter") {
+		t.Errorf("the stock action's set outlived the upgrade:\n%s", table)
 	}
 }
 

@@ -94,20 +94,28 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 			d.db.SetMaxOpenConns(4)
 		}
 	case Postgres:
-		src := cfg.Source
-		if cfg.ReadOnly {
-			// pgx passes query parameters it does not know to the server
-			// as run-time parameters.
-			u, perr := url.Parse(src)
-			if perr != nil {
-				return nil, fmt.Errorf("open mediagoblin database %s: %w", d.where, perr)
-			}
-			q := u.Query()
-			q.Set("default_transaction_read_only", "on")
-			u.RawQuery = q.Encode()
-			src = u.String()
+		// pgx passes query parameters it does not know to the server as
+		// run-time parameters (session defaults any role may set).
+		u, perr := url.Parse(cfg.Source)
+		if perr != nil {
+			return nil, fmt.Errorf("open mediagoblin database %s: %w", d.where, perr)
 		}
-		d.db, err = sql.Open("pgx", src)
+		q := u.Query()
+		// A table MediaGoblin's migration, a VACUUM FULL or a psql
+		// session left open holds locked must not hold our statement,
+		// nor MediaGoblin's requests queued behind its lock request, for
+		// long: it fails (ErrUnavailable) and is retried. What the
+		// operator's URL sets stays.
+		for k, v := range pgTimeouts {
+			if !q.Has(k) {
+				q.Set(k, v)
+			}
+		}
+		if cfg.ReadOnly {
+			q.Set("default_transaction_read_only", "on")
+		}
+		u.RawQuery = q.Encode()
+		d.db, err = sql.Open("pgx", u.String())
 		if err == nil {
 			d.db.SetMaxOpenConns(4)
 			d.db.SetConnMaxIdleTime(time.Minute)
@@ -124,6 +132,11 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	}
 	return d, nil
 }
+
+// pgTimeouts bound, on the server, how long one statement on MediaGoblin's
+// PostgreSQL waits for a lock and runs: well under the worker's deadline
+// for an attempt, so that the error says why.
+var pgTimeouts = map[string]string{"lock_timeout": "5s", "statement_timeout": "30s"}
 
 // Backend says which kind of database d is.
 func (d *DB) Backend() Backend { return d.backend }
@@ -446,7 +459,8 @@ func transient(err error) bool {
 		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
 			strings.HasPrefix(pgErr.Code, "53"),          // insufficient resources
 			strings.HasPrefix(pgErr.Code, "57P"),         // shutdown, cannot connect now
-			pgErr.Code == "40001", pgErr.Code == "40P01": // serialization, deadlock
+			pgErr.Code == "40001", pgErr.Code == "40P01", // serialization, deadlock
+			pgErr.Code == "55P03", pgErr.Code == "57014": // lock_timeout, statement_timeout
 			return true
 		}
 		return false

@@ -257,6 +257,31 @@ func TestSQLiteBusyIsUnavailable(t *testing.T) {
 	}
 }
 
+// A table locked by a long transaction (a migration, VACUUM FULL, a psql
+// session left open) fails a ban after the connection's lock_timeout, as
+// unavailable (retried later), instead of holding it, and the requests
+// MediaGoblin queues behind its lock request, for as long as the lock.
+func TestPostgresLockTimeout(t *testing.T) {
+	inst := mgtest.NewPostgres(t, testenv.Postgres(t), sender)
+	bot := inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example"})
+	db := open(t, inst)
+	tx, err := inst.SQL().Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(`LOCK TABLE core__user_bans IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	err = db.BanUser(ctx, bot, "r")
+	if !errors.Is(err, mediagoblin.ErrUnavailable) || ctx.Err() != nil {
+		t.Errorf("BanUser while locked = %v after %s; want ErrUnavailable from the lock timeout", err, time.Since(start))
+	}
+}
+
 func TestReadOnly(t *testing.T) {
 	backends(t, func(t *testing.T, inst *mgtest.Instance) {
 		ctx := context.Background()

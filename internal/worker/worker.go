@@ -76,10 +76,24 @@ type Worker struct {
 	Poll time.Duration
 	// MaxBackoff caps the wait between attempts at one action.
 	MaxBackoff time.Duration
+	// AttemptTimeout bounds one attempt at an action, opening the
+	// account store included; zero means DefaultAttemptTimeout.
+	AttemptTimeout time.Duration
 	Now        func() time.Time
 
 	wake chan struct{}
 }
+
+// DefaultAttemptTimeout bounds one attempt at an action. MediaGoblin's
+// database can answer and still hold a ban for ever (core__user_bans
+// locked by a migration or a session left open; a black-holed link hangs
+// the same way), and every action behind it would wait too. It is above
+// the targets' own limits (PostgreSQL's lock_timeout and
+// statement_timeout, banner.DefaultCommandTimeout), whose errors say more.
+const DefaultAttemptTimeout = time.Minute
+
+// errNoAnswer marks an attempt that ran out of AttemptTimeout.
+var errNoAnswer = errors.New("no answer")
 
 // errWaiting defers an IP ban until the account ban it belongs to is done.
 var errWaiting = errors.New("waiting for the account ban")
@@ -159,15 +173,30 @@ func (w *Worker) Apply(ctx context.Context, actions []registry.Action) (int, err
 
 // applyAll applies a batch of due actions, oldest first, the account bans
 // among them together when the store can.
+//
+// A target that gave no answer within AttemptTimeout is not tried again in
+// the same batch: its other actions fail at once, with back-off, instead of
+// each waiting out its own deadline before the actions behind them.
 func (w *Worker) applyAll(ctx context.Context, due []registry.Action) (int, error) {
 	done := 0
 	outcome := w.banAccounts(ctx, due)
+	silent := map[bool]error{} // by isAccount: the target's timeout in this batch
+	for _, a := range due {
+		if err, ok := outcome[a.ID]; ok && errors.Is(err, errNoAnswer) {
+			silent[true] = err
+		}
+	}
 	for _, a := range due {
 		var err error
 		if res, ok := outcome[a.ID]; ok {
 			err = res
+		} else if serr := silent[isAccount(a.Kind)]; serr != nil {
+			err = fmt.Errorf("not tried: %w", serr)
 		} else {
-			err = w.do(ctx, a)
+			err = w.attempt(ctx, func(ctx context.Context) error { return w.do(ctx, a) })
+			if errors.Is(err, errNoAnswer) {
+				silent[isAccount(a.Kind)] = err
+			}
 		}
 		left, berr := w.book(ctx, a, err)
 		if berr != nil {
@@ -206,7 +235,11 @@ func (w *Worker) banAccounts(ctx context.Context, due []registry.Action) map[int
 	if len(acts) < 2 {
 		return nil
 	}
-	refused, err := batch.BanUsers(ctx, bans)
+	var refused map[int64]error
+	err := w.attempt(ctx, func(ctx context.Context) (err error) {
+		refused, err = batch.BanUsers(ctx, bans)
+		return err
+	})
 	outcome := make(map[int64]error, len(acts))
 	for _, a := range acts {
 		id, _ := strconv.ParseInt(a.Target, 10, 64)
@@ -218,6 +251,29 @@ func (w *Worker) banAccounts(ctx context.Context, due []registry.Action) map[int
 		}
 	}
 	return outcome
+}
+
+// attempt runs one attempt at an action under its own deadline
+// (AttemptTimeout). An attempt that ran out of it fails with errNoAnswer,
+// to be retried with back-off; a refusal stays a refusal.
+func (w *Worker) attempt(ctx context.Context, fn func(context.Context) error) error {
+	limit := w.AttemptTimeout
+	if limit <= 0 {
+		limit = DefaultAttemptTimeout
+	}
+	actx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	err := fn(actx)
+	if err != nil && !w.refused(err) && ctx.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%w within %s (the target is locked, hung or unreachable): %w", errNoAnswer, limit, err)
+	}
+	return err
+}
+
+// isAccount reports whether actions of kind go to the account store (not
+// to the IP banner).
+func isAccount(kind registry.ActionKind) bool {
+	return kind == registry.BanAccount || kind == registry.UnbanAccount
 }
 
 // book records the outcome of one attempt at a. It reports whether the

@@ -45,6 +45,10 @@ var (
 	// ErrUnavailable wraps failures to reach the database (down, refused,
 	// locked for too long): the operation may succeed if retried later.
 	ErrUnavailable = errors.New("mediagoblin: database unavailable")
+	// ErrReplaced: the SQLite file was replaced since it was opened (see
+	// DB.Replaced); opening it again reaches the database MediaGoblin
+	// serves.
+	ErrReplaced = fmt.Errorf("file replaced since it was opened (restored or moved): %w", ErrUnavailable)
 )
 
 // User is a local MediaGoblin account.
@@ -64,6 +68,9 @@ type DB struct {
 	db      *sql.DB
 	backend Backend
 	where   string // for error messages, without password
+	// path and file: the SQLite file Open found, for Replaced.
+	path string
+	file os.FileInfo
 }
 
 // Open connects to the database cfg names. It checks that the database can
@@ -78,9 +85,13 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		// should be. A busy timeout rather than failing at once while
 		// MediaGoblin writes; immediate transactions so that a ban takes the
 		// write lock before it reads what it re-checks.
-		if _, err := os.Stat(cfg.Source); err != nil {
-			return nil, fmt.Errorf("open mediagoblin database %s: %w: %v", d.where, ErrUnavailable, err)
+		// Taken before the first connection opens the file: a file
+		// replaced in between is reported by Replaced, never missed.
+		fi, serr := os.Stat(cfg.Source)
+		if serr != nil {
+			return nil, fmt.Errorf("open mediagoblin database %s: %w: %v", d.where, ErrUnavailable, serr)
 		}
+		d.path, d.file = cfg.Source, fi
 		q := url.Values{}
 		q.Set("mode", "rw")
 		if cfg.ReadOnly {
@@ -143,6 +154,26 @@ func (d *DB) Backend() Backend { return d.backend }
 
 // Close closes the connections.
 func (d *DB) Close() error { return d.db.Close() }
+
+// Replaced returns an error when d is an SQLite database whose path no
+// longer names the file Open opened: put back from a copy by a rename (a
+// restore, VACUUM INTO and mv), or moved away. The open connections keep
+// the old file: they read what MediaGoblin no longer serves, and SQLite
+// refuses their writes ("attempt to write a readonly database"). The
+// caller closes d and opens the database again. nil for PostgreSQL.
+func (d *DB) Replaced() error {
+	if d.file == nil {
+		return nil
+	}
+	fi, err := os.Stat(d.path)
+	switch {
+	case err != nil:
+		return fmt.Errorf("mediagoblin database %s: %w: %v", d.where, ErrUnavailable, err)
+	case !os.SameFile(fi, d.file):
+		return fmt.Errorf("mediagoblin database %s: %w", d.where, ErrReplaced)
+	}
+	return nil
+}
 
 // Ping checks that the database answers and holds MediaGoblin's tables.
 func (d *DB) Ping(ctx context.Context) error {

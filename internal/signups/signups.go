@@ -129,7 +129,13 @@ func (c *Copier) source(ctx context.Context) (Source, error) {
 		return nil, ErrPaused
 	}
 	if c.src != nil {
-		return c.src, nil
+		r, ok := c.src.(replacer)
+		if !ok || r.Replaced() == nil {
+			return c.src, nil
+		}
+		// Its connections would go on reading the old file, silently.
+		c.log().Info("MediaGoblin's database was replaced; opening it again")
+		c.closeLocked()
 	}
 	src, err := c.Open(ctx)
 	if err != nil {
@@ -147,13 +153,25 @@ func (c *Copier) forget(src Source) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.pause()
-	if c.src != src {
-		return
+	if c.src == src {
+		c.closeLocked()
 	}
-	c.src = nil
-	if cl, ok := src.(interface{ Close() error }); ok {
+}
+
+// replacer is implemented by sources that can tell that the database they
+// opened is no longer the one their configuration names
+// (mediagoblin.DB.Replaced: an SQLite file put back by a rename, whose
+// old connections still read the old file).
+type replacer interface {
+	Replaced() error
+}
+
+// closeLocked closes and drops the source; c.mu is held.
+func (c *Copier) closeLocked() {
+	if cl, ok := c.src.(interface{ Close() error }); ok {
 		cl.Close()
 	}
+	c.src = nil
 }
 
 // pause stops copies for a while; c.mu is held.

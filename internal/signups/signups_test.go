@@ -3,6 +3,7 @@ package signups_test
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -120,6 +121,50 @@ func TestCopySignups(t *testing.T) {
 			t.Errorf("opened MediaGoblin %d times, want 2", n)
 		}
 	})
+}
+
+// MediaGoblin's SQLite database put back from a copy by a rename (a
+// restore; VACUUM INTO and mv): the copier's connections would go on
+// reading the old, unlinked file, and find none of the sign-ups made
+// since. It notices the replaced file before a copy and opens it again.
+func TestCopySignupsReplacedFile(t *testing.T) {
+	ctx := t.Context()
+	inst := mgtest.NewSQLite(t, sender)
+	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ReadOnly = true
+	reg, err := registry.Open(ctx, filepath.Join(t.TempDir(), "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	var src *mediagoblin.DB
+	copier := &signups.Copier{Registry: reg, Open: func(ctx context.Context) (signups.Source, error) {
+		db, err := mediagoblin.Open(ctx, cfg)
+		src = db
+		return db, err
+	}}
+	defer func() { src.Close() }()
+	inst.AddUser(t, mgtest.User{Username: "first", Email: "first@nowhere.example"})
+	if got, err := copier.CopySignups(ctx, []string{"first@nowhere.example"}); err != nil || len(got) != 1 {
+		t.Fatalf("before the restore: %+v, %v", got, err)
+	}
+
+	// The restored file holds a sign-up the old one lost.
+	second := inst.AddUser(t, mgtest.User{Username: "second", Email: "second@nowhere.example"})
+	restored := cfg.Source + ".restore"
+	if _, err := inst.SQL().ExecContext(ctx, `VACUUM INTO ?`, restored); err != nil {
+		t.Fatal(err)
+	}
+	inst.DeleteUser(t, second)
+	if err := os.Rename(restored, cfg.Source); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := copier.CopySignups(ctx, []string{"second@nowhere.example"}); err != nil || len(got) != 1 || got[0].UserID != second {
+		t.Errorf("after the restore: %+v, %v; want user %d from the file MediaGoblin serves", got, err, second)
+	}
 }
 
 func TestJournalFallsBackOnMiss(t *testing.T) {

@@ -2,12 +2,18 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"sync"
+
+	"github.com/bouncemilter/bouncemilter/internal/refusal"
 )
 
 // LazyAccounts opens the account store on first use, and again after an
 // attempt failed, so that the milter starts (and journals) while
 // MediaGoblin's database is still down; the actions wait in the queue.
+// A failure that is not a refusal closes the store: connections that a
+// restarted server dropped, or that hold an SQLite file since replaced, are
+// not used again.
 type LazyAccounts struct {
 	Open func(ctx context.Context) (Accounts, error)
 
@@ -15,11 +21,22 @@ type LazyAccounts struct {
 	acc Accounts
 }
 
+// Replacer is implemented by stores that can tell that the database they
+// opened is no longer the one their configuration names
+// (mediagoblin.DB.Replaced: an SQLite file put back by a rename).
+type Replacer interface {
+	Replaced() error
+}
+
 func (l *LazyAccounts) get(ctx context.Context) (Accounts, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.acc != nil {
-		return l.acc, nil
+		r, ok := l.acc.(Replacer)
+		if !ok || r.Replaced() == nil {
+			return l.acc, nil
+		}
+		l.closeLocked()
 	}
 	acc, err := l.Open(ctx)
 	if err != nil {
@@ -29,13 +46,42 @@ func (l *LazyAccounts) get(ctx context.Context) (Accounts, error) {
 	return acc, nil
 }
 
+// failed closes acc after err, unless err is nil or a refusal (the store
+// answered), so that the next attempt opens the store again. When acc
+// reports its database replaced, err says so: SQLite's own error for it
+// is "attempt to write a readonly database".
+func (l *LazyAccounts) failed(acc Accounts, err error) error {
+	if err == nil || refusal.Is(err) {
+		return err
+	}
+	if r, ok := acc.(Replacer); ok {
+		if rerr := r.Replaced(); rerr != nil {
+			err = fmt.Errorf("%w (%w)", err, rerr)
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.acc == acc {
+		l.closeLocked()
+	}
+	return err
+}
+
+// closeLocked closes and forgets the store; l.mu is held.
+func (l *LazyAccounts) closeLocked() {
+	if c, ok := l.acc.(interface{ Close() error }); ok {
+		c.Close()
+	}
+	l.acc = nil
+}
+
 // BanUser opens the store if needed and bans the user.
 func (l *LazyAccounts) BanUser(ctx context.Context, userID int64, reason string) error {
 	acc, err := l.get(ctx)
 	if err != nil {
 		return err
 	}
-	return acc.BanUser(ctx, userID, reason)
+	return l.failed(acc, acc.BanUser(ctx, userID, reason))
 }
 
 // UnbanUser opens the store if needed and lifts the user's ban.
@@ -44,7 +90,7 @@ func (l *LazyAccounts) UnbanUser(ctx context.Context, userID int64) error {
 	if err != nil {
 		return err
 	}
-	return acc.UnbanUser(ctx, userID)
+	return l.failed(acc, acc.UnbanUser(ctx, userID))
 }
 
 // BanUsers opens the store if needed and bans the users together when the
@@ -55,7 +101,8 @@ func (l *LazyAccounts) BanUsers(ctx context.Context, bans map[int64]string) (map
 		return nil, err
 	}
 	if batch, ok := acc.(BatchAccounts); ok {
-		return batch.BanUsers(ctx, bans)
+		refused, err := batch.BanUsers(ctx, bans)
+		return refused, l.failed(acc, err)
 	}
 	refused := map[int64]error{}
 	for id, reason := range bans {

@@ -2,7 +2,9 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -160,5 +162,68 @@ func TestNoAnswerSkipsTheTargetForTheBatch(t *testing.T) {
 	}
 	if got := tg.Calls(); len(got) != 1 || got[0] != "ban-ip 192.0.2.9" {
 		t.Errorf("banner calls = %q; want the peer's ban", got)
+	}
+}
+
+// MediaGoblin's SQLite database is put back from a copy by renaming it into
+// place (a restore; VACUUM INTO and mv). Connections opened before keep the
+// old, unlinked file, and SQLite refuses their writes ("attempt to write a
+// readonly database"): LazyAccounts must open the file again, not fail
+// every ban until serve restarts.
+func TestReplacedMediaGoblinFileGetsTheBan(t *testing.T) {
+	ctx := t.Context()
+	inst := mgtest.NewSQLite(t, "notice@media.example.org")
+	first := inst.AddUser(t, mgtest.User{Username: "bot1", Email: "bot1@example.net"})
+	second := inst.AddUser(t, mgtest.User{Username: "bot2", Email: "bot2@example.net"})
+	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lazy := &LazyAccounts{Open: func(ctx context.Context) (Accounts, error) { return mediagoblin.Open(ctx, cfg) }}
+	reg := openRegistry(t)
+	w := New(reg, lazy, nil, nil)
+	queueBan(t, reg, first)
+	if _, err := w.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	replace := func() {
+		t.Helper()
+		restored := cfg.Source + ".restore"
+		if _, err := inst.SQL().ExecContext(ctx, `VACUUM INTO ?`, restored); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(restored, cfg.Source); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replace()
+
+	queueBan(t, reg, second)
+	if _, err := w.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	acts, err := reg.Actions(ctx, second)
+	if err != nil || len(acts) != 1 {
+		t.Fatal(acts, err)
+	}
+	fresh, err := mediagoblin.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if banned, _, err := fresh.IsBanned(ctx, second); err != nil || !banned {
+		t.Errorf("user %d not banned in the file MediaGoblin serves (%v): %s after %d attempts: %s", second, err, acts[0].State, acts[0].Attempts, acts[0].LastError)
+	}
+
+	// A file replaced between the open and the write: the error says
+	// so, and the next attempt opens the file again.
+	acc, err := lazy.get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replace()
+	err = lazy.failed(acc, errors.New("attempt to write a readonly database"))
+	if !errors.Is(err, mediagoblin.ErrReplaced) || lazy.acc != nil {
+		t.Errorf("failed = %v, store kept: %v; want ErrReplaced and the store closed", err, lazy.acc != nil)
 	}
 }

@@ -237,12 +237,14 @@ func installContrib(t *testing.T, dir string) {
 // configuration directory and the ban log the jail watches.
 func startSystemFail2ban(t *testing.T, ns, jailLocal string) (dir, banLog string) {
 	t.Helper()
+	_, err := exec.LookPath("fail2ban-client")
+	testenv.Require(t, err == nil, "fail2ban is not installed (apt-get install fail2ban)")
 	for _, f := range []string{"jail.conf", "paths-common.conf", "paths-debian.conf", "action.d/nftables.conf"} {
 		_, err := os.Stat("/etc/fail2ban/" + f)
 		testenv.Require(t, err == nil, "Debian's fail2ban is not installed (apt-get install fail2ban): no /etc/fail2ban/"+f)
 	}
 	// Not t.TempDir: a unix socket's path may not exceed 107 bytes.
-	dir, err := os.MkdirTemp("", "f2b")
+	dir, err = os.MkdirTemp("", "f2b")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,8 +315,6 @@ func writeJailLocal(t *testing.T, dir, banLog, more string) {
 // the milter's journal said applied, and nothing was blocked.
 func TestStockFail2banBlocksIPv6Network(t *testing.T) {
 	ns := netns(t)
-	_, err := exec.LookPath("fail2ban-client")
-	testenv.Require(t, err == nil, "fail2ban is not installed (apt-get install fail2ban)")
 	dir, banLog := startSystemFail2ban(t, ns, "")
 	b, err := New(KindLog, Options{LogPath: banLog, IPv6Prefix: 64})
 	if err != nil {
@@ -363,8 +363,6 @@ func waitFail2banTable(t *testing.T, ns, dir string, want ...string) string {
 // action (its sets go) and puts the bans fail2ban keeps into the new sets.
 func TestFail2banUpgradeFromStockAction(t *testing.T) {
 	ns := netns(t)
-	_, err := exec.LookPath("fail2ban-client")
-	testenv.Require(t, err == nil, "fail2ban is not installed (apt-get install fail2ban)")
 	dir, banLog := startSystemFail2ban(t, ns, "banaction = nftables-multiport\nbanaction_allports = nftables-allports\n")
 	b, err := New(KindLog, Options{LogPath: banLog, IPv6Prefix: 64})
 	if err != nil {

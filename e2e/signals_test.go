@@ -57,13 +57,20 @@ func TestHangupWhileDrainingKeepsDraining(t *testing.T) {
 	if act, err := s.Mail("", nil); err != nil || act.Code != milter.ActContinue {
 		t.Fatalf("mail: %v %v", act, err)
 	}
-	f.serve.Process.Signal(syscall.SIGTERM)
+	if err := f.serve.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(time.Second)
-	f.serve.Process.Signal(syscall.SIGHUP)
+	if err := f.serve.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case <-f.exited:
 		t.Fatalf("serve, draining after SIGTERM, died on SIGHUP: %v", f.serve.ProcessState)
 	case <-time.After(2 * time.Second):
 	}
 	<-f.exited
+	if !f.serve.ProcessState.Success() {
+		t.Errorf("serve ended its drain with %v", f.serve.ProcessState)
+	}
 }

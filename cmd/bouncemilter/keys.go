@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/bouncemilter/bouncemilter/internal/app"
 	"github.com/bouncemilter/bouncemilter/internal/returnpath"
@@ -37,9 +36,8 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitCode(err)
 	}
 	if *grace == returnpath.DefaultGrace {
-		// serve's tags live --window (Signer.MaxAge): the old key must
-		// verify the last of them.
-		*grace = max(*grace, cfg.Window+24*time.Hour)
+		// serve's tags live --window (Signer.MaxAge).
+		*grace = returnpath.GraceFor(cfg.Window)
 	}
 	return exit(stderr, "keys rotate", app.RotateKeys(cfg, *grace, stdout))
 }

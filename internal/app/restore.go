@@ -15,8 +15,9 @@ import (
 // Restore undoes what was done to the accounts of names: their bans are
 // cancelled or lifted and their username and address allow-listed. It
 // lifts the bans at once where this process can (MediaGoblin's database;
-// the IP ban with cfg.Banner fail2ban or nftables, usually as root), and
-// leaves the rest queued for the running milter. It writes one line per
+// the IP ban with cfg.Banner fail2ban, log (through fail2ban-client) or
+// nftables, usually as root), and leaves the rest queued for the running
+// milter (all IP unbans with none or dry-run). It writes one line per
 // name to out and what is still waiting to errOut; an error for one name
 // does not stop the others, and is returned (joined) at the end.
 func Restore(ctx context.Context, cfg Config, names []string, note string, log *slog.Logger, out, errOut io.Writer) error {
@@ -37,7 +38,7 @@ func Restore(ctx context.Context, cfg Config, names []string, note string, log *
 		// Nothing of serve's to lift here; the running milter's worker
 		// applies the unbans queued.
 	default:
-		return usage("--banner %q cannot lift an IP ban here; use fail2ban, nftables, or none (the running milter lifts it)", cfg.Banner)
+		return usage("--banner %q cannot lift an IP ban here; use fail2ban (or log: through fail2ban-client), nftables, or none (the running milter lifts it)", cfg.Banner)
 	}
 	reg, err := OpenExisting(ctx, cfg.Registry)
 	if err != nil {

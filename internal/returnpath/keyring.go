@@ -86,9 +86,19 @@ func (k *Keyring) Reload() error {
 	return nil
 }
 
+// GraceFor is the grace Rotate needs for tags that live maxAge
+// (Signer.MaxAge; 0 is DefaultMaxAge): their lifetime plus a day, so that
+// the last tag signed with the old key still verifies when it bounces.
+func GraceFor(maxAge time.Duration) time.Duration {
+	if maxAge <= 0 {
+		maxAge = DefaultMaxAge
+	}
+	return maxAge + 24*time.Hour
+}
+
 // Rotate makes a new current key. The key it replaces stays accepted by
 // Verify for grace, so that mail signed with it can still bounce; pass
-// DefaultGrace, or Signer.MaxAge + 24h when MaxAge is not the default. A
+// GraceFor the signer's MaxAge. A
 // grace of zero drops the old key at once, for a key that has leaked. Keys
 // whose time has passed are removed from the file.
 //

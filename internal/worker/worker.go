@@ -179,23 +179,22 @@ func (w *Worker) Apply(ctx context.Context, actions []registry.Action) (int, err
 // each waiting out its own deadline before the actions behind them.
 func (w *Worker) applyAll(ctx context.Context, due []registry.Action) (int, error) {
 	done := 0
-	outcome := w.banAccounts(ctx, due)
-	silent := map[bool]error{} // by isAccount: the target's timeout in this batch
+	outcome, accountsSilent := w.banAccounts(ctx, due)
+	var bannerSilent error // the banner's timeout in this batch
 	for _, a := range due {
-		if err, ok := outcome[a.ID]; ok && errors.Is(err, errNoAnswer) {
-			silent[true] = err
+		silent := &bannerSilent
+		if isAccount(a.Kind) {
+			silent = &accountsSilent
 		}
-	}
-	for _, a := range due {
 		var err error
 		if res, ok := outcome[a.ID]; ok {
 			err = res
-		} else if serr := silent[isAccount(a.Kind)]; serr != nil {
-			err = fmt.Errorf("not tried: %w", serr)
+		} else if *silent != nil {
+			err = fmt.Errorf("not tried: %w", *silent)
 		} else {
 			err = w.attempt(ctx, func(ctx context.Context) error { return w.do(ctx, a) })
 			if errors.Is(err, errNoAnswer) {
-				silent[isAccount(a.Kind)] = err
+				*silent = err
 			}
 		}
 		left, berr := w.book(ctx, a, err)
@@ -211,11 +210,12 @@ func (w *Worker) applyAll(ctx context.Context, due []registry.Action) (int, erro
 
 // banAccounts bans the accounts of the due ban-account actions in one call
 // when the store is a BatchAccounts and there is more than one, and returns
-// each action's outcome by id; otherwise nil, and each is done on its own.
-func (w *Worker) banAccounts(ctx context.Context, due []registry.Action) map[int64]error {
+// each action's outcome by id, and the store's errNoAnswer when it gave
+// none; otherwise nil, and each is done on its own.
+func (w *Worker) banAccounts(ctx context.Context, due []registry.Action) (map[int64]error, error) {
 	batch, ok := w.Accounts.(BatchAccounts)
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	bans := map[int64]string{}
 	var acts []registry.Action
@@ -233,7 +233,7 @@ func (w *Worker) banAccounts(ctx context.Context, due []registry.Action) map[int
 		acts = append(acts, a)
 	}
 	if len(acts) < 2 {
-		return nil
+		return nil, nil
 	}
 	var refused map[int64]error
 	err := w.attempt(ctx, func(ctx context.Context) (err error) {
@@ -250,7 +250,10 @@ func (w *Worker) banAccounts(ctx context.Context, due []registry.Action) map[int
 			outcome[a.ID] = refused[id]
 		}
 	}
-	return outcome
+	if errors.Is(err, errNoAnswer) {
+		return outcome, err
+	}
+	return outcome, nil
 }
 
 // attempt runs one attempt at an action under its own deadline

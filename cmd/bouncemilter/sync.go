@@ -46,7 +46,7 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 }
 
 // bindSync defines sync's own flags; feeds adds those of the feeds it
-// exports and pulls after each run.
+// exports and pulls, and of the StopForumSpam reports.
 func bindSync(fs *flag.FlagSet, cfg *app.Config, feeds bool) {
 	fs.DurationVar(&cfg.Retention, "retention", cfg.Retention, "keep sign-ups this long; older ones are neither copied nor kept")
 	fs.DurationVar(&cfg.Every, "every", cfg.Every, "keep running and sync at this `interval` (e.g. 1m); 0 syncs once and exits")

@@ -165,8 +165,10 @@ func when(t time.Time) string {
 
 func (c Config) hasPeers() bool { return c.FeedPeers != "" || len(c.FeedPeerLines) > 0 }
 
-// afterSync returns what sync runs after each of its runs: the export, the
-// pull and the StopForumSpam reports the configuration asks for, or nil.
+// afterSync returns what sync runs besides copying sign-ups and reading the
+// logs: the export, the pull and the StopForumSpam reports the
+// configuration asks for, or nil. A one-shot sync runs it after its run;
+// sync --every in a loop of its own.
 func (c Config) afterSync(reg *registry.DB, log *slog.Logger) (func(context.Context) error, error) {
 	var export func(context.Context) (*feed.Feed, error)
 	var err error

@@ -96,10 +96,13 @@ func (r *DB) Allowed(ctx context.Context, reg Registration) (bool, error) {
 	return allowed(ctx, r.db, reg)
 }
 
-// allowed is DB.Allowed on q, the database or a transaction.
-func allowed(ctx context.Context, q interface {
-	QueryRowContext(context.Context, string, ...any) *sql.Row
-}, reg Registration) (bool, error) {
+// rowQuerier is the database or a transaction, for a read that both make.
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// allowed is DB.Allowed on q.
+func allowed(ctx context.Context, q rowQuerier, reg Registration) (bool, error) {
 	var ok bool
 	err := q.QueryRowContext(ctx, `SELECT EXISTS(SELECT 1 FROM allowlist WHERE
 		(kind = 'user' AND value = ?) OR (kind = 'email' AND value = ?) OR (kind = 'ip' AND value = ? AND value != ''))`,

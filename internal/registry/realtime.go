@@ -42,18 +42,25 @@ func (r *DB) StoreRegistrations(ctx context.Context, regs []Registration) error 
 	}
 	return r.Tx(ctx, func(tx *Tx) error {
 		for _, reg := range regs {
-			old, ok, err := tx.registration(ctx, reg.UserID)
-			if err != nil {
+			if err := tx.RetireIfReused(ctx, reg, reg.Synced); err != nil {
 				return err
-			}
-			if ok && !old.SameAccount(reg) {
-				if err := tx.RetireRegistration(ctx, reg.UserID, reg.Synced); err != nil {
-					return err
-				}
 			}
 		}
 		return tx.UpsertRegistrations(ctx, regs)
 	})
+}
+
+// RetireIfReused retires (RetireRegistration) what the registry holds
+// under reg's id when that is another account (SameAccount): SQLite hands
+// the highest id out again after a deletion, and the old account's IP link
+// and bans are not the new one's. Sync and the milter's copies call it
+// before storing a sign-up, so whichever copies it first, the same happens.
+func (t *Tx) RetireIfReused(ctx context.Context, reg Registration, now time.Time) error {
+	old, ok, err := t.registration(ctx, reg.UserID)
+	if err != nil || !ok || old.SameAccount(reg) {
+		return err
+	}
+	return t.RetireRegistration(ctx, reg.UserID, now)
 }
 
 // QueueLinkedIPBan is the second half of a ban whose bounce came before the
@@ -174,7 +181,7 @@ func (t *Tx) queueIPBan(ctx context.Context, a Action, now time.Time) (bool, err
 // bounce banned is still linked to oldIP: then the IP ban stands on that
 // evidence. v6bits is serve's --ipv6-prefix: a ban whose network another
 // ban in force still needs is ended in the journal only (see withdrawBan).
-// It reports whether it withdrew a ban.
+// It reports whether it queued an unban.
 func (t *Tx) WithdrawIPBan(ctx context.Context, username, oldIP string, v6bits int, now time.Time) (bool, error) {
 	if oldIP == "" {
 		return false, nil
@@ -202,10 +209,13 @@ func (t *Tx) WithdrawIPBan(ctx context.Context, username, oldIP string, v6bits i
 	if stillJustified {
 		return false, nil
 	}
+	var lifted bool
 	for _, ban := range bans {
-		if _, err := t.withdrawBan(ctx, ban, ban.UserID, "the web log no longer links "+username+" to "+oldIP, v6bits, now); err != nil {
+		queued, err := t.withdrawBan(ctx, ban, ban.UserID, "the web log no longer links "+username+" to "+oldIP, v6bits, now)
+		if err != nil {
 			return false, fmt.Errorf("withdraw the IP ban of %s: %w", username, err)
 		}
+		lifted = lifted || queued
 	}
-	return true, nil
+	return lifted, nil
 }

@@ -151,20 +151,23 @@ func (r *DB) RegistrationsByEmail(ctx context.Context, addr string) ([]Registrat
 
 // Registration returns the registration of one user.
 func (r *DB) Registration(ctx context.Context, userID int64) (Registration, error) {
-	reg, err := scanRegistration(r.db.QueryRowContext(ctx, `SELECT `+registrationColumns+` FROM registrations WHERE user_id = ?`, userID))
-	if errors.Is(err, sql.ErrNoRows) {
-		return reg, fmt.Errorf("registration %d: %w", userID, ErrNotFound)
+	reg, ok, err := registrationOn(ctx, r.db, userID)
+	if err == nil && !ok {
+		err = fmt.Errorf("registration %d: %w", userID, ErrNotFound)
 	}
-	if err != nil {
-		return reg, fmt.Errorf("registration %d: %w", userID, err)
-	}
-	return reg, nil
+	return reg, err
 }
 
 // registration is DB.Registration inside the transaction; ok is false
 // when there is none.
-func (t *Tx) registration(ctx context.Context, userID int64) (reg Registration, ok bool, err error) {
-	reg, err = scanRegistration(t.tx.QueryRowContext(ctx, `SELECT `+registrationColumns+` FROM registrations WHERE user_id = ?`, userID))
+func (t *Tx) registration(ctx context.Context, userID int64) (Registration, bool, error) {
+	return registrationOn(ctx, t.tx, userID)
+}
+
+// registrationOn reads the registration of userID through q; ok is false
+// when there is none.
+func registrationOn(ctx context.Context, q rowQuerier, userID int64) (reg Registration, ok bool, err error) {
+	reg, err = scanRegistration(q.QueryRowContext(ctx, `SELECT `+registrationColumns+` FROM registrations WHERE user_id = ?`, userID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return reg, false, nil
 	}

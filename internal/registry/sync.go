@@ -2,8 +2,6 @@ package registry
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -136,20 +134,6 @@ ON CONFLICT(user_id) DO UPDATE SET
 		}
 	}
 	return nil
-}
-
-// RegisteredName returns the username the registry holds for userID, and
-// whether it holds one.
-func (t *Tx) RegisteredName(ctx context.Context, userID int64) (string, bool, error) {
-	var name string
-	err := t.tx.QueryRowContext(ctx, `SELECT username FROM registrations WHERE user_id = ?`, userID).Scan(&name)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", false, nil
-	}
-	if err != nil {
-		return "", false, fmt.Errorf("registration %d: %w", userID, err)
-	}
-	return name, true, nil
 }
 
 // MaxRegisteredID returns the highest user id the registry holds, 0 when

@@ -80,8 +80,8 @@ type Copier struct {
 }
 
 // CopySignups copies the sign-ups of MediaGoblin's users with these
-// addresses that the registry does not hold yet (created after the sync
-// cursor), and returns them.
+// addresses created after the sync cursor (those sync has not passed yet),
+// and returns them.
 func (c *Copier) CopySignups(ctx context.Context, emails []string) ([]registry.Registration, error) {
 	if len(emails) == 0 {
 		return nil, nil

@@ -63,7 +63,7 @@ func Follow(ctx context.Context, interval, poll time.Duration, log *slog.Logger,
 				backoff = min(backoff*2, maxBackoff)
 			}
 			wait, nextFull = backoff, time.Time{}
-			log.Error("sync failed; retrying", "err", err, "retry_in", wait)
+			log.Error("run failed; retrying", "err", err, "retry_in", wait)
 		} else {
 			backoff = 0
 		}

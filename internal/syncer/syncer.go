@@ -283,7 +283,6 @@ func (s *run) copyNew(ctx context.Context) (int64, error) {
 	if err != nil {
 		return start, err
 	}
-	reusedUpTo = max(reusedUpTo, start)
 	settled := s.opts.Now().Add(-commitGrace)
 	held := false
 	prog := newProgress(s.opts, "users", maxID-cursor)
@@ -309,14 +308,8 @@ func (s *run) copyNew(ctx context.Context) (int64, error) {
 		err = s.reg.Tx(ctx, func(tx *registry.Tx) error {
 			for _, u := range users {
 				if u.ID <= reusedUpTo {
-					name, ok, err := tx.RegisteredName(ctx, u.ID)
-					if err != nil {
+					if err := tx.RetireIfReused(ctx, s.registration(u), s.opts.Now()); err != nil {
 						return err
-					}
-					if ok && name != u.Username {
-						if err := tx.RetireRegistration(ctx, u.ID, s.opts.Now()); err != nil {
-							return err
-						}
 					}
 				}
 				if !u.Created.Before(s.cutoff) {
@@ -367,12 +360,35 @@ func (s *run) checkCursor(ctx context.Context, cursor, maxID int64) (int64, erro
 	switch {
 	case len(us) == 0 && maxID < cursor:
 		s.opts.Log.Info("newest users deleted in MediaGoblin; lowering the sync cursor", "max_id", maxID, "cursor", cursor)
-		return maxID, nil
+		// Stored now, even when no user follows: SQLite hands the
+		// freed ids out again, and a cursor left above them would
+		// read past the next sign-up.
+		return maxID, s.saveCursor(ctx, maxID)
 	case len(us) == 1 && name != "" && us[0].Username != name:
 		s.opts.Log.Info("MediaGoblin reused the ids of deleted users; reading the last batch again", "cursor", cursor)
 		return max(0, cursor-int64(s.opts.Batch)), nil
 	}
 	return cursor, nil
+}
+
+// saveCursor stores cursor and the username of its user (none for 0).
+func (s *run) saveCursor(ctx context.Context, cursor int64) error {
+	var name string
+	if cursor > 0 {
+		us, err := s.src.UsersByID(ctx, []int64{cursor})
+		if err != nil {
+			return err
+		}
+		if len(us) == 1 {
+			name = us[0].Username
+		}
+	}
+	return s.reg.Tx(ctx, func(tx *registry.Tx) error {
+		if err := tx.SetState(ctx, stateCursorName, name); err != nil {
+			return err
+		}
+		return tx.SetState(ctx, stateCursor, strconv.FormatInt(cursor, 10))
+	})
 }
 
 func (s *run) registration(u mediagoblin.User) registry.Registration {

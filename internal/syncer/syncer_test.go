@@ -438,6 +438,30 @@ func TestSyncReusedID(t *testing.T) {
 	e.absent("gone")
 }
 
+// The newest users deleted, a run with nothing new to copy lowers the
+// cursor for good: SQLite hands the freed ids out again, and a cursor left
+// above them would read past the next sign-up, which the milter's copies
+// (reading after the cursor) would miss too.
+func TestSyncCursorLoweredWithNothingToCopy(t *testing.T) {
+	e := newEnv(t, mgtest.NewSQLite(t, sender))
+	now := time.Now().UTC().Truncate(time.Second)
+	e.inst.AddUser(t, mgtest.User{Username: "first", Email: "first@example.net", Created: now})
+	second := e.inst.AddUser(t, mgtest.User{Username: "second", Email: "second@example.net", Created: now})
+	third := e.inst.AddUser(t, mgtest.User{Username: "third", Email: "third@example.net", Created: now})
+	e.sync()
+	e.inst.DeleteUser(t, third)
+	e.inst.DeleteUser(t, second)
+	e.sync() // nothing to copy
+	next := e.inst.AddUser(t, mgtest.User{Username: "next", Email: "next@example.net", Created: now})
+	if next != second {
+		t.Skipf("SQLite did not reuse id %d (got %d)", second, next)
+	}
+	sum := e.sync()
+	if r := e.reg1("next"); r.UserID != next {
+		t.Errorf("the sign-up that took a freed id was not copied: %+v (summary %v)", r, sum)
+	}
+}
+
 // A run re-reads at most RefreshLimit unverified sign-ups and the next goes
 // on from there, so every one is seen within a few runs.
 func TestSyncRefreshLimit(t *testing.T) {

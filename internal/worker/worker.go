@@ -79,7 +79,7 @@ type Worker struct {
 	// AttemptTimeout bounds one attempt at an action, opening the
 	// account store included; zero means DefaultAttemptTimeout.
 	AttemptTimeout time.Duration
-	Now        func() time.Time
+	Now            func() time.Time
 
 	wake chan struct{}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/mattn/go-sqlite3"
 )
 
 // Group commit. Every journalled bounce must be on disk before the milter
@@ -22,6 +24,9 @@ const maxBatch = 128
 // the write lock and an fsync of its own per action: a flood of bounces
 // makes a flood of actions.
 type bounceRecord struct {
+	// ctx is the caller's: a record whose caller gave up is not written
+	// (see commitBatch).
+	ctx     context.Context
 	b       Bounce
 	actions []Action
 	stmt    string
@@ -63,34 +68,65 @@ func (r *DB) runBatcher() {
 }
 
 // commitBatch writes batch in one transaction; if that fails, each record
-// is written on its own, so that one bad record fails alone.
+// is written on its own, so that one bad record fails alone. Not when the
+// write lock was the trouble: another process (sync, an admin's command)
+// held it for the whole busy timeout, and each record on its own would
+// wait as long again, holding every bounce of the batch for one busy
+// timeout per record.
+//
+// A record whose caller gave up before the transaction took the write lock
+// is not written: the caller was told its fate is unknown and delivers its
+// bounce, and written now it would be journalled (its actions applied)
+// with the bounce delivered. Only a caller that leaves during the
+// statements and the commit can still find its record written.
 func (r *DB) commitBatch(batch []bounceRecord) {
+	// Not a caller's context: the records share the transaction, and one
+	// caller giving up must not roll back the others.
 	ctx := context.Background()
-	ids := make([]int64, len(batch))
+	res := make([]recordResult, len(batch))
 	err := r.Tx(ctx, func(tx *Tx) error {
 		for i, rec := range batch {
+			if res[i].err = rec.ctx.Err(); res[i].err != nil {
+				continue // its caller gave up
+			}
 			id, err := tx.record(ctx, rec)
 			if err != nil {
 				return err
 			}
-			ids[i] = id
+			res[i].id = id
 		}
 		return nil
 	})
 	if err == nil {
 		for i, rec := range batch {
-			rec.done <- recordResult{id: ids[i]}
+			rec.done <- res[i]
+		}
+		return
+	}
+	if isBusy(err) {
+		for _, rec := range batch {
+			rec.done <- recordResult{err: err}
 		}
 		return
 	}
 	for _, rec := range batch {
 		var id int64
-		err := r.Tx(ctx, func(tx *Tx) (err error) {
-			id, err = tx.record(ctx, rec)
-			return err
-		})
+		err := rec.ctx.Err() // its caller gave up
+		if err == nil {
+			err = r.Tx(ctx, func(tx *Tx) (err error) {
+				id, err = tx.record(ctx, rec)
+				return err
+			})
+		}
 		rec.done <- recordResult{id: id, err: err}
 	}
+}
+
+// isBusy reports whether err is SQLite's answer to a write lock that
+// another connection held for the whole busy timeout.
+func isBusy(err error) bool {
+	var se sqlite3.Error
+	return errors.As(err, &se) && (se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked)
 }
 
 func (t *Tx) record(ctx context.Context, rec bounceRecord) (int64, error) {
@@ -127,8 +163,14 @@ func (r *DB) submit(ctx context.Context, b Bounce, actions []Action) (int64, err
 	return id, nil
 }
 
-// enqueue queues rec for the next group commit and waits for it.
+// enqueue queues rec for the next group commit and waits for it, until
+// ctx ends: then it returns ctx's error. The record is then not written
+// (see commitBatch) unless its commit was under way. Either way the caller acts
+// as on any failed write (the milter delivers the bounce), and a record is
+// written whole or not at all: a bounce journalled after its caller gave
+// up is one that was also delivered, never one that is lost.
 func (r *DB) enqueue(ctx context.Context, rec bounceRecord) (int64, error) {
+	rec.ctx = ctx
 	select {
 	case r.records <- rec:
 	case <-r.stop:
@@ -136,9 +178,18 @@ func (r *DB) enqueue(ctx context.Context, rec bounceRecord) (int64, error) {
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
-	// Once queued, the record is committed or failed whatever ctx does:
-	// wait for the outcome so that the caller never discards a bounce
-	// whose fate it does not know.
-	res := <-rec.done
-	return res.id, res.err
+	// Only a result sent on done says the record was written: a caller
+	// that stops waiting never discards a bounce whose fate it does not
+	// know. done has room for the result nobody reads.
+	select {
+	case res := <-rec.done:
+		return res.id, res.err
+	case <-ctx.Done():
+		select {
+		case res := <-rec.done: // came at the same time: it is known
+			return res.id, res.err
+		default:
+			return 0, fmt.Errorf("not known to be written: %w", ctx.Err())
+		}
+	}
 }

@@ -15,16 +15,22 @@ package registry
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/mattn/go-sqlite3" // the SQLite driver
 )
+
+// busyTimeout is how long a write waits for another process's write lock
+// (SQLite's busy timeout), unless its context ends sooner (DB.writer).
+const busyTimeout = 10 * time.Second
 
 // ErrNotFound is returned when a looked-up row does not exist.
 var ErrNotFound = errors.New("registry: not found")
@@ -39,8 +45,11 @@ type DB struct {
 	// showed journal writes waiting behind the worker's bookkeeping for
 	// tens of milliseconds. Queued here, the next writer starts as soon
 	// as the last one commits. Other processes (sync) still meet the busy
-	// timeout.
-	writing sync.Mutex
+	// timeout. A 1-slot channel, not a mutex: the holder may wait out a
+	// whole busy timeout while another process writes, and a writer with
+	// a shorter budget (the milter's sign-up copy has 2 s) gives up when
+	// its context ends instead of waiting behind it.
+	writing chan struct{}
 
 	records     chan bounceRecord
 	stop        chan struct{}
@@ -67,7 +76,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	}
 	f.Close()
 	q := url.Values{}
-	q.Set("_busy_timeout", "10000")
+	q.Set("_busy_timeout", strconv.FormatInt(busyTimeout.Milliseconds(), 10))
 	q.Set("_journal_mode", "WAL")
 	// FULL: a committed decision survives power loss, not only a crash.
 	q.Set("_synchronous", "FULL")
@@ -87,7 +96,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	}
 	sqldb.SetMaxOpenConns(8)
 	sqldb.SetConnMaxIdleTime(5 * time.Minute)
-	r := &DB{db: sqldb}
+	r := &DB{db: sqldb, writing: make(chan struct{}, 1)}
 	if err := r.migrate(ctx); err != nil {
 		sqldb.Close()
 		return nil, fmt.Errorf("open registry %s: %w", path, err)
@@ -303,9 +312,12 @@ func (r *DB) SetState(ctx context.Context, key, value string) error {
 // Tx runs fn inside one write transaction, so that a job can store a batch of
 // rows and its cursor together: the registry is never left half-written.
 func (r *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
-	r.writing.Lock()
-	defer r.writing.Unlock()
-	sqltx, err := r.db.BeginTx(ctx, nil)
+	conn, release, err := r.writer(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer release()
+	sqltx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
@@ -321,10 +333,72 @@ func (r *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 
 // exec runs one writing statement, in its own transaction.
 func (r *DB) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	r.writing.Lock()
-	defer r.writing.Unlock()
-	return r.db.ExecContext(ctx, query, args...)
+	conn, release, err := r.writer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return conn.ExecContext(ctx, query, args...)
 }
+
+// writer takes this process's write lock (DB.writing) and a connection
+// for one write, and returns them with the function that gives both back;
+// it gives up when ctx ends. SQLite's busy handler does not heed the
+// interrupt that a cancelled context sends: a write with a budget shorter
+// than the busy timeout (the milter's sign-up copy has 2 s) would wait the
+// whole busy timeout for another process's write lock. Its connection
+// waits only until the deadline, and gets the busy timeout back after the
+// write.
+func (r *DB) writer(ctx context.Context) (*sql.Conn, func(), error) {
+	if err := r.lockWrites(ctx); err != nil {
+		return nil, nil, err
+	}
+	conn, err := r.db.Conn(ctx)
+	if err != nil {
+		r.unlockWrites()
+		return nil, nil, err
+	}
+	deadline, ok := ctx.Deadline()
+	wait := time.Until(deadline)
+	if !ok || wait >= busyTimeout {
+		return conn, func() { conn.Close(); r.unlockWrites() }, nil
+	}
+	if err := setBusyTimeout(ctx, conn, wait); err != nil {
+		conn.Close()
+		r.unlockWrites()
+		return nil, nil, err
+	}
+	return conn, func() {
+		if setBusyTimeout(context.Background(), conn, busyTimeout) != nil {
+			// Left with a short busy timeout, the connection would
+			// fail later writes early: drop it from the pool.
+			conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+		conn.Close()
+		r.unlockWrites()
+	}, nil
+}
+
+func setBusyTimeout(ctx context.Context, conn *sql.Conn, d time.Duration) error {
+	_, err := conn.ExecContext(ctx, "PRAGMA busy_timeout = "+strconv.FormatInt(max(d.Milliseconds(), 1), 10))
+	return err
+}
+
+// lockWrites takes this process's write lock, or returns ctx's error when
+// ctx ends first.
+func (r *DB) lockWrites(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case r.writing <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *DB) unlockWrites() { <-r.writing }
 
 // Tx is a write transaction on the registry.
 type Tx struct {

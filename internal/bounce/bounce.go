@@ -63,7 +63,7 @@ type Journal interface {
 	RegistrationsByEmail(ctx context.Context, addr string) ([]registry.Registration, error)
 	Allowed(ctx context.Context, reg registry.Registration) (bool, error)
 	SentTo(ctx context.Context, recipient string, since time.Time) (bool, error)
-	RecordBounce(ctx context.Context, b registry.Bounce, actions []registry.Action) (int64, error)
+	Record(ctx context.Context, b registry.Bounce, actions []registry.Action) (registry.Recorded, error)
 }
 
 // TagVerifier checks the signed return path a bounce was addressed to (see
@@ -150,12 +150,18 @@ func (h *Handler) Handle(ctx context.Context, env Envelope, msg []byte) (Outcome
 		b.Report = "null"
 	}
 	b.Verdict, b.Detail = out.Verdict, out.Detail
-	id, err := h.Journal.RecordBounce(ctx, b, actions)
+	rec, err := h.Journal.Record(ctx, b, actions)
 	if err != nil {
 		return Outcome{}, err
 	}
-	out.BounceID, out.Actions = id, len(actions)
-	if len(actions) > 0 && h.Queued != nil {
+	if rec.Actions != len(actions) {
+		// An account was allow-listed (an admin's restore) between the
+		// decision and the commit: what was journalled stands, and a
+		// bounce not wholly acted on is delivered.
+		out.Verdict, out.Detail, out.Discard = rec.Verdict, rec.Detail, false
+	}
+	out.BounceID, out.Actions = rec.ID, rec.Actions
+	if rec.Actions > 0 && h.Queued != nil {
 		h.Queued()
 	}
 	return out, nil

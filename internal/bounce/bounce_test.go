@@ -560,9 +560,9 @@ func TestHandleAfterRestore(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// Restored during the bounce, the handler decided before: only
-			// the journal knows.
-			if !during && (out.Verdict != registry.VerdictIneligible || out.Discard || out.Actions != 0) {
+			// Restored during the bounce, after the handler decided: the
+			// journal's verdict stands, and the bounce is delivered.
+			if out.Verdict != registry.VerdictIneligible || out.Discard || out.Actions != 0 {
 				t.Errorf("after restore: %+v", out)
 			}
 			if b, err := db.Bounce(ctx, out.BounceID); err != nil || b.Verdict != registry.VerdictIneligible {

@@ -117,9 +117,9 @@ func (j *anyoneJournal) Allowed(context.Context, registry.Registration) (bool, e
 
 func (j *anyoneJournal) SentTo(context.Context, string, time.Time) (bool, error) { return true, nil }
 
-func (j *anyoneJournal) RecordBounce(ctx context.Context, b registry.Bounce, acts []registry.Action) (int64, error) {
+func (j *anyoneJournal) Record(ctx context.Context, b registry.Bounce, acts []registry.Action) (registry.Recorded, error) {
 	j.actions = append(j.actions, acts...)
-	return 1, nil
+	return registry.Recorded{ID: 1, Verdict: b.Verdict, Detail: b.Detail, Actions: len(acts)}, nil
 }
 
 // FuzzActsOnlyOnLiteralTagged asserts issue 9's rule over any message:

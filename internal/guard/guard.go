@@ -29,7 +29,7 @@ type Journal interface {
 	RegistrationsByEmail(ctx context.Context, addr string) ([]registry.Registration, error)
 	Allowed(ctx context.Context, reg registry.Registration) (bool, error)
 	ProvenAddress(ctx context.Context, addr string, since time.Time) (bool, error)
-	RecordBounce(ctx context.Context, b registry.Bounce, actions []registry.Action) (int64, error)
+	Record(ctx context.Context, b registry.Bounce, actions []registry.Action) (registry.Recorded, error)
 }
 
 // Listings says whether enough peers list an address (feed.Subscriber).
@@ -131,11 +131,19 @@ func (g *Guard) Stop(ctx context.Context, env bounce.Envelope) (bool, error) {
 		Detail:     strings.Join(details, "; "),
 		Report:     string(report),
 	}
-	if _, err := g.Journal.RecordBounce(ctx, b, actions); err != nil {
+	rec, err := g.Journal.Record(ctx, b, actions)
+	if err != nil {
 		return false, err
 	}
-	if len(actions) > 0 && g.Queued != nil {
+	if rec.Actions > 0 && g.Queued != nil {
 		g.Queued()
+	}
+	if rec.Actions != len(actions) {
+		// An account was allow-listed (an admin's restore) between the
+		// decision and the commit: that sign-up's mail goes.
+		g.log().Info("outgoing mail let go: a recipient's sign-up was allow-listed meanwhile", "queue_id", env.QueueID,
+			"recipients", b.EnvelopeTo, "detail", rec.Detail)
+		return false, nil
 	}
 	g.log().Info("outgoing mail stopped: its recipients cannot receive it", "queue_id", env.QueueID,
 		"recipients", b.EnvelopeTo, "how", found[0].How, "actions", len(actions), "detail", b.Detail)

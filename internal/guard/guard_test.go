@@ -300,3 +300,37 @@ func TestOldProofStopsNothing(t *testing.T) {
 		t.Errorf("a year-old bounce of a deleted bot's mail stopped the real owner's verification mail: stop %v, actions for him %q", stop, actionsOf(t, reg, 900))
 	}
 }
+
+// restoreAfterCheck is the registry, with the admin's accounts restore
+// (another process) committing right after the guard read the allow-list
+// and before its journal entry's commit.
+type restoreAfterCheck struct {
+	*registry.DB
+	t *testing.T
+}
+
+func (j restoreAfterCheck) Allowed(ctx context.Context, reg registry.Registration) (bool, error) {
+	ok, err := j.DB.Allowed(ctx, reg)
+	if _, err := j.DB.Restore(ctx, reg.UserID, "she wrote to us", now); err != nil {
+		j.t.Fatal(err)
+	}
+	return ok, err
+}
+
+// A sign-up restored while the guard decides on its verification mail:
+// the journal drops its actions, and the mail goes.
+func TestStopRestoredMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	reg := openRegistry(t)
+	const addr = "xk7bot@example.net"
+	bounced(t, reg, registry.Registration{UserID: 1, Username: "bot1", Email: addr, IP: "192.0.2.1"})
+	signUp(t, reg, registry.Registration{UserID: 2, Username: "newcomer", Email: addr, Created: now.Add(-time.Second), IP: "198.51.100.20"})
+	g := &Guard{Journal: restoreAfterCheck{reg, t}, Policy: bounce.DefaultPolicy(), Now: func() time.Time { return now }}
+	stop, err := g.Stop(ctx, bounce.Envelope{QueueID: "5B1C02A0F3", Recipients: []string{addr}})
+	if err != nil || stop {
+		t.Errorf("Stop = %v, %v; want the mail of a sign-up restored meanwhile to go", stop, err)
+	}
+	if got := actionsOf(t, reg, 2); len(got) != 0 {
+		t.Errorf("actions for the restored sign-up: %v", got)
+	}
+}

@@ -36,7 +36,7 @@ type bounceRecord struct {
 }
 
 type recordResult struct {
-	id  int64
+	rec Recorded
 	err error
 }
 
@@ -89,11 +89,11 @@ func (r *DB) commitBatch(batch []bounceRecord) {
 			if res[i].err = rec.ctx.Err(); res[i].err != nil {
 				continue // its caller gave up
 			}
-			id, err := tx.record(ctx, rec)
+			recorded, err := tx.record(ctx, rec)
 			if err != nil {
 				return err
 			}
-			res[i].id = id
+			res[i].rec = recorded
 		}
 		return nil
 	})
@@ -110,15 +110,15 @@ func (r *DB) commitBatch(batch []bounceRecord) {
 		return
 	}
 	for _, rec := range batch {
-		var id int64
+		var recorded Recorded
 		err := rec.ctx.Err() // its caller gave up
 		if err == nil {
 			err = r.Tx(ctx, func(tx *Tx) (err error) {
-				id, err = tx.record(ctx, rec)
+				recorded, err = tx.record(ctx, rec)
 				return err
 			})
 		}
-		rec.done <- recordResult{id: id, err: err}
+		rec.done <- recordResult{rec: recorded, err: err}
 	}
 }
 
@@ -129,13 +129,13 @@ func isBusy(err error) bool {
 	return errors.As(err, &se) && (se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked)
 }
 
-func (t *Tx) record(ctx context.Context, rec bounceRecord) (int64, error) {
+func (t *Tx) record(ctx context.Context, rec bounceRecord) (Recorded, error) {
 	if rec.fn != nil {
-		return 0, rec.fn(ctx, t)
+		return Recorded{}, rec.fn(ctx, t)
 	}
 	if rec.stmt != "" {
 		_, err := t.tx.ExecContext(ctx, rec.stmt, rec.args...)
-		return 0, err
+		return Recorded{}, err
 	}
 	return t.recordBounce(ctx, rec.b, rec.actions)
 }
@@ -155,12 +155,12 @@ func (r *DB) groupedTx(ctx context.Context, fn func(ctx context.Context, t *Tx) 
 }
 
 // submit queues a bounce for the next group commit and waits for it.
-func (r *DB) submit(ctx context.Context, b Bounce, actions []Action) (int64, error) {
-	id, err := r.enqueue(ctx, bounceRecord{b: b, actions: actions, done: make(chan recordResult, 1)})
+func (r *DB) submit(ctx context.Context, b Bounce, actions []Action) (Recorded, error) {
+	rec, err := r.enqueue(ctx, bounceRecord{b: b, actions: actions, done: make(chan recordResult, 1)})
 	if err != nil {
-		return 0, fmt.Errorf("journal bounce %s: %w", b.QueueID, err)
+		return Recorded{}, fmt.Errorf("journal bounce %s: %w", b.QueueID, err)
 	}
-	return id, nil
+	return rec, nil
 }
 
 // enqueue queues rec for the next group commit and waits for it, until
@@ -169,27 +169,27 @@ func (r *DB) submit(ctx context.Context, b Bounce, actions []Action) (int64, err
 // as on any failed write (the milter delivers the bounce), and a record is
 // written whole or not at all: a bounce journalled after its caller gave
 // up is one that was also delivered, never one that is lost.
-func (r *DB) enqueue(ctx context.Context, rec bounceRecord) (int64, error) {
+func (r *DB) enqueue(ctx context.Context, rec bounceRecord) (Recorded, error) {
 	rec.ctx = ctx
 	select {
 	case r.records <- rec:
 	case <-r.stop:
-		return 0, errClosed
+		return Recorded{}, errClosed
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return Recorded{}, ctx.Err()
 	}
 	// Only a result sent on done says the record was written: a caller
 	// that stops waiting never discards a bounce whose fate it does not
 	// know. done has room for the result nobody reads.
 	select {
 	case res := <-rec.done:
-		return res.id, res.err
+		return res.rec, res.err
 	case <-ctx.Done():
 		select {
 		case res := <-rec.done: // came at the same time: it is known
-			return res.id, res.err
+			return res.rec, res.err
 		default:
-			return 0, fmt.Errorf("not known to be written: %w", ctx.Err())
+			return Recorded{}, fmt.Errorf("not known to be written: %w", ctx.Err())
 		}
 	}
 }

@@ -101,35 +101,53 @@ type Action struct {
 // one commit. A ban already pending or applied for the same target is not
 // queued twice.
 func (r *DB) RecordBounce(ctx context.Context, b Bounce, actions []Action) (int64, error) {
+	rec, err := r.submit(ctx, b, actions)
+	return rec.ID, err
+}
+
+// Recorded is what Record journalled: the bounce's id, its verdict and
+// detail as written, and how many of the actions were queued. They differ
+// from what the caller passed when an account was allow-listed between the
+// caller's decision and the commit (see dropAllowed).
+type Recorded struct {
+	ID      int64
+	Verdict Verdict
+	Detail  string
+	Actions int
+}
+
+// Record is RecordBounce, telling what was journalled: a caller that
+// decided to discard the message checks that its actions all stood.
+func (r *DB) Record(ctx context.Context, b Bounce, actions []Action) (Recorded, error) {
 	return r.submit(ctx, b, actions)
 }
 
-func (t *Tx) recordBounce(ctx context.Context, b Bounce, actions []Action) (int64, error) {
+func (t *Tx) recordBounce(ctx context.Context, b Bounce, actions []Action) (Recorded, error) {
 	actions, err := t.dropAllowed(ctx, &b, actions)
 	if err != nil {
-		return 0, err
+		return Recorded{}, err
 	}
 	res, err := t.tx.ExecContext(ctx, `INSERT INTO bounces
 		(received, queue_id, envelope_to, client, verdict, detail, report, headers)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		unix(b.Received), b.QueueID, b.EnvelopeTo, b.Client, string(b.Verdict), b.Detail, b.Report, b.Headers)
 	if err != nil {
-		return 0, err
+		return Recorded{}, err
 	}
 	id, err := res.LastInsertId()
 	if err != nil {
-		return 0, err
+		return Recorded{}, err
 	}
 	for _, a := range actions {
 		a.BounceID = id
 		if _, err := t.queue(ctx, a, b.Received); err != nil {
-			return 0, err
+			return Recorded{}, err
 		}
 	}
 	if err := t.queueIPBansOfLinked(ctx, actions, id, b.Received); err != nil {
-		return 0, err
+		return Recorded{}, err
 	}
-	return id, nil
+	return Recorded{ID: id, Verdict: b.Verdict, Detail: b.Detail, Actions: len(actions)}, nil
 }
 
 // dropAllowed removes from a bounce's actions those of the accounts that
@@ -169,7 +187,7 @@ func (t *Tx) dropAllowed(ctx context.Context, b *Bounce, actions []Action) ([]Ac
 			kept = append(kept, a)
 		}
 	}
-	if len(kept) == 0 && b.Verdict == VerdictActed {
+	if len(kept) == 0 && (b.Verdict == VerdictActed || b.Verdict == VerdictStopped) {
 		b.Verdict = VerdictIneligible
 	}
 	return kept, nil

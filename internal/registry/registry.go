@@ -229,9 +229,19 @@ func (r *DB) migrate(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close()
-	// Each step reads the version inside its own transaction, which takes
-	// the write lock at BEGIN: serve and sync started together on a new
-	// registry (as install.sh starts them) would otherwise both read
+	// A current schema, the usual case, is read without the write lock:
+	// doctor or a feed command started during a long sync batch does not
+	// wait for it.
+	var current int
+	if err := conn.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&current); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if current == len(migrations) {
+		return nil
+	}
+	// Each step reads the version again inside its own transaction, which
+	// takes the write lock at BEGIN: serve and sync started together on a
+	// new registry (as install.sh starts them) would otherwise both read
 	// version 0 and the second fail on tables the first created.
 	for {
 		tx, err := conn.BeginTx(ctx, nil)
@@ -270,7 +280,7 @@ func (r *DB) migrate(ctx context.Context) error {
 // it (_journal_mode). Once the file is in WAL mode, asking again takes no
 // lock.
 func (r *DB) firstConn(ctx context.Context) (*sql.Conn, error) {
-	deadline := time.Now().Add(10 * time.Second) // as _busy_timeout
+	deadline := time.Now().Add(busyTimeout)
 	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
 		conn, err := r.db.Conn(ctx)
 		var se sqlite3.Error

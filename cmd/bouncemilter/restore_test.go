@@ -169,49 +169,14 @@ func TestAccountsRestoreBanners(t *testing.T) {
 		}
 	})
 	t.Run("nftables", func(t *testing.T) {
-		testenv.Require(t, os.Geteuid() == 0, "nftables in a network namespace needs root")
-		_, err := exec.LookPath("nft")
-		testenv.Require(t, err == nil, "nft is not installed (apt-get install nftables)")
 		w := newRestoreWorld(t)
-		// Everything below runs on one OS thread moved into a network
-		// namespace of its own, so that the nft that restore starts never
-		// sees the machine's firewall. The thread is never unlocked: Go
-		// ends it with the goroutine.
-		type result struct {
-			out, set string
-			code     int
-			err      error
-		}
-		done := make(chan result)
-		go func() {
-			runtime.LockOSThread()
-			var r result
-			defer func() { done <- r }()
-			if r.err = syscall.Unshare(syscall.CLONE_NEWNET); r.err != nil {
-				return
-			}
-			n := &banner.NFTables{}
-			ctx := context.Background()
-			if r.err = n.EnsureSet(ctx); r.err != nil {
-				return
-			}
-			for _, ip := range []string{restoredIP, otherIP} {
-				if r.err = n.Ban(ctx, netip.MustParseAddr(ip), "test"); r.err != nil {
-					return
-				}
-			}
-			r.out, r.code = w.restore(t, "--banner", "nftables")
-			set, err := exec.Command("nft", "list", "table", "inet", banner.DefaultTable).CombinedOutput()
-			r.set, r.err = string(set), err
-		}()
-		r := <-done
-		testenv.Require(t, r.err == nil, "nftables does not work in a network namespace here: "+errString(r.err))
-		if r.code != 0 {
-			t.Fatalf("restore = %d: %s", r.code, r.out)
+		out, code, set := w.restoreInNetns(t, []string{restoredIP, otherIP}, "--banner", "nftables")
+		if code != 0 {
+			t.Fatalf("restore = %d: %s", code, out)
 		}
 		w.check(t, registry.Applied)
-		if strings.Contains(r.set, restoredIP) || !strings.Contains(r.set, otherIP) {
-			t.Errorf("the nftables set after restore; want %s lifted, %s kept:\n%s", restoredIP, otherIP, r.set)
+		if strings.Contains(set, restoredIP) || !strings.Contains(set, otherIP) {
+			t.Errorf("the nftables set after restore; want %s lifted, %s kept:\n%s", restoredIP, otherIP, set)
 		}
 	})
 	for _, kind := range []string{"iptables", "nft"} {
@@ -262,50 +227,57 @@ func TestReadOnlyCommandsNeedARegistry(t *testing.T) {
 // TestRestoreUsesConfiguredBanner: the milter runs with `banner = nftables`
 // in bouncemilter.conf, and contrib/install.sh also installed fail2ban's
 // bouncemilter jail, which runs. `accounts restore spambot --config FILE`
-// (no --banner) must lift the IP ban where serve put it. restore does not
-// read `banner` from the file: it unbans through fail2ban-client, whose
-// unbanip of an address it never banned succeeds, marks the unban applied,
-// says "restored", and the nftables element stays for its whole timeout.
+// (no --banner) lifts the IP ban where serve put it: through fail2ban,
+// whose unbanip of an address it never banned succeeds, the nftables
+// element would stay for its whole timeout.
 func TestRestoreUsesConfiguredBanner(t *testing.T) {
-	testenv.Require(t, os.Geteuid() == 0, "nftables in a network namespace needs root")
-	_, err := exec.LookPath("nft")
-	testenv.Require(t, err == nil, "nft is not installed (apt-get install nftables)")
 	w := newRestoreWorld(t)
 	f2b := testenv.StartFail2ban(t, "")
 	conf := filepath.Join(t.TempDir(), "bouncemilter.conf")
 	if err := os.WriteFile(conf, []byte("banner = nftables\nfail2ban-socket = "+f2b.Socket+"\n"), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	type result struct {
-		out, set string
-		code     int
-		err      error
+	out, code, set := w.restoreInNetns(t, []string{restoredIP}, "--config", conf)
+	if code != 0 {
+		t.Fatalf("restore = %d: %s", code, out)
 	}
-	done := make(chan result)
+	if strings.Contains(set, restoredIP) {
+		t.Errorf("restore (banner = nftables in the configuration) left %s in the nftables set; unban-ip is %s:\n%s",
+			restoredIP, w.states(t, w.bot)["unban-ip "+restoredIP], set)
+	}
+}
+
+// restoreInNetns bans ips with nftables, then runs restore with args, all
+// on one OS thread moved into a network namespace of its own, so that the
+// nft that restore starts never sees the machine's firewall (the thread is
+// never unlocked: Go ends it with the goroutine). It returns restore's
+// output and exit status, and the nftables table after it.
+func (w *restoreWorld) restoreInNetns(t *testing.T, ips []string, args ...string) (out string, code int, set string) {
+	t.Helper()
+	testenv.Require(t, os.Geteuid() == 0, "nftables in a network namespace needs root")
+	_, err := exec.LookPath("nft")
+	testenv.Require(t, err == nil, "nft is not installed (apt-get install nftables)")
+	done := make(chan error)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		var r result
-		defer func() { done <- r }()
-		if r.err = syscall.Unshare(syscall.CLONE_NEWNET); r.err != nil {
+		runtime.LockOSThread()
+		err := syscall.Unshare(syscall.CLONE_NEWNET)
+		defer func() { done <- err }()
+		if err != nil {
 			return
 		}
 		n := &banner.NFTables{}
 		ctx := context.Background()
-		if r.err = n.Ban(ctx, netip.MustParseAddr(restoredIP), "test"); r.err != nil {
-			return
+		for _, ip := range ips {
+			if err = n.Ban(ctx, netip.MustParseAddr(ip), "test"); err != nil {
+				return
+			}
 		}
-		r.out, r.code = w.restore(t, "--config", conf)
-		set, err := exec.Command("nft", "list", "table", "inet", banner.DefaultTable).CombinedOutput()
-		r.set, r.err = string(set), err
+		out, code = w.restore(t, args...)
+		var b []byte
+		b, err = exec.Command("nft", "list", "table", "inet", banner.DefaultTable).CombinedOutput()
+		set = string(b)
 	}()
-	r := <-done
-	testenv.Require(t, r.err == nil, "nftables does not work in a network namespace here: "+errString(r.err))
-	if r.code != 0 {
-		t.Fatalf("restore = %d: %s", r.code, r.out)
-	}
-	t.Logf("restore said: %s", strings.TrimSpace(r.out))
-	if strings.Contains(r.set, restoredIP) {
-		t.Errorf("restore (banner = nftables in the configuration) left %s in the nftables set; unban-ip is %s:\n%s",
-			restoredIP, w.states(t, w.bot)["unban-ip "+restoredIP], r.set)
-	}
+	err = <-done
+	testenv.Require(t, err == nil, "nftables does not work in a network namespace here: "+errString(err))
+	return out, code, set
 }

@@ -342,11 +342,18 @@ run install -D -m 0644 -t "$root/etc/fail2ban/action.d" contrib/fail2ban/action.
 run install -d "$root/etc/fail2ban/jail.d"
 install_edited contrib/fail2ban/jail.d/bouncemilter.conf "$root/etc/fail2ban/jail.d/bouncemilter.conf" "/var/log/bouncemilter|$logs"
 if [[ -z $root ]]; then
-	# A running jail is restarted: a plain reload that changes a jail's
-	# action (an upgrade from nftables-multiport) leaves it with none at
-	# all. The restart puts the bans fail2ban keeps back into the new sets.
-	run fail2ban-client reload --restart --if-exists bouncemilter
-	run fail2ban-client reload
+	# Only this jail is (re)loaded: a plain `fail2ban-client reload` would
+	# re-read every jail, sshd's half-edited one included. A jail already
+	# on bouncemilter-nftables is reloaded, which keeps its nft sets.
+	# Otherwise it is restarted, which also adds it when it is not running
+	# yet: a plain reload that changes a jail's action (an upgrade from
+	# nftables-multiport) leaves it with none at all, and the restart puts
+	# the bans fail2ban keeps back into the new sets.
+	if ! $dry && fail2ban-client get bouncemilter actions 2>/dev/null | grep -Eq '(^|[ ,])bouncemilter-nftables'; then
+		run fail2ban-client reload bouncemilter
+	else
+		run fail2ban-client reload --restart --if-exists bouncemilter
+	fi
 fi
 fi
 

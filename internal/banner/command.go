@@ -46,6 +46,18 @@ func runCommand(ctx context.Context, timeout time.Duration, argv []string, stdin
 	return out.Bytes(), errOut.Bytes(), err
 }
 
+// RunCommand runs argv (no stdin) as the banners run fail2ban-client and
+// nft: killed after timeout (DefaultCommandTimeout if zero) or when ctx
+// ends. It returns the standard output; a failure carries the command and
+// all it printed, on one line.
+func RunCommand(ctx context.Context, timeout time.Duration, argv ...string) ([]byte, error) {
+	stdout, stderr, err := runCommand(ctx, timeout, argv, "")
+	if err != nil {
+		return nil, commandError(strings.Join(argv, " "), err, append(stderr, stdout...))
+	}
+	return stdout, nil
+}
+
 // commandError describes a command that failed, with what it printed on one
 // line: the error ends up in one log line, and a second line would read as a
 // record of its own.

@@ -142,17 +142,12 @@ func (c *Fail2banClient) run(ctx context.Context, args ...string) ([]byte, error
 	if prog == "" {
 		prog = "fail2ban-client"
 	}
-	var full []string
+	argv := []string{prog}
 	if c.Config != "" {
-		full = append(full, "-c", c.Config)
+		argv = append(argv, "-c", c.Config)
 	}
 	if c.Socket != "" {
-		full = append(full, "-s", c.Socket)
+		argv = append(argv, "-s", c.Socket)
 	}
-	full = append(full, args...)
-	stdout, stderr, err := runCommand(ctx, c.CommandTimeout, append([]string{prog}, full...), "")
-	if err != nil {
-		return nil, commandError(prog+" "+strings.Join(full, " "), err, append(stderr, stdout...))
-	}
-	return stdout, nil
+	return RunCommand(ctx, c.CommandTimeout, append(argv, args...)...)
 }

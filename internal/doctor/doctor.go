@@ -468,22 +468,16 @@ func (d *doctor) banner(ctx context.Context) {
 		}
 	}
 	client := func(args ...string) (string, error) {
-		var full []string
+		argv := []string{"fail2ban-client"}
 		if d.cfg.Fail2banConfig != "" {
-			full = append(full, "-c", d.cfg.Fail2banConfig)
+			argv = append(argv, "-c", d.cfg.Fail2banConfig)
 		}
 		if d.cfg.Fail2banSocket != "" {
-			full = append(full, "-s", d.cfg.Fail2banSocket)
+			argv = append(argv, "-s", d.cfg.Fail2banSocket)
 		}
-		// fail2ban-client waits on the server's socket without a time
-		// limit: a hung server must not hang doctor.
-		cctx, cancel := context.WithTimeout(ctx, banner.DefaultCommandTimeout)
-		defer cancel()
-		out, err := exec.CommandContext(cctx, "fail2ban-client", append(full, args...)...).CombinedOutput()
-		if err != nil {
-			return "", fmt.Errorf("fail2ban-client %s: %v: %s", strings.Join(args, " "), err, oneLine(string(out)))
-		}
-		return strings.TrimSpace(string(out)), nil
+		// Bounded: a hung server must not hang doctor.
+		out, err := banner.RunCommand(ctx, 0, append(argv, args...)...)
+		return strings.TrimSpace(string(out)), err
 	}
 	// contrib/fail2ban holds the filter, the jail and its action
 	// (bouncemilter-nftables): copied whole, as install.sh installs them.
@@ -517,7 +511,7 @@ func (d *doctor) banner(ctx context.Context) {
 	case strings.Contains(actions, "No actions"):
 		d.add(Fail, "fail2ban banaction", actionFix, "the jail has no action: it bans nothing")
 	default:
-		d.banactionTools(actions, actionFix)
+		d.banactionTools(actions, actionFix, client)
 	}
 	if d.cfg.BanDuration > 0 {
 		secs := int64(d.cfg.BanDuration / time.Second)
@@ -532,22 +526,22 @@ func (d *doctor) banner(ctx context.Context) {
 	}
 }
 
-// banactionTools checks that the programs the jail's actions run exist.
-func (d *doctor) banactionTools(actions, fix string) {
+// banactionTools checks that the programs the jail's actions run exist, and
+// that an nftables action's sets hold the networks the milter bans.
+func (d *doctor) banactionTools(actions, fix string, client func(args ...string) (string, error)) {
+	// "The jail J has the following actions:\nA, B"
+	if _, list, ok := strings.Cut(actions, ":\n"); ok {
+		actions = list
+	}
 	var missing, found, noNets []string
-	for _, name := range strings.FieldsFunc(actions, func(r rune) bool { return r == '\n' || r == ',' || r == ' ' }) {
-		name = strings.Trim(name, "|`- ")
+	for _, name := range strings.Split(actions, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
 		var tools []string
 		switch {
-		case strings.HasPrefix(name, "nftables"):
-			// Debian's nftables actions make their sets without the
-			// interval flag, and nft refuses a network in them:
-			// fail2ban says banned and nothing is blocked.
-			if d.cfg.IPv6Prefix > 0 && d.cfg.IPv6Prefix < 128 {
-				noNets = append(noNets, name)
-			}
-			tools = []string{"nft"}
-		case strings.HasPrefix(name, "bouncemilter-nftables"):
+		case strings.Contains(name, "nftables"):
 			tools = []string{"nft"}
 		case strings.HasPrefix(name, "iptables"):
 			tools = []string{"iptables", "ip6tables"}
@@ -557,8 +551,16 @@ func (d *doctor) banactionTools(actions, fix string) {
 			tools = []string{"ufw"}
 		case strings.HasPrefix(name, "shorewall"):
 			tools = []string{"shorewall"}
-		default:
-			continue
+		}
+		// Judged by what the action runs, not by its name: Debian's
+		// nftables actions make their sets without the interval flag,
+		// and nft refuses a network in them (fail2ban says banned and
+		// nothing is blocked), but an action.d/nftables.local may add
+		// the flag, as newer fail2ban does.
+		if d.cfg.IPv6Prefix > 0 && d.cfg.IPv6Prefix < 128 {
+			if start, err := client("get", d.cfg.Jail, "action", name, "actionstart"); err == nil && addsPlainSet(start) {
+				noNets = append(noNets, name)
+			}
 		}
 		for _, t := range tools {
 			if _, err := exec.LookPath(t); err != nil {
@@ -583,6 +585,21 @@ func (d *doctor) banactionTools(actions, fix string) {
 	default:
 		d.ok("fail2ban banaction", "%s", strings.Join(found, ", "))
 	}
+}
+
+// addsPlainSet reports whether an action's resolved actionstart adds an nft
+// set without the interval flag (`nft add set inet f2b-table S \{ type
+// ipv6_addr\; \}`), which cannot hold a network.
+func addsPlainSet(actionstart string) bool {
+	for line := range strings.Lines(actionstart) {
+		f := strings.Fields(line)
+		for i := 0; i+1 < len(f); i++ {
+			if f[i] == "add" && f[i+1] == "set" && !strings.Contains(line, "interval") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (d *doctor) webLogs() {

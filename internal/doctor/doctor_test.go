@@ -133,13 +133,23 @@ func newSetup(t *testing.T) *setup {
 	go func() { f.Serve(mctx, ln, time.Second); close(done) }()
 	t.Cleanup(func() { stop(); <-done })
 
-	// fail2ban with contrib's jail on the ban log, and a ban action by the
-	// name of contrib's nftables one that runs nothing: a test must not
-	// touch the machine's firewall, and doctor judges the action by its
-	// name.
+	// fail2ban with contrib's jail on the ban log and the real actions:
+	// contrib's bouncemilter-nftables and the stock nftables-multiport it
+	// builds on. doctor reads the commands they would run; the jail runs
+	// them with nft replaced by true (setJailAction): a test must not touch
+	// the machine's firewall.
 	s.f2b = testenv.StartFail2ban(t, banLog)
-	for _, name := range []string{"bouncemilter-nftables", "nftables-multiport"} {
-		putFile(t, filepath.Join(s.f2b.Dir, "action.d", name+".conf"), "[Definition]\nactionban = true\nactionunban = true\n")
+	for _, name := range []string{"nftables.conf", "nftables-multiport.conf"} {
+		b, err := os.ReadFile(filepath.Join(stockActions, name))
+		testenv.Require(t, err == nil, "fail2ban's stock "+name+" is not installed")
+		putFile(t, filepath.Join(s.f2b.Dir, "action.d", name), string(b))
+	}
+	for _, name := range []string{"bouncemilter-nftables.conf", "bouncemilter-nftables-allports.conf"} {
+		b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), "contrib", "fail2ban", "action.d", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		putFile(t, filepath.Join(s.f2b.Dir, "action.d", name), string(b))
 	}
 	s.setJailAction(t, "bouncemilter-nftables")
 
@@ -161,8 +171,15 @@ func newSetup(t *testing.T) *setup {
 	return s
 }
 
+// stockActions is where Debian's fail2ban package installs its actions.
+const stockActions = "/etc/fail2ban/action.d"
+
+// setJailAction gives the jail action (none if ""), running true for nft.
 func (s *setup) setJailAction(t *testing.T, action string) {
 	t.Helper()
+	if action != "" {
+		action += "[nftables=true]"
+	}
 	putFile(t, filepath.Join(s.f2b.Dir, "jail.d", "zz-doctor.local"), "[bouncemilter]\naction = "+action+"\n")
 	// --restart: a plain reload keeps the jail's old actions.
 	s.f2b.Client(t, "reload", "--restart", "bouncemilter")
@@ -287,6 +304,19 @@ func TestDoctor(t *testing.T) {
 			s.setJailAction(t, "nftables-multiport")
 			return func() { s.setJailAction(t, "bouncemilter-nftables") }
 		}, "fail2ban banaction", Fail, "banaction = bouncemilter-nftables"},
+		{"stock nftables action whose sets an nftables.local gives the interval flag", func(t *testing.T, cfg *Config) func() {
+			// fail2ban's maintainer's workaround, and newer fail2ban's
+			// stock action: the sets hold networks whatever the name.
+			local := filepath.Join(s.f2b.Dir, "action.d", "nftables.local")
+			putFile(t, local, `[Definition]
+_nft_add_set = <nftables> add set <table_family> <table> <addr_set> \{ type <addr_type>\; flags interval\; \}
+              <_nft_for_proto-<type>-iter>
+              <nftables> add rule <table_family> <table> <chain> %(rule_stat)s
+              <_nft_for_proto-<type>-done>
+`)
+			s.setJailAction(t, "nftables-multiport")
+			return func() { os.Remove(local); s.setJailAction(t, "bouncemilter-nftables") }
+		}, "fail2ban banaction", OK, ""},
 		{"ban durations differ", func(t *testing.T, cfg *Config) func() {
 			cfg.BanDuration = time.Hour
 			return func() {}

@@ -131,29 +131,56 @@ func (n *NFTables) BanNet(ctx context.Context, p netip.Prefix, reason string) er
 }
 
 // banScript returns the nft commands that ban p for secs seconds, or
-// covered when a wider network banned before blocks p already (for as long
-// as its own ban lasts), and there is nothing to add.
+// covered when a wider network banned before blocks p already for at least
+// as long, and there is nothing to add.
 func (n *NFTables) banScript(ctx context.Context, p netip.Prefix, secs int64) (script string, covered bool, err error) {
 	target := netString(p)
 	add := fmt.Sprintf("add element inet %s %s { %s timeout %ds }\n", n.table(), n.set(p), target, secs)
 	if n.set(p) == set6net {
 		// The network set has the interval flag, and nft refuses an
 		// interval that overlaps one it holds: after --ipv6-prefix
-		// changed, it holds networks of the old length. The ban of p
-		// replaces the narrower ones p holds, deleted in the same
-		// transaction; p is not in the set then (it would overlap
-		// them), and is added once: nft refuses a transaction that
-		// deletes them and adds, deletes and adds p again.
-		inside, covered, err := n.nested(ctx, p)
-		if err != nil || covered {
-			return "", covered, err
+		// changed, it holds networks of another length. The ban is
+		// rewritten in one transaction so that no address loses time:
+		// a wider network that lasts long enough covers p; one that
+		// expires sooner is split into p, banned for secs, and the rest
+		// of it, for what it had left. Narrower networks that expire
+		// sooner are replaced by p, and p goes around those that last
+		// longer. nft refuses a transaction that deletes an element and
+		// adds it again, so each piece is added once.
+		wider, inside, _, err := n.nested(ctx, p)
+		if err != nil {
+			return "", false, err
 		}
-		if len(inside) > 0 && inside[0] != p {
-			var b strings.Builder
-			for _, e := range inside {
-				fmt.Fprintf(&b, "delete element inet %s %s { %s }\n", n.table(), set6net, netString(e))
+		var b strings.Builder
+		del := func(e netip.Prefix) {
+			fmt.Fprintf(&b, "delete element inet %s %s { %s }\n", n.table(), set6net, netString(e))
+		}
+		put := func(pieces []netip.Prefix, secs int64) {
+			for _, e := range pieces {
+				fmt.Fprintf(&b, "add element inet %s %s { %s timeout %ds }\n", n.table(), set6net, netString(e), secs)
 			}
-			return b.String() + add, false, nil
+		}
+		switch {
+		case wider.Prefix.IsValid() && wider.covers(secs):
+			return "", true, nil
+		case wider.Prefix.IsValid():
+			del(wider.Prefix)
+			if wider.Expires > 0 {
+				put(minus(wider.Prefix, []netip.Prefix{p}), wider.Expires)
+			}
+			put([]netip.Prefix{p}, secs)
+			return b.String(), false, nil
+		case len(inside) > 0:
+			var keep []netip.Prefix
+			for _, e := range inside {
+				if e.outlasts(secs) {
+					keep = append(keep, e.Prefix)
+				} else {
+					del(e.Prefix)
+				}
+			}
+			put(minus(p, keep), secs)
+			return b.String(), false, nil
 		}
 	}
 	// Add, delete, add again: the first add makes sure the element
@@ -163,21 +190,46 @@ func (n *NFTables) banScript(ctx context.Context, p netip.Prefix, secs int64) (s
 	return fmt.Sprintf("%sdelete element inet %s %s { %s }\n%s", add, n.table(), n.set(p), target, add), false, nil
 }
 
-// nested lists the network set and returns the networks in it that p holds
-// (p itself included), and whether a wider one holds p. A missing table or
-// set holds nothing. An element that is no network (a range an admin added
-// by hand) is left out: if it overlaps p, nft refuses the ban and says so.
-func (n *NFTables) nested(ctx context.Context, p netip.Prefix) (inside []netip.Prefix, covered bool, err error) {
+// setEntry is an element of the network set and the seconds before it
+// expires; Expires is -1 for an element without timeout (added by hand),
+// which never does.
+type setEntry struct {
+	netip.Prefix
+	Expires int64
+}
+
+// slack is how much sooner than a new ban a network set's element may
+// expire and still count as lasting as long: nft counts an element's time
+// left down from the moment it was added, and a network banned a moment
+// before with the same timeout would otherwise be split or kept apart for
+// nothing.
+const slack = 60
+
+// covers reports whether e, holding a network banned now for secs, makes
+// its ban needless: e lasts as long, within slack.
+func (e setEntry) covers(secs int64) bool { return e.Expires < 0 || e.Expires >= secs-slack }
+
+// outlasts reports whether e would lose time, more than slack, if a ban for
+// secs replaced it.
+func (e setEntry) outlasts(secs int64) bool { return e.Expires < 0 || e.Expires > secs+slack }
+
+// nested lists the network set and returns the wider network that holds p,
+// if any, the narrower networks p holds, and whether it holds p itself.
+// An interval set holds no overlapping elements: it holds either one wider
+// network, or narrower ones, or p itself, or none of them. A missing table or set holds
+// nothing. An element that is no network (a range an admin added by hand)
+// is left out: if it overlaps p, nft refuses the ban and says so.
+func (n *NFTables) nested(ctx context.Context, p netip.Prefix) (wider setEntry, inside []setEntry, self bool, err error) {
 	out, err := n.run(ctx, "", "-j", "list", "set", "inet", n.table(), set6net)
 	if errors.Is(err, errNoSuchElement) {
-		return nil, false, nil
+		return setEntry{}, nil, false, nil
 	}
 	if err != nil {
-		return nil, false, err
+		return setEntry{}, nil, false, err
 	}
 	var listing setListing
 	if err := json.Unmarshal(out, &listing); err != nil {
-		return nil, false, fmt.Errorf("nft -j list set %s: %w", set6net, err)
+		return setEntry{}, nil, false, fmt.Errorf("nft -j list set %s: %w", set6net, err)
 	}
 	for _, item := range listing.Nftables {
 		if item.Set == nil {
@@ -187,14 +239,39 @@ func (n *NFTables) nested(ctx context.Context, p netip.Prefix) (inside []netip.P
 			e, ok := setElement(raw)
 			switch {
 			case !ok:
-			case p.Contains(e.Addr()) && e.Bits() >= p.Bits():
+			case e.Prefix == p:
+				self = true
+			case p.Contains(e.Addr()) && e.Bits() > p.Bits():
 				inside = append(inside, e)
 			case e.Contains(p.Addr()) && e.Bits() < p.Bits():
-				covered = true
+				wider = e
 			}
 		}
 	}
-	return inside, covered, nil
+	return wider, inside, self, nil
+}
+
+// minus returns networks that together hold the addresses of q outside the
+// holes (networks inside q that do not overlap), as few as halving q
+// around the holes gives.
+func minus(q netip.Prefix, holes []netip.Prefix) []netip.Prefix {
+	var touching []netip.Prefix
+	for _, h := range holes {
+		switch {
+		case h.Bits() <= q.Bits() && h.Contains(q.Addr()):
+			return nil // q is all hole
+		case q.Contains(h.Addr()):
+			touching = append(touching, h)
+		}
+	}
+	if len(touching) == 0 {
+		return []netip.Prefix{q}
+	}
+	lo := netip.PrefixFrom(q.Addr(), q.Bits()+1)
+	a := q.Addr().As16()
+	a[q.Bits()/8] |= 0x80 >> (q.Bits() % 8)
+	hi := netip.PrefixFrom(netip.AddrFrom16(a), q.Bits()+1)
+	return append(minus(lo, touching), minus(hi, touching)...)
 }
 
 // setListing is what nft -j list set prints: the set's elements, each read
@@ -209,20 +286,27 @@ type setListing struct {
 
 // setElement reads an element of nft's JSON listing as a network: an
 // address ("2001:db8::1"), or a prefix ({"prefix": {"addr": …, "len": 64}}),
-// either alone or, in a set with timeouts, as {"elem": {"val": …}}.
-func setElement(raw json.RawMessage) (netip.Prefix, bool) {
+// either alone or, in a set with timeouts, as {"elem": {"val": …,
+// "timeout": 3600, "expires": 3599}}, with the seconds it has left.
+func setElement(raw json.RawMessage) (setEntry, bool) {
 	var wrapped struct {
 		Elem *struct {
-			Val json.RawMessage `json:"val"`
+			Val     json.RawMessage `json:"val"`
+			Timeout int64           `json:"timeout"`
+			Expires int64           `json:"expires"`
 		} `json:"elem"`
 	}
+	expires := int64(-1)
 	if json.Unmarshal(raw, &wrapped) == nil && wrapped.Elem != nil {
 		raw = wrapped.Elem.Val
+		if wrapped.Elem.Timeout > 0 {
+			expires = wrapped.Elem.Expires
+		}
 	}
 	var addr string
 	if json.Unmarshal(raw, &addr) == nil {
 		ip, err := netip.ParseAddr(addr)
-		return single(ip), err == nil
+		return setEntry{single(ip), expires}, err == nil
 	}
 	var net struct {
 		Prefix *struct {
@@ -231,14 +315,14 @@ func setElement(raw json.RawMessage) (netip.Prefix, bool) {
 		} `json:"prefix"`
 	}
 	if json.Unmarshal(raw, &net) != nil || net.Prefix == nil {
-		return netip.Prefix{}, false
+		return setEntry{}, false
 	}
 	ip, err := netip.ParseAddr(net.Prefix.Addr)
 	if err != nil {
-		return netip.Prefix{}, false
+		return setEntry{}, false
 	}
 	e, err := ip.Prefix(net.Prefix.Len)
-	return e, err == nil
+	return setEntry{e, expires}, err == nil
 }
 
 // Unban removes ip from its set. An address that is not there, or a table
@@ -251,13 +335,35 @@ func (n *NFTables) Unban(ctx context.Context, ip netip.Addr) error {
 	return n.UnbanNet(ctx, single(ip))
 }
 
-// UnbanNet removes p from its set.
+// UnbanNet removes p from its set, and in the network set the pieces of p
+// that a ban of a narrower network inside it left (banScript).
 func (n *NFTables) UnbanNet(ctx context.Context, p netip.Prefix) error {
 	if !p.IsValid() {
 		return fmt.Errorf("unban: %w: not a valid address", ErrProtected)
 	}
 	p = netip.PrefixFrom(normalize(p.Addr()), p.Bits()).Masked()
-	err := n.script(ctx, fmt.Sprintf("delete element inet %s %s { %s }\n", n.table(), n.set(p), netString(p)))
+	gone := []netip.Prefix{p}
+	if n.set(p) == set6net {
+		_, inside, self, err := n.nested(ctx, p)
+		if err != nil {
+			return fmt.Errorf("unban %s: %w", netString(p), err)
+		}
+		gone = gone[:0]
+		if self {
+			gone = append(gone, p)
+		}
+		for _, e := range inside {
+			gone = append(gone, e.Prefix)
+		}
+		if len(gone) == 0 {
+			return nil
+		}
+	}
+	var script strings.Builder
+	for _, e := range gone {
+		fmt.Fprintf(&script, "delete element inet %s %s { %s }\n", n.table(), n.set(p), netString(e))
+	}
+	err := n.script(ctx, script.String())
 	if err != nil && !errors.Is(err, errNoSuchElement) {
 		return fmt.Errorf("unban %s: %w", netString(p), err)
 	}

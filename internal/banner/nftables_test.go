@@ -68,16 +68,11 @@ func elements(t *testing.T, ns, table, set string) map[string]int {
 			continue
 		}
 		for _, raw := range item.Set.Elem {
-			p, ok := setElement(raw)
-			var e struct {
-				Elem struct {
-					Expires int `json:"expires"`
-				} `json:"elem"`
-			}
-			if !ok || json.Unmarshal(raw, &e) != nil {
+			e, ok := setElement(raw)
+			if !ok {
 				t.Fatalf("nft -j list set: element %s", raw)
 			}
-			got[netString(p)] = e.Elem.Expires
+			got[netString(e.Prefix)] = int(e.Expires)
 		}
 	}
 	return got
@@ -269,6 +264,75 @@ func TestNFTablesOverlappingNetworks(t *testing.T) {
 			t.Errorf("after BanNet(%s) vandals6net = %q, want %q", step.ban, got, step.want)
 		}
 	}
+}
+
+// TestNFTablesNestedNetworksKeepTheirTime: a network banned inside a wider
+// one is covered only while the wider ban lasts as long as its own would.
+// A /64 banned for 7 days inside a /48 with an hour left must stay banned
+// for 7 days, and the rest of the /48 for its hour; a /48 banned for an
+// hour over a /64 with 7 days left must not cut the /64's days short.
+// Lifting the /48 lifts all its pieces.
+func TestNFTablesNestedNetworksKeepTheirTime(t *testing.T) {
+	ns := netns(t)
+	ctx := context.Background()
+	hour := &NFTables{Timeout: time.Hour, Command: []string{"ip", "netns", "exec", ns, "nft"}}
+	week := &NFTables{Timeout: 7 * 24 * time.Hour, Command: hour.Command}
+	const day = 24 * 3600
+	// check compares the network set with want: each network's seconds
+	// left, within a minute; networks of the /48 not in want (its other
+	// pieces) have at most an hour.
+	check := func(step string, want map[string]int) {
+		t.Helper()
+		got := elements(t, ns, DefaultTable, set6net)
+		var addrs uint64 // /64s of the /48 banned
+		for e, left := range got {
+			p := netip.MustParsePrefix(e)
+			if w, ok := want[e]; ok {
+				if left > w || left < w-60 {
+					t.Errorf("%s: %s has %ds left, want %ds", step, e, left, w)
+				}
+			} else if !netip.MustParsePrefix("2001:db8:1::/48").Contains(p.Addr()) || left > 3600 {
+				t.Errorf("%s: %s (%ds left) should not be there", step, e, left)
+			}
+			if p.Bits() >= 48 && p.Bits() <= 64 {
+				addrs += 1 << (64 - p.Bits())
+			}
+		}
+		for e := range want {
+			if _, ok := got[e]; !ok {
+				t.Errorf("%s: %s is not banned: %v", step, e, got)
+			}
+		}
+		if addrs != 1<<16 {
+			t.Errorf("%s: the set holds %d /64s of 2001:db8:1::/48, want all 65536: %v", step, addrs, got)
+		}
+	}
+	ban := func(n *NFTables, p string) {
+		t.Helper()
+		if err := n.BanNet(ctx, netip.MustParsePrefix(p), ""); err != nil {
+			t.Fatalf("BanNet(%s): %v", p, err)
+		}
+	}
+	ban(hour, "2001:db8:1::/48")
+	ban(week, "2001:db8:1:7::/64")
+	check("a week's /64 in an hour's /48", map[string]int{"2001:db8:1:7::/64": 7 * day})
+	// Within a minute of the wider ban's time left: covered.
+	ban(hour, "2001:db8:1:9::/64")
+	check("an hour's /64 in the rest of the /48", map[string]int{"2001:db8:1:7::/64": 7 * day})
+
+	if err := hour.UnbanNet(ctx, netip.MustParsePrefix("2001:db8:1::/48")); err != nil {
+		t.Fatal(err)
+	}
+	if got := elements(t, ns, DefaultTable, set6net); len(got) != 0 {
+		t.Errorf("after UnbanNet(/48) the set holds %v", got)
+	}
+
+	ban(week, "2001:db8:1:7::/64")
+	ban(hour, "2001:db8:1::/48")
+	check("an hour's /48 over a week's /64", map[string]int{"2001:db8:1:7::/64": 7 * day})
+	// A week's /48 replaces all: nothing of it lasts longer.
+	ban(week, "2001:db8:1::/48")
+	check("a week's /48", map[string]int{"2001:db8:1::/48": 7 * day})
 }
 
 // TestNFTablesHungNFT: an nft that does not finish (the kernel's nftables

@@ -148,12 +148,14 @@ func (c *Copier) source(ctx context.Context) (Source, error) {
 
 // forget drops a source that failed, closing it, so that the next copy
 // opens a fresh one (MediaGoblin's database may have been restarted), and
-// pauses copies.
+// pauses copies. A source dropped already (another connection's copy
+// failed on it, or it was replaced) is not the current one: its failure
+// says nothing of the source opened since, and does not pause.
 func (c *Copier) forget(src Source) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.pause()
 	if c.src == src {
+		c.pause()
 		c.closeLocked()
 	}
 }

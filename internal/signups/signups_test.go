@@ -167,6 +167,89 @@ func TestCopySignupsReplacedFile(t *testing.T) {
 	}
 }
 
+// stalling is the first source of TestCopySignupsFailureOnDroppedSource:
+// its first read waits for release and fails, the others fail at once.
+type stalling struct {
+	signups.Source
+	entered, release chan struct{}
+	first            atomic.Bool
+}
+
+func (s *stalling) UsersByEmail(ctx context.Context, emails []string, afterID int64) ([]mediagoblin.User, error) {
+	if s.first.CompareAndSwap(false, true) {
+		close(s.entered)
+		<-s.release
+	}
+	return nil, mediagoblin.ErrUnavailable
+}
+
+// The Copier is shared by the milter's connections. A read that fails on a
+// source another copy dropped already (and paused for) says nothing of the
+// source opened since: it must not pause copies again, or the bounces of
+// the next 10 s would count as misses though MediaGoblin answers.
+func TestCopySignupsFailureOnDroppedSource(t *testing.T) {
+	ctx := t.Context()
+	inst := mgtest.NewSQLite(t, sender)
+	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := registry.Open(ctx, filepath.Join(t.TempDir(), "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	first := &stalling{entered: make(chan struct{}), release: make(chan struct{})}
+	var opens atomic.Int32
+	var later atomic.Int64 // how far the copier's clock is ahead
+	copier := &signups.Copier{
+		Registry: reg,
+		Now:      func() time.Time { return time.Now().Add(time.Duration(later.Load())) },
+		Open: func(ctx context.Context) (signups.Source, error) {
+			db, err := mediagoblin.Open(ctx, cfg)
+			if err != nil {
+				return nil, err
+			}
+			t.Cleanup(func() { db.Close() })
+			if opens.Add(1) == 1 {
+				first.Source = db
+				return first, nil
+			}
+			return db, nil
+		},
+	}
+	inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example"})
+	copy := func() error {
+		_, err := copier.CopySignups(ctx, []string{"bot@nowhere.example"})
+		return err
+	}
+
+	// One connection's read hangs on the first source; another's fails
+	// on it, drops it and pauses copies.
+	stalled := make(chan error)
+	go func() { stalled <- copy() }()
+	<-first.entered
+	if err := copy(); !errors.Is(err, mediagoblin.ErrUnavailable) {
+		t.Fatalf("failing source: %v", err)
+	}
+	// After the pause, a copy opens a new source, which answers.
+	later.Store(int64(signups.DefaultPause))
+	if err := copy(); err != nil {
+		t.Fatalf("after the pause: %v", err)
+	}
+	// Now the hung read fails, on the source dropped before.
+	close(first.release)
+	if err := <-stalled; !errors.Is(err, mediagoblin.ErrUnavailable) {
+		t.Fatalf("hung read: %v", err)
+	}
+	if err := copy(); err != nil {
+		t.Errorf("after a failure on the dropped source: %v; want the new source used", err)
+	}
+	if n := opens.Load(); n != 2 {
+		t.Errorf("opened MediaGoblin %d times, want 2", n)
+	}
+}
+
 func TestJournalFallsBackOnMiss(t *testing.T) {
 	backends(t, func(t *testing.T, e *env) {
 		ctx := t.Context()

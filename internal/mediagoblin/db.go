@@ -24,6 +24,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -45,9 +46,9 @@ var (
 	// ErrUnavailable wraps failures to reach the database (down, refused,
 	// locked for too long): the operation may succeed if retried later.
 	ErrUnavailable = errors.New("mediagoblin: database unavailable")
-	// ErrReplaced: the SQLite file was replaced since it was opened (see
-	// DB.Replaced); opening it again reaches the database MediaGoblin
-	// serves.
+	// ErrReplaced: the SQLite file was replaced while an operation ran
+	// on it; the next operation opens it again and reaches the database
+	// MediaGoblin serves.
 	ErrReplaced = fmt.Errorf("file replaced since it was opened (restored or moved): %w", ErrUnavailable)
 )
 
@@ -63,13 +64,19 @@ type User struct {
 	Privileged bool
 }
 
-// DB is an open MediaGoblin database.
+// DB is an open MediaGoblin database. On SQLite it opens the file again
+// when the file was replaced since (replacedLocked), before the next
+// operation.
 type DB struct {
-	db      *sql.DB
 	backend Backend
 	where   string // for error messages, without password
-	// path and file: the SQLite file Open found, for Replaced.
-	path string
+	// path and readOnly: the SQLite file, to open it again.
+	path     string
+	readOnly bool
+
+	mu sync.Mutex // guards db and file, which change on SQLite only
+	db *sql.DB
+	// file is the SQLite file db opened, as Stat found it before.
 	file os.FileInfo
 }
 
@@ -81,28 +88,10 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	var err error
 	switch cfg.Backend {
 	case SQLite:
-		// mode=rw: never create an empty database where MediaGoblin's
-		// should be. A busy timeout rather than failing at once while
-		// MediaGoblin writes; immediate transactions so that a ban takes the
-		// write lock before it reads what it re-checks.
-		// Taken before the first connection opens the file: a file
-		// replaced in between is reported by Replaced, never missed.
-		fi, serr := os.Stat(cfg.Source)
-		if serr != nil {
-			return nil, fmt.Errorf("open mediagoblin database %s: %w: %v", d.where, ErrUnavailable, serr)
-		}
-		d.path, d.file = cfg.Source, fi
-		q := url.Values{}
-		q.Set("mode", "rw")
-		if cfg.ReadOnly {
-			q.Set("mode", "ro")
-		}
-		q.Set("_busy_timeout", "5000")
-		q.Set("_txlock", "immediate")
-		q.Set("_foreign_keys", "on")
-		d.db, err = sql.Open("sqlite3", "file:"+(&url.URL{Path: cfg.Source}).EscapedPath()+"?"+q.Encode())
-		if err == nil {
-			d.db.SetMaxOpenConns(4)
+		d.path, d.readOnly = cfg.Source, cfg.ReadOnly
+		d.db, d.file, err = d.openSQLite()
+		if err != nil {
+			return nil, err
 		}
 	case Postgres:
 		// pgx passes query parameters it does not know to the server as
@@ -144,6 +133,67 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	return d, nil
 }
 
+// openSQLite opens the SQLite file at d.path, and returns it with the file
+// as Stat found it before the first connection opened it: a file replaced
+// in between is seen by replacedLocked, never missed.
+func (d *DB) openSQLite() (*sql.DB, os.FileInfo, error) {
+	fi, err := os.Stat(d.path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open mediagoblin database %s: %w: %v", d.where, ErrUnavailable, err)
+	}
+	// mode=rw: never create an empty database where MediaGoblin's
+	// should be. A busy timeout rather than failing at once while
+	// MediaGoblin writes; immediate transactions so that a ban takes the
+	// write lock before it reads what it re-checks.
+	q := url.Values{}
+	q.Set("mode", "rw")
+	if d.readOnly {
+		q.Set("mode", "ro")
+	}
+	q.Set("_busy_timeout", "5000")
+	q.Set("_txlock", "immediate")
+	q.Set("_foreign_keys", "on")
+	db, err := sql.Open("sqlite3", "file:"+(&url.URL{Path: d.path}).EscapedPath()+"?"+q.Encode())
+	if err != nil {
+		return nil, nil, fmt.Errorf("open mediagoblin database %s: %w", d.where, err)
+	}
+	db.SetMaxOpenConns(4)
+	return db, fi, nil
+}
+
+// pool returns the connections for one operation. On SQLite it first opens
+// the file again when the one it opened was replaced (replacedLocked), and
+// closes the old connections.
+func (d *DB) pool() (*sql.DB, error) {
+	d.mu.Lock()
+	db := d.db
+	err := d.replacedLocked()
+	d.mu.Unlock()
+	if err == nil {
+		return db, nil
+	}
+	if !errors.Is(err, ErrReplaced) {
+		return nil, err
+	}
+	fresh, fi, err := d.openSQLite()
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	old := d.db
+	if os.SameFile(d.file, fi) {
+		// Another operation opened it again meanwhile.
+		old, fresh = fresh, d.db
+	} else {
+		d.db, d.file = fresh, fi
+	}
+	d.mu.Unlock()
+	// Queries running on old finish: its connections close as they
+	// are released.
+	old.Close()
+	return fresh, nil
+}
+
 // pgTimeouts bound, on the server, how long one statement on MediaGoblin's
 // PostgreSQL waits for a lock and runs: well under the worker's deadline
 // for an attempt, so that the error says why.
@@ -153,15 +203,19 @@ var pgTimeouts = map[string]string{"lock_timeout": "5s", "statement_timeout": "3
 func (d *DB) Backend() Backend { return d.backend }
 
 // Close closes the connections.
-func (d *DB) Close() error { return d.db.Close() }
+func (d *DB) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.db.Close()
+}
 
-// Replaced returns an error when d is an SQLite database whose path no
-// longer names the file Open opened: put back from a copy by a rename (a
-// restore, VACUUM INTO and mv), or moved away. The open connections keep
-// the old file: they read what MediaGoblin no longer serves, and SQLite
-// refuses their writes ("attempt to write a readonly database"). The
-// caller closes d and opens the database again. nil for PostgreSQL.
-func (d *DB) Replaced() error {
+// replacedLocked returns an error when d is an SQLite database whose path
+// no longer names the file it opened: put back from a copy by a rename (a
+// restore, VACUUM INTO and mv), or moved away. Connections to the old file
+// read what MediaGoblin no longer serves, and SQLite refuses their writes
+// ("attempt to write a readonly database"). nil for PostgreSQL; d.mu is
+// held.
+func (d *DB) replacedLocked() error {
 	if d.file == nil {
 		return nil
 	}
@@ -178,7 +232,11 @@ func (d *DB) Replaced() error {
 // Ping checks that the database answers and holds MediaGoblin's tables.
 func (d *DB) Ping(ctx context.Context) error {
 	var n int64
-	err := d.db.QueryRowContext(ctx, `SELECT count(*) FROM core__privileges`).Scan(&n)
+	db, err := d.pool()
+	if err != nil {
+		return err
+	}
+	err = db.QueryRowContext(ctx, `SELECT count(*) FROM core__privileges`).Scan(&n)
 	if err != nil {
 		return d.wrap("reach mediagoblin database", err)
 	}
@@ -262,14 +320,22 @@ func (d *DB) User(ctx context.Context, id int64) (User, error) {
 // MaxUserID returns the highest user id, 0 when there are no users.
 func (d *DB) MaxUserID(ctx context.Context) (int64, error) {
 	var id sql.NullInt64
-	if err := d.db.QueryRowContext(ctx, `SELECT max(id) FROM core__users`).Scan(&id); err != nil {
+	db, err := d.pool()
+	if err != nil {
+		return 0, err
+	}
+	if err := db.QueryRowContext(ctx, `SELECT max(id) FROM core__users`).Scan(&id); err != nil {
 		return 0, d.wrap("read highest user id", err)
 	}
 	return id.Int64, nil
 }
 
 func (d *DB) queryUsers(ctx context.Context, what, q string, args ...any) ([]User, error) {
-	rows, err := d.db.QueryContext(ctx, q, args...)
+	db, err := d.pool()
+	if err != nil {
+		return nil, err
+	}
+	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, d.wrap(what, err)
 	}
@@ -412,7 +478,11 @@ func (d *DB) UnbanUser(ctx context.Context, userID int64) error {
 // logs in.
 func (d *DB) IsBanned(ctx context.Context, userID int64) (bool, string, error) {
 	var reason string
-	err := d.db.QueryRowContext(ctx, d.rebind(`SELECT reason FROM core__user_bans WHERE user_id = ?`), userID).Scan(&reason)
+	db, err := d.pool()
+	if err != nil {
+		return false, "", err
+	}
+	err = db.QueryRowContext(ctx, d.rebind(`SELECT reason FROM core__user_bans WHERE user_id = ?`), userID).Scan(&reason)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, "", nil
 	}
@@ -423,7 +493,11 @@ func (d *DB) IsBanned(ctx context.Context, userID int64) (bool, string, error) {
 }
 
 func (d *DB) tx(ctx context.Context, what string, fn func(*sql.Tx) error) error {
-	tx, err := d.db.BeginTx(ctx, nil)
+	db, err := d.pool()
+	if err != nil {
+		return err
+	}
+	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return d.wrap(what, err)
 	}
@@ -466,6 +540,14 @@ func Rebind(backend Backend, q string) string {
 // wrap adds context to err and marks it ErrUnavailable when it means the
 // database could not be reached or was too busy, so that callers retry.
 func (d *DB) wrap(what string, err error) error {
+	// A write on a file replaced meanwhile fails as "attempt to write a
+	// readonly database": say why; the next operation opens it again.
+	d.mu.Lock()
+	rerr := d.replacedLocked()
+	d.mu.Unlock()
+	if errors.Is(rerr, ErrReplaced) {
+		return fmt.Errorf("%s: %w: %w", what, rerr, err)
+	}
 	if transient(err) {
 		return fmt.Errorf("%s (%s): %w: %w", what, d.where, ErrUnavailable, err)
 	}

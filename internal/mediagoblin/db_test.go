@@ -3,6 +3,7 @@ package mediagoblin_test
 import (
 	"context"
 	"errors"
+	"os"
 	"testing"
 	"time"
 
@@ -347,4 +348,49 @@ func TestBanUsers(t *testing.T) {
 			t.Errorf("reason changed to %q", r)
 		}
 	})
+}
+
+// MediaGoblin's SQLite file put back from a copy by a rename (a restore;
+// VACUUM INTO and mv): connections opened before keep the old, unlinked
+// file, read what MediaGoblin no longer serves, and cannot write. DB opens
+// the file again before its next operation, so that no caller has to; a
+// file moved away makes the operation fail as unavailable, to be retried.
+func TestReplacedSQLiteFileOpenedAgain(t *testing.T) {
+	ctx := t.Context()
+	inst := mgtest.NewSQLite(t, sender)
+	db := open(t, inst)
+	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bot := inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example"})
+	if users, err := db.UsersByEmail(ctx, []string{"bot@nowhere.example"}, 0); err != nil || len(users) != 1 {
+		t.Fatalf("before: %v, %v", users, err)
+	}
+	// The restored file holds a sign-up the old one lost.
+	later := inst.AddUser(t, mgtest.User{Username: "later", Email: "later@nowhere.example"})
+	restored := cfg.Source + ".restore"
+	if _, err := inst.SQL().ExecContext(ctx, `VACUUM INTO ?`, restored); err != nil {
+		t.Fatal(err)
+	}
+	inst.DeleteUser(t, later)
+	if err := os.Rename(restored, cfg.Source); err != nil {
+		t.Fatal(err)
+	}
+	if users, err := db.UsersByEmail(ctx, []string{"later@nowhere.example"}, 0); err != nil || len(users) != 1 {
+		t.Errorf("after the restore: %v, %v; want the user of the file MediaGoblin serves", users, err)
+	}
+	if err := db.BanUser(ctx, bot, "test"); err != nil {
+		t.Errorf("ban after the restore: %v", err)
+	}
+	if banned, _, err := open(t, inst).IsBanned(ctx, bot); err != nil || !banned {
+		t.Errorf("ban not in the file MediaGoblin serves: %v, %v", banned, err)
+	}
+
+	if err := os.Rename(cfg.Source, cfg.Source+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.UsersByEmail(ctx, []string{"bot@nowhere.example"}, 0); !errors.Is(err, mediagoblin.ErrUnavailable) {
+		t.Errorf("file moved away: %v; want ErrUnavailable", err)
+	}
 }

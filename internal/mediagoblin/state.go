@@ -30,7 +30,11 @@ func (d *DB) State(ctx context.Context, userID int64) (LiveState, error) {
 	var st LiveState
 	what := fmt.Sprintf("read state of user %d", userID)
 	var n int
-	if err := d.db.QueryRowContext(ctx, d.rebind(`SELECT count(*) FROM core__local_users WHERE id = ?`), userID).Scan(&n); err != nil {
+	db, err := d.pool()
+	if err != nil {
+		return st, err
+	}
+	if err := db.QueryRowContext(ctx, d.rebind(`SELECT count(*) FROM core__local_users WHERE id = ?`), userID).Scan(&n); err != nil {
 		return st, d.wrap(what, err)
 	}
 	if n == 0 {
@@ -38,7 +42,7 @@ func (d *DB) State(ctx context.Context, userID int64) (LiveState, error) {
 	}
 	st.Exists = true
 	var expires any
-	err := d.db.QueryRowContext(ctx, d.rebind(`SELECT reason, expiration_date FROM core__user_bans WHERE user_id = ?`), userID).Scan(&st.BanReason, &expires)
+	err = db.QueryRowContext(ctx, d.rebind(`SELECT reason, expiration_date FROM core__user_bans WHERE user_id = ?`), userID).Scan(&st.BanReason, &expires)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
@@ -51,7 +55,7 @@ func (d *DB) State(ctx context.Context, userID int64) (LiveState, error) {
 			}
 		}
 	}
-	rows, err := d.db.QueryContext(ctx, d.rebind(`SELECT p.privilege_name FROM core__privileges_users pu
+	rows, err := db.QueryContext(ctx, d.rebind(`SELECT p.privilege_name FROM core__privileges_users pu
 		JOIN core__privileges p ON p.id = pu.privilege WHERE pu."user" = ?`), userID)
 	if err != nil {
 		return st, d.wrap(what, err)
@@ -84,6 +88,10 @@ func (d *DB) CheckRights(ctx context.Context) error {
 	if _, _, err := d.IsBanned(ctx, 0); err != nil {
 		return err
 	}
+	db, err := d.pool()
+	if err != nil {
+		return err
+	}
 	switch d.backend {
 	case Postgres:
 		var missing []string
@@ -93,7 +101,7 @@ func (d *DB) CheckRights(ctx context.Context) error {
 			{"core__user_bans", "DELETE"},
 		} {
 			var ok bool
-			if err := d.db.QueryRowContext(ctx, `SELECT has_table_privilege(current_user, $1, $2)`, want.table, want.rights).Scan(&ok); err != nil {
+			if err := db.QueryRowContext(ctx, `SELECT has_table_privilege(current_user, $1, $2)`, want.table, want.rights).Scan(&ok); err != nil {
 				return d.wrap("check rights", err)
 			}
 			if !ok {
@@ -106,7 +114,7 @@ func (d *DB) CheckRights(ctx context.Context) error {
 	case SQLite:
 		// An immediate transaction takes the write lock, which a read-only
 		// file or directory refuses; rolled back, it writes nothing.
-		tx, err := d.db.BeginTx(ctx, nil)
+		tx, err := db.BeginTx(ctx, nil)
 		if err == nil {
 			_, err = tx.ExecContext(ctx, `DELETE FROM core__user_bans WHERE 0`)
 			tx.Rollback()

@@ -129,13 +129,7 @@ func (c *Copier) source(ctx context.Context) (Source, error) {
 		return nil, ErrPaused
 	}
 	if c.src != nil {
-		r, ok := c.src.(replacer)
-		if !ok || r.Replaced() == nil {
-			return c.src, nil
-		}
-		// Its connections would go on reading the old file, silently.
-		c.log().Info("MediaGoblin's database was replaced; opening it again")
-		c.closeLocked()
+		return c.src, nil
 	}
 	src, err := c.Open(ctx)
 	if err != nil {
@@ -149,7 +143,7 @@ func (c *Copier) source(ctx context.Context) (Source, error) {
 // forget drops a source that failed, closing it, so that the next copy
 // opens a fresh one (MediaGoblin's database may have been restarted), and
 // pauses copies. A source dropped already (another connection's copy
-// failed on it, or it was replaced) is not the current one: its failure
+// failed on it) is not the current one: its failure
 // says nothing of the source opened since, and does not pause.
 func (c *Copier) forget(src Source) {
 	c.mu.Lock()
@@ -158,14 +152,6 @@ func (c *Copier) forget(src Source) {
 		c.pause()
 		c.closeLocked()
 	}
-}
-
-// replacer is implemented by sources that can tell that the database they
-// opened is no longer the one their configuration names
-// (mediagoblin.DB.Replaced: an SQLite file put back by a rename, whose
-// old connections still read the old file).
-type replacer interface {
-	Replaced() error
 }
 
 // closeLocked closes and drops the source; c.mu is held.

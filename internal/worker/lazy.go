@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"fmt"
 	"sync"
 
 	"github.com/bouncemilter/bouncemilter/internal/refusal"
@@ -12,8 +11,8 @@ import (
 // attempt failed, so that the milter starts (and journals) while
 // MediaGoblin's database is still down; the actions wait in the queue.
 // A failure that is not a refusal closes the store: connections that a
-// restarted server dropped, or that hold an SQLite file since replaced, are
-// not used again.
+// restarted server dropped are not used again. (An SQLite file replaced
+// since is the store's business: mediagoblin.DB opens it again itself.)
 type LazyAccounts struct {
 	Open func(ctx context.Context) (Accounts, error)
 
@@ -21,22 +20,11 @@ type LazyAccounts struct {
 	acc Accounts
 }
 
-// Replacer is implemented by stores that can tell that the database they
-// opened is no longer the one their configuration names
-// (mediagoblin.DB.Replaced: an SQLite file put back by a rename).
-type Replacer interface {
-	Replaced() error
-}
-
 func (l *LazyAccounts) get(ctx context.Context) (Accounts, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.acc != nil {
-		r, ok := l.acc.(Replacer)
-		if !ok || r.Replaced() == nil {
-			return l.acc, nil
-		}
-		l.closeLocked()
+		return l.acc, nil
 	}
 	acc, err := l.Open(ctx)
 	if err != nil {
@@ -47,17 +35,10 @@ func (l *LazyAccounts) get(ctx context.Context) (Accounts, error) {
 }
 
 // failed closes acc after err, unless err is nil or a refusal (the store
-// answered), so that the next attempt opens the store again. When acc
-// reports its database replaced, err says so: SQLite's own error for it
-// is "attempt to write a readonly database".
+// answered), so that the next attempt opens the store again.
 func (l *LazyAccounts) failed(acc Accounts, err error) error {
 	if err == nil || refusal.Is(err) {
 		return err
-	}
-	if r, ok := acc.(Replacer); ok {
-		if rerr := r.Replaced(); rerr != nil {
-			err = fmt.Errorf("%w (%w)", err, rerr)
-		}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

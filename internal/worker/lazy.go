@@ -87,7 +87,7 @@ func (l *LazyAccounts) BanUsers(ctx context.Context, bans map[int64]string) (map
 	}
 	refused := map[int64]error{}
 	for id, reason := range bans {
-		if err := acc.BanUser(ctx, id, reason); err != nil {
+		if err := l.failed(acc, acc.BanUser(ctx, id, reason)); err != nil {
 			refused[id] = err
 		}
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/bouncemilter/bouncemilter/internal/banner"
 	"github.com/bouncemilter/bouncemilter/internal/refusal"
+	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 )
 
@@ -653,6 +654,36 @@ func TestLazyAccounts(t *testing.T) {
 	}
 	if got, want := tg.Calls(), []string{"ban-user 42", "ban-ip 203.0.113.9", "unban-user 42"}; !slices.Equal(got, want) {
 		t.Errorf("calls = %q, want %q", got, want)
+	}
+}
+
+// A store that bans one by one (no BatchAccounts) is closed by BanUsers
+// after a failure that is not a refusal, as by BanUser: the next attempt
+// opens it again instead of using connections a restarted server dropped.
+// A refusal keeps it.
+func TestLazyAccountsBanUsersOneByOneFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		err   error
+		opens int
+	}{
+		{"connection lost", errors.New("connection reset by peer"), 2},
+		{"refused", mediagoblin.ErrVerified, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tg := &target{fail: func(string) error { return tc.err }}
+			opens := 0
+			lazy := &LazyAccounts{Open: func(ctx context.Context) (Accounts, error) { opens++; return tg, nil }}
+			for range 2 {
+				refused, err := lazy.BanUsers(t.Context(), map[int64]string{42: "test"})
+				if err != nil || !errors.Is(refused[42], tc.err) {
+					t.Fatalf("BanUsers = %v, %v; want user 42 refused with %v", refused, err, tc.err)
+				}
+			}
+			if opens != tc.opens {
+				t.Errorf("opened %d times, want %d", opens, tc.opens)
+			}
+		})
 	}
 }
 

@@ -369,14 +369,7 @@ func TestReplacedSQLiteFileOpenedAgain(t *testing.T) {
 	}
 	// The restored file holds a sign-up the old one lost.
 	later := inst.AddUser(t, mgtest.User{Username: "later", Email: "later@nowhere.example"})
-	restored := cfg.Source + ".restore"
-	if _, err := inst.SQL().ExecContext(ctx, `VACUUM INTO ?`, restored); err != nil {
-		t.Fatal(err)
-	}
-	inst.DeleteUser(t, later)
-	if err := os.Rename(restored, cfg.Source); err != nil {
-		t.Fatal(err)
-	}
+	inst.Restore(t, func() { inst.DeleteUser(t, later) })
 	if users, err := db.UsersByEmail(ctx, []string{"later@nowhere.example"}, 0); err != nil || len(users) != 1 {
 		t.Errorf("after the restore: %v, %v; want the user of the file MediaGoblin serves", users, err)
 	}

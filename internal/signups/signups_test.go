@@ -3,7 +3,6 @@ package signups_test
 import (
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -154,14 +153,7 @@ func TestCopySignupsReplacedFile(t *testing.T) {
 
 	// The restored file holds a sign-up the old one lost.
 	second := inst.AddUser(t, mgtest.User{Username: "second", Email: "second@nowhere.example"})
-	restored := cfg.Source + ".restore"
-	if _, err := inst.SQL().ExecContext(ctx, `VACUUM INTO ?`, restored); err != nil {
-		t.Fatal(err)
-	}
-	inst.DeleteUser(t, second)
-	if err := os.Rename(restored, cfg.Source); err != nil {
-		t.Fatal(err)
-	}
+	inst.Restore(t, func() { inst.DeleteUser(t, second) })
 	if got, err := copier.CopySignups(ctx, []string{"second@nowhere.example"}); err != nil || len(got) != 1 || got[0].UserID != second {
 		t.Errorf("after the restore: %+v, %v; want user %d from the file MediaGoblin serves", got, err, second)
 	}

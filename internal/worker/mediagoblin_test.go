@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -185,17 +184,7 @@ func TestReplacedMediaGoblinFileGetsTheBan(t *testing.T) {
 	if _, err := w.RunOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
-	replace := func() {
-		t.Helper()
-		restored := cfg.Source + ".restore"
-		if _, err := inst.SQL().ExecContext(ctx, `VACUUM INTO ?`, restored); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(restored, cfg.Source); err != nil {
-			t.Fatal(err)
-		}
-	}
-	replace()
+	inst.Restore(t, nil)
 
 	queueBan(t, reg, second)
 	if _, err := w.RunOnce(ctx); err != nil {

@@ -213,6 +213,28 @@ func (inst *Instance) Revoke(t testing.TB, id int64, privilege string) {
 	}
 }
 
+// Restore puts an SQLite instance's database back from a copy, as an
+// admin's restore does: VACUUM INTO a file beside it, then meanwhile (the
+// changes the restore loses; nil for none), then a rename over the
+// database. The instance's own connections go to the restored file after;
+// connections others opened before keep the old one.
+func (inst *Instance) Restore(t testing.TB, meanwhile func()) {
+	t.Helper()
+	path := filepath.Join(inst.Dir, "mediagoblin.db")
+	if _, err := inst.db.Exec(`VACUUM INTO ?`, path+".restore"); err != nil {
+		t.Fatalf("mgtest: copy the database: %v", err)
+	}
+	if meanwhile != nil {
+		meanwhile()
+	}
+	if err := os.Rename(path+".restore", path); err != nil {
+		t.Fatalf("mgtest: %v", err)
+	}
+	// Idle connections would keep the old file.
+	inst.db.SetMaxIdleConns(0)
+	inst.db.SetMaxIdleConns(2)
+}
+
 // DeleteUser removes a user as MediaGoblin's account deletion does.
 func (inst *Instance) DeleteUser(t testing.TB, id int64) {
 	t.Helper()

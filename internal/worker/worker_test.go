@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/bouncemilter/bouncemilter/internal/banner"
-	"github.com/bouncemilter/bouncemilter/internal/refusal"
 	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
+	"github.com/bouncemilter/bouncemilter/internal/refusal"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 )
 

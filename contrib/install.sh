@@ -343,13 +343,16 @@ run install -d "$root/etc/fail2ban/jail.d"
 install_edited contrib/fail2ban/jail.d/bouncemilter.conf "$root/etc/fail2ban/jail.d/bouncemilter.conf" "/var/log/bouncemilter|$logs"
 if [[ -z $root ]]; then
 	# Only this jail is (re)loaded: a plain `fail2ban-client reload` would
-	# re-read every jail, sshd's half-edited one included. A jail already
-	# on bouncemilter-nftables is reloaded, which keeps its nft sets.
-	# Otherwise it is restarted, which also adds it when it is not running
-	# yet: a plain reload that changes a jail's action (an upgrade from
-	# nftables-multiport) leaves it with none at all, and the restart puts
-	# the bans fail2ban keeps back into the new sets.
-	if ! $dry && fail2ban-client get bouncemilter actions 2>/dev/null | grep -Eq '(^|[ ,])bouncemilter-nftables'; then
+	# re-read every jail, sshd's half-edited one included. A jail that
+	# runs the actions its configuration names is reloaded, which keeps
+	# its nft sets. Otherwise it is restarted, which also adds it when it
+	# is not running yet: a reload that changes a jail's action (an
+	# upgrade from nftables-multiport, a switch to the allports action)
+	# leaves it with none at all, and the restart puts the bans fail2ban
+	# keeps back into the new sets.
+	running=$(fail2ban-client get bouncemilter actions 2>/dev/null | sed 1d | tr -s ', ' '\n\n' | sort)
+	configured=$(fail2ban-client -d 2>/dev/null | sed -n "s/^\['set', 'bouncemilter', 'addaction', '\([^']*\)'\]$/\1/p" | sort)
+	if ! $dry && [[ -n $running && $running == "$configured" ]]; then
 		run fail2ban-client reload bouncemilter
 	else
 		run fail2ban-client reload --restart --if-exists bouncemilter

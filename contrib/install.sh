@@ -350,9 +350,12 @@ if [[ -z $root ]]; then
 	# upgrade from nftables-multiport, a switch to the allports action)
 	# leaves it with none at all, and the restart puts the bans fail2ban
 	# keeps back into the new sets.
-	running=$(fail2ban-client get bouncemilter actions 2>/dev/null | sed 1d | tr -s ', ' '\n\n' | sort)
-	configured=$(fail2ban-client -d 2>/dev/null | sed -n "s/^\['set', 'bouncemilter', 'addaction', '\([^']*\)'\]$/\1/p" | sort)
-	if ! $dry && [[ -n $running && $running == "$configured" ]]; then
+	running= configured=
+	if ! $dry; then
+		running=$(fail2ban-client get bouncemilter actions 2>/dev/null | sed 1d | tr -s ', ' '\n\n' | sort) || running=
+		configured=$(fail2ban-client -d 2>/dev/null | sed -n "s/^\['set', 'bouncemilter', 'addaction', '\([^']*\)'\]$/\1/p" | sort) || configured=
+	fi
+	if [[ -n $running && $running == "$configured" ]]; then
 		run fail2ban-client reload bouncemilter
 	else
 		run fail2ban-client reload --restart --if-exists bouncemilter

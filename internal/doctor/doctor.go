@@ -481,7 +481,10 @@ func (d *doctor) banner(ctx context.Context) {
 	}
 	// contrib/fail2ban holds the filter, the jail and its action
 	// (bouncemilter-nftables): copied whole, as install.sh installs them.
-	jailFix := "cp -r contrib/fail2ban/. /etc/fail2ban/ && fail2ban-client reload"
+	// Only this jail is reloaded: a plain reload re-reads every jail
+	// (sshd's half-edited one included); --restart adds a jail that is
+	// not running yet.
+	jailFix := "cp -r contrib/fail2ban/. /etc/fail2ban/ && fail2ban-client reload --restart --if-exists " + d.cfg.Jail
 	if _, err := client("status", d.cfg.Jail); err != nil {
 		fix := jailFix
 		if strings.Contains(err.Error(), "Failed to access socket") {
@@ -495,7 +498,7 @@ func (d *doctor) banner(ctx context.Context) {
 		if paths, err := client("get", d.cfg.Jail, "logpath"); err != nil {
 			d.add(Fail, "fail2ban logpath", jailFix, "%v", err)
 		} else if !strings.Contains(paths, d.cfg.BanLog) {
-			d.add(Fail, "fail2ban logpath", "set logpath = "+d.cfg.BanLog+" in /etc/fail2ban/jail.d/bouncemilter.local && fail2ban-client reload",
+			d.add(Fail, "fail2ban logpath", "set logpath = "+d.cfg.BanLog+" in /etc/fail2ban/jail.d/bouncemilter.local && fail2ban-client reload "+d.cfg.Jail,
 				"the jail does not watch %s: %s", d.cfg.BanLog, oneLine(paths))
 		} else {
 			d.ok("fail2ban logpath", "the jail watches %s", d.cfg.BanLog)
@@ -518,7 +521,7 @@ func (d *doctor) banner(ctx context.Context) {
 		if v, err := client("get", d.cfg.Jail, "bantime"); err != nil {
 			d.add(Warn, "fail2ban bantime", "", "%v", err)
 		} else if n, _ := strconv.ParseInt(v, 10, 64); n != secs && d.cfg.Banner == banner.KindLog {
-			d.add(Warn, "fail2ban bantime", fmt.Sprintf("set bantime = %d in /etc/fail2ban/jail.d/bouncemilter.local && fail2ban-client reload", secs),
+			d.add(Warn, "fail2ban bantime", fmt.Sprintf("set bantime = %d in /etc/fail2ban/jail.d/bouncemilter.local && fail2ban-client reload %s", secs, d.cfg.Jail),
 				"the jail bans for %ss, --ban-duration says %ds", v, secs)
 		} else {
 			d.ok("fail2ban bantime", "%ss", v)

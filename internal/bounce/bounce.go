@@ -266,33 +266,26 @@ func (h *Handler) decide(ctx context.Context, env Envelope, rep *dsn.Report, now
 }
 
 // literalAddresses returns the addresses of r that the report wrote
-// literally: Final-Recipient, then, when signed return paths can prove it,
-// Original-Recipient when it is the only literal address or differs from
-// Final-Recipient in the case of its letters alone.
+// literally as the address that failed: its Final-Recipient, and, when
+// signed return paths can prove it, its Original-Recipient when that is
+// the same address in other letter case (the tag signs the local part
+// exactly, as MediaGoblin wrote it; a remote MTA may report it otherwise).
 //
 // Original-Recipient is the ORCPT parameter the SMTP client chose (RFC 3461
 // section 4.2), so without a tag naming it a bounce this Postfix made may
-// still carry any address an attacker picked: only Final-Recipient, which
-// the MTA wrote, is looked at. And beside another literal Final-Recipient
-// it proves nothing of its own address even when tagged: the receiving
-// domain rewrote it, and an alias expanded to several mailboxes (RFC 3464
-// section 2.3.1) reports each member that failed under the alias's name,
-// while the others received the mail.
+// still carry any address an attacker picked. And even tagged it is not the
+// address that failed when Final-Recipient names another, or none, or a
+// pipe or a file (dsn.Recipient.FromOriginal): the receiving domain
+// rewrote or expanded it, and an alias expanded to several mailboxes (RFC
+// 3464 section 2.3.1) reports each member that failed under the alias's
+// name while the others received the mail.
 func literalAddresses(r dsn.Recipient, signed bool) []string {
-	var out []string
-	final := r.Literal && r.Address != ""
-	if final {
-		out = append(out, r.Address)
+	if !r.Literal || r.Address == "" || r.FromOriginal {
+		return nil
 	}
-	if !signed || !r.OriginalLiteral || r.OriginalAddress == "" {
-		return out
-	}
-	switch {
-	case !final:
-		out = append(out, r.OriginalAddress)
-	case registry.SameAddress(r.OriginalAddress, r.Address):
-		// Looked at already.
-	case registry.EmailKey(r.OriginalAddress) == registry.EmailKey(r.Address):
+	out := []string{r.Address}
+	if signed && r.OriginalLiteral && r.OriginalAddress != "" && !registry.SameAddress(r.OriginalAddress, r.Address) &&
+		registry.EmailKey(r.OriginalAddress) == registry.EmailKey(r.Address) {
 		out = append(out, r.OriginalAddress)
 	}
 	return out

@@ -107,7 +107,17 @@ func TestDecideActsOnlyOnLiteralAddresses(t *testing.T) {
 				r.OriginalAddress, r.OriginalLiteral = "bot@evil.example", true
 				return r
 			}(),
-			acted: []int64{66},
+		},
+		{
+			// A pipe or a file in the alias the victim signed up
+			// with failed: the parser shows the alias as the address.
+			name:     "Original-Recipient tagged, Final-Recipient a pipe",
+			signedTo: victimAddr, lookalike: "bot@evil.example",
+			rcpt: func() dsn.Recipient {
+				r := failed(victimAddr, true)
+				r.OriginalAddress, r.OriginalLiteral, r.FromOriginal = victimAddr, true, true
+				return r
+			}(),
 		},
 		{
 			name:     "Original-Recipient tagged, Final-Recipient in other case",

@@ -75,6 +75,11 @@ type Recipient struct {
 	Literal bool `json:"literal"`
 	// OriginalLiteral is Literal for OriginalAddress.
 	OriginalLiteral bool `json:"original_literal,omitempty"`
+	// FromOriginal is true when the report wrote no usable
+	// Final-Recipient (none, or a pipe, a file, a source route) and
+	// Address is its Original-Recipient: the address the message was
+	// for, not the one that failed.
+	FromOriginal bool `json:"-"`
 	// Action is "failed", "delayed", "delivered", "relayed" or "expanded"
 	// (section 2.3.3).
 	Action string `json:"action"`

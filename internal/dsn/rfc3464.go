@@ -140,7 +140,7 @@ func parseDeliveryStatus(rep *Report, s string, max int, a *arena) {
 				// ("@relay:user@host"), a pipe or a file.
 				switch {
 				case plausibleAddress(cur.OriginalAddress):
-					cur.Address, cur.Literal = cur.OriginalAddress, cur.OriginalLiteral
+					cur.Address, cur.Literal, cur.FromOriginal = cur.OriginalAddress, cur.OriginalLiteral, true
 				case addressIn(cur.Address) != "" && !strings.HasPrefix(cur.Address, "@"):
 					cur.Address, cur.Literal = addressIn(cur.Address), false
 				}

@@ -55,7 +55,12 @@ func TestDeliveryStatusFields(t *testing.T) {
 		{
 			name: "source route falls back to Original-Recipient",
 			in:   "Original-Recipient: rfc822;user@example.net\nFinal-Recipient: rfc822;@relay.example.net:user@server\nAction: failed\nStatus: 5.2.0 (transmission failure)\n",
-			want: []Recipient{{Address: "user@example.net", OriginalAddress: "user@example.net", Literal: true, OriginalLiteral: true, Action: "failed", Status: "5.2.0"}},
+			want: []Recipient{{Address: "user@example.net", OriginalAddress: "user@example.net", Literal: true, OriginalLiteral: true, FromOriginal: true, Action: "failed", Status: "5.2.0"}},
+		},
+		{
+			name: "no Final-Recipient: Original-Recipient shown",
+			in:   "Original-Recipient: rfc822;user@example.net\nAction: failed\nStatus: 5.1.1\n",
+			want: []Recipient{{Address: "user@example.net", OriginalAddress: "user@example.net", Literal: true, OriginalLiteral: true, FromOriginal: true, Action: "failed", Status: "5.1.1"}},
 		},
 		{
 			name: "odd Action words",

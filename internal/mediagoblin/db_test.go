@@ -23,10 +23,7 @@ func backends(t *testing.T, fn func(t *testing.T, inst *mgtest.Instance)) {
 
 func open(t *testing.T, inst *mgtest.Instance) *mediagoblin.DB {
 	t.Helper()
-	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := inst.Config(t)
 	if cfg.EmailSender != sender {
 		t.Errorf("EmailSender = %q", cfg.EmailSender)
 	}
@@ -206,12 +203,9 @@ func TestOpenUnavailable(t *testing.T) {
 	ctx := context.Background()
 	t.Run("sqlite file missing", func(t *testing.T) {
 		inst := mgtest.NewSQLite(t, sender)
-		cfg, err := mediagoblin.LoadConfig(inst.IniPath)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cfg := inst.Config(t)
 		cfg.Source += ".gone"
-		_, err = mediagoblin.Open(ctx, cfg)
+		_, err := mediagoblin.Open(ctx, cfg)
 		if !errors.Is(err, mediagoblin.ErrUnavailable) {
 			t.Errorf("Open = %v, want ErrUnavailable", err)
 		}
@@ -287,10 +281,7 @@ func TestReadOnly(t *testing.T) {
 	backends(t, func(t *testing.T, inst *mgtest.Instance) {
 		ctx := context.Background()
 		bot := inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example"})
-		cfg, err := mediagoblin.LoadConfig(inst.IniPath)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cfg := inst.Config(t)
 		cfg.ReadOnly = true
 		db, err := mediagoblin.Open(ctx, cfg)
 		if err != nil {
@@ -359,10 +350,7 @@ func TestReplacedSQLiteFileOpenedAgain(t *testing.T) {
 	ctx := t.Context()
 	inst := mgtest.NewSQLite(t, sender)
 	db := open(t, inst)
-	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := inst.Config(t)
 	bot := inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example"})
 	if users, err := db.UsersByEmail(ctx, []string{"bot@nowhere.example"}, 0); err != nil || len(users) != 1 {
 		t.Fatalf("before: %v, %v", users, err)

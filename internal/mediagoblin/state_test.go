@@ -21,10 +21,7 @@ func TestState(t *testing.T) {
 		bot := inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example"})
 		real := inst.AddUser(t, mgtest.User{Username: "real", Email: "real@example.net", Verified: true, Moderator: true})
 		inst.Ban(t, bot, "bounced")
-		cfg, err := mediagoblin.LoadConfig(inst.IniPath)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cfg := inst.Config(t)
 		cfg.ReadOnly = true // the review never writes
 		db, err := mediagoblin.Open(ctx, cfg)
 		if err != nil {
@@ -76,10 +73,7 @@ func TestCheckRightsPostgres(t *testing.T) {
 	}
 	u, _ := url.Parse(dbURL)
 	u.User = url.UserPassword(role, "pw")
-	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := inst.Config(t)
 	if err := cfg.UseDatabase(strings.Replace(u.String(), "postgres://", "postgresql://", 1)); err != nil {
 		t.Fatal(err)
 	}
@@ -105,10 +99,7 @@ func TestCheckRightsPostgres(t *testing.T) {
 func TestCheckRightsSQLite(t *testing.T) {
 	ctx := context.Background()
 	inst := mgtest.NewSQLite(t, sender)
-	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := inst.Config(t)
 	for _, ro := range []bool{false, true} {
 		cfg.ReadOnly = ro
 		db, err := mediagoblin.Open(ctx, cfg)

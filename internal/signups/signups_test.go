@@ -47,10 +47,7 @@ func backends(t *testing.T, fn func(t *testing.T, e *env)) {
 
 func newEnv(t *testing.T, inst *mgtest.Instance) *env {
 	t.Helper()
-	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := inst.Config(t)
 	reg, err := registry.Open(t.Context(), filepath.Join(t.TempDir(), "registry.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -129,10 +126,7 @@ func TestCopySignups(t *testing.T) {
 func TestCopySignupsReplacedFile(t *testing.T) {
 	ctx := t.Context()
 	inst := mgtest.NewSQLite(t, sender)
-	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := inst.Config(t)
 	cfg.ReadOnly = true
 	reg, err := registry.Open(ctx, filepath.Join(t.TempDir(), "registry.db"))
 	if err != nil {
@@ -182,10 +176,7 @@ func (s *stalling) UsersByEmail(ctx context.Context, emails []string, afterID in
 func TestCopySignupsFailureOnDroppedSource(t *testing.T) {
 	ctx := t.Context()
 	inst := mgtest.NewSQLite(t, sender)
-	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := inst.Config(t)
 	reg, err := registry.Open(ctx, filepath.Join(t.TempDir(), "registry.db"))
 	if err != nil {
 		t.Fatal(err)

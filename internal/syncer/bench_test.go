@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bouncemilter/bouncemilter/internal/mediagoblin"
 	"github.com/bouncemilter/bouncemilter/internal/mediagoblin/mgtest"
 	"github.com/bouncemilter/bouncemilter/internal/registry"
 	"github.com/bouncemilter/bouncemilter/internal/syncer"
@@ -50,17 +49,12 @@ func benchSync(b *testing.B, inst *mgtest.Instance) {
 		inst.SQL().Exec(`ANALYZE`)
 	}
 	b.Logf("created %d MediaGoblin users in %s", benchUsers, time.Since(start).Round(time.Millisecond))
-	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
-	if err != nil {
-		b.Fatal(err)
-	}
-	mg, err := mediagoblin.Open(ctx, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer mg.Close()
+	mg := inst.Open(b)
 
-	var reg *registry.DB
+	var (
+		reg *registry.DB
+		err error
+	)
 	b.Run(fmt.Sprintf("first-%d", benchUsers), func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			b.StopTimer()

@@ -43,15 +43,7 @@ func backends(t *testing.T, fn func(t *testing.T, e *env)) {
 func newEnv(t *testing.T, inst *mgtest.Instance) *env {
 	t.Helper()
 	ctx := context.Background()
-	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mg, err := mediagoblin.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mg.Close() })
+	mg := inst.Open(t)
 	dir := t.TempDir()
 	reg, err := registry.Open(ctx, filepath.Join(dir, "registry.db"))
 	if err != nil {

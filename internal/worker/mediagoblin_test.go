@@ -47,19 +47,11 @@ func TestSlowMediaGoblinDoesNotStallTheWorker(t *testing.T) {
 	ctx := t.Context()
 	inst := mgtest.NewPostgres(t, testenv.Postgres(t), "notice@media.example.org")
 	bot := inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@example.net"})
-	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mg, err := mediagoblin.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mg.Close()
+	mg := inst.Open(t)
 	reg := openRegistry(t)
 	queueBan(t, reg, bot)
 	// A peer's ban (user 0): it waits for no account ban.
-	err = reg.Tx(ctx, func(tx *registry.Tx) error {
+	err := reg.Tx(ctx, func(tx *registry.Tx) error {
 		_, err := tx.Queue(ctx, registry.Action{Kind: registry.BanIP, Target: "192.0.2.9", Reason: "peers"}, time.Now())
 		return err
 	})
@@ -173,10 +165,7 @@ func TestReplacedMediaGoblinFileGetsTheBan(t *testing.T) {
 	inst := mgtest.NewSQLite(t, "notice@media.example.org")
 	first := inst.AddUser(t, mgtest.User{Username: "bot1", Email: "bot1@example.net"})
 	second := inst.AddUser(t, mgtest.User{Username: "bot2", Email: "bot2@example.net"})
-	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := inst.Config(t)
 	lazy := &LazyAccounts{Open: func(ctx context.Context) (Accounts, error) { return mediagoblin.Open(ctx, cfg) }}
 	reg := openRegistry(t)
 	w := New(reg, lazy, nil, nil)

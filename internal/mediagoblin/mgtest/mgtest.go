@@ -340,3 +340,26 @@ func (inst *Instance) AddUsers(t testing.TB, b Bulk) (first, last int64) {
 	}
 	return base + 1, base + int64(b.N)
 }
+
+// Config is the instance's mediagoblin.ini as package mediagoblin reads
+// it, for a test to change before it opens the database.
+func (inst *Instance) Config(t testing.TB) mediagoblin.Config {
+	t.Helper()
+	cfg, err := mediagoblin.LoadConfig(inst.IniPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// Open opens the instance's database as the milter does, closed when the
+// test ends.
+func (inst *Instance) Open(t testing.TB) *mediagoblin.DB {
+	t.Helper()
+	db, err := mediagoblin.Open(context.Background(), inst.Config(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}

@@ -179,7 +179,8 @@ func Guarded(b Banner, allow []netip.Prefix) Banner {
 
 // GuardedNet is Guarded, banning the network of v6bits bits (see Group) of
 // an IPv6 address when b is a NetBanner. Unban lifts the network's ban and
-// the address's.
+// the address's; with NFTables, the address's and that of the one network
+// that holds it, whatever v6bits was when it was banned.
 func GuardedNet(b Banner, allow []netip.Prefix, v6bits int) Banner {
 	return Guard(b, Options{Allow: allow, IPv6Prefix: v6bits})
 }
@@ -282,8 +283,17 @@ func (g *guard) Ban(ctx context.Context, ip netip.Addr, reason string) error {
 	return g.next.Ban(ctx, ip, reason)
 }
 
+// addressUnbanner is a Banner that can lift whatever bans an address,
+// whatever network each covers: NFTables, which lists its sets.
+type addressUnbanner interface {
+	UnbanAddress(ctx context.Context, ip netip.Addr) error
+}
+
 func (g *guard) Unban(ctx context.Context, ip netip.Addr) error {
 	ip = normalize(ip)
+	if au, ok := g.next.(addressUnbanner); ok {
+		return au.UnbanAddress(ctx, ip)
+	}
 	nb, ok := g.next.(NetBanner)
 	if !ok {
 		return g.next.Unban(ctx, ip)

@@ -335,8 +335,10 @@ func (n *NFTables) Unban(ctx context.Context, ip netip.Addr) error {
 	return n.UnbanNet(ctx, single(ip))
 }
 
-// UnbanNet removes p from its set, and in the network set the pieces of p
-// that a ban of a narrower network inside it left (banScript).
+// UnbanNet removes p from its set, and in the network set every network
+// inside p: the pieces of p that a ban of a narrower network inside it
+// left (banScript), and other bans within p. The guard lifts an address's
+// bans with UnbanAddress instead, which leaves other networks alone.
 func (n *NFTables) UnbanNet(ctx context.Context, p netip.Prefix) error {
 	if !p.IsValid() {
 		return fmt.Errorf("unban: %w: not a valid address", ErrProtected)
@@ -368,6 +370,30 @@ func (n *NFTables) UnbanNet(ctx context.Context, p netip.Prefix) error {
 		return fmt.Errorf("unban %s: %w", netString(p), err)
 	}
 	return nil
+}
+
+// UnbanAddress lifts whatever bans ip: its own element, and in the network
+// set the one network that holds it (an interval set holds no two that
+// overlap): its /64, a wider one banned under another --ipv6-prefix, or
+// the piece of a split one. Other networks, even inside the same wider
+// one the guard would group ip in, stay banned: they are other sign-ups'.
+func (n *NFTables) UnbanAddress(ctx context.Context, ip netip.Addr) error {
+	ip = normalize(ip)
+	if !ip.IsValid() {
+		return fmt.Errorf("unban: %w: not a valid address", ErrProtected)
+	}
+	if ip.Is6() {
+		holder, _, _, err := n.nested(ctx, single(ip))
+		if err != nil {
+			return fmt.Errorf("unban %s: %w", ip, err)
+		}
+		if holder.Prefix.IsValid() {
+			if err := n.UnbanNet(ctx, holder.Prefix); err != nil {
+				return err
+			}
+		}
+	}
+	return n.UnbanNet(ctx, single(ip))
 }
 
 func (n *NFTables) set(p netip.Prefix) string {

@@ -351,3 +351,33 @@ func TestNFTablesHungNFT(t *testing.T) {
 		t.Errorf("Ban with a hung nft took %v, its timeout is %v", d, timeout)
 	}
 }
+
+// The guard lifts an address's bans through UnbanAddress: the network
+// that holds the address goes, whatever --ipv6-prefix says now, and other
+// sign-ups' networks inside the one the address is grouped in now stay.
+func TestNFTablesUnbanAddress(t *testing.T) {
+	ns := netns(t)
+	ctx := context.Background()
+	n := &NFTables{Timeout: time.Hour, Command: []string{"ip", "netns", "exec", ns, "nft"}}
+	for _, p := range []string{"2001:db8:1:5::/64", "2001:db8:1:6::/64", "2001:db8:9::/48"} {
+		if err := n.BanNet(ctx, netip.MustParsePrefix(p), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.Ban(ctx, netip.MustParseAddr("203.0.113.7"), ""); err != nil {
+		t.Fatal(err)
+	}
+	// Banned under --ipv6-prefix 64, restored under 48.
+	g := Guard(n, Options{IPv6Prefix: 48})
+	for _, ip := range []string{"2001:db8:1:5::7", "2001:db8:9:3::1", "203.0.113.7", "2001:db8:7::1"} {
+		if err := g.Unban(ctx, netip.MustParseAddr(ip)); err != nil {
+			t.Errorf("Unban(%s): %v", ip, err)
+		}
+	}
+	if got := slices.Sorted(maps.Keys(elements(t, ns, DefaultTable, set6net))); !slices.Equal(got, []string{"2001:db8:1:6::/64"}) {
+		t.Errorf("after the unbans vandals6net = %q, want the other sign-up's /64 alone", got)
+	}
+	if got := elements(t, ns, DefaultTable, set4); len(got) != 0 {
+		t.Errorf("after the unbans vandals holds %v", got)
+	}
+}

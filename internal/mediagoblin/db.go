@@ -74,10 +74,16 @@ type DB struct {
 	path     string
 	readOnly bool
 
-	mu sync.Mutex // guards db and file, which change on SQLite only
+	mu sync.Mutex // guards db, file, users and closed; db and file change on SQLite only
 	db *sql.DB
 	// file is the SQLite file db opened, as Stat found it before.
 	file os.FileInfo
+	// users counts, for each pool, the operations running on it (pool
+	// to release): a pool the file's replacement retired is closed by
+	// its last user, never under one ("sql: database is closed").
+	users map[*sql.DB]int
+	// closed: Close ran; a pool opened again after is closed at once.
+	closed bool
 }
 
 // Open connects to the database cfg names. It checks that the database can
@@ -161,37 +167,80 @@ func (d *DB) openSQLite() (*sql.DB, os.FileInfo, error) {
 	return db, fi, nil
 }
 
-// pool returns the connections for one operation. On SQLite it first opens
-// the file again when the one it opened was replaced (replacedLocked), and
-// closes the old connections.
-func (d *DB) pool() (*sql.DB, error) {
+// pool returns the connections for one operation, and release, which the
+// operation calls when it is done with them. On SQLite it first opens the
+// file again when the one it opened was replaced (replacedLocked); the old
+// connections are closed when the last operation running on them releases
+// them, so that an operation that took them just before the replacement
+// finishes on them (reading the old file, or failing its write as
+// ErrReplaced) instead of finding them closed.
+func (d *DB) pool() (*sql.DB, func(), error) {
 	d.mu.Lock()
-	db := d.db
 	err := d.replacedLocked()
-	d.mu.Unlock()
 	if err == nil {
-		return db, nil
+		db, release, err := d.acquireLocked()
+		d.mu.Unlock()
+		return db, release, err
 	}
+	d.mu.Unlock()
 	if !errors.Is(err, ErrReplaced) {
-		return nil, err
+		return nil, nil, err
 	}
 	fresh, fi, err := d.openSQLite()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	d.mu.Lock()
-	old := d.db
-	if os.SameFile(d.file, fi) {
+	var retired *sql.DB
+	switch {
+	case d.closed:
+		retired = fresh
+	case os.SameFile(d.file, fi):
 		// Another operation opened it again meanwhile.
-		old, fresh = fresh, d.db
-	} else {
+		retired = fresh
+	default:
+		retired = d.db
 		d.db, d.file = fresh, fi
+		if d.users[retired] > 0 {
+			retired = nil // its last user closes it
+		}
 	}
+	db, release, err := d.acquireLocked()
 	d.mu.Unlock()
-	// Queries running on old finish: its connections close as they
-	// are released.
-	old.Close()
-	return fresh, nil
+	if retired != nil {
+		retired.Close()
+	}
+	return db, release, err
+}
+
+// acquireLocked counts one more user of d.db and returns it with the
+// function that gives it back; d.mu is held.
+func (d *DB) acquireLocked() (*sql.DB, func(), error) {
+	if d.closed {
+		return nil, nil, fmt.Errorf("mediagoblin database %s: closed", d.where)
+	}
+	db := d.db
+	if d.users == nil {
+		d.users = map[*sql.DB]int{}
+	}
+	d.users[db]++
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			d.mu.Lock()
+			d.users[db]--
+			last := d.users[db] == 0
+			if last {
+				delete(d.users, db)
+			}
+			retired := last && db != d.db
+			d.mu.Unlock()
+			if retired {
+				db.Close()
+			}
+		})
+	}
+	return db, release, nil
 }
 
 // pgTimeouts bound, on the server, how long one statement on MediaGoblin's
@@ -206,6 +255,7 @@ func (d *DB) Backend() Backend { return d.backend }
 func (d *DB) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.closed = true
 	return d.db.Close()
 }
 
@@ -232,10 +282,11 @@ func (d *DB) replacedLocked() error {
 // Ping checks that the database answers and holds MediaGoblin's tables.
 func (d *DB) Ping(ctx context.Context) error {
 	var n int64
-	db, err := d.pool()
+	db, release, err := d.pool()
 	if err != nil {
 		return err
 	}
+	defer release()
 	err = db.QueryRowContext(ctx, `SELECT count(*) FROM core__privileges`).Scan(&n)
 	if err != nil {
 		return d.wrap("reach mediagoblin database", err)
@@ -320,10 +371,11 @@ func (d *DB) User(ctx context.Context, id int64) (User, error) {
 // MaxUserID returns the highest user id, 0 when there are no users.
 func (d *DB) MaxUserID(ctx context.Context) (int64, error) {
 	var id sql.NullInt64
-	db, err := d.pool()
+	db, release, err := d.pool()
 	if err != nil {
 		return 0, err
 	}
+	defer release()
 	if err := db.QueryRowContext(ctx, `SELECT max(id) FROM core__users`).Scan(&id); err != nil {
 		return 0, d.wrap("read highest user id", err)
 	}
@@ -331,10 +383,11 @@ func (d *DB) MaxUserID(ctx context.Context) (int64, error) {
 }
 
 func (d *DB) queryUsers(ctx context.Context, what, q string, args ...any) ([]User, error) {
-	db, err := d.pool()
+	db, release, err := d.pool()
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, d.wrap(what, err)
@@ -478,10 +531,11 @@ func (d *DB) UnbanUser(ctx context.Context, userID int64) error {
 // logs in.
 func (d *DB) IsBanned(ctx context.Context, userID int64) (bool, string, error) {
 	var reason string
-	db, err := d.pool()
+	db, release, err := d.pool()
 	if err != nil {
 		return false, "", err
 	}
+	defer release()
 	err = db.QueryRowContext(ctx, d.rebind(`SELECT reason FROM core__user_bans WHERE user_id = ?`), userID).Scan(&reason)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, "", nil
@@ -493,10 +547,11 @@ func (d *DB) IsBanned(ctx context.Context, userID int64) (bool, string, error) {
 }
 
 func (d *DB) tx(ctx context.Context, what string, fn func(*sql.Tx) error) error {
-	db, err := d.pool()
+	db, release, err := d.pool()
 	if err != nil {
 		return err
 	}
+	defer release()
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return d.wrap(what, err)

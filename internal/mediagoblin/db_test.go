@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -373,5 +374,65 @@ func TestReplacedSQLiteFileOpenedAgain(t *testing.T) {
 	}
 	if _, err := db.UsersByEmail(ctx, []string{"bot@nowhere.example"}, 0); !errors.Is(err, mediagoblin.ErrUnavailable) {
 		t.Errorf("file moved away: %v; want ErrUnavailable", err)
+	}
+}
+
+// Operations running while the file is replaced: one that took the old
+// connections just before the rename must finish on them, not fail with
+// "sql: database is closed" because another operation, seeing the new
+// file first, closed them under it (a bounce's sign-up copy failing then
+// paused copies, and bounces in those seconds found nobody).
+func TestReplacedSQLiteFileConcurrentUsers(t *testing.T) {
+	ctx := t.Context()
+	inst := mgtest.NewSQLite(t, sender)
+	db := open(t, inst)
+	bot := inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example"})
+	var (
+		stop = make(chan struct{})
+		wg   sync.WaitGroup
+		errs = make(chan error, 4)
+	)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				// State runs three queries on the connections it took.
+				if _, err := db.State(ctx, bot); err != nil && !errors.Is(err, mediagoblin.ErrReplaced) {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	for range 20 {
+		inst.Restore(t, nil)
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("State across a replacement: %v", err)
+	}
+}
+
+// A DB closed while its file was replaced (LazyAccounts closes a failed
+// one while another operation may be opening the file again) must not
+// open it again: nothing would ever close those connections.
+func TestClosedSQLiteNotOpenedAgain(t *testing.T) {
+	inst := mgtest.NewSQLite(t, sender)
+	db := open(t, inst)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	inst.Restore(t, nil)
+	if _, err := db.MaxUserID(t.Context()); err == nil {
+		t.Error("MaxUserID on a closed DB after a replacement succeeded: it opened the file again")
 	}
 }

@@ -30,10 +30,11 @@ func (d *DB) State(ctx context.Context, userID int64) (LiveState, error) {
 	var st LiveState
 	what := fmt.Sprintf("read state of user %d", userID)
 	var n int
-	db, err := d.pool()
+	db, release, err := d.pool()
 	if err != nil {
 		return st, err
 	}
+	defer release()
 	if err := db.QueryRowContext(ctx, d.rebind(`SELECT count(*) FROM core__local_users WHERE id = ?`), userID).Scan(&n); err != nil {
 		return st, d.wrap(what, err)
 	}
@@ -88,10 +89,11 @@ func (d *DB) CheckRights(ctx context.Context) error {
 	if _, _, err := d.IsBanned(ctx, 0); err != nil {
 		return err
 	}
-	db, err := d.pool()
+	db, release, err := d.pool()
 	if err != nil {
 		return err
 	}
+	defer release()
 	switch d.backend {
 	case Postgres:
 		var missing []string

@@ -101,8 +101,13 @@ func (c *Copier) CopySignups(ctx context.Context, emails []string) ([]registry.R
 		return nil, fmt.Errorf("copy sign-ups: %w", err)
 	}
 	users, err := src.UsersByEmail(ctx, emails, cursor)
+	if errors.Is(err, mediagoblin.ErrReplaced) {
+		// The file was replaced under the read; the source opens it
+		// again before the next one.
+		users, err = src.UsersByEmail(ctx, emails, cursor)
+	}
 	if err != nil {
-		c.forget(src)
+		c.forget(src, err)
 		return nil, fmt.Errorf("copy sign-ups: %w", err)
 	}
 	now := c.now()
@@ -140,12 +145,17 @@ func (c *Copier) source(ctx context.Context) (Source, error) {
 	return src, nil
 }
 
-// forget drops a source that failed, closing it, so that the next copy
-// opens a fresh one (MediaGoblin's database may have been restarted), and
-// pauses copies. A source dropped already (another connection's copy
-// failed on it) is not the current one: its failure
-// says nothing of the source opened since, and does not pause.
-func (c *Copier) forget(src Source) {
+// forget drops a source that failed with err, closing it, so that the
+// next copy opens a fresh one (MediaGoblin's database may have been
+// restarted), and pauses copies. A source dropped already (another
+// connection's copy failed on it) is not the current one: its failure
+// says nothing of the source opened since, and does not pause. Nor does
+// ErrReplaced: the file is there, and *mediagoblin.DB opens it again
+// itself; closing it would fail the reads of other connections.
+func (c *Copier) forget(src Source, err error) {
+	if errors.Is(err, mediagoblin.ErrReplaced) {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.src == src {

@@ -3,6 +3,7 @@ package signups_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -260,4 +261,52 @@ func TestJournalFallsBackOnMiss(t *testing.T) {
 			t.Errorf("MediaGoblin down: %+v, %v; want a plain miss", regs, err)
 		}
 	})
+}
+
+// replacedOnce is a source whose first read fails as the *mediagoblin.DB
+// does when its file was replaced under the read.
+type replacedOnce struct {
+	signups.Source
+	failed atomic.Bool
+}
+
+func (s *replacedOnce) UsersByEmail(ctx context.Context, emails []string, afterID int64) ([]mediagoblin.User, error) {
+	if s.failed.CompareAndSwap(false, true) {
+		return nil, fmt.Errorf("read users: %w", mediagoblin.ErrReplaced)
+	}
+	return s.Source.UsersByEmail(ctx, emails, afterID)
+}
+
+// A read that failed because MediaGoblin's file was replaced under it says
+// the database is there: the source opens the file again itself. The copy
+// is tried again at once; the source is neither closed nor are copies
+// paused, which would make the bounces of the next seconds misses.
+func TestCopySignupsReplacedDuringRead(t *testing.T) {
+	ctx := t.Context()
+	inst := mgtest.NewSQLite(t, sender)
+	cfg := inst.Config(t)
+	reg, err := registry.Open(ctx, filepath.Join(t.TempDir(), "registry.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	var opens atomic.Int32
+	copier := &signups.Copier{Registry: reg, Open: func(ctx context.Context) (signups.Source, error) {
+		db, err := mediagoblin.Open(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		t.Cleanup(func() { db.Close() })
+		opens.Add(1)
+		return &replacedOnce{Source: db}, nil
+	}}
+	inst.AddUser(t, mgtest.User{Username: "bot", Email: "bot@nowhere.example"})
+	for i := range 2 {
+		if got, err := copier.CopySignups(ctx, []string{"bot@nowhere.example"}); err != nil || len(got) != 1 {
+			t.Errorf("copy %d: %+v, %v; want the sign-up", i, got, err)
+		}
+	}
+	if n := opens.Load(); n != 1 {
+		t.Errorf("opened MediaGoblin %d times, want 1: the source was dropped", n)
+	}
 }

@@ -233,7 +233,7 @@ func (d *DB) acquireLocked() (*sql.DB, func(), error) {
 			if last {
 				delete(d.users, db)
 			}
-			retired := last && db != d.db
+			retired := last && (db != d.db || d.closed)
 			d.mu.Unlock()
 			if retired {
 				db.Close()
@@ -251,11 +251,16 @@ var pgTimeouts = map[string]string{"lock_timeout": "5s", "statement_timeout": "3
 // Backend says which kind of database d is.
 func (d *DB) Backend() Backend { return d.backend }
 
-// Close closes the connections.
+// Close closes the connections; those an operation still runs on close
+// when it is done, so that closing a DB shared by the milter's connections
+// fails none of their operations halfway.
 func (d *DB) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.closed = true
+	if d.users[d.db] > 0 {
+		return nil // the last operation running on it closes it
+	}
 	return d.db.Close()
 }
 

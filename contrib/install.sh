@@ -14,7 +14,8 @@
 #   4. /etc/bouncemilter/bouncemilter.conf (unless it exists) and the systemd
 #      units, then systemctl enable --now
 #   5. fail2ban's filter, action (nftables, sets that hold networks) and
-#      jail, then a reload
+#      jail, then a reload of this jail alone, or its restart when it is
+#      not running yet or its actions or their files change
 #   6. nginx's sign-up log format, then a reload
 #
 # Usage: contrib/install.sh [options]    (as root; --dry-run prints only)
@@ -337,6 +338,15 @@ fi
 fi
 
 if step fail2ban "5. fail2ban: the filter, the action and the jail (banaction bouncemilter-nftables)"; then
+# Whether this run changes the action or jail files fail2ban has (compared
+# before they are replaced; a missing one counts as changed): a reload
+# would keep running the actions' old commands.
+changed=false
+for f in bouncemilter-nftables.conf bouncemilter-nftables-allports.conf; do
+	cmp -s "contrib/fail2ban/action.d/$f" "$root/etc/fail2ban/action.d/$f" || changed=true
+done
+sed -e "s|/var/log/bouncemilter|$logs|g" contrib/fail2ban/jail.d/bouncemilter.conf |
+	cmp -s - "$root/etc/fail2ban/jail.d/bouncemilter.conf" || changed=true
 run install -D -m 0644 contrib/fail2ban/filter.d/bouncemilter.conf "$root/etc/fail2ban/filter.d/bouncemilter.conf"
 run install -D -m 0644 -t "$root/etc/fail2ban/action.d" contrib/fail2ban/action.d/bouncemilter-nftables.conf contrib/fail2ban/action.d/bouncemilter-nftables-allports.conf
 run install -d "$root/etc/fail2ban/jail.d"
@@ -344,21 +354,26 @@ install_edited contrib/fail2ban/jail.d/bouncemilter.conf "$root/etc/fail2ban/jai
 if [[ -z $root ]]; then
 	# Only this jail is (re)loaded: a plain `fail2ban-client reload` would
 	# re-read every jail, sshd's half-edited one included. A jail that
-	# runs the actions its configuration names is reloaded, which keeps
-	# its nft sets. Otherwise it is restarted, which also adds it when it
-	# is not running yet: a reload that changes a jail's action (an
-	# upgrade from nftables-multiport, a switch to the allports action)
-	# leaves it with none at all, and the restart puts the bans fail2ban
-	# keeps back into the new sets.
+	# runs the actions its configuration names, from files this run left
+	# as they were, is reloaded, which keeps its nft sets. Otherwise it
+	# is restarted, which also adds it when it is not running yet: a
+	# reload that changes a jail's action (an upgrade from
+	# nftables-multiport, a switch to the allports action) leaves it with
+	# none at all, one after an action file changed (an upgrade of
+	# bouncemilter) keeps the sets and commands the old file made, and
+	# the restart puts the bans fail2ban keeps back into the new sets.
 	running= configured=
 	if ! $dry; then
 		running=$(fail2ban-client get bouncemilter actions 2>/dev/null | sed 1d | tr -s ', ' '\n\n' | sort) || running=
 		configured=$(fail2ban-client -d 2>/dev/null | sed -n "s/^\['set', 'bouncemilter', 'addaction', '\([^']*\)'\]$/\1/p" | sort) || configured=
 	fi
-	if [[ -n $running && $running == "$configured" ]]; then
+	if ! $changed && [[ -n $running && $running == "$configured" ]]; then
 		run fail2ban-client reload bouncemilter
 	else
 		run fail2ban-client reload --restart --if-exists bouncemilter
+	fi
+	if $dry; then
+		echo "  (a re-run that changes no action or jail, on a jail that runs them: fail2ban-client reload bouncemilter)"
 	fi
 fi
 fi

@@ -46,24 +46,41 @@ func backends(t *testing.T, fn func(t *testing.T, e *env)) {
 	t.Run("postgres", func(t *testing.T) { fn(t, newEnv(t, mgtest.NewPostgres(t, testenv.Postgres(t), sender))) })
 }
 
-func newEnv(t *testing.T, inst *mgtest.Instance) *env {
+// openRegistry opens a new registry, closed when the test ends.
+func openRegistry(t *testing.T) *registry.DB {
 	t.Helper()
-	cfg := inst.Config(t)
 	reg, err := registry.Open(t.Context(), filepath.Join(t.TempDir(), "registry.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { reg.Close() })
+	return reg
+}
+
+// openMG opens MediaGoblin's database as the Copier's Open does, closed
+// when the test ends.
+func openMG(t *testing.T, ctx context.Context, cfg mediagoblin.Config) (*mediagoblin.DB, error) {
+	db, err := mediagoblin.Open(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, nil
+}
+
+func newEnv(t *testing.T, inst *mgtest.Instance) *env {
+	t.Helper()
+	cfg := inst.Config(t)
+	reg := openRegistry(t)
 	e := &env{inst: inst, reg: reg}
 	e.copier = &signups.Copier{
 		Registry: reg,
 		Open: func(ctx context.Context) (signups.Source, error) {
 			e.opens.Add(1)
-			db, err := mediagoblin.Open(ctx, cfg)
+			db, err := openMG(t, ctx, cfg)
 			if err != nil {
 				return nil, err
 			}
-			t.Cleanup(func() { db.Close() })
 			return counting{db, e}, nil
 		},
 	}
@@ -129,11 +146,7 @@ func TestCopySignupsReplacedFile(t *testing.T) {
 	inst := mgtest.NewSQLite(t, sender)
 	cfg := inst.Config(t)
 	cfg.ReadOnly = true
-	reg, err := registry.Open(ctx, filepath.Join(t.TempDir(), "registry.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
+	reg := openRegistry(t)
 	var src *mediagoblin.DB
 	copier := &signups.Copier{Registry: reg, Open: func(ctx context.Context) (signups.Source, error) {
 		db, err := mediagoblin.Open(ctx, cfg)
@@ -178,11 +191,7 @@ func TestCopySignupsFailureOnDroppedSource(t *testing.T) {
 	ctx := t.Context()
 	inst := mgtest.NewSQLite(t, sender)
 	cfg := inst.Config(t)
-	reg, err := registry.Open(ctx, filepath.Join(t.TempDir(), "registry.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
+	reg := openRegistry(t)
 	first := &stalling{entered: make(chan struct{}), release: make(chan struct{})}
 	var opens atomic.Int32
 	var later atomic.Int64 // how far the copier's clock is ahead
@@ -190,11 +199,10 @@ func TestCopySignupsFailureOnDroppedSource(t *testing.T) {
 		Registry: reg,
 		Now:      func() time.Time { return time.Now().Add(time.Duration(later.Load())) },
 		Open: func(ctx context.Context) (signups.Source, error) {
-			db, err := mediagoblin.Open(ctx, cfg)
+			db, err := openMG(t, ctx, cfg)
 			if err != nil {
 				return nil, err
 			}
-			t.Cleanup(func() { db.Close() })
 			if opens.Add(1) == 1 {
 				first.Source = db
 				return first, nil
@@ -285,18 +293,13 @@ func TestCopySignupsReplacedDuringRead(t *testing.T) {
 	ctx := t.Context()
 	inst := mgtest.NewSQLite(t, sender)
 	cfg := inst.Config(t)
-	reg, err := registry.Open(ctx, filepath.Join(t.TempDir(), "registry.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
+	reg := openRegistry(t)
 	var opens atomic.Int32
 	copier := &signups.Copier{Registry: reg, Open: func(ctx context.Context) (signups.Source, error) {
-		db, err := mediagoblin.Open(ctx, cfg)
+		db, err := openMG(t, ctx, cfg)
 		if err != nil {
 			return nil, err
 		}
-		t.Cleanup(func() { db.Close() })
 		opens.Add(1)
 		return &replacedOnce{Source: db}, nil
 	}}

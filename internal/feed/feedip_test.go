@@ -85,6 +85,15 @@ func servedBanner(bl *netLog, reg *registry.DB) banner.Banner {
 	return banner.Guard(bl, banner.Options{IPv6Prefix: 64, AllowFrom: reg.AllowedIPs})
 }
 
+// servedWorker is in's worker on clk's time, banning into a netLog behind
+// servedBanner, which it returns too.
+func servedWorker(in *instance, clk *clock) (*worker.Worker, *netLog) {
+	bl := &netLog{banned: map[netip.Prefix]bool{}}
+	w := worker.New(in.reg, noAccounts{}, servedBanner(bl, in.reg), nil)
+	w.Now = clk.now
+	return w, bl
+}
+
 // publish writes a signed feed of in listing ips, made at made.
 func (in *instance) publish(t *testing.T, made time.Time, ips ...string) {
 	t.Helper()
@@ -126,9 +135,7 @@ func TestPeersDoNotRebanRestoredNetwork(t *testing.T) {
 			ctx := context.Background()
 			a, b, c := newInstance(t, "a.example"), newInstance(t, "b.example"), newInstance(t, "c.example")
 			clk := &clock{t: t0}
-			bl := &netLog{banned: map[netip.Prefix]bool{}}
-			w := worker.New(c.reg, noAccounts{}, servedBanner(bl, c.reg), nil)
-			w.Now = clk.now
+			w, bl := servedWorker(c, clk)
 			id := c.prove(t, "real@example.org", own, t0)
 			if _, err := w.RunOnce(ctx); err != nil {
 				t.Fatal(err)
@@ -167,9 +174,7 @@ func TestFeedUnbanKeepsOwnNetworkBan(t *testing.T) {
 	ctx := context.Background()
 	a, b, c := newInstance(t, "a.example"), newInstance(t, "b.example"), newInstance(t, "c.example")
 	clk := &clock{t: t0}
-	bl := &netLog{banned: map[netip.Prefix]bool{}}
-	w := worker.New(c.reg, noAccounts{}, servedBanner(bl, c.reg), nil)
-	w.Now = clk.now
+	w, bl := servedWorker(c, clk)
 	c.prove(t, "bot@spam.example", "2001:db8:1:2::5", t0)
 	if _, err := w.RunOnce(ctx); err != nil {
 		t.Fatal(err)

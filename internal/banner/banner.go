@@ -174,20 +174,16 @@ func (Nop) UnbanNet(ctx context.Context, p netip.Prefix) error { return nil }
 // is judged (and banned) as 10.0.0.1. Unban always passes: lifting a ban is
 // never harmful.
 func Guarded(b Banner, allow []netip.Prefix) Banner {
-	return GuardedNet(b, allow, 0)
+	return Guard(b, Options{Allow: allow})
 }
 
-// GuardedNet is Guarded, banning the network of v6bits bits (see Group) of
-// an IPv6 address when b is a NetBanner. Unban lifts the network's ban and
-// the address's; with NFTables, the address's and that of the one network
-// that holds it, whatever v6bits was when it was banned.
-func GuardedNet(b Banner, allow []netip.Prefix, v6bits int) Banner {
-	return Guard(b, Options{Allow: allow, IPv6Prefix: v6bits})
-}
-
-// Guard is GuardedNet with what opts says of it (Allow, AllowFrom,
+// Guard is Guarded with what opts says of it (Allow, AllowFrom,
 // IPv6Prefix): the guard New puts around the banner it builds, for a
-// Banner built elsewhere.
+// Banner built elsewhere. With IPv6Prefix it bans the network of that many
+// bits (see Group) of an IPv6 address when b is a NetBanner, and Unban
+// lifts the network's ban and the address's; with NFTables, the address's
+// and that of the one network that holds it, whatever the prefix was when
+// it was banned.
 func Guard(b Banner, opts Options) Banner {
 	g := &guard{next: b, allow: opts.Allow, allowFrom: opts.AllowFrom, v6bits: opts.IPv6Prefix}
 	if _, ok := g.next.(Checker); ok {

@@ -52,11 +52,11 @@ func (r *recorder) UnbanNet(ctx context.Context, p netip.Prefix) error {
 	return nil
 }
 
-func TestGuardedNet(t *testing.T) {
+func TestGuardIPv6Prefix(t *testing.T) {
 	ctx := context.Background()
 	rec := &recorder{}
 	proxy := netip.MustParsePrefix("2001:db8:aa:bb::1/128")
-	b := GuardedNet(rec, []netip.Prefix{proxy}, 64)
+	b := Guard(rec, Options{Allow: []netip.Prefix{proxy}, IPv6Prefix: 64})
 	for _, ip := range []string{"2001:db8:1:2::7", "203.0.113.7", "2001:db8:aa:bb::99"} {
 		if err := b.Ban(ctx, netip.MustParseAddr(ip), ""); err != nil {
 			t.Fatal(err)

@@ -107,10 +107,14 @@ func (n *NFTables) BanNet(ctx context.Context, p netip.Prefix, reason string) er
 	}
 	secs := int64((timeout + time.Second - 1) / time.Second)
 	target := netString(p)
-	script, covered, err := n.banScript(ctx, p, secs)
-	if err == nil && !covered {
-		err = n.script(ctx, script)
+	attempt := func() error {
+		script, covered, err := n.banScript(ctx, p, secs)
+		if err == nil && !covered {
+			err = n.script(ctx, script)
+		}
+		return err
 	}
+	err := attempt()
 	if err != nil && ctx.Err() == nil && !errors.Is(err, errNoAnswer) {
 		// The table may be missing (first ban, or flushed by a
 		// firewall reload), or older than the network set, or a
@@ -119,10 +123,7 @@ func (n *NFTables) BanNet(ctx context.Context, p netip.Prefix, reason string) er
 		if eerr := n.EnsureSet(ctx); eerr != nil {
 			return fmt.Errorf("ban %s: %w; %w", target, err, eerr)
 		}
-		script, covered, err = n.banScript(ctx, p, secs)
-		if err == nil && !covered {
-			err = n.script(ctx, script)
-		}
+		err = attempt()
 	}
 	if err != nil {
 		return fmt.Errorf("ban %s: %w", target, err)
@@ -361,13 +362,22 @@ func (n *NFTables) UnbanNet(ctx context.Context, p netip.Prefix) error {
 			return nil
 		}
 	}
+	if err := n.deleteElements(ctx, n.set(p), gone); err != nil {
+		return fmt.Errorf("unban %s: %w", netString(p), err)
+	}
+	return nil
+}
+
+// deleteElements deletes the elements gone of set in one transaction; an
+// element that is not there is no error.
+func (n *NFTables) deleteElements(ctx context.Context, set string, gone []netip.Prefix) error {
 	var script strings.Builder
 	for _, e := range gone {
-		fmt.Fprintf(&script, "delete element inet %s %s { %s }\n", n.table(), n.set(p), netString(e))
+		fmt.Fprintf(&script, "delete element inet %s %s { %s }\n", n.table(), set, netString(e))
 	}
 	err := n.script(ctx, script.String())
 	if err != nil && !errors.Is(err, errNoSuchElement) {
-		return fmt.Errorf("unban %s: %w", netString(p), err)
+		return err
 	}
 	return nil
 }
@@ -387,9 +397,10 @@ func (n *NFTables) UnbanAddress(ctx context.Context, ip netip.Addr) error {
 		if err != nil {
 			return fmt.Errorf("unban %s: %w", ip, err)
 		}
+		// The one network that holds ip: nothing overlaps it.
 		if holder.Prefix.IsValid() {
-			if err := n.UnbanNet(ctx, holder.Prefix); err != nil {
-				return err
+			if err := n.deleteElements(ctx, set6net, []netip.Prefix{holder.Prefix}); err != nil {
+				return fmt.Errorf("unban %s: %w", netString(holder.Prefix), err)
 			}
 		}
 	}

@@ -774,7 +774,7 @@ func TestIPBanRecordsTheNetworkBanned(t *testing.T) {
 	journal(t, db, 2, "2001:db8:5:1::99", t0)
 	journal(t, db, 3, "203.0.113.9", t0)
 	w := newWorker(db, tg, c)
-	w.Banner = banner.GuardedNet(banner.Nop{}, []netip.Prefix{netip.MustParsePrefix("2001:db8:5:1::1/128")}, 64)
+	w.Banner = banner.Guard(banner.Nop{}, banner.Options{Allow: []netip.Prefix{netip.MustParsePrefix("2001:db8:5:1::1/128")}, IPv6Prefix: 64})
 	if _, err := w.RunOnce(t.Context()); err != nil {
 		t.Fatal(err)
 	}

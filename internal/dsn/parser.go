@@ -306,8 +306,9 @@ func (p *Parser) read(b []byte, budget, scan *int64, a *arena) *msg {
 		// a structure too deep or too large is not read again as text).
 		body := rawBody(b)
 		if n := min(int64(len(body)), maxTextBytes+1, *budget); n < int64(len(body)) {
-			// capTextBytes cuts what is over maxTextBytes at a
-			// line end, but not what the budget cut.
+			// Cut at a line end whichever limit fell, the budget
+			// or maxTextBytes; capTextBytes then applies
+			// maxTextBytes, to the same text.
 			body = cutToLine(body[:n])
 		}
 		*budget -= int64(len(body))

@@ -18,8 +18,8 @@ import (
 const maxBatch = 128
 
 // A bounceRecord is one write of a group commit: a bounce and its actions,
-// or, when stmt is set, one statement of the worker's bookkeeping (an
-// action marked applied, failed, …). Bookkeeping goes through the group
+// or, when fn is set, the worker's bookkeeping (an action marked applied,
+// failed, …). Bookkeeping goes through the group
 // commit too, so that the worker does not take turns with the milter for
 // the write lock and an fsync of its own per action: a flood of bounces
 // makes a flood of actions.
@@ -29,9 +29,7 @@ type bounceRecord struct {
 	ctx     context.Context
 	b       Bounce
 	actions []Action
-	stmt    string
-	args    []any
-	fn      func(ctx context.Context, t *Tx) error // bookkeeping of more than one statement
+	fn      func(ctx context.Context, t *Tx) error
 	done    chan recordResult
 }
 
@@ -133,18 +131,16 @@ func (t *Tx) record(ctx context.Context, rec bounceRecord) (Recorded, error) {
 	if rec.fn != nil {
 		return Recorded{}, rec.fn(ctx, t)
 	}
-	if rec.stmt != "" {
-		_, err := t.tx.ExecContext(ctx, rec.stmt, rec.args...)
-		return Recorded{}, err
-	}
 	return t.recordBounce(ctx, rec.b, rec.actions)
 }
 
 // grouped runs one writing statement in the next group commit and waits
 // until it is committed.
 func (r *DB) grouped(ctx context.Context, stmt string, args ...any) error {
-	_, err := r.enqueue(ctx, bounceRecord{stmt: stmt, args: args, done: make(chan recordResult, 1)})
-	return err
+	return r.groupedTx(ctx, func(ctx context.Context, t *Tx) error {
+		_, err := t.tx.ExecContext(ctx, stmt, args...)
+		return err
+	})
 }
 
 // groupedTx runs fn in the next group commit and waits until it is

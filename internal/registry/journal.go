@@ -99,14 +99,16 @@ type Action struct {
 // RecordBounce journals a bounce and the actions it calls for, durably,
 // and returns the bounce's id. Bounces recorded at the same moment share
 // one commit. A ban already pending or applied for the same target is not
-// queued twice.
+// queued twice. The milter calls Record, which says what was kept; tests
+// and tools that need only the id call this.
 func (r *DB) RecordBounce(ctx context.Context, b Bounce, actions []Action) (int64, error) {
 	rec, err := r.submit(ctx, b, actions)
 	return rec.ID, err
 }
 
 // Recorded is what Record journalled: the bounce's id, its verdict and
-// detail as written, and how many of the actions were queued. They differ
+// detail as written, and how many of the actions were kept (a duplicate of
+// a ban in force is kept, and not queued twice). They differ
 // from what the caller passed when an account was allow-listed between the
 // caller's decision and the commit (see dropAllowed).
 type Recorded struct {
@@ -280,7 +282,7 @@ func (r *DB) MarkRefused(ctx context.Context, id int64, cause error, now time.Ti
 
 // DueActions returns up to limit pending actions whose next attempt is due
 // at now, oldest first, whatever they wait for: what the queue holds, for
-// review and tests. The worker reads ReadyActions.
+// tests. The worker reads ReadyActions.
 func (r *DB) DueActions(ctx context.Context, now time.Time, limit int) ([]Action, error) {
 	rows, err := r.db.QueryContext(ctx, `SELECT `+actionColumns+` FROM actions
 		WHERE state = 'pending' AND next_attempt <= ? ORDER BY id LIMIT ?`, unix(now), limit)

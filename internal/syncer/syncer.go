@@ -322,10 +322,7 @@ func (s *run) copyNew(ctx context.Context) (int64, error) {
 			if next == cursor {
 				return nil
 			}
-			if err := tx.SetState(ctx, stateCursorName, name); err != nil {
-				return err
-			}
-			return tx.SetState(ctx, stateCursor, strconv.FormatInt(next, 10))
+			return setCursor(ctx, tx, next, name)
 		})
 		if err != nil {
 			return start, fmt.Errorf("store users %d–%d: %w", users[0].ID, last, err)
@@ -383,12 +380,15 @@ func (s *run) saveCursor(ctx context.Context, cursor int64) error {
 			name = us[0].Username
 		}
 	}
-	return s.reg.Tx(ctx, func(tx *registry.Tx) error {
-		if err := tx.SetState(ctx, stateCursorName, name); err != nil {
-			return err
-		}
-		return tx.SetState(ctx, stateCursor, strconv.FormatInt(cursor, 10))
-	})
+	return s.reg.Tx(ctx, func(tx *registry.Tx) error { return setCursor(ctx, tx, cursor, name) })
+}
+
+// setCursor stores the cursor and the username of its user in tx.
+func setCursor(ctx context.Context, tx *registry.Tx, cursor int64, name string) error {
+	if err := tx.SetState(ctx, stateCursorName, name); err != nil {
+		return err
+	}
+	return tx.SetState(ctx, stateCursor, strconv.FormatInt(cursor, 10))
 }
 
 func (s *run) registration(u mediagoblin.User) registry.Registration {

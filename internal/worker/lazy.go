@@ -11,8 +11,10 @@ import (
 // attempt failed, so that the milter starts (and journals) while
 // MediaGoblin's database is still down; the actions wait in the queue.
 // A failure that is not a refusal closes the store: connections that a
-// restarted server dropped are not used again. (An SQLite file replaced
-// since is the store's business: mediagoblin.DB opens it again itself.)
+// restarted server dropped are not used again. That includes a failure on
+// an SQLite file replaced meanwhile (mediagoblin.ErrReplaced), though
+// mediagoblin.DB would open the new file itself: the store is opened
+// again, once, needlessly.
 type LazyAccounts struct {
 	Open func(ctx context.Context) (Accounts, error)
 

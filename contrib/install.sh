@@ -341,16 +341,16 @@ if step fail2ban "5. fail2ban: the filter, the action and the jail (banaction bo
 # Whether this run changes the action or jail files fail2ban has (compared
 # before they are replaced; a missing one counts as changed): a reload
 # would keep running the actions' old commands.
-changed=false
+changed=false jail_edit="/var/log/bouncemilter|$logs"
 for f in bouncemilter-nftables.conf bouncemilter-nftables-allports.conf; do
 	cmp -s "contrib/fail2ban/action.d/$f" "$root/etc/fail2ban/action.d/$f" || changed=true
 done
-sed -e "s|/var/log/bouncemilter|$logs|g" contrib/fail2ban/jail.d/bouncemilter.conf |
+sed -e "s|$jail_edit|g" contrib/fail2ban/jail.d/bouncemilter.conf |
 	cmp -s - "$root/etc/fail2ban/jail.d/bouncemilter.conf" || changed=true
 run install -D -m 0644 contrib/fail2ban/filter.d/bouncemilter.conf "$root/etc/fail2ban/filter.d/bouncemilter.conf"
 run install -D -m 0644 -t "$root/etc/fail2ban/action.d" contrib/fail2ban/action.d/bouncemilter-nftables.conf contrib/fail2ban/action.d/bouncemilter-nftables-allports.conf
 run install -d "$root/etc/fail2ban/jail.d"
-install_edited contrib/fail2ban/jail.d/bouncemilter.conf "$root/etc/fail2ban/jail.d/bouncemilter.conf" "/var/log/bouncemilter|$logs"
+install_edited contrib/fail2ban/jail.d/bouncemilter.conf "$root/etc/fail2ban/jail.d/bouncemilter.conf" "$jail_edit"
 if [[ -z $root ]]; then
 	# Only this jail is (re)loaded: a plain `fail2ban-client reload` would
 	# re-read every jail, sshd's half-edited one included. A jail that
